@@ -1,0 +1,159 @@
+// Package store persists hearth's control-plane state (users, teams, API
+// keys, templates, sandboxes, hosts) in SQLite (embedded default) or
+// PostgreSQL. The schema is managed by goose migrations applied at open.
+//
+// Every team-scoped query takes the caller's team ID and treats a row of
+// another team exactly like a missing row (ErrNotFound), so handlers can map
+// it to 404 without leaking existence.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// PlatformTeamID owns the platform templates (base, tiny). Its templates are
+// visible to every team.
+const PlatformTeamID = "00000000-0000-0000-0000-000000000000"
+
+var (
+	// ErrNotFound: no row, or a row owned by another team.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique constraint was violated (duplicate email, name...).
+	ErrConflict = errors.New("conflict")
+	// ErrStaleState: a compare-and-set status transition found another status.
+	ErrStaleState = errors.New("stale state")
+)
+
+// Role of a user inside a team.
+type Role string
+
+const (
+	RoleOwner  Role = "owner"
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+)
+
+type User struct {
+	ID           string // UUID
+	Email        string // lower-cased
+	PasswordHash string
+	IsAdmin      bool // platform admin
+	CreatedAt    time.Time
+}
+
+type Team struct {
+	ID        string // UUID
+	Name      string
+	CreatedAt time.Time
+}
+
+// TeamMembership is a team as seen by one of its members.
+type TeamMembership struct {
+	Team
+	Role Role
+}
+
+type APIKey struct {
+	ID         string // UUID
+	TeamID     string
+	Name       string
+	Prefix     string // first characters of the key, shown in listings
+	Hash       string // hex SHA-256 of the whole key
+	CreatedBy  string // user ID, may be empty
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
+type TemplateKind string
+
+const (
+	KindBase     TemplateKind = "base"     // boots a kernel + root filesystem image
+	KindSnapshot TemplateKind = "snapshot" // restores frozen VM state
+)
+
+type Template struct {
+	ID              string // short DNS-safe id
+	TeamID          string
+	Name            string // unique per team
+	Kind            TemplateKind
+	VCPUs           int
+	MemoryMB        int
+	DiskSizeMB      int
+	Host            string // host ID holding the snapshot files (snapshot kind)
+	SourceSandboxID string // sandbox it was taken from (snapshot kind)
+	CreatedAt       time.Time
+}
+
+type SandboxStatus string
+
+const (
+	StatusCreating SandboxStatus = "creating"
+	StatusRunning  SandboxStatus = "running"
+	StatusPausing  SandboxStatus = "pausing"
+	StatusPaused   SandboxStatus = "paused"
+	StatusResuming SandboxStatus = "resuming"
+	StatusStopping SandboxStatus = "stopping"
+	StatusStopped  SandboxStatus = "stopped"
+	StatusError    SandboxStatus = "error"
+)
+
+// DefaultDiskSizeMB is the root disk size of a sandbox that asks for none.
+const DefaultDiskSizeMB = 20480
+
+type Sandbox struct {
+	ID            string // lowercase letters and digits: used in host names
+	TeamID        string
+	TemplateID    string
+	Status        SandboxStatus
+	Host          string // host ID; empty until placed
+	VCPUs         int
+	MemoryMB      int
+	DiskSizeMB    int
+	Metadata      map[string]string
+	Env           map[string]string
+	AccessToken   string // envd access token, encrypted at rest by the store's sealer
+	TimeoutS      int
+	EndAt         time.Time // when the timeout fires
+	AutoPause     bool
+	AutoResume    bool
+	AllowInternet bool
+	Error         string // last error, for status=error
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+type HostStatus string
+
+const (
+	HostReady       HostStatus = "ready"
+	HostUnreachable HostStatus = "unreachable"
+	HostDraining    HostStatus = "draining"
+)
+
+type Host struct {
+	ID            string
+	Name          string
+	Address       string // host:port of its agent RPC endpoint
+	Status        HostStatus
+	VCPUs         int // capacity
+	MemoryMB      int
+	DiskMB        int
+	UsedVCPUs     int
+	UsedMemoryMB  int
+	UsedDiskMB    int
+	SandboxCount  int
+	LastHeartbeat time.Time
+	CreatedAt     time.Time
+}
+
+// SandboxFilter narrows ListSandboxes. Zero values match everything.
+type SandboxFilter struct {
+	Statuses []SandboxStatus
+	Metadata map[string]string // every pair must match
+	Limit    int               // 0: no limit
+	// After is a cursor: SandboxCursor(last) of the previous page (stays
+	// valid if that sandbox is deleted) or that sandbox's ID. Results are
+	// ordered by (CreatedAt, ID) and start after it.
+	After string
+}
