@@ -1,0 +1,416 @@
+// Package firecracker is the Firecracker driver: it launches the
+// `firecracker --api-sock` binary (inside the sandbox's network namespace,
+// in its own process group), configures the VM over the HTTP API on that
+// unix socket and boots it; pause, snapshot (Full/Diff) and restore (File or
+// Uffd memory backend) use the same API. See api.go for the wire types.
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+	"github.com/hearth-sandbox/hearth/internal/vmm/vmmproc"
+)
+
+const (
+	apiSockName = "api.sock"
+	fcLogName   = "firecracker.log"
+	// The guest sees one disk and one NIC with these ids.
+	rootDriveID = "rootfs"
+	ifaceID     = "eth0"
+)
+
+// Options configure the driver. Zero values pick defaults.
+type Options struct {
+	Binary       string // default firecracker from PATH
+	ProbeKernel  string // vmlinux the probe boots
+	ProbeTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Driver implements vmm.Driver and vmm.Restorer.
+type Driver struct {
+	opts      Options
+	probeOnce sync.Once
+	probeErr  error
+}
+
+var (
+	_ vmm.Driver   = (*Driver)(nil)
+	_ vmm.Restorer = (*Driver)(nil)
+)
+
+// New returns a driver. It does not probe.
+func New(opts Options) *Driver {
+	if opts.Binary == "" {
+		opts.Binary = "firecracker"
+	}
+	if opts.ProbeTimeout == 0 {
+		opts.ProbeTimeout = 8 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Driver{opts: opts}
+}
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return "firecracker" }
+
+// Probe implements vmm.Driver (cached): the binary exists, /dev/kvm opens,
+// and a guest really boots under Firecracker (it must reach the kernel's
+// "no root filesystem" panic). Opening /dev/kvm is not enough: nested PVM
+// hosts expose it but cannot run a stock kernel.
+func (d *Driver) Probe(ctx context.Context) error {
+	d.probeOnce.Do(func() { d.probeErr = d.probe(ctx) })
+	return d.probeErr
+}
+
+func (d *Driver) probe(ctx context.Context) error {
+	if _, err := exec.LookPath(d.opts.Binary); err != nil {
+		return fmt.Errorf("%w: %s binary not found (install a release from github.com/firecracker-microvm/firecracker/releases into PATH)", vmm.ErrUnsupported, d.opts.Binary)
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%w: /dev/kvm: %v (Firecracker needs KVM)", vmm.ErrUnsupported, err)
+	}
+	f.Close()
+	if d.opts.ProbeKernel == "" {
+		return fmt.Errorf("%w: no guest kernel to probe a Firecracker boot with (run hearth image build)", vmm.ErrUnsupported)
+	}
+	dir, err := os.MkdirTemp("", "hearth-fc-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(ctx, d.opts.ProbeTimeout)
+	defer cancel()
+	m, err := d.newMachine(vmm.Config{
+		ID: "probe", RunDir: dir, KernelPath: d.opts.ProbeKernel,
+		KernelArgs: "root=/dev/hearth-probe-none", VCPUs: 1, MemoryMB: 128,
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if err := m.Start(ctx); err != nil {
+		return fmt.Errorf("%w: probe boot: %v", vmm.ErrUnsupported, err)
+	}
+	defer func() { _ = m.Stop(context.Background()) }()
+	for {
+		b, _ := os.ReadFile(vmm.ConsoleLog(dir))
+		if strings.Contains(string(b), "Kernel panic") || strings.Contains(string(b), "VFS:") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: a Firecracker guest did not boot within %s (nested or paravirtual KVM such as kvm_pvm cannot run a stock kernel)", vmm.ErrUnsupported, d.opts.ProbeTimeout)
+		case <-m.proc.Done():
+			if strings.Contains(string(b), "Kernel panic") {
+				return nil
+			}
+			return fmt.Errorf("%w: firecracker exited during the probe boot: %v", vmm.ErrUnsupported, m.proc.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// NewMachine implements vmm.Driver.
+func (d *Driver) NewMachine(cfg vmm.Config) (vmm.Machine, error) { return d.newMachine(cfg, nil) }
+
+func (d *Driver) newMachine(cfg vmm.Config, restore *vmm.RestoreSpec) (*Machine, error) {
+	var missing []string
+	if cfg.RunDir == "" {
+		missing = append(missing, "RunDir")
+	}
+	if restore == nil && cfg.KernelPath == "" {
+		missing = append(missing, "KernelPath")
+	}
+	if cfg.VCPUs <= 0 {
+		missing = append(missing, "VCPUs")
+	}
+	if cfg.MemoryMB <= 0 {
+		missing = append(missing, "MemoryMB")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("firecracker config: missing %s", strings.Join(missing, ", "))
+	}
+	if cfg.RootDiskFormat != "" && cfg.RootDiskFormat != "raw" {
+		return nil, fmt.Errorf("firecracker config: root disk format %q (Firecracker takes raw images only)", cfg.RootDiskFormat)
+	}
+	if p := filepath.Join(cfg.RunDir, apiSockName); len(p) > 107 {
+		return nil, fmt.Errorf("firecracker config: API socket path %q longer than 107 bytes", p)
+	}
+	return &Machine{d: d, cfg: cfg, restore: restore}, nil
+}
+
+// Restore implements vmm.Restorer: a fresh firecracker process loads the
+// snapshot (memory from a file or from a userfaultfd page server).
+func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.RestoreSpec) (vmm.Snapshotter, error) {
+	if snap.StatePath == "" {
+		return nil, errors.New("firecracker restore: StatePath is required")
+	}
+	if snap.MemoryPath == "" && snap.UffdSocket == "" {
+		return nil, errors.New("firecracker restore: MemoryPath or UffdSocket is required")
+	}
+	m, err := d.newMachine(cfg, &snap)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Start(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Machine is one firecracker process. It implements vmm.Snapshotter.
+type Machine struct {
+	d       *Driver
+	cfg     vmm.Config
+	restore *vmm.RestoreSpec
+
+	mu      sync.Mutex
+	proc    *vmmproc.Process
+	api     *Client
+	stopped bool
+}
+
+var _ vmm.Snapshotter = (*Machine)(nil)
+
+// APISocket is the path of the machine's API socket.
+func (m *Machine) APISocket() string { return filepath.Join(m.cfg.RunDir, apiSockName) }
+
+// BootArgs returns the guest kernel command line.
+func (m *Machine) BootArgs() string {
+	// reboot=k: a guest reboot (or panic=-1) makes Firecracker exit.
+	parts := []string{"console=ttyS0", "reboot=k", "panic=-1", "pci=off"}
+	if a := strings.TrimSpace(m.cfg.KernelArgs); a != "" {
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Start implements vmm.Machine: launch, configure, InstanceStart (or load
+// the snapshot when restoring).
+func (m *Machine) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc != nil {
+		return errors.New("firecracker: machine already started")
+	}
+	if err := os.MkdirAll(m.cfg.RunDir, 0o755); err != nil {
+		return fmt.Errorf("firecracker: run dir: %w", err)
+	}
+	_ = os.Remove(m.APISocket())
+	// Firecracker's stdout is the guest serial console.
+	console, err := os.OpenFile(vmm.ConsoleLog(m.cfg.RunDir), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("firecracker: console log: %w", err)
+	}
+	defer console.Close()
+	vmmLog, err := os.OpenFile(filepath.Join(m.cfg.RunDir, vmm.VMMLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("firecracker: vmm log: %w", err)
+	}
+	defer vmmLog.Close()
+	id := m.cfg.ID
+	if id == "" {
+		id = "hearth"
+	}
+	cmd := exec.Command(m.d.opts.Binary, "--api-sock", m.APISocket(), "--id", id)
+	cmd.Stdout, cmd.Stderr = console, vmmLog
+	cmd.Stdin = nil
+	proc, err := vmmproc.Start(cmd, m.cfg.NetNS, filepath.Join(m.cfg.RunDir, vmm.PIDFileName))
+	if err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	m.proc = proc
+	m.api = NewClient(m.APISocket())
+	if err := m.configure(ctx); err != nil {
+		killCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = proc.KillAndWait(killCtx)
+		m.api.Close()
+		m.stopped = true
+		return fmt.Errorf("firecracker %s: %w", m.cfg.ID, err)
+	}
+	return nil
+}
+
+func (m *Machine) configure(ctx context.Context) error {
+	if err := m.waitAPI(ctx); err != nil {
+		return err
+	}
+	logPath := filepath.Join(m.cfg.RunDir, fcLogName)
+	// Firecracker opens an existing file or FIFO; it does not create one.
+	if f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		f.Close()
+	}
+	if err := m.api.PutLogger(ctx, Logger{LogPath: logPath, Level: "Warning"}); err != nil {
+		return err
+	}
+	if r := m.restore; r != nil {
+		load := SnapshotLoadParams{
+			SnapshotPath:    r.StatePath,
+			TrackDirtyPages: r.TrackDirtyPages,
+			ResumeVM:        !r.Paused,
+			MemBackend:      &MemoryBackend{BackendType: "File", BackendPath: r.MemoryPath},
+		}
+		if r.UffdSocket != "" {
+			load.MemBackend = &MemoryBackend{BackendType: "Uffd", BackendPath: r.UffdSocket}
+		}
+		if m.cfg.TapName != "" {
+			load.NetworkOverrides = []NetworkOverride{{IfaceID: ifaceID, HostDevName: m.cfg.TapName}}
+		}
+		return m.api.LoadSnapshot(ctx, load)
+	}
+	// Dirty page tracking from boot: every sandbox may be paused, and only
+	// tracked VMs can write Diff snapshots.
+	track := true
+	mc := MachineConfiguration{VCPUCount: m.cfg.VCPUs, MemSizeMib: m.cfg.MemoryMB, TrackDirtyPages: &track}
+	if err := m.api.PutMachineConfig(ctx, mc); err != nil {
+		return err
+	}
+	if err := m.api.PutBootSource(ctx, BootSource{
+		KernelImagePath: m.cfg.KernelPath, InitrdPath: m.cfg.InitrdPath, BootArgs: m.BootArgs(),
+	}); err != nil {
+		return err
+	}
+	if m.cfg.RootDisk != "" {
+		ro := false
+		if err := m.api.PutDrive(ctx, Drive{
+			DriveID: rootDriveID, IsRootDevice: true, IsReadOnly: &ro, PathOnHost: m.cfg.RootDisk,
+		}); err != nil {
+			return err
+		}
+	}
+	if m.cfg.TapName != "" {
+		if err := m.api.PutNetworkInterface(ctx, NetworkInterface{
+			IfaceID: ifaceID, HostDevName: m.cfg.TapName, GuestMAC: m.cfg.MAC,
+		}); err != nil {
+			return err
+		}
+	}
+	if err := m.api.PutEntropy(ctx); err != nil {
+		return err
+	}
+	return m.api.InstanceStart(ctx)
+}
+
+// waitAPI polls GET / until the API socket answers.
+func (m *Machine) waitAPI(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := m.api.DescribeInstance(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("API socket %s did not answer: %w", m.APISocket(), ctx.Err())
+		case <-m.proc.Done():
+			return fmt.Errorf("firecracker exited during start: %v", m.proc.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// PID implements vmm.Machine.
+func (m *Machine) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return 0
+	}
+	return m.proc.PID()
+}
+
+// Wait implements vmm.Machine.
+func (m *Machine) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	proc := m.proc
+	m.mu.Unlock()
+	if proc == nil {
+		return errors.New("firecracker: machine not started")
+	}
+	return proc.Wait(ctx)
+}
+
+// Stop implements vmm.Machine. Firecracker has no graceful "quit" for a
+// running guest on x86 short of a guest reboot, and the VM's state is
+// disposable at this point (a pause snapshots first), so it is killed.
+func (m *Machine) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.stopped {
+		m.stopped = true
+		return nil
+	}
+	if err := m.proc.KillAndWait(ctx); err != nil {
+		return fmt.Errorf("firecracker stop %s: %w", m.cfg.ID, err)
+	}
+	m.api.Close()
+	_ = os.Remove(m.APISocket())
+	m.stopped = true
+	return nil
+}
+
+func (m *Machine) client() (*Client, error) {
+	if m.proc == nil || m.stopped || m.proc.Exited() {
+		return nil, errors.New("firecracker: machine not running")
+	}
+	return m.api, nil
+}
+
+// Pause implements vmm.Snapshotter (PATCH /vm Paused).
+func (m *Machine) Pause(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.client()
+	if err != nil {
+		return err
+	}
+	return c.PatchVM(ctx, "Paused")
+}
+
+// Resume implements vmm.Snapshotter (PATCH /vm Resumed).
+func (m *Machine) Resume(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.client()
+	if err != nil {
+		return err
+	}
+	return c.PatchVM(ctx, "Resumed")
+}
+
+// Snapshot implements vmm.Snapshotter (PUT /snapshot/create on a paused VM).
+func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
+	if snap.StatePath == "" || snap.MemoryPath == "" {
+		return errors.New("firecracker snapshot: StatePath and MemoryPath are required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.client()
+	if err != nil {
+		return err
+	}
+	if err := c.PatchVM(ctx, "Paused"); err != nil {
+		return err
+	}
+	typ := "Full"
+	if snap.Diff {
+		typ = "Diff"
+	}
+	return c.CreateSnapshot(ctx, SnapshotCreateParams{
+		SnapshotPath: snap.StatePath, MemFilePath: snap.MemoryPath, SnapshotType: typ,
+	})
+}

@@ -1,0 +1,107 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+)
+
+func TestArgs(t *testing.T) {
+	t.Parallel()
+	base := vmm.Config{
+		ID: "s1", RunDir: "/run/hearth/s1", KernelPath: "/img/vmlinux", KernelArgs: "hearth.ip=169.254.0.21/30",
+		RootDisk: "/disks/s1.qcow2", RootDiskFormat: "qcow2", VCPUs: 2, MemoryMB: 512,
+		NetNS: "/run/netns/s1", TapName: "tap0", MAC: "02:fc:00:00:00:05",
+	}
+	tests := []struct {
+		name    string
+		accel   string
+		mutate  func(*vmm.Config)
+		restore *vmm.RestoreSpec
+		want    []string // substrings of the joined command line
+		notWant []string
+	}{
+		{name: "tcg boot", accel: AccelTCG, want: []string{
+			"-M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg",
+			"-smp 2 -m 512M -nodefaults -no-user-config -nographic -no-reboot",
+			"-append console=ttyS0 tsc_early_khz=2596120 tsc=reliable panic=-1 reboot=t hearth.ip=169.254.0.21/30",
+			"-drive id=root,if=none,file=/disks/s1.qcow2,format=qcow2",
+			"-device virtio-blk-device,drive=root",
+			"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no,vhost=off -device virtio-net-device,netdev=net0,mac=02:fc:00:00:00:05",
+			"-chardev file,id=console,path=/run/hearth/s1/console.log,append=on -serial chardev:console",
+			"-qmp unix:/run/hearth/s1/qmp.sock,server=on,wait=off",
+		}, notWant: []string{"-incoming", "memory-backend", "-cpu host"}},
+		{name: "kvm", accel: AccelKVM, want: []string{"-accel kvm -cpu host"}},
+		{name: "file-backed RAM, commas escaped", accel: AccelTCG,
+			mutate: func(c *vmm.Config) { c.MemoryFile = "/mem/a,b.ram" },
+			want: []string{"microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem",
+				"-object memory-backend-file,id=mem,size=512M,mem-path=/mem/a,,b.ram,share=on"}},
+		{name: "private restore", accel: AccelTCG,
+			mutate:  func(c *vmm.Config) { c.MemoryFile = "/mem/t.ram" },
+			restore: &vmm.RestoreSpec{StatePath: "/s", MemoryPrivate: true},
+			want:    []string{"share=off", "-S -incoming defer"}},
+		{name: "no disk, no nic", accel: AccelTCG,
+			mutate:  func(c *vmm.Config) { c.RootDisk, c.TapName = "", "" },
+			notWant: []string{"-drive", "-netdev"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := base
+			if tc.mutate != nil {
+				tc.mutate(&cfg)
+			}
+			d := New(Options{Accel: tc.accel, TSCKHz: 2596120})
+			m, err := d.newMachine(cfg, tc.restore)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := strings.Join(m.Args(), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("missing %q in\n%s", w, line)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(line, w) {
+					t.Errorf("unexpected %q in\n%s", w, line)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	ok := vmm.Config{RunDir: "/r", KernelPath: "/k", VCPUs: 1, MemoryMB: 128}
+	bad := []func(*vmm.Config){
+		func(c *vmm.Config) { c.RunDir = "" },
+		func(c *vmm.Config) { c.KernelPath = "" },
+		func(c *vmm.Config) { c.MemoryMB = 0 },
+		func(c *vmm.Config) { c.RootDiskFormat = "vmdk" },
+		func(c *vmm.Config) { c.TapName = "tap0" }, // no MAC
+		func(c *vmm.Config) { c.RunDir = "/" + strings.Repeat("x", 110) },
+	}
+	if err := validate(ok); err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+	for i, f := range bad {
+		c := ok
+		f(&c)
+		if err := validate(c); err == nil {
+			t.Errorf("case %d: invalid config accepted: %+v", i, c)
+		}
+	}
+}
+
+func TestHostTSCKHz(t *testing.T) {
+	t.Parallel()
+	khz, err := HostTSCKHz()
+	if err != nil {
+		t.Skipf("no cpu MHz in /proc/cpuinfo here: %v", err)
+	}
+	if khz < 100_000 || khz > 10_000_000 {
+		t.Fatalf("TSC %d kHz is implausible", khz)
+	}
+}

@@ -1,0 +1,371 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+	"github.com/hearth-sandbox/hearth/internal/vmm/vmmproc"
+)
+
+const (
+	qmpSockName = "qmp.sock"
+	// incomingFD is the descriptor number of the state file in a restoring
+	// QEMU (os/exec maps ExtraFiles[0] to fd 3).
+	incomingFD = 3
+	// snapFDName names the state file passed to QEMU with getfd.
+	snapFDName = "hearth-snapshot"
+)
+
+// Machine is one QEMU process. It implements vmm.Snapshotter.
+type Machine struct {
+	d       *Driver
+	cfg     vmm.Config
+	restore *vmm.RestoreSpec // non-nil: start from a snapshot
+
+	mu      sync.Mutex // serialises lifecycle calls
+	proc    *vmmproc.Process
+	qmp     *QMP
+	stopped bool
+}
+
+var _ vmm.Snapshotter = (*Machine)(nil)
+
+// QMPSocket returns the path of the machine's QMP socket.
+func (m *Machine) QMPSocket() string { return filepath.Join(m.cfg.RunDir, qmpSockName) }
+
+// QMP returns the machine's QMP client (nil before Start).
+func (m *Machine) QMP() *QMP {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.qmp
+}
+
+// Args returns the QEMU command line (without the binary) for the config.
+func (m *Machine) Args() []string {
+	cfg := m.cfg
+	machine := "microvm,x-option-roms=off,isa-serial=on,rtc=on"
+	var args []string
+	if cfg.MemoryFile != "" {
+		machine += ",memory-backend=mem"
+		share := "on"
+		if m.restore != nil && m.restore.MemoryPrivate {
+			share = "off"
+		}
+		args = append(args, "-object", "memory-backend-file,id=mem,size="+strconv.Itoa(cfg.MemoryMB)+"M,mem-path="+qemuOpt(cfg.MemoryFile)+",share="+share)
+	}
+	args = append([]string{
+		"-name", "hearth-" + cfg.ID,
+		"-M", machine,
+		"-accel", m.d.opts.Accel,
+	}, args...)
+	if m.d.opts.Accel == AccelKVM {
+		args = append(args, "-cpu", "host")
+	}
+	args = append(args,
+		"-smp", strconv.Itoa(cfg.VCPUs),
+		"-m", strconv.Itoa(cfg.MemoryMB)+"M",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-kernel", cfg.KernelPath,
+		"-append", m.kernelArgs(),
+		// append=on: a restored machine continues the same console log.
+		"-chardev", "file,id=console,path="+qemuOpt(vmm.ConsoleLog(cfg.RunDir))+",append=on",
+		"-serial", "chardev:console",
+		"-qmp", "unix:"+qemuOpt(m.QMPSocket())+",server=on,wait=off",
+	)
+	if cfg.InitrdPath != "" {
+		args = append(args, "-initrd", cfg.InitrdPath)
+	}
+	if cfg.RootDisk != "" {
+		format := cfg.RootDiskFormat
+		if format == "" {
+			format = "raw"
+		}
+		args = append(args,
+			"-drive", "id=root,if=none,file="+qemuOpt(cfg.RootDisk)+",format="+format+",cache=writeback,discard=unmap",
+			"-device", "virtio-blk-device,drive=root")
+	}
+	if cfg.TapName != "" {
+		args = append(args,
+			"-netdev", "tap,id=net0,ifname="+qemuOpt(cfg.TapName)+",script=no,downscript=no,vhost=off",
+			"-device", "virtio-net-device,netdev=net0,mac="+cfg.MAC)
+	}
+	if m.restore != nil {
+		// -S: stay paused after the incoming migration so Restore decides.
+		args = append(args, "-S", "-incoming", "defer")
+	}
+	return args
+}
+
+// qemuOpt escapes a value inside a QEMU option string (commas are doubled).
+func qemuOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+func (m *Machine) kernelArgs() string {
+	parts := []string{"console=ttyS0"}
+	if m.d.opts.TSCKHz > 0 {
+		parts = append(parts, "tsc_early_khz="+strconv.FormatInt(m.d.opts.TSCKHz, 10), "tsc=reliable")
+	}
+	parts = append(parts, "panic=-1", "reboot=t")
+	if a := strings.TrimSpace(m.cfg.KernelArgs); a != "" {
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Start implements vmm.Machine.
+func (m *Machine) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc != nil {
+		return errors.New("qemu: machine already started")
+	}
+	if err := os.MkdirAll(m.cfg.RunDir, 0o755); err != nil {
+		return fmt.Errorf("qemu: run dir: %w", err)
+	}
+	_ = os.Remove(m.QMPSocket()) // stale from a crash
+	logf, err := os.OpenFile(filepath.Join(m.cfg.RunDir, vmm.VMMLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("qemu: vmm log: %w", err)
+	}
+	defer logf.Close() // the child has its own copy
+	cmd := exec.Command(m.d.opts.Binary, m.Args()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	var stateFile *os.File
+	if m.restore != nil {
+		stateFile, err = os.Open(m.restore.StatePath)
+		if err != nil {
+			return fmt.Errorf("qemu restore: %w", err)
+		}
+		defer stateFile.Close()
+		cmd.ExtraFiles = []*os.File{stateFile}
+	}
+	proc, err := vmmproc.Start(cmd, m.cfg.NetNS, filepath.Join(m.cfg.RunDir, vmm.PIDFileName))
+	if err != nil {
+		return fmt.Errorf("qemu: %w", err)
+	}
+	m.proc = proc
+
+	fail := func(err error) error {
+		killCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = proc.KillAndWait(killCtx)
+		if m.qmp != nil {
+			m.qmp.Close()
+			m.qmp = nil
+		}
+		m.stopped = true
+		return fmt.Errorf("qemu %s: %w%s", m.cfg.ID, err, m.logTail())
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// Stop dialling as soon as QEMU dies (bad arguments, missing tap, ...).
+	go func() {
+		select {
+		case <-proc.Done():
+			cancel()
+		case <-dialCtx.Done():
+		}
+	}()
+	q, err := DialQMP(dialCtx, m.QMPSocket())
+	if err != nil {
+		if proc.Exited() {
+			err = fmt.Errorf("qemu exited during start: %v", proc.Err())
+		}
+		return fail(err)
+	}
+	m.qmp = q
+	if m.restore != nil {
+		if err := m.incoming(ctx, *m.restore); err != nil {
+			return fail(err)
+		}
+	}
+	return nil
+}
+
+// incoming loads the migration stream on fd 3 into a -incoming defer QEMU.
+func (m *Machine) incoming(ctx context.Context, snap vmm.RestoreSpec) error {
+	if err := m.qmp.SetMigrationCapabilities(ctx, map[string]bool{"x-ignore-shared": true}); err != nil {
+		return err
+	}
+	if err := m.qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:" + strconv.Itoa(incomingFD)}, nil); err != nil {
+		return err
+	}
+	if err := m.waitIncoming(ctx); err != nil {
+		return err
+	}
+	if snap.Paused {
+		return nil
+	}
+	return m.qmp.Execute(ctx, "cont", nil, nil)
+}
+
+// waitIncoming waits until the incoming migration has been loaded: the run
+// state leaves "inmigrate".
+func (m *Machine) waitIncoming(ctx context.Context) error {
+	delay := time.Millisecond
+	for {
+		st, err := m.qmp.QueryStatus(ctx)
+		if err != nil {
+			return err
+		}
+		switch st.Status {
+		case "inmigrate":
+		case "paused", "prelaunch", "running":
+			var mi MigrationInfo
+			if err := m.qmp.Execute(ctx, "query-migrate", nil, &mi); err == nil && mi.Status == "failed" {
+				return fmt.Errorf("incoming migration failed: %s", mi.ErrorDesc)
+			}
+			return nil
+		default:
+			return fmt.Errorf("incoming migration: run state %q", st.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("incoming migration: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		if delay < 20*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+func (m *Machine) logTail() string {
+	b, err := os.ReadFile(filepath.Join(m.cfg.RunDir, vmm.VMMLogName))
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		return ""
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 400 {
+		s = s[len(s)-400:]
+	}
+	return " (vmm.log: " + s + ")"
+}
+
+// PID implements vmm.Machine.
+func (m *Machine) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return 0
+	}
+	return m.proc.PID()
+}
+
+// Wait implements vmm.Machine.
+func (m *Machine) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	proc := m.proc
+	m.mu.Unlock()
+	if proc == nil {
+		return errors.New("qemu: machine not started")
+	}
+	return proc.Wait(ctx)
+}
+
+// Stop implements vmm.Machine: QMP quit, SIGKILL to the process group after
+// the grace period, then reap. Idempotent.
+func (m *Machine) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.stopped {
+		m.stopped = true
+		return nil
+	}
+	if m.qmp != nil && !m.proc.Exited() {
+		qctx, cancel := context.WithTimeout(ctx, m.d.opts.StopGrace)
+		_ = m.qmp.Execute(qctx, "quit", nil, nil) // the reply may race the exit
+		select {
+		case <-m.proc.Done():
+		case <-qctx.Done():
+		}
+		cancel()
+	}
+	if err := m.proc.KillAndWait(ctx); err != nil {
+		return fmt.Errorf("qemu stop %s: %w", m.cfg.ID, err)
+	}
+	if m.qmp != nil {
+		m.qmp.Close()
+		m.qmp = nil
+	}
+	_ = os.Remove(m.QMPSocket())
+	m.stopped = true
+	return nil
+}
+
+func (m *Machine) running() (*QMP, error) {
+	if m.proc == nil || m.qmp == nil || m.stopped || m.proc.Exited() {
+		return nil, errors.New("qemu: machine not running")
+	}
+	return m.qmp, nil
+}
+
+// Pause implements vmm.Snapshotter (QMP stop).
+func (m *Machine) Pause(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.running()
+	if err != nil {
+		return err
+	}
+	return q.Execute(ctx, "stop", nil, nil)
+}
+
+// Resume implements vmm.Snapshotter (QMP cont; also valid after Snapshot,
+// from the post-migrate state).
+func (m *Machine) Resume(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.running()
+	if err != nil {
+		return err
+	}
+	return q.Execute(ctx, "cont", nil, nil)
+}
+
+// Snapshot implements vmm.Snapshotter: migrate the paused VM's state into
+// snap.StatePath with x-ignore-shared, so RAM backed by a shared MemoryFile
+// is not copied (private RAM still is). The file is fsynced.
+func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
+	if snap.StatePath == "" {
+		return errors.New("qemu snapshot: StatePath is required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.running()
+	if err != nil {
+		return err
+	}
+	if err := q.Execute(ctx, "stop", nil, nil); err != nil {
+		return err
+	}
+	if err := q.SetMigrationCapabilities(ctx, map[string]bool{"x-ignore-shared": true}); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(snap.StatePath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("qemu snapshot: %w", err)
+	}
+	defer f.Close()
+	if err := q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFDName}, f); err != nil {
+		return err
+	}
+	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFDName}, nil); err != nil {
+		return err
+	}
+	if _, err := q.WaitMigration(ctx); err != nil {
+		return fmt.Errorf("qemu snapshot: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("qemu snapshot: sync state: %w", err)
+	}
+	return f.Close()
+}

@@ -1,0 +1,155 @@
+// Package vmm defines the virtual machine monitor interface the host agent
+// drives. Two drivers implement it: vmm/qemu (microvm machine, TCG or KVM)
+// and vmm/firecracker (KVM hosts, HTTP API on a unix socket). vmm/auto picks
+// one by probing the host; vmm/vmmproc holds the process handling (own
+// process group, network namespace, pid file) both drivers share.
+//
+// Files a driver writes in Config.RunDir (other packages may read them):
+//
+//	console.log  the guest's serial console (appended to across restores)
+//	vmm.log      the VMM's own stdout/stderr
+//	vmm.pid      the VMM's pid (removed when the process has been reaped)
+//	qmp.sock / api.sock  the control socket (qemu / firecracker)
+package vmm
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"time"
+)
+
+// ErrUnsupported is returned (wrapped, with the reason and the fix) by a
+// driver's Probe when the host cannot run it.
+var ErrUnsupported = errors.New("vmm unsupported on this host")
+
+// Config describes one microVM. Paths are absolute.
+type Config struct {
+	ID         string // sandbox ID
+	RunDir     string // per-VM directory for sockets, logs, pid files (driver-owned contents)
+	KernelPath string // uncompressed vmlinux (PVH / Firecracker boot)
+	InitrdPath string // optional
+	KernelArgs string // appended to the driver's own console/tsc arguments
+
+	RootDisk       string // path to the root disk image
+	RootDiskFormat string // "raw" or "qcow2" (qcow2: QEMU only)
+
+	VCPUs    int
+	MemoryMB int
+
+	// NetNS is the path of the network namespace the VMM process runs in
+	// (e.g. /run/netns/hearth-s3). Empty: the caller's namespace.
+	NetNS   string
+	TapName string // tap device inside NetNS; empty: no network device
+	MAC     string // guest MAC
+
+	// MemoryFile, when set, backs guest RAM with this file (QEMU
+	// memory-backend-file share=on) so snapshots can reference it.
+	// Firecracker ignores it (it writes memory in Snapshot).
+	MemoryFile string
+}
+
+// Machine is one running (or runnable) VM.
+type Machine interface {
+	// Start launches the VMM and boots the guest; it returns once the VMM
+	// process is running (not when the guest is ready: the caller polls envd).
+	Start(ctx context.Context) error
+	// Stop kills the VMM process and waits for it; idempotent.
+	Stop(ctx context.Context) error
+	// Wait blocks until the VMM process exits.
+	Wait(ctx context.Context) error
+	// PID of the VMM process (0 before Start).
+	PID() int
+}
+
+// Driver creates machines of one kind.
+type Driver interface {
+	Name() string // "qemu" or "firecracker"
+	// Probe reports whether this host can run the driver; the error says what
+	// is missing and how to fix it.
+	Probe(ctx context.Context) error
+	NewMachine(cfg Config) (Machine, error)
+}
+
+// Snapshotter is implemented by machines that can be frozen and saved (both
+// drivers' machines do). It is separate from Machine so code that only boots
+// and destroys VMs need not care.
+//
+// A pause in the sandbox sense is Pause + Snapshot + Stop; a resume is
+// Restorer.Restore. The guest clock is frozen while paused: the caller
+// resyncs it (e.g. through envd) after a resume.
+type Snapshotter interface {
+	Machine
+	// Pause freezes the vCPUs; the VMM process keeps running. Idempotent.
+	Pause(ctx context.Context) error
+	// Resume continues a paused (not snapshotted-and-stopped) machine.
+	Resume(ctx context.Context) error
+	// Snapshot writes the state of a paused machine to the paths in snap.
+	// The machine stays paused; Stop it to free its CPU and memory.
+	Snapshot(ctx context.Context, snap SnapshotSpec) error
+}
+
+// SnapshotSpec names where a snapshot is written. The snapshot storage
+// format (headers, generations) is the caller's business: drivers only read
+// and write these files.
+type SnapshotSpec struct {
+	// StatePath receives the vCPU and device state (QEMU: a migration
+	// stream; Firecracker: its snapshot file). Small.
+	StatePath string
+	// MemoryPath receives guest memory (Firecracker). QEMU ignores it: its
+	// memory already lives in Config.MemoryFile and is skipped with
+	// x-ignore-shared (without a MemoryFile, QEMU writes RAM into StatePath).
+	MemoryPath string
+	// Diff asks for only the pages dirtied since the last snapshot
+	// (Firecracker "Diff" snapshots; needs dirty page tracking).
+	Diff bool
+}
+
+// RestoreSpec says where a restored machine's state and memory come from.
+type RestoreSpec struct {
+	StatePath string
+	// MemoryPath is the file holding guest memory. QEMU maps it as guest RAM
+	// (defaults to Config.MemoryFile); Firecracker loads it with the File
+	// backend.
+	MemoryPath string
+	// UffdSocket (Firecracker): serve memory through a userfaultfd page
+	// server listening on this unix socket (the Uffd backend) instead of
+	// MemoryPath.
+	UffdSocket string
+	// MemoryPrivate (QEMU): map MemoryPath copy-on-write (share=off) so the
+	// file is never modified; one template file then serves many sandboxes.
+	// Such a machine cannot be snapshotted with x-ignore-shared again; its
+	// next Snapshot writes RAM into the state stream.
+	MemoryPrivate bool
+	// TrackDirtyPages (Firecracker): enable dirty tracking so the next
+	// snapshot can be a Diff.
+	TrackDirtyPages bool
+	// Paused leaves the guest paused after the restore (default: running).
+	Paused bool
+}
+
+// Restorer is implemented by drivers that can start a machine from a
+// snapshot instead of booting (both drivers do). cfg must describe the same
+// machine shape (vCPUs, memory, devices) as the snapshotted one; NetNS,
+// TapName, RunDir and RootDisk may differ as long as the guest sees the same
+// devices.
+type Restorer interface {
+	Restore(ctx context.Context, cfg Config, snap RestoreSpec) (Snapshotter, error)
+}
+
+// ProbeResult records one driver probe, for doctor output and logs.
+type ProbeResult struct {
+	Driver  string // e.g. "firecracker", "qemu-kvm", "qemu-tcg"
+	Err     error  // nil: usable
+	Elapsed time.Duration
+}
+
+// Well-known file names inside Config.RunDir.
+const (
+	ConsoleLogName = "console.log"
+	VMMLogName     = "vmm.log"
+	PIDFileName    = "vmm.pid"
+)
+
+// ConsoleLog returns the path of the guest serial console log of a VM.
+func ConsoleLog(runDir string) string { return filepath.Join(runDir, ConsoleLogName) }
