@@ -1,0 +1,127 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+)
+
+// errorBody is every error response: {"code": <http status>, "message": ...}
+// (E2B's shape, so its SDKs report our errors properly).
+type errorBody struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// statusOf is the one mapping from service error kinds to HTTP statuses.
+func statusOf(k service.Kind) int {
+	switch k {
+	case service.KindInvalidArgument:
+		return http.StatusBadRequest
+	case service.KindNotFound:
+		return http.StatusNotFound
+	case service.KindConflict:
+		return http.StatusConflict
+	case service.KindUnauthenticated:
+		return http.StatusUnauthorized
+	case service.KindPermissionDenied:
+		return http.StatusForbidden
+	case service.KindUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Code: status, Message: msg})
+}
+
+// httpError is an error already decided at the HTTP layer (413, 429 ...).
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// respondError writes err as JSON. Internal errors are logged with the
+// request ID and answered without details.
+func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		writeError(w, he.status, he.msg)
+		return
+	}
+	var se *service.Error
+	if errors.As(err, &se) {
+		status := statusOf(se.Kind)
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request failed", "status", status, "err", err, "request_id", requestIDFrom(r.Context()))
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+		}
+		writeError(w, status, se.Message)
+		return
+	}
+	s.log.ErrorContext(r.Context(), "internal error", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", requestIDFrom(r.Context()))
+	writeError(w, http.StatusInternalServerError, "internal error (request id "+requestIDFrom(r.Context())+")")
+}
+
+// decode reads one JSON object into v. Unknown fields are refused so typos
+// ("memory" for "memory_mb") fail loudly instead of being ignored.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.More() {
+			return &httpError{http.StatusBadRequest, "malformed JSON: trailing data after the object"}
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return &httpError{http.StatusBadRequest, "malformed JSON: trailing data after the object"}
+		}
+		return nil
+	}
+	var maxErr *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &maxErr):
+		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxErr.Limit)}
+	case errors.Is(err, io.EOF):
+		return &httpError{http.StatusBadRequest, "malformed JSON: empty body, expected an object"}
+	case errors.As(err, &typeErr):
+		if typeErr.Field != "" {
+			return service.InvalidArgument(typeErr.Field, "must be %s", typeErr.Type.String())
+		}
+		return &httpError{http.StatusBadRequest, "malformed JSON: expected an object"}
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return &httpError{http.StatusBadRequest, "malformed JSON: " + err.Error()}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return service.InvalidArgument(field, "unknown field")
+	default:
+		return &httpError{http.StatusBadRequest, "malformed JSON: " + err.Error()}
+	}
+}
+
+func tooLarge(err error) bool {
+	var maxErr *http.MaxBytesError
+	return errors.As(err, &maxErr)
+}

@@ -1,0 +1,426 @@
+package api
+
+import (
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Wire types: the JSON contract of issue 2. Field names are exact.
+
+type userJSON struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+}
+
+type teamJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type credentials struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
+	var in credentials
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	res, err := s.svc.Signup(r.Context(), in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"token": res.Token,
+		"user":  userJSON{ID: res.User.ID, Email: res.User.Email},
+		"team":  teamJSON{ID: res.Team.ID, Name: res.Team.Name},
+	})
+	return nil
+}
+
+func (s *server) login(w http.ResponseWriter, r *http.Request) error {
+	var in credentials
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	tok, _, err := s.svc.Login(r.Context(), in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	return nil
+}
+
+type meTeamJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+func (s *server) me(w http.ResponseWriter, r *http.Request) error {
+	u, teams, err := s.svc.Me(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	ts := make([]meTeamJSON, len(teams))
+	for i, t := range teams {
+		ts[i] = meTeamJSON{ID: t.ID, Name: t.Name, Role: string(t.Role)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"user":  map[string]any{"id": u.ID, "email": u.Email, "is_admin": u.IsAdmin, "created_at": u.CreatedAt},
+		"teams": ts,
+	})
+	return nil
+}
+
+type apiKeyJSON struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Prefix     string     `json:"prefix"`
+	Key        string     `json:"key,omitempty"` // only in the create response
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+func apiKeyView(k store.APIKey) apiKeyJSON {
+	return apiKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
+}
+
+func (s *server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	k, key, err := s.svc.CreateAPIKey(r.Context(), principalFrom(r.Context()), in.Name)
+	if err != nil {
+		return err
+	}
+	v := apiKeyView(k)
+	v.Key = key
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (s *server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
+	ks, err := s.svc.ListAPIKeys(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	out := make([]apiKeyJSON, len(ks))
+	for i, k := range ks {
+		out[i] = apiKeyView(k)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) deleteAPIKey(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.DeleteAPIKey(r.Context(), principalFrom(r.Context()), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type sandboxJSON struct {
+	ID              string            `json:"id"`
+	TemplateID      string            `json:"template_id"`
+	Status          string            `json:"status"`
+	Host            string            `json:"host"`
+	VCPUs           int               `json:"vcpus"`
+	MemoryMB        int               `json:"memory_mb"`
+	DiskSizeMB      int               `json:"disk_size_mb"`
+	Metadata        map[string]string `json:"metadata"`
+	EnvKeys         []string          `json:"env_keys,omitempty"`
+	TimeoutS        int               `json:"timeout_s"`
+	EndAt           time.Time         `json:"end_at"`
+	CreatedAt       time.Time         `json:"created_at"`
+	AutoPause       bool              `json:"auto_pause"`
+	AutoResume      bool              `json:"auto_resume"`
+	AllowInternet   bool              `json:"allow_internet"`
+	Error           string            `json:"error,omitempty"`
+	EnvdAccessToken string            `json:"envd_access_token,omitempty"` // create only
+}
+
+// sandboxView never includes the access token or env values: only the
+// create response adds the token, and env values are never echoed.
+func sandboxView(sb store.Sandbox) sandboxJSON {
+	md := sb.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	var keys []string
+	if len(sb.Env) > 0 {
+		keys = slices.Sorted(maps.Keys(sb.Env))
+	}
+	return sandboxJSON{
+		ID: sb.ID, TemplateID: sb.TemplateID, Status: string(sb.Status), Host: sb.Host,
+		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+		Metadata: md, EnvKeys: keys, TimeoutS: sb.TimeoutS, EndAt: sb.EndAt, CreatedAt: sb.CreatedAt,
+		AutoPause: sb.AutoPause, AutoResume: sb.AutoResume, AllowInternet: sb.AllowInternet, Error: sb.Error,
+	}
+}
+
+func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Template      string            `json:"template"`
+		VCPUs         *int              `json:"vcpus"`
+		MemoryMB      *int              `json:"memory_mb"`
+		DiskSizeMB    *int              `json:"disk_size_mb"`
+		TimeoutS      *int              `json:"timeout_s"`
+		Env           map[string]string `json:"env"`
+		Metadata      map[string]string `json:"metadata"`
+		AutoPause     bool              `json:"auto_pause"`
+		AutoResume    bool              `json:"auto_resume"`
+		AllowInternet *bool             `json:"allow_internet"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	sb, err := s.svc.CreateSandbox(r.Context(), principalFrom(r.Context()), service.CreateSandboxInput{
+		Template: in.Template, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, DiskSizeMB: in.DiskSizeMB,
+		TimeoutS: in.TimeoutS, Env: in.Env, Metadata: in.Metadata,
+		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: in.AllowInternet,
+	})
+	if err != nil {
+		return err
+	}
+	v := sandboxView(sb)
+	v.EnvdAccessToken = sb.AccessToken
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+// listSandboxes supports ?status=running,paused, ?metadata=<url-encoded
+// k=v&k2=v2> (E2B's form) and ?limit=N.
+func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	var f store.SandboxFilter
+	if v := q.Get("status"); v != "" {
+		for _, st := range strings.Split(v, ",") {
+			f.Statuses = append(f.Statuses, store.SandboxStatus(strings.TrimSpace(st)))
+		}
+	}
+	if v := q.Get("metadata"); v != "" {
+		md, err := url.ParseQuery(v)
+		if err != nil {
+			return service.InvalidArgument("metadata", "must be URL-encoded key=value pairs")
+		}
+		f.Metadata = map[string]string{}
+		for k, vs := range md {
+			f.Metadata[k] = vs[0]
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return service.InvalidArgument("limit", "must be between 1 and 10000")
+		}
+		f.Limit = n
+	}
+	sbs, err := s.svc.ListSandboxes(r.Context(), principalFrom(r.Context()), f)
+	if err != nil {
+		return err
+	}
+	out := make([]sandboxJSON, len(sbs))
+	for i, sb := range sbs {
+		out[i] = sandboxView(sb)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) getSandbox(w http.ResponseWriter, r *http.Request) error {
+	sb, err := s.svc.GetSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sandboxView(sb))
+	return nil
+}
+
+func (s *server) deleteSandbox(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.DestroySandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Cmd      string            `json:"cmd"`
+		Args     []string          `json:"args"`
+		Env      map[string]string `json:"env"`
+		Cwd      string            `json:"cwd"`
+		TimeoutS int               `json:"timeout_s"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	res, err := s.svc.Exec(r.Context(), principalFrom(r.Context()), r.PathValue("id"), service.ExecRequest{
+		Cmd: in.Cmd, Args: in.Args, Env: in.Env, Cwd: in.Cwd, TimeoutS: in.TimeoutS,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"stdout": res.Stdout, "stderr": res.Stderr, "exit_code": res.ExitCode})
+	return nil
+}
+
+func (s *server) pauseSandbox(w http.ResponseWriter, r *http.Request) error {
+	sb, err := s.svc.PauseSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sandboxView(sb))
+	return nil
+}
+
+func (s *server) resumeSandbox(w http.ResponseWriter, r *http.Request) error {
+	sb, err := s.svc.ResumeSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sandboxView(sb))
+	return nil
+}
+
+func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		TimeoutS *int `json:"timeout_s"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.TimeoutS == nil {
+		return service.InvalidArgument("timeout_s", "is required")
+	}
+	sb, err := s.svc.SetSandboxTimeout(r.Context(), principalFrom(r.Context()), r.PathValue("id"), *in.TimeoutS)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sandboxView(sb))
+	return nil
+}
+
+// readFile streams the file; errors can only be reported before the first
+// byte, after that a broken copy just ends the response.
+func (s *server) readFile(w http.ResponseWriter, r *http.Request) error {
+	rc, err := s.svc.ReadFile(r.Context(), principalFrom(r.Context()), r.PathValue("id"), r.URL.Query().Get("path"))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.log.WarnContext(r.Context(), "file download interrupted", "err", err, "request_id", requestIDFrom(r.Context()))
+	}
+	return nil
+}
+
+func (s *server) writeFile(w http.ResponseWriter, r *http.Request) error {
+	err := s.svc.WriteFile(r.Context(), principalFrom(r.Context()), r.PathValue("id"), r.URL.Query().Get("path"), r.Body)
+	if err != nil {
+		if tooLarge(err) {
+			return &httpError{http.StatusRequestEntityTooLarge, "upload larger than " + strconv.FormatInt(s.maxUploadBytes, 10) + " bytes"}
+		}
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type templateJSON struct {
+	ID              string    `json:"id"`
+	TeamID          string    `json:"team_id"`
+	Name            string    `json:"name"`
+	Kind            string    `json:"kind"`
+	VCPUs           int       `json:"vcpus"`
+	MemoryMB        int       `json:"memory_mb"`
+	DiskSizeMB      int       `json:"disk_size_mb"`
+	Host            string    `json:"host,omitempty"`
+	SourceSandboxID string    `json:"source_sandbox_id,omitempty"`
+	Platform        bool      `json:"platform"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+func templateView(t store.Template) templateJSON {
+	return templateJSON{
+		ID: t.ID, TeamID: t.TeamID, Name: t.Name, Kind: string(t.Kind), VCPUs: t.VCPUs, MemoryMB: t.MemoryMB,
+		DiskSizeMB: t.DiskSizeMB, Host: t.Host, SourceSandboxID: t.SourceSandboxID,
+		Platform: t.TeamID == store.PlatformTeamID, CreatedAt: t.CreatedAt,
+	}
+}
+
+func writeTemplates(w http.ResponseWriter, ts []store.Template) {
+	out := make([]templateJSON, len(ts))
+	for i, t := range ts {
+		out[i] = templateView(t)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) listTemplates(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.svc.ListTemplates(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeTemplates(w, ts)
+	return nil
+}
+
+func (s *server) adminTemplates(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.svc.ListAllTemplates(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeTemplates(w, ts)
+	return nil
+}
+
+func (s *server) createSnapshot(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		SandboxID string `json:"sandbox_id"`
+		Name      string `json:"name"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	t, err := s.svc.CreateSnapshot(r.Context(), principalFrom(r.Context()), in.SandboxID, in.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, templateView(t))
+	return nil
+}
+
+func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.svc.ListSnapshots(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeTemplates(w, ts)
+	return nil
+}
+
+func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.DeleteSnapshot(r.Context(), principalFrom(r.Context()), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,159 @@
+// Package config loads hearth's settings from flags, environment variables
+// and a .env file, and keeps generated secrets in the data directory.
+//
+// Precedence: an explicit flag wins over the environment, which wins over a
+// .env file (godotenv never overrides variables already set), which wins over
+// the flag's default. Every flag --foo-bar has the variable HEARTH_FOO_BAR.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix starts every environment variable hearth reads.
+const EnvPrefix = "HEARTH_"
+
+// Config is the control plane's configuration.
+type Config struct {
+	DataDir     string
+	Listen      string
+	DatabaseURL string // empty: SQLite file in DataDir
+	// JWTSecret signs session tokens; empty: generated once into DataDir.
+	JWTSecret string
+	// SealKey (hex, 32 bytes) encrypts secrets at rest in the store; empty:
+	// generated once into DataDir.
+	SealKey string
+	Domain  string // sandbox traffic domain: <port>-<id>.<domain>
+	// AgentURL is the single host agent to use (until multi-host placement);
+	// empty: no hosts, sandbox creates answer 503.
+	AgentURL string
+	// AgentToken authenticates the control plane to the agent.
+	AgentToken string
+	// AgentID is the host ID recorded on sandboxes placed on that agent;
+	// keep it stable across restarts.
+	AgentID     string
+	JWTTTL      time.Duration
+	LogLevel    string
+	ReapEvery   time.Duration
+	MaxUploadMB int64
+}
+
+// Default returns the configuration before flags and environment.
+func Default() Config {
+	return Config{
+		DataDir:     DefaultDataDir(),
+		Listen:      "127.0.0.1:3000",
+		Domain:      "localhost",
+		AgentID:     "local",
+		JWTTTL:      24 * time.Hour,
+		LogLevel:    "info",
+		ReapEvery:   5 * time.Second,
+		MaxUploadMB: 1024,
+	}
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/hearth, else ~/.local/share/hearth, else
+// (no home directory) ./hearth-data.
+func DefaultDataDir() string {
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "hearth")
+	}
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		return filepath.Join(home, ".local", "share", "hearth")
+	}
+	return "hearth-data"
+}
+
+// AddStoreFlags registers the flags every command that opens the store needs
+// (server, admin ...).
+func AddStoreFlags(fs *pflag.FlagSet, c *Config) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite database, secrets and sandbox files")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL (postgres://...); empty uses SQLite in the data dir")
+	fs.StringVar(&c.SealKey, "seal-key", c.SealKey, "hex AES-256 key sealing secrets at rest; empty: generated into the data dir")
+}
+
+// AddServerFlags registers the control plane's flags.
+func AddServerFlags(fs *pflag.FlagSet, c *Config) {
+	AddStoreFlags(fs, c)
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address host:port")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "HS256 signing secret for sessions; empty: generated into the data dir")
+	fs.StringVar(&c.Domain, "domain", c.Domain, "domain for sandbox traffic (<port>-<id>.<domain>)")
+	fs.StringVar(&c.AgentURL, "agent-url", c.AgentURL, "host agent URL; empty: no hosts (sandbox creation answers 503)")
+	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "bearer token the host agent expects")
+	fs.StringVar(&c.AgentID, "agent-id", c.AgentID, "host ID of the agent at --agent-url (stable across restarts)")
+	fs.DurationVar(&c.JWTTTL, "jwt-ttl", c.JWTTTL, "session token lifetime")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.DurationVar(&c.ReapEvery, "reap-every", c.ReapEvery, "how often expired sandboxes are paused or destroyed")
+	fs.Int64Var(&c.MaxUploadMB, "max-upload-mb", c.MaxUploadMB, "largest file upload in MiB")
+}
+
+// EnvName is the environment variable of a flag: --data-dir → HEARTH_DATA_DIR.
+func EnvName(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// LoadDotEnv loads path (usually ".env") into the environment without
+// overriding what is already set. A missing file is fine.
+func LoadDotEnv(path string) error {
+	err := godotenv.Load(path)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return fmt.Errorf("load %s: %w", path, err)
+}
+
+// ApplyEnv sets every flag of fs that was not given on the command line from
+// its environment variable, so "flag > env > default" holds.
+func ApplyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		v, ok := lookup(EnvName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// BindCommand makes cmd read .env and the environment for its flags before it
+// runs. It chains any PreRunE already set.
+func BindCommand(cmd *cobra.Command) {
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := LoadDotEnv(".env"); err != nil {
+			return err
+		}
+		if err := ApplyEnv(cmd.Flags(), nil); err != nil {
+			return err
+		}
+		if prev != nil {
+			return prev(cmd, args)
+		}
+		return nil
+	}
+	// Mention the variables in help so they are discoverable.
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if !strings.Contains(f.Usage, EnvPrefix) {
+			f.Usage += " [$" + EnvName(f.Name) + "]"
+		}
+	})
+}

@@ -1,0 +1,168 @@
+package service
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Store is what the use cases need from persistence. *store.DB implements it
+// on SQLite and PostgreSQL. Team-scoped reads return store.ErrNotFound for
+// rows of other teams.
+type Store interface {
+	Ping(ctx context.Context) error
+
+	// Accounts.
+	// CreateUserWithTeam inserts the user, a team named teamName and an
+	// owner membership in one transaction. Duplicate email: ErrConflict.
+	CreateUserWithTeam(ctx context.Context, u store.User, teamName string) (store.User, store.Team, error)
+	GetUserByEmail(ctx context.Context, email string) (store.User, error)
+	GetUserByID(ctx context.Context, id string) (store.User, error)
+	SetUserAdmin(ctx context.Context, email string, admin bool) error
+	ListTeamsForUser(ctx context.Context, userID string) ([]store.TeamMembership, error)
+	// GetMembership returns ErrNotFound when the user is not in the team.
+	GetMembership(ctx context.Context, teamID, userID string) (store.TeamMembership, error)
+
+	// API keys.
+	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, error)
+	ListAPIKeys(ctx context.Context, teamID string) ([]store.APIKey, error)
+	DeleteAPIKey(ctx context.Context, teamID, id string) error
+	GetAPIKeyByHash(ctx context.Context, hash string) (store.APIKey, error)
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+
+	// Templates. "ByTeam" reads include the platform team's templates.
+	CreateTemplate(ctx context.Context, t store.Template) (store.Template, error)
+	// UpsertPlatformTemplate creates or updates a platform template by name.
+	UpsertPlatformTemplate(ctx context.Context, t store.Template) (store.Template, error)
+	// GetTemplateByTeam finds by ID or by name; a team's own template wins
+	// over a platform template of the same name.
+	GetTemplateByTeam(ctx context.Context, teamID, idOrName string) (store.Template, error)
+	ListTemplatesByTeam(ctx context.Context, teamID string) ([]store.Template, error)
+	ListTemplatesByTeamAndKind(ctx context.Context, teamID string, kind store.TemplateKind) ([]store.Template, error)
+	ListAllTemplates(ctx context.Context) ([]store.Template, error)
+	// DeleteTemplate deletes a template owned by teamID (never a platform one
+	// unless teamID is the platform team).
+	DeleteTemplate(ctx context.Context, teamID, id string) error
+	// CountSandboxesUsingTemplate counts non-stopped sandboxes created from it.
+	CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...store.SandboxStatus) (int, error)
+
+	// Sandboxes.
+	CreateSandbox(ctx context.Context, s store.Sandbox) (store.Sandbox, error)
+	GetSandbox(ctx context.Context, teamID, id string) (store.Sandbox, error)
+	// GetSandboxByID is for internal callers (proxy, reconciler, timers).
+	GetSandboxByID(ctx context.Context, id string) (store.Sandbox, error)
+	ListSandboxes(ctx context.Context, teamID string, f store.SandboxFilter) ([]store.Sandbox, error)
+	ListSandboxesByHost(ctx context.Context, hostID string) ([]store.Sandbox, error)
+	// ListExpiredSandboxes: status running and EndAt <= now.
+	ListExpiredSandboxes(ctx context.Context, now time.Time) ([]store.Sandbox, error)
+	// UpdateSandboxStatus moves a sandbox to `to` only when its current status
+	// is one of `from` (compare-and-set); otherwise ErrStaleState.
+	UpdateSandboxStatus(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error)
+	SetSandboxHost(ctx context.Context, id, hostID string) error
+	SetSandboxEndAt(ctx context.Context, id string, endAt time.Time, timeoutS int) error
+	// DeleteSandbox removes the row (after the VM is gone).
+	DeleteSandbox(ctx context.Context, id string) error
+
+	// Hosts.
+	UpsertHost(ctx context.Context, h store.Host) (store.Host, error)
+	GetHost(ctx context.Context, id string) (store.Host, error)
+	ListHosts(ctx context.Context) ([]store.Host, error)
+}
+
+// HostClient is the control plane's view of one host agent. The Connect RPC
+// client of internal/agent implements it; tests of the control plane may use
+// an in-process implementation.
+type HostClient interface {
+	CreateSandbox(ctx context.Context, req CreateSandboxRequest) (SandboxRuntime, error)
+	DestroySandbox(ctx context.Context, sandboxID string) error
+	PauseSandbox(ctx context.Context, sandboxID string) error
+	ResumeSandbox(ctx context.Context, req ResumeSandboxRequest) (SandboxRuntime, error)
+	ListSandboxes(ctx context.Context) ([]SandboxRuntime, error)
+	Exec(ctx context.Context, sandboxID string, req ExecRequest) (ExecResult, error)
+	ReadFile(ctx context.Context, sandboxID, path string) (io.ReadCloser, error)
+	WriteFile(ctx context.Context, sandboxID, path string, r io.Reader) error
+	CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error)
+	DeleteSnapshot(ctx context.Context, templateID string) error
+	Ping(ctx context.Context) (HostInfo, error)
+}
+
+// CreateSandboxRequest carries everything a host needs to start a sandbox.
+type CreateSandboxRequest struct {
+	SandboxID     string
+	TemplateID    string
+	TemplateKind  store.TemplateKind
+	VCPUs         int
+	MemoryMB      int
+	DiskSizeMB    int
+	Env           map[string]string
+	AccessToken   string
+	TimeoutS      int
+	AllowInternet bool
+}
+
+type ResumeSandboxRequest struct {
+	SandboxID     string
+	AccessToken   string
+	AllowInternet bool
+}
+
+// SandboxRuntime is a sandbox as a host sees it.
+type SandboxRuntime struct {
+	SandboxID string
+	State     string // running | paused | ...
+	Address   string // host-reachable envd address, host:port
+	StartedAt time.Time
+}
+
+type ExecRequest struct {
+	Cmd      string
+	Args     []string
+	Env      map[string]string
+	Cwd      string
+	TimeoutS int
+}
+
+type ExecResult struct {
+	Stdout   string
+	Stderr   string
+	ExitCode int
+}
+
+type SnapshotInfo struct {
+	TemplateID string
+	VCPUs      int
+	MemoryMB   int
+	DiskSizeMB int
+}
+
+type HostInfo struct {
+	HostID       string
+	VCPUs        int
+	MemoryMB     int
+	DiskMB       int
+	SandboxCount int
+	Driver       string
+}
+
+// PlacementRequest is what a HostPool needs to choose a host.
+type PlacementRequest struct {
+	TemplateID string
+	// TemplateHost, when set, is the only host that can run the sandbox
+	// (snapshot templates live on one host).
+	TemplateHost string
+	VCPUs        int
+	MemoryMB     int
+	DiskSizeMB   int
+}
+
+// HostPool chooses hosts for new sandboxes and finds the host of existing
+// ones. Single-host today (SingleHost); a scheduler over registered hosts
+// implements it for many hosts.
+type HostPool interface {
+	// Pick returns a host able to run req. No host: KindUnavailable.
+	Pick(ctx context.Context, req PlacementRequest) (hostID string, c HostClient, err error)
+	// Get returns the client of a known host. Unknown: KindUnavailable.
+	Get(ctx context.Context, hostID string) (HostClient, error)
+}

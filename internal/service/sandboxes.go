@@ -1,0 +1,439 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// CreateSandboxInput is a create request; nil pointers mean "not given".
+type CreateSandboxInput struct {
+	Template      string // template ID or name (team's own or platform)
+	VCPUs         *int
+	MemoryMB      *int
+	DiskSizeMB    *int
+	TimeoutS      *int
+	Env           map[string]string
+	Metadata      map[string]string
+	AutoPause     bool
+	AutoResume    bool
+	AllowInternet *bool // default true
+}
+
+// CreateSandbox validates the request against the template, records the
+// sandbox as creating, places it on a host and starts it there. The returned
+// sandbox carries its envd access token (shown to the creator only).
+func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandboxInput) (store.Sandbox, error) {
+	if in.Template == "" {
+		return store.Sandbox{}, InvalidArgument("template", "is required")
+	}
+	tpl, err := s.store.GetTemplateByTeam(ctx, p.TeamID, in.Template)
+	if err != nil {
+		return store.Sandbox{}, fromStore(err, "template", "")
+	}
+	sb, err := sandboxShape(tpl, in)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	token, err := auth.NewAccessToken()
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	sb.ID = store.NewShortID()
+	sb.TeamID = p.TeamID
+	sb.TemplateID = tpl.ID
+	sb.Status = store.StatusCreating
+	sb.AccessToken = token
+	sb.EndAt = s.now().Add(secs(sb.TimeoutS))
+
+	sb, err = s.store.CreateSandbox(ctx, sb)
+	if err != nil {
+		return store.Sandbox{}, fromStore(err, "sandbox", "sandbox ID collision, retry")
+	}
+	s.logTransition(ctx, sb, "", store.StatusCreating, "")
+
+	hostID, hc, err := s.hosts.Pick(ctx, PlacementRequest{
+		TemplateID: tpl.ID, TemplateHost: tpl.Host,
+		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+	})
+	if err != nil {
+		// Nothing exists on any host: forget the row rather than leave an
+		// error sandbox the user never got an ID for.
+		if derr := s.store.DeleteSandbox(context.WithoutCancel(ctx), sb.ID); derr != nil {
+			s.log.ErrorContext(ctx, "drop unplaced sandbox", "sandbox_id", sb.ID, "err", derr)
+		}
+		return store.Sandbox{}, err
+	}
+	if err := s.store.SetSandboxHost(ctx, sb.ID, hostID); err != nil {
+		return store.Sandbox{}, s.fail(ctx, sb, fmt.Errorf("record host: %w", err))
+	}
+	sb.Host = hostID
+	_, err = hc.CreateSandbox(ctx, CreateSandboxRequest{
+		SandboxID: sb.ID, TemplateID: tpl.ID, TemplateKind: tpl.Kind,
+		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, AllowInternet: sb.AllowInternet,
+	})
+	if err != nil {
+		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to create the sandbox", err))
+	}
+	// The clock starts when the sandbox runs, not when it was requested.
+	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
+		s.log.WarnContext(ctx, "reset sandbox end time", "sandbox_id", sb.ID, "err", err)
+	}
+	out, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusCreating}, store.StatusRunning, "")
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	out.AccessToken = token
+	return out, nil
+}
+
+// sandboxShape applies defaults and bounds. Snapshot templates fix vCPUs and
+// memory: they are baked into the frozen VM state.
+func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, error) {
+	sb := store.Sandbox{
+		VCPUs: tpl.VCPUs, MemoryMB: tpl.MemoryMB, DiskSizeMB: store.DefaultDiskSizeMB,
+		TimeoutS: DefaultTimeoutS, Env: in.Env, Metadata: in.Metadata,
+		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: true,
+	}
+	if tpl.Kind == store.KindSnapshot && tpl.DiskSizeMB > 0 {
+		sb.DiskSizeMB = tpl.DiskSizeMB
+	}
+	if in.VCPUs != nil {
+		if err := inRange("vcpus", *in.VCPUs, MinVCPUs, MaxVCPUs); err != nil {
+			return sb, err
+		}
+		if tpl.Kind == store.KindSnapshot && *in.VCPUs != tpl.VCPUs {
+			return sb, InvalidArgument("vcpus", "snapshot template %s is fixed at %d vCPUs", tpl.Name, tpl.VCPUs)
+		}
+		sb.VCPUs = *in.VCPUs
+	}
+	if in.MemoryMB != nil {
+		if err := inRange("memory_mb", *in.MemoryMB, MinMemoryMB, MaxMemoryMB); err != nil {
+			return sb, err
+		}
+		if tpl.Kind == store.KindSnapshot && *in.MemoryMB != tpl.MemoryMB {
+			return sb, InvalidArgument("memory_mb", "snapshot template %s is fixed at %d MiB", tpl.Name, tpl.MemoryMB)
+		}
+		sb.MemoryMB = *in.MemoryMB
+	}
+	if in.DiskSizeMB != nil {
+		if err := inRange("disk_size_mb", *in.DiskSizeMB, MinDiskSizeMB, MaxDiskSizeMB); err != nil {
+			return sb, err
+		}
+		// A snapshot's file system already fills its disk; it cannot shrink.
+		if tpl.Kind == store.KindSnapshot && *in.DiskSizeMB < tpl.DiskSizeMB {
+			return sb, InvalidArgument("disk_size_mb", "snapshot template %s needs at least %d MiB", tpl.Name, tpl.DiskSizeMB)
+		}
+		sb.DiskSizeMB = *in.DiskSizeMB
+	}
+	if in.TimeoutS != nil {
+		if err := inRange("timeout_s", *in.TimeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
+			return sb, err
+		}
+		sb.TimeoutS = *in.TimeoutS
+	}
+	if in.AllowInternet != nil {
+		sb.AllowInternet = *in.AllowInternet
+	}
+	// Templates made before bounds existed must not smuggle odd shapes in.
+	if err := inRange("vcpus", sb.VCPUs, MinVCPUs, MaxVCPUs); err != nil {
+		return sb, err
+	}
+	if err := inRange("memory_mb", sb.MemoryMB, MinMemoryMB, MaxMemoryMB); err != nil {
+		return sb, err
+	}
+	if err := validEnv("env", in.Env); err != nil {
+		return sb, err
+	}
+	if err := validMap("metadata", in.Metadata, maxMetaEntries); err != nil {
+		return sb, err
+	}
+	return sb, nil
+}
+
+func (s *Service) GetSandbox(ctx context.Context, p Principal, id string) (store.Sandbox, error) {
+	sb, err := s.store.GetSandbox(ctx, p.TeamID, id)
+	if err != nil {
+		return store.Sandbox{}, fromStore(err, "sandbox", "")
+	}
+	return sb, nil
+}
+
+func (s *Service) ListSandboxes(ctx context.Context, p Principal, f store.SandboxFilter) ([]store.Sandbox, error) {
+	sbs, err := s.store.ListSandboxes(ctx, p.TeamID, f)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	return sbs, nil
+}
+
+// DestroySandbox stops the sandbox on its host and forgets it. Destroying a
+// sandbox that is already being destroyed retries the host call.
+func (s *Service) DestroySandbox(ctx context.Context, p Principal, id string) error {
+	sb, err := s.GetSandbox(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	return s.destroy(ctx, sb)
+}
+
+func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
+	switch sb.Status {
+	case store.StatusRunning, store.StatusPaused, store.StatusError:
+		next, err := s.transition(ctx, sb.ID, []store.SandboxStatus{sb.Status}, store.StatusStopping, "")
+		if err != nil {
+			return err
+		}
+		sb = next
+	case store.StatusStopping, store.StatusStopped:
+		// Retry of an interrupted destroy: carry on.
+	default:
+		return Conflict("sandbox %s is %s; retry when it settles", sb.ID, sb.Status)
+	}
+	if sb.Host != "" && sb.Status == store.StatusStopping {
+		hc, err := s.hosts.Get(ctx, sb.Host)
+		if err != nil {
+			return err
+		}
+		if err := hc.DestroySandbox(ctx, sb.ID); err != nil {
+			// Stay in stopping: a retry (or the reconciler) finishes it.
+			return Unavailable("host failed to destroy the sandbox", err)
+		}
+	}
+	if sb.Status != store.StatusStopped {
+		if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusStopping}, store.StatusStopped, ""); err != nil && KindOf(err) != KindNotFound {
+			return err
+		}
+	}
+	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("delete sandbox row: %w", err)
+	}
+	return nil
+}
+
+// PauseSandbox snapshots a running sandbox and frees its host resources.
+// Pausing a paused sandbox is a no-op.
+func (s *Service) PauseSandbox(ctx context.Context, p Principal, id string) (store.Sandbox, error) {
+	sb, err := s.GetSandbox(ctx, p, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	return s.pause(ctx, sb)
+}
+
+func (s *Service) pause(ctx context.Context, sb store.Sandbox) (store.Sandbox, error) {
+	switch sb.Status {
+	case store.StatusPaused:
+		return sb, nil
+	case store.StatusRunning:
+	default:
+		return store.Sandbox{}, Conflict("sandbox %s is %s, only a running sandbox can be paused", sb.ID, sb.Status)
+	}
+	hc, err := s.hosts.Get(ctx, sb.Host)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusPausing, ""); err != nil {
+		return store.Sandbox{}, err
+	}
+	if err := hc.PauseSandbox(ctx, sb.ID); err != nil {
+		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to pause the sandbox", err))
+	}
+	return s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusPausing}, store.StatusPaused, "")
+}
+
+// ResumeSandbox restores a paused sandbox; resuming a running one is a no-op.
+// The timeout starts over.
+func (s *Service) ResumeSandbox(ctx context.Context, p Principal, id string) (store.Sandbox, error) {
+	sb, err := s.GetSandbox(ctx, p, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	return s.resume(ctx, sb)
+}
+
+func (s *Service) resume(ctx context.Context, sb store.Sandbox) (store.Sandbox, error) {
+	switch sb.Status {
+	case store.StatusRunning:
+		return sb, nil
+	case store.StatusPaused:
+	default:
+		return store.Sandbox{}, Conflict("sandbox %s is %s, only a paused sandbox can be resumed", sb.ID, sb.Status)
+	}
+	hc, err := s.hosts.Get(ctx, sb.Host)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusPaused}, store.StatusResuming, ""); err != nil {
+		return store.Sandbox{}, err
+	}
+	if _, err := hc.ResumeSandbox(ctx, ResumeSandboxRequest{SandboxID: sb.ID, AccessToken: sb.AccessToken, AllowInternet: sb.AllowInternet}); err != nil {
+		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to resume the sandbox", err))
+	}
+	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
+		s.log.WarnContext(ctx, "reset sandbox end time", "sandbox_id", sb.ID, "err", err)
+	}
+	return s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusResuming}, store.StatusRunning, "")
+}
+
+// SetSandboxTimeout makes the sandbox end timeoutS seconds from now.
+func (s *Service) SetSandboxTimeout(ctx context.Context, p Principal, id string, timeoutS int) (store.Sandbox, error) {
+	if err := inRange("timeout_s", timeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
+		return store.Sandbox{}, err
+	}
+	sb, err := s.GetSandbox(ctx, p, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	switch sb.Status {
+	case store.StatusStopping, store.StatusStopped, store.StatusError:
+		return store.Sandbox{}, Conflict("sandbox %s is %s", sb.ID, sb.Status)
+	}
+	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(timeoutS)), timeoutS); err != nil {
+		return store.Sandbox{}, fromStore(err, "sandbox", "")
+	}
+	return s.GetSandbox(ctx, p, id)
+}
+
+// running returns the sandbox and its host client, resuming a paused
+// sandbox first when it asked for auto-resume.
+func (s *Service) running(ctx context.Context, p Principal, id string) (store.Sandbox, HostClient, error) {
+	sb, err := s.GetSandbox(ctx, p, id)
+	if err != nil {
+		return sb, nil, err
+	}
+	if sb.Status == store.StatusPaused && sb.AutoResume {
+		if sb, err = s.resume(ctx, sb); err != nil {
+			return sb, nil, err
+		}
+	}
+	if sb.Status != store.StatusRunning {
+		return sb, nil, Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
+	}
+	hc, err := s.hosts.Get(ctx, sb.Host)
+	return sb, hc, err
+}
+
+// Exec runs a command to completion in the sandbox.
+func (s *Service) Exec(ctx context.Context, p Principal, id string, req ExecRequest) (ExecResult, error) {
+	if req.Cmd == "" {
+		return ExecResult{}, InvalidArgument("cmd", "is required")
+	}
+	if req.TimeoutS != 0 {
+		if err := inRange("timeout_s", req.TimeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
+			return ExecResult{}, err
+		}
+	}
+	if err := validEnv("env", req.Env); err != nil {
+		return ExecResult{}, err
+	}
+	_, hc, err := s.running(ctx, p, id)
+	if err != nil {
+		return ExecResult{}, err
+	}
+	res, err := hc.Exec(ctx, id, req)
+	if err != nil {
+		return ExecResult{}, Unavailable("exec failed", err)
+	}
+	return res, nil
+}
+
+// ReadFile streams a file out of the sandbox. The caller closes it.
+func (s *Service) ReadFile(ctx context.Context, p Principal, id, path string) (io.ReadCloser, error) {
+	if path == "" {
+		return nil, InvalidArgument("path", "is required")
+	}
+	_, hc, err := s.running(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := hc.ReadFile(ctx, id, path)
+	if err != nil {
+		return nil, hostFileErr(err, path)
+	}
+	return rc, nil
+}
+
+// WriteFile streams r into a file of the sandbox.
+func (s *Service) WriteFile(ctx context.Context, p Principal, id, path string, r io.Reader) error {
+	if path == "" {
+		return InvalidArgument("path", "is required")
+	}
+	_, hc, err := s.running(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	if err := hc.WriteFile(ctx, id, path, r); err != nil {
+		return hostFileErr(err, path)
+	}
+	return nil
+}
+
+// hostFileErr keeps typed errors from the host (a missing file is NotFound)
+// and reports transport failures as Unavailable.
+func hostFileErr(err error, path string) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return Unavailable("file operation on "+path+" failed", err)
+}
+
+// transition is the one place a sandbox changes status: compare-and-set in
+// the store, then a log line.
+func (s *Service) transition(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error) {
+	sb, err := s.store.UpdateSandboxStatus(ctx, id, from, to, errMsg)
+	if errors.Is(err, store.ErrStaleState) {
+		cur, gerr := s.store.GetSandboxByID(ctx, id)
+		if gerr != nil {
+			return store.Sandbox{}, fromStore(gerr, "sandbox", "")
+		}
+		if cur.Status == to {
+			return cur, nil // someone else got there first: idempotent
+		}
+		return store.Sandbox{}, Conflict("sandbox %s changed state concurrently (now %s)", id, cur.Status)
+	}
+	if err != nil {
+		return store.Sandbox{}, fromStore(err, "sandbox", "")
+	}
+	s.logTransition(ctx, sb, statusList(from), to, errMsg)
+	return sb, nil
+}
+
+// fail moves a sandbox from whatever transitional state it is in to error
+// and returns cause (for the caller to report).
+func (s *Service) fail(ctx context.Context, sb store.Sandbox, cause error) error {
+	ctx = context.WithoutCancel(ctx) // record the failure even if the client left
+	from := []store.SandboxStatus{store.StatusCreating, store.StatusPausing, store.StatusResuming, store.StatusStopping}
+	if _, err := s.transition(ctx, sb.ID, from, store.StatusError, cause.Error()); err != nil {
+		s.log.ErrorContext(ctx, "record sandbox error", "sandbox_id", sb.ID, "err", err)
+	}
+	return cause
+}
+
+func (s *Service) logTransition(ctx context.Context, sb store.Sandbox, from string, to store.SandboxStatus, errMsg string) {
+	attrs := []any{"sandbox_id", sb.ID, "team_id", sb.TeamID, "from", from, "to", string(to), "host", sb.Host}
+	if errMsg != "" {
+		s.log.WarnContext(ctx, "sandbox transition", append(attrs, "error", errMsg)...)
+		return
+	}
+	s.log.InfoContext(ctx, "sandbox transition", attrs...)
+}
+
+func statusList(ss []store.SandboxStatus) string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	slices.Sort(out)
+	if len(out) == 1 {
+		return out[0]
+	}
+	return fmt.Sprint(out)
+}

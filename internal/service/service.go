@@ -1,0 +1,62 @@
+// Package service holds hearth's use cases: where a user's, team's,
+// template's and sandbox's life is decided. It talks to persistence through
+// Store and to hosts through HostPool/HostClient, and reports failures as
+// *Error values of a few kinds that the api package maps to HTTP statuses.
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/auth"
+)
+
+// Deps are the Service's collaborators.
+type Deps struct {
+	Store     Store
+	Hosts     HostPool // nil: no hosts
+	Passwords *auth.Passwords
+	Tokens    *auth.Tokens
+	Logger    *slog.Logger     // nil: discard
+	Now       func() time.Time // nil: time.Now
+}
+
+// Service implements the use cases. Safe for concurrent use.
+type Service struct {
+	store     Store
+	hosts     HostPool
+	passwords *auth.Passwords
+	tokens    *auth.Tokens
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New checks deps and returns the service.
+func New(d Deps) (*Service, error) {
+	if d.Store == nil || d.Passwords == nil || d.Tokens == nil {
+		return nil, errors.New("service: Store, Passwords and Tokens are required")
+	}
+	if d.Hosts == nil {
+		d.Hosts = SingleHost{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Service{store: d.Store, hosts: d.Hosts, passwords: d.Passwords, tokens: d.Tokens, log: d.Logger, now: d.Now}, nil
+}
+
+// Ping reports whether the store answers (for health checks).
+func (s *Service) Ping(ctx context.Context) error { return s.store.Ping(ctx) }
+
+// Principal is an authenticated caller acting for one team.
+type Principal struct {
+	UserID   string // empty for API keys
+	TeamID   string
+	IsAdmin  bool   // platform admin (people only)
+	APIKeyID string // set when authenticated by API key
+}

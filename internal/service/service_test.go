@@ -1,0 +1,236 @@
+package service_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
+	"github.com/hearth-sandbox/hearth/internal/store"
+	"github.com/hearth-sandbox/hearth/internal/store/storetest"
+)
+
+// clock is a settable time source.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *clock               { c := &clock{}; c.ns.Store(time.Now().UnixNano()); return c }
+
+type fixture struct {
+	svc  *service.Service
+	db   *store.DB
+	host *servicetest.FakeHost
+	clk  *clock
+	p    service.Principal
+}
+
+func newFixture(t *testing.T, db *store.DB) fixture {
+	t.Helper()
+	ctx := context.Background()
+	pw, err := auth.NewPasswords(bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	clk := newClock()
+	// Tokens use the real clock: the fixture's clock runs ahead.
+	tokens, err := auth.NewTokens(key, "hearth", time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := servicetest.NewFakeHost("h1")
+	svc, err := service.New(service.Deps{Store: db, Hosts: service.SingleHost{ID: "h1", Client: host}, Passwords: pw, Tokens: tokens, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Signup(ctx, "svc@example.com", "password123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{svc: svc, db: db, host: host, clk: clk, p: service.Principal{UserID: res.User.ID, TeamID: res.Team.ID}}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestReaper(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, db)
+		short, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base", TimeoutS: ptr(10)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pausing, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base", TimeoutS: ptr(10), AutoPause: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		long, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base", TimeoutS: ptr(3600)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := f.svc.NewReaper(time.Hour)
+		if n := r.ReapOnce(ctx); n != 0 {
+			t.Fatalf("reaped %d before any timeout", n)
+		}
+		f.clk.add(11 * time.Second)
+		if n := r.ReapOnce(ctx); n != 2 {
+			t.Fatalf("reaped %d, want 2", n)
+		}
+		if _, err := f.svc.GetSandbox(ctx, f.p, short.ID); service.KindOf(err) != service.KindNotFound {
+			t.Errorf("expired sandbox still there: %v", err)
+		}
+		if f.host.State(short.ID) != "" {
+			t.Error("expired sandbox still on the host")
+		}
+		got, err := f.svc.GetSandbox(ctx, f.p, pausing.ID)
+		if err != nil || got.Status != store.StatusPaused || f.host.State(pausing.ID) != "paused" {
+			t.Errorf("auto-pause sandbox: %v %v host %q", got.Status, err, f.host.State(pausing.ID))
+		}
+		if got, err := f.svc.GetSandbox(ctx, f.p, long.ID); err != nil || got.Status != store.StatusRunning {
+			t.Errorf("long sandbox: %v %v", got.Status, err)
+		}
+		// Paused sandboxes do not expire again; a second pass is a no-op.
+		f.clk.add(time.Minute)
+		if n := r.ReapOnce(ctx); n != 0 {
+			t.Fatalf("second pass reaped %d", n)
+		}
+		// Run stops with its context.
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { r.Run(rctx); close(done) }()
+		cancel()
+		<-done
+	})
+}
+
+func TestConcurrentPauseIsSafe(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, db)
+		sb, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Go(func() { _, errs[i] = f.svc.PauseSandbox(ctx, f.p, sb.ID) })
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case service.KindOf(err) != service.KindConflict:
+				t.Errorf("concurrent pause: %v", err)
+			}
+		}
+		if ok == 0 {
+			t.Error("no pause succeeded")
+		}
+		got, err := f.svc.GetSandbox(ctx, f.p, sb.ID)
+		if err != nil || got.Status != store.StatusPaused {
+			t.Fatalf("after concurrent pauses: %v %v", got.Status, err)
+		}
+	})
+}
+
+func TestTransitionalStatesRefuseOperations(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, db)
+		for _, st := range []store.SandboxStatus{store.StatusCreating, store.StatusPausing, store.StatusResuming} {
+			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: f.p.TeamID, TemplateID: "x", Status: st, Host: "h1", VCPUs: 1, MemoryMB: 256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindConflict {
+				t.Errorf("destroy %s: %v, want conflict", st, err)
+			}
+			if _, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindConflict {
+				t.Errorf("pause %s: %v, want conflict", st, err)
+			}
+			if _, err := f.svc.Exec(ctx, f.p, sb.ID, service.ExecRequest{Cmd: "echo"}); service.KindOf(err) != service.KindConflict {
+				t.Errorf("exec %s: %v, want conflict", st, err)
+			}
+		}
+	})
+}
+
+func TestHostFailureDuringPause(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, db)
+		sb, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The host lost the VM: pause fails, the sandbox goes to error.
+		if err := f.host.DestroySandbox(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindUnavailable {
+			t.Fatalf("pause of lost VM: %v", err)
+		}
+		got, err := f.svc.GetSandbox(ctx, f.p, sb.ID)
+		if err != nil || got.Status != store.StatusError || got.Error == "" {
+			t.Fatalf("after failed pause: %+v %v", got, err)
+		}
+		if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); err != nil {
+			t.Fatalf("destroy errored sandbox: %v", err)
+		}
+	})
+}
+
+func TestLoginTimingPathsAgree(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, db)
+		_, _, e1 := f.svc.Login(ctx, "svc@example.com", "wrong-password")
+		_, _, e2 := f.svc.Login(ctx, "nobody@example.com", "wrong-password")
+		if e1 == nil || e2 == nil || e1.Error() != e2.Error() || service.KindOf(e1) != service.KindUnauthenticated {
+			t.Fatalf("login errors differ: %v / %v", e1, e2)
+		}
+		var se *service.Error
+		if !errors.As(e1, &se) {
+			t.Fatal("not a service error")
+		}
+	})
+}
+
+func TestSingleHostPool(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if _, _, err := (service.SingleHost{}).Pick(ctx, service.PlacementRequest{}); service.KindOf(err) != service.KindUnavailable || err.Error() != "no hosts available" {
+		t.Fatalf("empty pool: %v", err)
+	}
+	p := service.SingleHost{ID: "h1", Client: servicetest.NewFakeHost("h1")}
+	if id, c, err := p.Pick(ctx, service.PlacementRequest{}); err != nil || id != "h1" || c == nil {
+		t.Fatalf("pick: %q %v", id, err)
+	}
+	if _, _, err := p.Pick(ctx, service.PlacementRequest{TemplateHost: "h2"}); service.KindOf(err) != service.KindUnavailable {
+		t.Fatalf("pick for a template on another host: %v", err)
+	}
+	if _, err := p.Get(ctx, "h2"); service.KindOf(err) != service.KindUnavailable {
+		t.Fatalf("get unknown host: %v", err)
+	}
+}

@@ -1,0 +1,225 @@
+// Package servicetest provides an in-process HostClient for control-plane
+// tests. It stands at the VM boundary only: everything above it (service,
+// store, HTTP) is real in those tests; VM behaviour is tested end to end
+// elsewhere.
+package servicetest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+)
+
+// FakeHost keeps sandboxes, files and snapshots in memory. Exec supports
+// "echo ARGS..." (stdout), "cat PATH" and "exit N"; other commands exit 127.
+// Safe for concurrent use.
+type FakeHost struct {
+	ID string
+
+	mu        sync.Mutex
+	sandboxes map[string]*fakeSandbox
+	snapshots map[string]string // template ID -> source sandbox ID
+	creates   []service.CreateSandboxRequest
+	// FailCreate, when set, makes CreateSandbox fail with this error.
+	failCreate error
+}
+
+type fakeSandbox struct {
+	state string
+	files map[string][]byte
+	env   map[string]string
+}
+
+var _ service.HostClient = (*FakeHost)(nil)
+
+// NewFakeHost returns an empty host called id.
+func NewFakeHost(id string) *FakeHost {
+	return &FakeHost{ID: id, sandboxes: map[string]*fakeSandbox{}, snapshots: map[string]string{}}
+}
+
+// FailCreates makes later CreateSandbox calls fail with err (nil: succeed).
+func (h *FakeHost) FailCreates(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failCreate = err
+}
+
+// Creates returns every CreateSandbox request received, in order.
+func (h *FakeHost) Creates() []service.CreateSandboxRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]service.CreateSandboxRequest(nil), h.creates...)
+}
+
+// State returns the host-side state of a sandbox ("" when absent).
+func (h *FakeHost) State(id string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sb, ok := h.sandboxes[id]; ok {
+		return sb.state
+	}
+	return ""
+}
+
+// HasSnapshot reports whether the host holds snapshot files for templateID.
+func (h *FakeHost) HasSnapshot(templateID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.snapshots[templateID]
+	return ok
+}
+
+func (h *FakeHost) get(id string) (*fakeSandbox, error) {
+	sb, ok := h.sandboxes[id]
+	if !ok {
+		return nil, fmt.Errorf("fakehost: sandbox %s: %w", id, errNoSandbox)
+	}
+	return sb, nil
+}
+
+var errNoSandbox = fmt.Errorf("no such sandbox")
+
+func (h *FakeHost) CreateSandbox(_ context.Context, req service.CreateSandboxRequest) (service.SandboxRuntime, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.creates = append(h.creates, req)
+	if h.failCreate != nil {
+		return service.SandboxRuntime{}, h.failCreate
+	}
+	if _, ok := h.sandboxes[req.SandboxID]; ok {
+		return service.SandboxRuntime{}, fmt.Errorf("fakehost: sandbox %s exists", req.SandboxID)
+	}
+	h.sandboxes[req.SandboxID] = &fakeSandbox{state: "running", files: map[string][]byte{}, env: maps.Clone(req.Env)}
+	return service.SandboxRuntime{SandboxID: req.SandboxID, State: "running", Address: "127.0.0.1:49983", StartedAt: time.Now()}, nil
+}
+
+func (h *FakeHost) DestroySandbox(_ context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.sandboxes, id) // idempotent, like the real agent
+	return nil
+}
+
+func (h *FakeHost) PauseSandbox(_ context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(id)
+	if err != nil {
+		return err
+	}
+	sb.state = "paused"
+	return nil
+}
+
+func (h *FakeHost) ResumeSandbox(_ context.Context, req service.ResumeSandboxRequest) (service.SandboxRuntime, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(req.SandboxID)
+	if err != nil {
+		return service.SandboxRuntime{}, err
+	}
+	sb.state = "running"
+	return service.SandboxRuntime{SandboxID: req.SandboxID, State: "running", StartedAt: time.Now()}, nil
+}
+
+func (h *FakeHost) ListSandboxes(context.Context) ([]service.SandboxRuntime, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]service.SandboxRuntime, 0, len(h.sandboxes))
+	for id, sb := range h.sandboxes {
+		out = append(out, service.SandboxRuntime{SandboxID: id, State: sb.state})
+	}
+	return out, nil
+}
+
+func (h *FakeHost) Exec(_ context.Context, id string, req service.ExecRequest) (service.ExecResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(id)
+	if err != nil {
+		return service.ExecResult{}, err
+	}
+	if sb.state != "running" {
+		return service.ExecResult{}, fmt.Errorf("fakehost: sandbox %s is %s", id, sb.state)
+	}
+	switch req.Cmd {
+	case "echo":
+		return service.ExecResult{Stdout: strings.Join(req.Args, " ") + "\n"}, nil
+	case "cat":
+		if len(req.Args) != 1 {
+			return service.ExecResult{Stderr: "usage: cat PATH\n", ExitCode: 2}, nil
+		}
+		b, ok := sb.files[req.Args[0]]
+		if !ok {
+			return service.ExecResult{Stderr: "cat: " + req.Args[0] + ": No such file or directory\n", ExitCode: 1}, nil
+		}
+		return service.ExecResult{Stdout: string(b)}, nil
+	case "exit":
+		var code int
+		if len(req.Args) == 1 {
+			fmt.Sscan(req.Args[0], &code)
+		}
+		return service.ExecResult{ExitCode: code}, nil
+	default:
+		return service.ExecResult{Stderr: req.Cmd + ": command not found\n", ExitCode: 127}, nil
+	}
+}
+
+func (h *FakeHost) ReadFile(_ context.Context, id, path string) (io.ReadCloser, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(id)
+	if err != nil {
+		return nil, err
+	}
+	b, ok := sb.files[path]
+	if !ok {
+		return nil, service.NotFound("file " + path)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (h *FakeHost) WriteFile(_ context.Context, id, path string, r io.Reader) error {
+	b, err := io.ReadAll(r) // outside the lock: r may be a slow network body
+	if err != nil {
+		return fmt.Errorf("fakehost: read upload: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(id)
+	if err != nil {
+		return err
+	}
+	sb.files[path] = b
+	return nil
+}
+
+func (h *FakeHost) CreateSnapshot(_ context.Context, sandboxID, templateID string) (service.SnapshotInfo, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, err := h.get(sandboxID); err != nil {
+		return service.SnapshotInfo{}, err
+	}
+	h.snapshots[templateID] = sandboxID
+	return service.SnapshotInfo{TemplateID: templateID}, nil
+}
+
+func (h *FakeHost) DeleteSnapshot(_ context.Context, templateID string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.snapshots, templateID)
+	return nil
+}
+
+func (h *FakeHost) Ping(context.Context) (service.HostInfo, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return service.HostInfo{HostID: h.ID, VCPUs: 16, MemoryMB: 65536, DiskMB: 1 << 20, SandboxCount: len(h.sandboxes), Driver: "fake"}, nil
+}

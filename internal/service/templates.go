@@ -1,0 +1,121 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+func secs(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// ListTemplates returns the team's templates and the platform's.
+func (s *Service) ListTemplates(ctx context.Context, p Principal) ([]store.Template, error) {
+	ts, err := s.store.ListTemplatesByTeam(ctx, p.TeamID)
+	if err != nil {
+		return nil, fmt.Errorf("list templates: %w", err)
+	}
+	return ts, nil
+}
+
+// ListAllTemplates is every template of every team: platform admins only.
+func (s *Service) ListAllTemplates(ctx context.Context, p Principal) ([]store.Template, error) {
+	if !p.IsAdmin {
+		return nil, PermissionDenied("platform admins only")
+	}
+	ts, err := s.store.ListAllTemplates(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list all templates: %w", err)
+	}
+	return ts, nil
+}
+
+// CreateSnapshot freezes a sandbox into a named snapshot template of p's
+// team. The template row is written first so the name is reserved before
+// the host spends time on files; a host failure removes it again.
+func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, name string) (store.Template, error) {
+	if sandboxID == "" {
+		return store.Template{}, InvalidArgument("sandbox_id", "is required")
+	}
+	if err := validName("name", name); err != nil {
+		return store.Template{}, err
+	}
+	sb, err := s.GetSandbox(ctx, p, sandboxID)
+	if err != nil {
+		return store.Template{}, err
+	}
+	if sb.Status != store.StatusRunning && sb.Status != store.StatusPaused {
+		return store.Template{}, Conflict("sandbox %s is %s; snapshot a running or paused sandbox", sb.ID, sb.Status)
+	}
+	hc, err := s.hosts.Get(ctx, sb.Host)
+	if err != nil {
+		return store.Template{}, err
+	}
+	tpl, err := s.store.CreateTemplate(ctx, store.Template{
+		ID: store.NewShortID(), TeamID: p.TeamID, Name: name, Kind: store.KindSnapshot,
+		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+		Host: sb.Host, SourceSandboxID: sb.ID,
+	})
+	if err != nil {
+		return store.Template{}, fromStore(err, "template", fmt.Sprintf("a template named %q already exists", name))
+	}
+	info, err := hc.CreateSnapshot(ctx, sb.ID, tpl.ID)
+	if err != nil {
+		if derr := s.store.DeleteTemplate(context.WithoutCancel(ctx), p.TeamID, tpl.ID); derr != nil {
+			s.log.ErrorContext(ctx, "drop failed snapshot template", "template_id", tpl.ID, "err", derr)
+		}
+		return store.Template{}, Unavailable("host failed to snapshot the sandbox", err)
+	}
+	if info.VCPUs != 0 && (info.VCPUs != tpl.VCPUs || info.MemoryMB != tpl.MemoryMB) {
+		// The host is the authority on what it froze; the row follows it.
+		s.log.WarnContext(ctx, "snapshot shape differs from sandbox row", "template_id", tpl.ID,
+			"vcpus", info.VCPUs, "memory_mb", info.MemoryMB)
+	}
+	s.log.InfoContext(ctx, "snapshot created", "template_id", tpl.ID, "name", name, "sandbox_id", sb.ID, "host", sb.Host)
+	return tpl, nil
+}
+
+// ListSnapshots returns the team's (and platform) snapshot templates.
+func (s *Service) ListSnapshots(ctx context.Context, p Principal) ([]store.Template, error) {
+	ts, err := s.store.ListTemplatesByTeamAndKind(ctx, p.TeamID, store.KindSnapshot)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return ts, nil
+}
+
+// DeleteSnapshot removes a team's snapshot template by name (or ID), unless
+// sandboxes still depend on it.
+func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) error {
+	tpl, err := s.store.GetTemplateByTeam(ctx, p.TeamID, name)
+	if err != nil {
+		return fromStore(err, "snapshot", "")
+	}
+	// Platform templates are visible, not deletable; base templates are not
+	// snapshots. Both look missing, like any other template not yours.
+	if tpl.TeamID != p.TeamID || tpl.Kind != store.KindSnapshot {
+		return NotFound("snapshot")
+	}
+	n, err := s.store.CountSandboxesUsingTemplate(ctx, tpl.ID)
+	if err != nil {
+		return fmt.Errorf("count dependent sandboxes: %w", err)
+	}
+	if n > 0 {
+		return Conflict("snapshot %s is used by %d sandbox(es); destroy them first", tpl.Name, n)
+	}
+	if tpl.Host != "" {
+		hc, err := s.hosts.Get(ctx, tpl.Host)
+		if err != nil {
+			return err
+		}
+		if err := hc.DeleteSnapshot(ctx, tpl.ID); err != nil {
+			return Unavailable("host failed to delete the snapshot", err)
+		}
+	}
+	if err := s.store.DeleteTemplate(ctx, p.TeamID, tpl.ID); err != nil {
+		return fromStore(err, "snapshot", "")
+	}
+	s.log.InfoContext(ctx, "snapshot deleted", "template_id", tpl.ID, "name", tpl.Name)
+	return nil
+}
