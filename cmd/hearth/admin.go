@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/controlplane"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -32,7 +33,7 @@ func newAdminPromoteCmd() *cobra.Command {
 				return fmt.Errorf("--email is required")
 			}
 			log := newLogger(cmd, "warn")
-			db, err := openStore(cmd.Context(), cfg, log)
+			db, err := controlplane.OpenStore(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/image"
 )
 
@@ -49,7 +50,7 @@ scripts/deps.sh.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.DataDir, "data-dir", "/var/lib/hearth", "hearth data directory (images go to DATA_DIR/images)")
+	f.StringVar(&o.DataDir, "data-dir", config.DefaultDataDir(), "hearth data directory (images go to DATA_DIR/images)")
 	f.StringSliceVar(&only, "only", nil, "build only these images (tiny, base); default both")
 	f.BoolVar(&o.Force, "force", false, "rebuild even if the inputs did not change")
 	f.StringVar(&o.InitBinary, "init", "", "prebuilt static hearth-init binary (default: go build ./cmd/hearth-init)")
@@ -83,6 +84,6 @@ func newImageListCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "hearth data directory")
+	cmd.Flags().StringVar(&dataDir, "data-dir", config.DefaultDataDir(), "hearth data directory")
 	return cmd
 }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/devstack"
+)
+
+func newDevCmd() *cobra.Command {
+	cfg := config.Default()
+	var opts devstack.Options
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the control plane and a host agent in one process (one machine, SQLite)",
+		Long: `Run everything on this machine: the control plane (SQLite in the data dir)
+and a host agent that runs sandboxes as microVMs. On first start it creates a
+developer account (a platform admin) and an API key, saved in
+<data-dir>/dev-credentials.json, and prints them with ready-to-paste examples.
+
+Build the guest images first (make run does): hearth image build --data-dir DIR`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			log := newLogger(cmd, cfg.LogLevel)
+			opts.Config, opts.Logger = cfg, log
+			s, err := devstack.Start(ctx, opts)
+			if err != nil {
+				return err
+			}
+			printDevBanner(cmd.OutOrStdout(), s)
+			werr := s.Wait(ctx)
+			log.Info("shutting down: stopping sandboxes")
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			if err := s.Close(sctx); err != nil && werr == nil {
+				werr = err
+			}
+			return werr
+		},
+	}
+	config.AddServerFlags(cmd.Flags(), &cfg)
+	fs := cmd.Flags()
+	fs.StringVar(&opts.ImagesFrom, "images-from", "", "reuse the guest images of another data dir (links DATA_DIR/images to it)")
+	fs.StringVar(&opts.AgentOptions.VMM, "vmm", "", "restrict the VMM: firecracker, qemu-kvm, qemu-tcg or qemu (default: probe)")
+	fs.StringVar(&opts.AgentOptions.RootfsBackend, "rootfs-backend", "", "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
+	config.BindCommand(cmd)
+	return cmd
+}
+
+func printDevBanner(w io.Writer, s *devstack.Stack) {
+	c := s.Credentials
+	fmt.Fprintf(w, `
+hearth dev is running.
+
+  API          %[1]s/v1           (OpenAPI: %[1]s/openapi.yaml)
+  API test UI  %[1]s/docs/
+  Dashboard    %[1]s/
+  Login        %[2]s / %[3]s
+  API key      %[4]s
+
+Run a command in a new sandbox:
+
+  ID=$(curl -s -X POST %[1]s/v1/sandboxes -H 'X-API-Key: %[4]s' -d '{"template":"base"}' | sed -E 's/.*"id":"([a-z0-9]+)".*/\1/')
+  curl -s -X POST %[1]s/v1/sandboxes/$ID/exec -H 'X-API-Key: %[4]s' -d '{"cmd":"python3","args":["-c","print(6*7)"]}'
+
+Use the E2B SDKs unmodified:
+
+  export E2B_API_URL=%[1]s E2B_SANDBOX_URL=%[1]s E2B_API_KEY=%[4]s
+
+Press Ctrl-C to stop (running sandboxes are stopped with it).
+`, s.URL, c.Email, c.Password, c.APIKey)
+}

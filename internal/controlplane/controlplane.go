@@ -1,0 +1,226 @@
+// Package controlplane assembles hearth's control plane from its parts: the
+// store, secrets, the service (use cases), the HTTP surfaces (native /v1 API,
+// E2B-compatible API, sandbox traffic proxy, dashboard) and the background
+// loops (reaper). `hearth server` and `hearth dev` both build one here, so
+// the two never drift apart.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/api"
+	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Options configure New.
+type Options struct {
+	Config config.Config
+	// Hosts places sandboxes; nil means no hosts (creates answer 503).
+	Hosts  service.HostPool
+	Logger *slog.Logger
+}
+
+// ControlPlane is an assembled, not yet serving, control plane.
+type ControlPlane struct {
+	cfg     config.Config
+	log     *slog.Logger
+	Store   *store.DB
+	Service *service.Service
+	Tokens  *auth.Tokens
+	handler http.Handler
+}
+
+// New opens the store (running migrations), loads or generates secrets and
+// builds the service and its HTTP handler.
+func New(ctx context.Context, opts Options) (*ControlPlane, error) {
+	cfg, log := opts.Config, opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	cp := &ControlPlane{cfg: cfg, log: log, Store: db}
+	if err := cp.build(ctx, opts.Hosts); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) build(ctx context.Context, hosts service.HostPool) error {
+	jwtKey := []byte(cp.cfg.JWTSecret)
+	var err error
+	if cp.cfg.JWTSecret == "" {
+		if jwtKey, err = config.EnsureSecret(cp.cfg.DataDir, "jwt.key", 32); err != nil {
+			return err
+		}
+	} else if len(jwtKey) < 32 {
+		return errors.New("--jwt-secret / HEARTH_JWT_SECRET must be at least 32 bytes")
+	}
+	if cp.Tokens, err = auth.NewTokens(jwtKey, "hearth", cp.cfg.JWTTTL, nil); err != nil {
+		return err
+	}
+	passwords, err := auth.NewPasswords(0)
+	if err != nil {
+		return err
+	}
+	if hosts == nil {
+		hosts = service.SingleHost{}
+	}
+	if err := EnsurePlatformTemplates(ctx, cp.Store, DefaultPlatformTemplates()); err != nil {
+		return err
+	}
+	cp.Service, err = service.New(service.Deps{Store: cp.Store, Hosts: hosts, Passwords: passwords, Tokens: cp.Tokens, Logger: cp.log})
+	if err != nil {
+		return err
+	}
+	cp.handler = api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20})
+	return nil
+}
+
+// Handler is the control plane's whole HTTP surface.
+func (cp *ControlPlane) Handler() http.Handler { return cp.handler }
+
+// Serve answers HTTP on ln and runs the background loops until ctx ends,
+// then shuts down gracefully. It does not close the store (Close does).
+func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           cp.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	loopsDone := make(chan struct{})
+	go func() {
+		defer close(loopsDone)
+		cp.Service.NewReaper(cp.cfg.ReapEvery).Run(loopCtx)
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	var err error
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		shCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err = srv.Shutdown(shCtx)
+		cancel()
+	}
+	stopLoops()
+	<-loopsDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases the store.
+func (cp *ControlPlane) Close() error { return cp.Store.Close() }
+
+// OpenStore opens the configured store, generating the sealing key into the
+// data dir when none is configured.
+func OpenStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.DB, error) {
+	var sealKey []byte
+	var err error
+	if cfg.SealKey != "" {
+		sealKey, err = config.DecodeKey("--seal-key", cfg.SealKey, 32)
+	} else {
+		sealKey, err = config.EnsureSecret(cfg.DataDir, "seal.key", 32)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := store.NewAESSealer(sealKey)
+	if err != nil {
+		return nil, err
+	}
+	opts := store.Options{DSN: cfg.DatabaseURL, Sealer: sealer, Logger: log}
+	if opts.DSN == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		opts.DSN = filepath.Join(cfg.DataDir, "hearth.db")
+	}
+	db, err := store.Open(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store open", "driver", db.Driver(), "dsn", RedactDSN(opts.DSN))
+	return db, nil
+}
+
+// RedactDSN hides a password in a postgres URL for logs.
+func RedactDSN(dsn string) string {
+	if !store.IsPostgresURL(dsn) {
+		return dsn
+	}
+	if at := strings.LastIndex(dsn, "@"); at > 0 {
+		if colon := strings.Index(dsn[strings.Index(dsn, "//")+2:at], ":"); colon >= 0 {
+			start := strings.Index(dsn, "//") + 2 + colon + 1
+			return dsn[:start] + "xxxxx" + dsn[at:]
+		}
+	}
+	return dsn
+}
+
+// DefaultPlatformTemplates are the images `hearth image build` makes; their
+// template ID is the image name on the hosts.
+func DefaultPlatformTemplates() []store.Template {
+	return []store.Template{
+		{ID: "base", Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 512, DiskSizeMB: store.DefaultDiskSizeMB},
+		{ID: "tiny", Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: store.DefaultDiskSizeMB},
+	}
+}
+
+// EnsurePlatformTemplates creates the platform templates that are missing;
+// existing ones are left as they are (an operator may have tuned them).
+func EnsurePlatformTemplates(ctx context.Context, db *store.DB, templates []store.Template) error {
+	for _, t := range templates {
+		_, err := db.GetTemplateByTeam(ctx, store.PlatformTeamID, t.Name)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("look up platform template %s: %w", t.Name, err)
+		}
+		if _, err := db.UpsertPlatformTemplate(ctx, t); err != nil {
+			return fmt.Errorf("create platform template %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// RegisterHost records a host agent in the hosts table (for operators and
+// placement). An unreachable agent is not fatal: it may start after the
+// control plane.
+func RegisterHost(ctx context.Context, db *store.DB, id, address string, c service.HostClient, log *slog.Logger) {
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	h := store.Host{ID: id, Name: id, Address: address, Status: store.HostUnreachable}
+	if info, err := c.Ping(pctx); err != nil {
+		log.Warn("host agent not reachable yet", "url", address, "err", err)
+	} else {
+		h.Status, h.VCPUs, h.MemoryMB, h.DiskMB, h.SandboxCount = store.HostReady, info.VCPUs, info.MemoryMB, info.DiskMB, info.SandboxCount
+		h.LastHeartbeat = time.Now()
+		log.Info("host agent reachable", "url", address, "driver", info.Driver, "vcpus", info.VCPUs, "memory_mb", info.MemoryMB)
+	}
+	if _, err := db.UpsertHost(ctx, h); err != nil {
+		log.Warn("record host", "err", err)
+	}
+}
