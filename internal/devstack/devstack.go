@@ -57,6 +57,7 @@ type Credentials struct {
 // Stack is a running dev deployment.
 type Stack struct {
 	URL          string // control plane base URL
+	DataDir      string
 	Credentials  Credentials
 	ControlPlane *controlplane.ControlPlane
 	Agent        *agent.Agent
@@ -80,7 +81,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := linkImages(cfg.DataDir, opts.ImagesFrom); err != nil {
 		return nil, err
 	}
-	s := &Stack{log: log, serveDone: make(chan error, 1)}
+	s := &Stack{log: log, DataDir: cfg.DataDir, serveDone: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			s.Close(context.WithoutCancel(ctx))

@@ -1,0 +1,7 @@
+//go:build vm
+
+package e2e
+
+import "golang.org/x/sys/unix"
+
+func unmount(path string) error { return unix.Unmount(path, unix.MNT_DETACH) }
