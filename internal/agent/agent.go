@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+)
+
+// Options configure an Agent. Nil components are built from the data dir
+// and by probing the host (see wire.go); tests pass their own.
+type Options struct {
+	DataDir string
+	HostID  string // default: the host name
+	// Token, when set, is required in the TokenHeader of every request.
+	Token string
+
+	// VMM restricts driver selection ("firecracker", "qemu-kvm",
+	// "qemu-tcg", "qemu"); empty: the first that probes OK.
+	VMM string
+	// RootfsBackend forces a root-disk backend ("devicemapper", "reflink",
+	// "qcow2", "copy"); empty: rootfs.Select decides.
+	RootfsBackend string
+
+	Driver           vmm.Driver
+	Disks            rootfs.Backend
+	Net              Network
+	Images           Images
+	Dial             EnvdDialer
+	Snapshots        Snapshotter
+	EnsureImageSizes ImageSizer
+
+	BootTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Agent is one host's agent: the Manager plus its RPC and proxy surface.
+type Agent struct {
+	opts Options
+	mgr  *Manager
+	log  *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
+	closers   []func() error // components wire.go built, closed last
+}
+
+// New wires the components, cleans up after a crashed agent and returns a
+// ready agent. Close (or Shutdown) releases it.
+func New(ctx context.Context, opts Options) (*Agent, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("agent: DataDir is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.HostID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("agent: host id: %w", err)
+		}
+		opts.HostID = h
+	}
+	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent")}
+	if err := a.wire(ctx); err != nil {
+		a.runClosers()
+		return nil, err
+	}
+	mgr, err := NewManager(ctx, Deps{
+		DataDir:          a.opts.DataDir,
+		Driver:           a.opts.Driver,
+		Disks:            a.opts.Disks,
+		Net:              a.opts.Net,
+		Images:           a.opts.Images,
+		Dial:             a.opts.Dial,
+		Snapshots:        a.opts.Snapshots,
+		EnsureImageSizes: a.opts.EnsureImageSizes,
+		BootTimeout:      a.opts.BootTimeout,
+		Log:              a.log,
+	})
+	if err != nil {
+		a.runClosers()
+		return nil, err
+	}
+	a.mgr = mgr
+	a.log.Info("agent ready", "host", a.opts.HostID, "driver", a.opts.Driver.Name(),
+		"rootfs", a.opts.Disks.Name(), "data_dir", a.opts.DataDir, "sandboxes", len(mgr.List()))
+	return a, nil
+}
+
+// Manager exposes the sandbox manager (for `hearth dev` and tests).
+func (a *Agent) Manager() *Manager { return a.mgr }
+
+// Handler serves the RPC service and the sandbox proxy (see package doc).
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(&rpcServer{a: a})
+	mux.Handle(path, h)
+	mux.Handle("/sandboxes/{id}/proxy/{port}/", a.pathProxy())
+	var root http.Handler = headerRouted(a.headerProxy(), mux)
+	if a.opts.Token != "" {
+		root = requireToken(a.opts.Token, root)
+	}
+	return root
+}
+
+// SandboxAddr returns the host-reachable IP of a running sandbox's guest.
+func (a *Agent) SandboxAddr(id string) (string, error) { return a.mgr.SandboxAddr(id) }
+
+// Shutdown stops accepting creates and stops (or, with a Snapshotter,
+// pauses) every sandbox, then releases the agent's components.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.closeOnce.Do(func() {
+		err := a.mgr.Shutdown(ctx)
+		a.closeErr = errors.Join(err, a.runClosers())
+		a.log.Info("agent stopped", "err", a.closeErr)
+	})
+	return a.closeErr
+}
+
+// Close is Shutdown with a 60 s bound.
+func (a *Agent) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return a.Shutdown(ctx)
+}
+
+func (a *Agent) runClosers() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// TokenHeader carries Options.Token.
+const TokenHeader = "Hearth-Agent-Token"
+
+func requireToken(token string, next http.Handler) http.Handler {
+	want := []byte(token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get(TokenHeader)), want) != 1 {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NewHTTPServer returns a server for the agent's Handler speaking HTTP/1.1
+// and cleartext HTTP/2 (h2c: gRPC clients and many concurrent streams over
+// one connection). No write timeout: exec and proxied streams are long.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+}

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/hearth-sandbox/hearth/internal/image"
+)
+
+// dirImages finds boot artefacts in the layout of internal/image.
+type dirImages struct {
+	dataDir string
+
+	mu    sync.Mutex        // guards users
+	users map[string]string // image name → default user (cache)
+}
+
+var _ Images = (*dirImages)(nil)
+
+func newDirImages(dataDir string) *dirImages {
+	return &dirImages{dataDir: dataDir, users: map[string]string{}}
+}
+
+func (d *dirImages) KernelPath() string { return image.KernelPath(d.dataDir) }
+
+func (d *dirImages) InitrdPath() string {
+	p := image.InitrdPath(d.dataDir)
+	if !exists(p) {
+		return ""
+	}
+	return p
+}
+
+func (d *dirImages) RootfsPath(name string) string { return image.RootfsPath(d.dataDir, name) }
+
+// DefaultUser reads /etc/passwd out of the (unmounted) image with debugfs:
+// "user" when the image has that account, else "root". Cached per image;
+// an image is replaced only by a rebuild, which also restarts nothing here,
+// so the cache is keyed by name and modification time.
+func (d *dirImages) DefaultUser(ctx context.Context, name string) string {
+	p := d.RootfsPath(name)
+	st, err := os.Stat(p)
+	if err != nil {
+		return "root"
+	}
+	key := name + "@" + st.ModTime().String()
+	d.mu.Lock()
+	u, ok := d.users[key]
+	d.mu.Unlock()
+	if ok {
+		return u
+	}
+	u = "root"
+	out, err := exec.CommandContext(ctx, "debugfs", "-R", "cat /etc/passwd", p).Output()
+	if err == nil && passwdHas(out, "user") {
+		u = "user"
+	}
+	d.mu.Lock()
+	d.users[key] = u
+	d.mu.Unlock()
+	return u
+}
+
+func passwdHas(passwd []byte, user string) bool {
+	sc := bufio.NewScanner(bytes.NewReader(passwd))
+	for sc.Scan() {
+		if name, _, ok := strings.Cut(sc.Text(), ":"); ok && name == user {
+			return true
+		}
+	}
+	return false
+}

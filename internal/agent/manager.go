@@ -1,0 +1,858 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+)
+
+const (
+	// MiB is the unit of disk_size_mb and memory_mb.
+	MiB = 1 << 20
+	// DefaultDiskSizeMB is the root disk size of a sandbox that asks for none
+	// (equal to store.DefaultDiskSizeMB).
+	DefaultDiskSizeMB = 20480
+	// EnvdPort is where envd listens in every guest.
+	EnvdPort = 49983
+
+	// Guest network, identical in every sandbox so snapshots stay valid.
+	GuestCIDR    = "169.254.0.21/30"
+	GuestGateway = "169.254.0.22"
+	GuestMAC     = "02:fc:00:00:00:05"
+)
+
+// Errors the RPC layer maps to codes (see connectErr). Wrapped with detail.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrInvalid       = errors.New("invalid argument")
+	ErrUnimplemented = errors.New("not implemented on this host")
+	ErrShuttingDown  = errors.New("agent is shutting down")
+)
+
+// Deps are the components the manager drives.
+type Deps struct {
+	DataDir   string
+	Driver    vmm.Driver
+	Disks     rootfs.Backend
+	Net       Network
+	Images    Images
+	Dial      EnvdDialer
+	Snapshots Snapshotter // optional (issue 4)
+	// EnsureImageSizes grows base images at start-up; nil skips it.
+	EnsureImageSizes ImageSizer
+	// BootTimeout bounds the wait for envd after the VM starts (default 90 s;
+	// TCG boots take ~2 s alone but several at once on 2 cores take longer).
+	BootTimeout time.Duration
+	// CleanupTimeout bounds each unwind/destroy when the caller's ctx is
+	// already cancelled (default 30 s).
+	CleanupTimeout time.Duration
+	Log            *slog.Logger
+}
+
+// Manager owns the sandboxes of this host: one state machine each.
+type Manager struct {
+	d   Deps
+	log *slog.Logger
+
+	// mu guards sandboxes and closed (the map only: never held across I/O).
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox
+	closed    bool
+}
+
+var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
+
+// validTemplate keeps template IDs usable as single path elements.
+var validTemplate = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// NewManager prepares the data dir and cleans up after a crashed agent:
+// stale network slots and loop devices, VMs of sandboxes that cannot be
+// re-adopted. Base images are grown to the default disk size.
+func NewManager(ctx context.Context, d Deps) (*Manager, error) {
+	if d.DataDir == "" || d.Driver == nil || d.Disks == nil || d.Net == nil || d.Images == nil || d.Dial == nil {
+		return nil, fmt.Errorf("agent: incomplete dependencies")
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.BootTimeout == 0 {
+		d.BootTimeout = 90 * time.Second
+	}
+	if d.CleanupTimeout == 0 {
+		d.CleanupTimeout = 30 * time.Second
+	}
+	m := &Manager{d: d, log: d.Log, sandboxes: map[string]*sandbox{}}
+	if err := os.MkdirAll(m.sandboxesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := m.recover(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) sandboxesDir() string { return filepath.Join(m.d.DataDir, "sandboxes") }
+
+func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxesDir(), id) }
+
+// snapshotDir is where a paused sandbox's memory snapshot lives.
+func snapshotDir(runDir string) string { return filepath.Join(runDir, "snapshot") }
+
+// recover runs at start-up (see NewManager).
+func (m *Manager) recover(ctx context.Context) error {
+	// No network slot survives a restart: paused sandboxes hold none, and
+	// running VMs of a crashed agent are not re-adopted (below).
+	if err := m.d.Net.CleanupStale(ctx); err != nil {
+		return fmt.Errorf("agent: clean stale network slots: %w", err)
+	}
+	entries, err := os.ReadDir(m.sandboxesDir())
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	live := map[string]bool{}
+	for _, e := range entries {
+		if !e.IsDir() || !validID.MatchString(e.Name()) {
+			continue
+		}
+		id, dir := e.Name(), m.runDir(e.Name())
+		md, err := readMeta(dir)
+		if err == nil && md.State == StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)) {
+			sb := newSandbox(md.Spec, dir, m.log)
+			sb.state = StatePaused
+			sb.startedAt = md.StartedAt
+			m.sandboxes[id] = sb
+			live[id] = true
+			m.log.Info("re-adopted paused sandbox", "sandbox", id)
+			continue
+		}
+		// A running VM of a crashed agent cannot be re-adopted: its envd
+		// session and exit watcher are gone and its network slot was just
+		// removed. The control plane's reconciler sees it missing.
+		for _, pid := range []int{md.VMMPID, readPIDFile(filepath.Join(dir, "vm", vmm.PIDFileName))} {
+			if pid > 0 {
+				killStale(pid, dir)
+			}
+		}
+		sb := newSandbox(md.Spec, dir, m.log)
+		sb.spec.ID = id
+		if err := m.cleanup(ctx, sb); err != nil {
+			return fmt.Errorf("agent: clean stale sandbox %s: %w", id, err)
+		}
+		m.log.Info("removed stale sandbox of a previous agent", "sandbox", id, "state", md.State)
+	}
+	if c, ok := m.d.Disks.(StaleCleaner); ok {
+		if err := c.CleanupStale(ctx, live); err != nil {
+			return fmt.Errorf("agent: clean stale root disks: %w", err)
+		}
+	}
+	if m.d.EnsureImageSizes != nil {
+		if err := m.d.EnsureImageSizes(ctx, DefaultDiskSizeMB*MiB); err != nil {
+			return fmt.Errorf("agent: ensure image sizes: %w", err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) get(id string) (*sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, ok := m.sandboxes[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	return sb, nil
+}
+
+// forget drops sb from the map (only if it is still the entry for its ID).
+func (m *Manager) forget(sb *sandbox) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sandboxes[sb.spec.ID] == sb {
+		delete(m.sandboxes, sb.spec.ID)
+	}
+}
+
+func (s *Spec) normalize() error {
+	if s.TemplateKind == "" {
+		s.TemplateKind = KindBase
+	}
+	if s.DiskSizeMB == 0 {
+		s.DiskSizeMB = DefaultDiskSizeMB
+	}
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case !validID.MatchString(s.ID):
+		return bad("sandbox_id", "%q: want 1-63 lowercase letters and digits", s.ID)
+	case !validTemplate.MatchString(s.TemplateID):
+		return bad("template_id", "%q: want letters, digits, '.', '_', '-'", s.TemplateID)
+	case s.TemplateKind != KindBase && s.TemplateKind != KindSnapshot:
+		return bad("template_kind", "%q", s.TemplateKind)
+	case s.VCPUs < 1 || s.VCPUs > 64:
+		return bad("vcpus", "%d: want 1-64", s.VCPUs)
+	case s.MemoryMB < 64:
+		return bad("memory_mb", "%d: want at least 64", s.MemoryMB)
+	case s.DiskSizeMB < 0:
+		return bad("disk_size_mb", "%d: want a positive size", s.DiskSizeMB)
+	case s.AccessToken == "":
+		return bad("access_token", "is required")
+	}
+	return nil
+}
+
+// Create boots a sandbox and returns once envd is initialised. A retry with
+// the same spec returns the existing sandbox; any failure unwinds every
+// resource created so far.
+func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
+	if err := spec.normalize(); err != nil {
+		return Info{}, err
+	}
+	if spec.TemplateKind == KindSnapshot {
+		// Issue 4: restore from DATA/templates/<id>/ through Snapshots
+		// (vCPUs and memory must equal the snapshot's).
+		return Info{}, fmt.Errorf("create from snapshot template %s: %w", spec.TemplateID, ErrUnimplemented)
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Info{}, ErrShuttingDown
+	}
+	if sb, ok := m.sandboxes[spec.ID]; ok {
+		m.mu.Unlock()
+		return m.existing(ctx, sb, spec)
+	}
+	sb := newSandbox(spec, m.runDir(spec.ID), m.log)
+	sb.op <- struct{}{} // uncontended: nobody else can see sb yet
+	m.sandboxes[spec.ID] = sb
+	m.mu.Unlock()
+	defer sb.unlock()
+
+	sb.log.Info("sandbox state", "from", "", "to", StateCreating, "template", spec.TemplateID,
+		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "disk_size_mb", spec.DiskSizeMB)
+	if err := m.boot(ctx, sb); err != nil {
+		sb.fail(err)
+		m.unwind(ctx, sb)
+		return Info{}, fmt.Errorf("create sandbox %s: %w", spec.ID, err)
+	}
+	if err := sb.transition(StateRunning, StateCreating); err != nil {
+		return Info{}, err
+	}
+	m.saveMeta(sb)
+	return sb.info(), nil
+}
+
+// existing answers a create for an ID that is already known.
+func (m *Manager) existing(ctx context.Context, sb *sandbox, spec Spec) (Info, error) {
+	if !sb.spec.sameRequest(spec) {
+		return Info{}, fmt.Errorf("sandbox %s: %w with other parameters", spec.ID, ErrAlreadyExists)
+	}
+	// Wait for an in-flight create to finish, then report its outcome.
+	if err := sb.lock(ctx); err != nil {
+		return Info{}, err
+	}
+	sb.unlock()
+	in := sb.info()
+	if in.State != StateRunning {
+		return in, &ErrTransition{ID: spec.ID, From: in.State, To: StateRunning}
+	}
+	return in, nil
+}
+
+// unwind removes what a failed create made; with a clean unwind the
+// sandbox disappears, otherwise it stays in error for destroy to retry.
+func (m *Manager) unwind(ctx context.Context, sb *sandbox) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.d.CleanupTimeout)
+	defer cancel()
+	if err := sb.transition(StateStopping, StateError); err != nil {
+		sb.log.Error("unwind", "err", err)
+		return
+	}
+	if err := m.cleanup(cctx, sb); err != nil {
+		sb.fail(fmt.Errorf("unwind failed create: %w", err))
+		return
+	}
+	if err := sb.transition(StateStopped, StateStopping); err == nil {
+		m.forget(sb)
+	}
+}
+
+// boot is the create path of a base template: disk → network → VM → envd.
+// Each resource is recorded on sb as soon as it exists so cleanup finds it.
+func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
+	spec := sb.spec
+	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
+		return err
+	}
+	m.saveMeta(sb)
+	base := m.d.Images.RootfsPath(spec.TemplateID)
+	if !exists(base) {
+		return fmt.Errorf("template %s: image %s: %w", spec.TemplateID, base, ErrNotFound)
+	}
+	disk, err := m.d.Disks.Create(ctx, spec.ID, base, int64(spec.DiskSizeMB)*MiB)
+	if err != nil {
+		return fmt.Errorf("root disk: %w", err)
+	}
+	sb.mu.Lock()
+	sb.disk = &disk
+	sb.mu.Unlock()
+
+	slot, err := m.d.Net.Setup(ctx, spec.ID, NetOptions{AllowInternet: spec.AllowInternet})
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	sb.mu.Lock()
+	sb.slot = &slot
+	sb.mu.Unlock()
+
+	cfg := m.machineConfig(sb, disk, slot)
+	machine, err := m.d.Driver.NewMachine(cfg)
+	if err != nil {
+		return fmt.Errorf("vmm: %w", err)
+	}
+	t0 := time.Now()
+	if err := m.startMachine(ctx, sb, machine); err != nil {
+		return err
+	}
+	user := m.d.Images.DefaultUser(ctx, spec.TemplateID)
+	if err := m.connectEnvd(ctx, sb, slot, user, "", t0); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) machineConfig(sb *sandbox, disk rootfs.Disk, slot NetSlot) vmm.Config {
+	args := "hearth.ip=" + GuestCIDR + " hearth.gw=" + GuestGateway
+	if slot.DNS != "" {
+		args += " hearth.dns=" + slot.DNS
+	}
+	return vmm.Config{
+		ID:             sb.spec.ID,
+		RunDir:         filepath.Join(sb.runDir, "vm"),
+		KernelPath:     m.d.Images.KernelPath(),
+		InitrdPath:     m.d.Images.InitrdPath(),
+		KernelArgs:     args,
+		RootDisk:       disk.Path,
+		RootDiskFormat: disk.Format,
+		VCPUs:          sb.spec.VCPUs,
+		MemoryMB:       sb.spec.MemoryMB,
+		NetNS:          slot.NSPath,
+		TapName:        slot.TapName,
+		MAC:            GuestMAC,
+	}
+}
+
+// startMachine starts m's VMM (or adopts an already started one when
+// started is true) and watches for its exit.
+func (m *Manager) startMachine(ctx context.Context, sb *sandbox, machine vmm.Machine) error {
+	if err := os.MkdirAll(filepath.Join(sb.runDir, "vm"), 0o700); err != nil {
+		return err
+	}
+	sb.mu.Lock()
+	// Recorded before Start: a Start that fails halfway may leave a process
+	// for cleanup to stop. exited stays nil until a watcher exists.
+	sb.machine = machine
+	sb.exited = nil
+	sb.mu.Unlock()
+	if err := machine.Start(ctx); err != nil {
+		return fmt.Errorf("start vm: %w", err)
+	}
+	m.watch(sb, machine)
+	m.saveMeta(sb)
+	return nil
+}
+
+// watch moves the sandbox to error when its VMM exits on its own, and
+// closes sb.exited when the process is gone.
+func (m *Manager) watch(sb *sandbox, machine vmm.Machine) {
+	exited := make(chan struct{})
+	sb.mu.Lock()
+	sb.exited = exited
+	sb.mu.Unlock()
+	go func() {
+		err := machine.Wait(context.Background())
+		close(exited)
+		sb.mu.Lock()
+		unexpected := sb.machine == machine && sb.state == StateRunning
+		sb.mu.Unlock()
+		if unexpected {
+			sb.fail(fmt.Errorf("vmm exited unexpectedly: %v", err))
+		}
+	}()
+}
+
+// connectEnvd waits for envd's /health and sends /init.
+func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, user, currentToken string, t0 time.Time) error {
+	_, envdAddr := guestAddrs(slot.Address)
+	e := m.d.Dial("http://"+envdAddr, sb.spec.AccessToken)
+	sb.mu.Lock()
+	exited := sb.exited
+	sb.mu.Unlock()
+	if err := waitHealthy(ctx, e, exited, m.d.BootTimeout); err != nil {
+		return err
+	}
+	sb.log.Info("envd ready", "boot_ms", time.Since(t0).Milliseconds(), "addr", envdAddr)
+	home := "/root"
+	if user != "root" {
+		home = "/home/" + user
+	}
+	if err := e.Init(ctx, EnvdInit{
+		CurrentToken: currentToken,
+		AccessToken:  sb.spec.AccessToken,
+		EnvVars:      sb.spec.Env,
+		DefaultUser:  user,
+		DefaultDir:   home,
+		Now:          time.Now(),
+	}); err != nil {
+		return fmt.Errorf("envd init: %w", err)
+	}
+	sb.mu.Lock()
+	sb.envd = e
+	sb.user = user
+	sb.startedAt = time.Now().UTC()
+	sb.mu.Unlock()
+	return nil
+}
+
+// Health polling: while the guest boots, a connection attempt can hang
+// (no ARP answer yet), so each attempt is bounded short and retried often;
+// a late first answer costs at most healthMaxDelay of boot latency.
+const (
+	healthAttempt  = time.Second // a loaded TCG guest answers slowly: not too short
+	healthMaxDelay = 50 * time.Millisecond
+)
+
+// waitHealthy polls envd's /health with backoff until it answers, the VMM
+// exits, ctx ends or the boot timeout passes.
+func waitHealthy(ctx context.Context, e Envd, exited <-chan struct{}, limit time.Duration) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("envd not healthy after %s", limit))
+	defer cancel()
+	delay := 10 * time.Millisecond
+	var last error
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, healthAttempt)
+		last = e.Health(hctx)
+		hcancel()
+		if last == nil {
+			return nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("wait for envd: %w (last: %v)", context.Cause(ctx), last)
+		case <-exited:
+			t.Stop()
+			return fmt.Errorf("vmm exited before envd was ready (last: %v)", last)
+		case <-t.C:
+		}
+		delay = min(delay*2, healthMaxDelay)
+	}
+}
+
+// cleanup releases everything a sandbox may hold. Every step is idempotent
+// and runs even when an earlier one failed, so a retry finishes the job.
+// Network teardown and disk removal run unconditionally: a Setup or Create
+// that failed halfway may have left parts the sandbox never recorded.
+func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
+	var errs []error
+	sb.mu.Lock()
+	machine, exited := sb.machine, sb.exited
+	sb.envd = nil
+	sb.mu.Unlock()
+	if machine != nil {
+		if err := machine.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop vm: %w", err))
+		} else {
+			if exited != nil {
+				select { // the watcher closes it once Wait has returned
+				case <-exited:
+				case <-ctx.Done():
+				}
+			}
+			sb.mu.Lock()
+			sb.machine = nil
+			sb.mu.Unlock()
+		}
+	}
+	id := sb.spec.ID
+	if err := m.d.Net.Teardown(ctx, id); err != nil {
+		errs = append(errs, fmt.Errorf("network teardown: %w", err))
+	} else {
+		sb.mu.Lock()
+		sb.slot = nil
+		sb.mu.Unlock()
+	}
+	if m.d.Snapshots != nil {
+		if err := m.d.Snapshots.Remove(ctx, snapshotDir(sb.runDir)); err != nil {
+			errs = append(errs, fmt.Errorf("remove snapshot: %w", err))
+		}
+	}
+	if err := m.d.Disks.Remove(ctx, id); err != nil {
+		errs = append(errs, fmt.Errorf("remove root disk: %w", err))
+	} else {
+		sb.mu.Lock()
+		sb.disk = nil
+		sb.mu.Unlock()
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(sb.runDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Destroy stops the sandbox and removes all it holds. Unknown IDs and
+// already stopped sandboxes succeed.
+func (m *Manager) Destroy(ctx context.Context, id string) error {
+	sb, err := m.get(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err := sb.lock(ctx); err != nil {
+		return err
+	}
+	defer sb.unlock()
+	if sb.currentState() == StateStopped {
+		return nil
+	}
+	if err := sb.transition(StateStopping); err != nil {
+		return err
+	}
+	if err := m.cleanup(ctx, sb); err != nil {
+		err = fmt.Errorf("destroy sandbox %s: %w", id, err)
+		sb.fail(err)
+		return err
+	}
+	if err := sb.transition(StateStopped, StateStopping); err != nil {
+		return err
+	}
+	m.forget(sb)
+	return nil
+}
+
+// Pause snapshots a running sandbox and frees its VM and network slot.
+// Pausing a paused sandbox succeeds. A failed pause leaves it running.
+func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
+	if m.d.Snapshots == nil {
+		return Info{}, fmt.Errorf("pause: %w", ErrUnimplemented)
+	}
+	sb, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := sb.lock(ctx); err != nil {
+		return Info{}, err
+	}
+	defer sb.unlock()
+	if sb.currentState() == StatePaused {
+		return sb.info(), nil
+	}
+	if err := sb.transition(StatePausing, StateRunning); err != nil {
+		return Info{}, err
+	}
+	sb.mu.Lock()
+	machine, exited := sb.machine, sb.exited
+	sb.mu.Unlock()
+	if err := m.d.Snapshots.Pause(ctx, machine, snapshotDir(sb.runDir)); err != nil {
+		err = fmt.Errorf("pause sandbox %s: %w", id, err)
+		if isClosed(exited) {
+			sb.fail(err)
+		} else if terr := sb.transition(StateRunning, StatePausing); terr != nil {
+			return Info{}, errors.Join(err, terr)
+		}
+		return Info{}, err
+	}
+	select { // Pause's contract: the VMM process has exited
+	case <-exited:
+	case <-ctx.Done():
+	}
+	sb.mu.Lock()
+	sb.machine, sb.envd = nil, nil
+	sb.mu.Unlock()
+	// Free the slot now; a teardown failure leaks nothing for long: destroy
+	// and resume tear down unconditionally.
+	if err := m.d.Net.Teardown(ctx, id); err != nil {
+		sb.log.Warn("pause: network teardown", "err", err)
+	} else {
+		sb.mu.Lock()
+		sb.slot = nil
+		sb.mu.Unlock()
+	}
+	if err := sb.transition(StatePaused, StatePausing); err != nil {
+		return Info{}, err
+	}
+	m.saveMeta(sb)
+	return sb.info(), nil
+}
+
+// Resume restores a paused sandbox. Resuming a running one succeeds. A
+// failed resume leaves it paused (the snapshot is intact).
+func (m *Manager) Resume(ctx context.Context, id, accessToken string, allowInternet bool) (Info, error) {
+	if m.d.Snapshots == nil {
+		return Info{}, fmt.Errorf("resume: %w", ErrUnimplemented)
+	}
+	sb, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := sb.lock(ctx); err != nil {
+		return Info{}, err
+	}
+	defer sb.unlock()
+	if sb.currentState() == StateRunning {
+		return sb.info(), nil
+	}
+	if err := sb.transition(StateResuming, StatePaused); err != nil {
+		return Info{}, err
+	}
+	prevToken := sb.spec.AccessToken
+	if accessToken != "" {
+		sb.spec.AccessToken = accessToken // guarded by op: only lifecycle ops read spec's token
+	}
+	sb.spec.AllowInternet = allowInternet
+	if err := m.restore(ctx, sb, prevToken); err != nil {
+		err = fmt.Errorf("resume sandbox %s: %w", id, err)
+		if cerr := m.releaseVM(context.WithoutCancel(ctx), sb); cerr != nil {
+			sb.fail(errors.Join(err, cerr))
+		} else if terr := sb.transition(StatePaused, StateResuming); terr != nil {
+			return Info{}, errors.Join(err, terr)
+		}
+		return Info{}, err
+	}
+	if err := sb.transition(StateRunning, StateResuming); err != nil {
+		return Info{}, err
+	}
+	m.saveMeta(sb)
+	return sb.info(), nil
+}
+
+func (m *Manager) restore(ctx context.Context, sb *sandbox, prevToken string) error {
+	slot, err := m.d.Net.Setup(ctx, sb.spec.ID, NetOptions{AllowInternet: sb.spec.AllowInternet})
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	sb.mu.Lock()
+	sb.slot = &slot
+	sb.mu.Unlock()
+	disk, err := m.d.Disks.Lookup(ctx, sb.spec.ID)
+	if err != nil {
+		return fmt.Errorf("root disk: %w", err)
+	}
+	t0 := time.Now()
+	machine, err := m.d.Snapshots.Restore(ctx, m.machineConfig(sb, disk, slot), snapshotDir(sb.runDir))
+	if machine != nil {
+		// Recorded even on error: a restore that failed halfway may have
+		// left a process for releaseVM to stop.
+		sb.mu.Lock()
+		sb.machine = machine
+		sb.mu.Unlock()
+		m.watch(sb, machine)
+	}
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	user := m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
+	return m.connectEnvd(ctx, sb, slot, user, prevToken, t0)
+}
+
+// releaseVM stops the VM and frees the slot of a failed resume, keeping the
+// disk and snapshot.
+func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
+	ctx, cancel := context.WithTimeout(ctx, m.d.CleanupTimeout)
+	defer cancel()
+	var errs []error
+	sb.mu.Lock()
+	machine, exited := sb.machine, sb.exited
+	sb.envd = nil
+	sb.mu.Unlock()
+	if machine != nil {
+		if err := machine.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		} else {
+			if exited != nil {
+				<-exited
+			}
+			sb.mu.Lock()
+			sb.machine = nil
+			sb.mu.Unlock()
+		}
+	}
+	if err := m.d.Net.Teardown(ctx, sb.spec.ID); err != nil {
+		errs = append(errs, err)
+	} else {
+		sb.mu.Lock()
+		sb.slot = nil
+		sb.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// SnapshotInfo describes a snapshot template.
+type SnapshotInfo struct {
+	TemplateID string
+	VCPUs      int
+	MemoryMB   int
+	DiskSizeMB int
+}
+
+// CreateSnapshot makes a snapshot template from a sandbox (issue 4: memory
+// snapshot + flattened disk under DATA/templates/<templateID>/).
+func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error) {
+	if !validTemplate.MatchString(templateID) {
+		return SnapshotInfo{}, &FieldError{Field: "template_id", Msg: fmt.Sprintf("%q", templateID)}
+	}
+	if _, err := m.get(sandboxID); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", ErrUnimplemented)
+}
+
+// DeleteSnapshot removes a snapshot template's files; idempotent.
+func (m *Manager) DeleteSnapshot(ctx context.Context, templateID string) error {
+	if !validTemplate.MatchString(templateID) {
+		return &FieldError{Field: "template_id", Msg: fmt.Sprintf("%q", templateID)}
+	}
+	return fmt.Errorf("delete snapshot: %w", ErrUnimplemented)
+}
+
+// Get returns one sandbox.
+func (m *Manager) Get(id string) (Info, error) {
+	sb, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	return sb.info(), nil
+}
+
+// List returns every sandbox this host knows, ordered by ID.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	sbs := make([]*sandbox, 0, len(m.sandboxes))
+	for _, sb := range m.sandboxes {
+		sbs = append(sbs, sb)
+	}
+	m.mu.Unlock()
+	out := make([]Info, 0, len(sbs))
+	for _, sb := range sbs {
+		out = append(out, sb.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SandboxAddr returns the host-reachable address (IP) of a running
+// sandbox's guest: dial SandboxAddr + ":" + port to reach a guest port.
+func (m *Manager) SandboxAddr(id string) (string, error) {
+	sb, err := m.get(id)
+	if err != nil {
+		return "", err
+	}
+	in := sb.info()
+	if in.State != StateRunning {
+		return "", &ErrTransition{ID: id, From: in.State, To: StateRunning}
+	}
+	return in.GuestAddr, nil
+}
+
+// envdOf returns the envd of a running sandbox and its default user.
+func (m *Manager) envdOf(id string) (Envd, string, error) {
+	sb, err := m.get(id)
+	if err != nil {
+		return nil, "", err
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.state != StateRunning || sb.envd == nil {
+		return nil, "", fmt.Errorf("sandbox %s is %s: %w", id, sb.state, &ErrTransition{ID: id, From: sb.state, To: StateRunning})
+	}
+	return sb.envd, sb.user, nil
+}
+
+// Shutdown stops accepting creates and stops every sandbox: paused when a
+// Snapshotter is configured (re-adopted at the next start), else destroyed.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	ids := make([]string, 0, len(m.sandboxes))
+	for id := range m.sandboxes {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		errs []error
+	)
+	for _, id := range ids {
+		wg.Go(func() {
+			var err error
+			if m.d.Snapshots != nil {
+				if _, err = m.Pause(ctx, id); err != nil {
+					m.log.Warn("shutdown: pause failed, destroying", "sandbox", id, "err", err)
+					err = m.Destroy(ctx, id)
+				}
+			} else {
+				err = m.Destroy(ctx, id)
+			}
+			if err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Usage sums the resources given to sandboxes holding a VM.
+func (m *Manager) usage() (vcpus, memMB, count int) {
+	for _, in := range m.List() {
+		count++
+		switch in.State {
+		case StatePaused, StateStopped:
+			continue
+		}
+		vcpus += in.VCPUs
+		memMB += in.MemoryMB
+	}
+	return vcpus, memMB, count
+}
+
+// guestAddrs splits a slot address into the guest host and envd's
+// host:port. An address with a port is envd's address as given.
+func guestAddrs(addr string) (host, envd string) {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h, addr
+	}
+	return addr, net.JoinHostPort(addr, strconv.Itoa(EnvdPort))
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

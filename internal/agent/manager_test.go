@@ -1,0 +1,531 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTransitionEdges(t *testing.T) {
+	t.Parallel()
+	all := []State{StateCreating, StateRunning, StatePausing, StatePaused, StateResuming, StateStopping, StateStopped, StateError}
+	allowed := map[[2]State]bool{
+		{StateCreating, StateRunning}: true, {StateCreating, StateStopping}: true, {StateCreating, StateError}: true,
+		{StateRunning, StatePausing}: true, {StateRunning, StateStopping}: true, {StateRunning, StateError}: true,
+		{StatePausing, StatePaused}: true, {StatePausing, StateRunning}: true, {StatePausing, StateError}: true,
+		{StatePaused, StateResuming}: true, {StatePaused, StateStopping}: true,
+		{StateResuming, StateRunning}: true, {StateResuming, StatePaused}: true, {StateResuming, StateError}: true,
+		{StateStopping, StateStopped}: true, {StateStopping, StateError}: true,
+		{StateError, StateStopping}: true,
+	}
+	for _, from := range all {
+		for _, to := range all {
+			if got, want := CanTransition(from, to), allowed[[2]State{from, to}]; got != want {
+				t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
+			}
+		}
+		// The brief: error is reachable from every transitional state.
+		if from.Transitional() && !CanTransition(from, StateError) {
+			t.Errorf("%s cannot reach error", from)
+		}
+	}
+}
+
+func TestTransitionOneWinner(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	sb := newSandbox(spec("race"), t.TempDir(), h.m.log)
+	sb.state = StateRunning
+	const n = 64
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			to := StatePausing
+			if i%2 == 0 {
+				to = StateStopping
+			}
+			err := sb.transition(to, StateRunning)
+			var te *ErrTransition
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.As(err, &te):
+				t.Errorf("loser got %v, want *ErrTransition", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if w := wins.Load(); w != 1 {
+		t.Fatalf("%d winners, want exactly 1", w)
+	}
+}
+
+func TestCreateDestroy(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	sp := spec("abc123")
+	sp.DiskSizeMB = 10240
+	in, err := h.m.Create(ctx, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.State != StateRunning || in.EnvdAddr == "" || in.StartedAt.IsZero() {
+		t.Fatalf("info = %+v", in)
+	}
+	// disk_size_mb reaches the backend unchanged.
+	if got := h.disks.sizes["abc123"]; got != 10240*MiB {
+		t.Errorf("disk size = %d, want %d", got, 10240*MiB)
+	}
+	cfg := h.driver.configs[0]
+	for _, want := range []string{"hearth.ip=169.254.0.21/30", "hearth.gw=169.254.0.22"} {
+		if !strings.Contains(cfg.KernelArgs, want) {
+			t.Errorf("kernel args %q lack %q", cfg.KernelArgs, want)
+		}
+	}
+	if cfg.VCPUs != 2 || cfg.MemoryMB != 512 || cfg.MAC != GuestMAC || cfg.TapName != "tap0" ||
+		cfg.NetNS != "/run/netns/hth-abc123" || cfg.RootDisk != h.disks.path("abc123") ||
+		cfg.RunDir != filepath.Join(h.data, "sandboxes", "abc123", "vm") {
+		t.Errorf("vmm config = %+v", cfg)
+	}
+	if got := h.envd.urls[0]; got != "http://"+in.EnvdAddr || !strings.HasSuffix(got, ":49983") {
+		t.Errorf("envd url = %s (addr %s)", got, in.EnvdAddr)
+	}
+	init := h.envd.inits[0]
+	if init.AccessToken != "tok-abc123" || init.EnvVars["FOO"] != "bar" || init.DefaultUser != "user" || init.DefaultDir != "/home/user" {
+		t.Errorf("init = %+v", init)
+	}
+	// The meta file never holds secrets.
+	b, err := os.ReadFile(filepath.Join(h.data, "sandboxes", "abc123", metaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "tok-abc123") || strings.Contains(string(b), "FOO") {
+		t.Errorf("meta leaks secrets: %s", b)
+	}
+
+	if err := h.m.Destroy(ctx, "abc123"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+	// Idempotent: again, and for an ID never seen.
+	if err := h.m.Destroy(ctx, "abc123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Destroy(ctx, "nosuch"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCreateDefaultsAndRootUser(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	sp := spec("tiny1")
+	sp.TemplateID = "tiny"
+	if _, err := h.m.Create(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.disks.sizes["tiny1"]; got != DefaultDiskSizeMB*MiB {
+		t.Errorf("default disk = %d", got)
+	}
+	if in := h.envd.inits[0]; in.DefaultUser != "root" || in.DefaultDir != "/root" {
+		t.Errorf("init = %+v", in)
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	tests := []struct {
+		field string
+		mod   func(*Spec)
+	}{
+		{"sandbox_id", func(s *Spec) { s.ID = "Upper" }},
+		{"sandbox_id", func(s *Spec) { s.ID = "" }},
+		{"sandbox_id", func(s *Spec) { s.ID = "a-b" }},
+		{"template_id", func(s *Spec) { s.TemplateID = "../etc" }},
+		{"template_kind", func(s *Spec) { s.TemplateKind = "vm" }},
+		{"vcpus", func(s *Spec) { s.VCPUs = 0 }},
+		{"memory_mb", func(s *Spec) { s.MemoryMB = 1 }},
+		{"disk_size_mb", func(s *Spec) { s.DiskSizeMB = -1 }},
+		{"access_token", func(s *Spec) { s.AccessToken = "" }},
+	}
+	for _, tt := range tests {
+		sp := spec("valid1")
+		tt.mod(&sp)
+		_, err := h.m.Create(context.Background(), sp)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tt.field || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v", tt.field, err)
+		}
+	}
+	if _, err := h.m.Create(context.Background(), Spec{ID: "x1", TemplateID: "nosuch", VCPUs: 1, MemoryMB: 128, AccessToken: "t"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown template: err = %v, want ErrNotFound", err)
+	}
+	h.assertClean()
+}
+
+func TestCreateIdempotent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	const n = 8
+	var wg sync.WaitGroup
+	infos := make([]Info, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { infos[i], errs[i] = h.m.Create(ctx, spec("same")) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || infos[i].State != StateRunning || infos[i].EnvdAddr != infos[0].EnvdAddr {
+			t.Errorf("create %d: %+v, %v", i, infos[i], errs[i])
+		}
+	}
+	if c := h.driver.count(); c != 1 {
+		t.Errorf("%d VMs created, want 1", c)
+	}
+	other := spec("same")
+	other.MemoryMB = 1024
+	if _, err := h.m.Create(ctx, other); !errors.Is(err, ErrAlreadyExists) {
+		t.Errorf("different spec: err = %v, want ErrAlreadyExists", err)
+	}
+	// Concurrent destroys: one does the work, all succeed.
+	for range n {
+		wg.Go(func() {
+			if err := h.m.Destroy(ctx, "same"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if h.disks.removes != 1 {
+		t.Errorf("disk removed %d times, want 1", h.disks.removes)
+	}
+	h.assertClean()
+}
+
+func TestCreateFailureUnwinds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		inject func(h *harness)
+	}{
+		{"disk", func(h *harness) { h.disks.failCreate = true }},
+		{"network", func(h *harness) { h.net.failSetup = true }},
+		{"new machine", func(h *harness) { h.driver.failNew = true }},
+		{"start", func(h *harness) { h.driver.failStart = true }},
+		{"vm dies during boot", func(h *harness) { h.driver.dieOnBoot = true; h.envd.neverHealty = true }},
+		{"envd init", func(h *harness) { h.envd.failInit = true }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, false)
+			tt.inject(h)
+			_, err := h.m.Create(context.Background(), spec("fail1"))
+			if err == nil {
+				t.Fatal("create succeeded")
+			}
+			h.assertClean()
+		})
+	}
+}
+
+func TestCreateCanceledWhileBooting(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	h.envd.neverHealty = true
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Cancel once the VM exists, i.e. while create waits for envd.
+		for h.driver.live() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := h.m.Create(ctx, spec("cancel1"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	h.assertClean()
+}
+
+func TestHealthRetries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	h.envd.unhealthy = 3
+	if _, err := h.m.Create(context.Background(), spec("slow1")); err != nil {
+		t.Fatal(err)
+	}
+	if h.envd.unhealthy != 0 {
+		t.Errorf("health polled too few times")
+	}
+}
+
+func TestVMMExitMovesToError(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("crash1")); err != nil {
+		t.Fatal(err)
+	}
+	h.driver.machines[0].crash()
+	sb, _ := h.m.get("crash1")
+	sb.mu.Lock()
+	exited := sb.exited
+	sb.mu.Unlock()
+	<-exited
+	for sb.currentState() != StateError { // the watcher moves it right after closing exited
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := h.m.envdOf("crash1"); err == nil {
+		t.Error("exec allowed on a crashed sandbox")
+	}
+	if err := h.m.Destroy(ctx, "crash1"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+}
+
+func TestDestroyFailureKeepsErrorAndRetries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("stuck1")); err != nil {
+		t.Fatal(err)
+	}
+	h.disks.mu.Lock()
+	h.disks.failRemove = true
+	h.disks.mu.Unlock()
+	if err := h.m.Destroy(ctx, "stuck1"); err == nil {
+		t.Fatal("destroy succeeded with a failing disk backend")
+	}
+	in, err := h.m.Get("stuck1")
+	if err != nil || in.State != StateError || in.Error == "" {
+		t.Fatalf("after failed destroy: %+v, %v", in, err)
+	}
+	h.disks.mu.Lock()
+	h.disks.failRemove = false
+	h.disks.mu.Unlock()
+	if err := h.m.Destroy(ctx, "stuck1"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+}
+
+func TestPauseResume(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("pr1")); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		in, err := h.m.Pause(ctx, "pr1")
+		if err != nil || in.State != StatePaused || in.EnvdAddr != "" {
+			t.Fatalf("round %d pause: %+v, %v", round, in, err)
+		}
+		if h.driver.live() != 0 || h.net.held() != 0 {
+			t.Fatalf("paused sandbox holds a VM (%d) or slot (%d)", h.driver.live(), h.net.held())
+		}
+		if _, err := h.m.Pause(ctx, "pr1"); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		if _, _, err := h.m.envdOf("pr1"); err == nil {
+			t.Fatal("exec allowed while paused")
+		}
+		in, err = h.m.Resume(ctx, "pr1", "newtoken", false)
+		if err != nil || in.State != StateRunning || in.EnvdAddr == "" {
+			t.Fatalf("round %d resume: %+v, %v", round, in, err)
+		}
+		if _, err := h.m.Resume(ctx, "pr1", "", false); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		if got := h.envd.inits[len(h.envd.inits)-1].AccessToken; got != "newtoken" {
+			t.Errorf("resume init token = %q", got)
+		}
+	}
+	if h.snaps.pauses != 3 || h.snaps.restores != 3 {
+		t.Errorf("pauses %d restores %d", h.snaps.pauses, h.snaps.restores)
+	}
+	if _, err := h.m.Pause(ctx, "pr1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Destroy(ctx, "pr1"); err != nil { // destroy a paused one
+		t.Fatal(err)
+	}
+	h.assertClean()
+}
+
+func TestPauseFailureKeepsRunning(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("pf1")); err != nil {
+		t.Fatal(err)
+	}
+	h.snaps.failPause = true
+	if _, err := h.m.Pause(ctx, "pf1"); !errors.Is(err, errInjected) {
+		t.Fatalf("err = %v", err)
+	}
+	if in, _ := h.m.Get("pf1"); in.State != StateRunning || h.driver.live() != 1 {
+		t.Fatalf("after failed pause: %+v, live %d", in, h.driver.live())
+	}
+	h.snaps.failPause = false
+	if _, err := h.m.Pause(ctx, "pf1"); err != nil {
+		t.Fatal(err)
+	}
+	h.snaps.failRestore = true
+	if _, err := h.m.Resume(ctx, "pf1", "", false); !errors.Is(err, errInjected) {
+		t.Fatalf("err = %v", err)
+	}
+	if in, _ := h.m.Get("pf1"); in.State != StatePaused || h.driver.live() != 0 || h.net.held() != 0 {
+		t.Fatalf("after failed resume: %+v, live %d, slots %d", in, h.driver.live(), h.net.held())
+	}
+	if err := h.m.Destroy(ctx, "pf1"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+}
+
+func TestPauseUnimplementedWithoutSnapshotter(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("nopause")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Pause(ctx, "nopause"); !errors.Is(err, ErrUnimplemented) {
+		t.Errorf("pause: %v", err)
+	}
+	if in, _ := h.m.Get("nopause"); in.State != StateRunning {
+		t.Errorf("state %s", in.State)
+	}
+	if err := h.m.Destroy(ctx, "nopause"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentPauseDestroy(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("pd1")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			// Serialised per sandbox: a pause that lost to the destroy
+			// sees the sandbox gone (not found) or stopped.
+			if _, err := h.m.Pause(ctx, "pd1"); err != nil && !errors.Is(err, ErrNotFound) {
+				var te *ErrTransition
+				if !errors.As(err, &te) {
+					t.Errorf("pause: %v", err)
+				}
+			}
+		})
+		wg.Go(func() {
+			if err := h.m.Destroy(ctx, "pd1"); err != nil {
+				t.Errorf("destroy: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	h.assertClean()
+}
+
+func TestShutdownDestroysWithoutSnapshotter(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	for _, id := range []string{"s1", "s2", "s3"} {
+		if _, err := h.m.Create(ctx, spec(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+	if _, err := h.m.Create(ctx, spec("late")); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("create after shutdown: %v", err)
+	}
+}
+
+func TestShutdownPausesAndRestartReadopts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("keep1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.driver.live() != 0 {
+		t.Fatal("VM still running after shutdown")
+	}
+	h.m = h.newManager()
+	in, err := h.m.Get("keep1")
+	if err != nil || in.State != StatePaused {
+		t.Fatalf("after restart: %+v, %v", in, err)
+	}
+	if _, err := h.m.Resume(ctx, "keep1", "tok-keep1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Destroy(ctx, "keep1"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertClean()
+}
+
+func TestStartupCleansCrashedSandboxes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.m.Create(ctx, spec("crashed")); err != nil {
+		t.Fatal(err)
+	}
+	// The agent "crashes": its VM dies with it; the disk, slot and run
+	// dir stay behind. A leftover without a meta file is cleaned too.
+	h.driver.machines[0].crash()
+	if err := os.MkdirAll(filepath.Join(h.data, "sandboxes", "nometa"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := h.net.stale
+	h.m = h.newManager()
+	if h.net.stale != stale+1 {
+		t.Error("CleanupStale not called at start-up")
+	}
+	h.assertClean()
+}
+
+func TestMetaRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, false)
+	sb := newSandbox(spec("meta1"), dir, h.m.log)
+	sb.state = StatePaused
+	h.m.saveMeta(sb)
+	md, err := readMeta(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.State != StatePaused || md.Spec.ID != "meta1" || md.Spec.AccessToken != "" {
+		b, _ := json.Marshal(md)
+		t.Errorf("meta = %s", b)
+	}
+}

@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+)
+
+// Kind of template a sandbox starts from.
+type Kind string
+
+const (
+	KindBase     Kind = "base"     // boot a kernel + rootfs image
+	KindSnapshot Kind = "snapshot" // restore frozen VM state
+)
+
+// Spec is what a sandbox is created with. It never changes afterwards.
+type Spec struct {
+	ID            string
+	TemplateID    string
+	TemplateKind  Kind
+	VCPUs         int
+	MemoryMB      int
+	DiskSizeMB    int // 0: DefaultDiskSizeMB
+	Env           map[string]string
+	AccessToken   string
+	TimeoutS      int
+	AllowInternet bool
+}
+
+// sameRequest reports whether two create requests ask for the same sandbox,
+// so a retried CreateSandbox is answered with the existing one.
+func (s Spec) sameRequest(o Spec) bool {
+	return s.ID == o.ID && s.TemplateID == o.TemplateID && s.TemplateKind == o.TemplateKind &&
+		s.VCPUs == o.VCPUs && s.MemoryMB == o.MemoryMB && s.DiskSizeMB == o.DiskSizeMB &&
+		s.AccessToken == o.AccessToken && s.AllowInternet == o.AllowInternet && maps.Equal(s.Env, o.Env)
+}
+
+// Info is a sandbox as this host reports it.
+type Info struct {
+	ID           string
+	TemplateID   string
+	State        State
+	GuestAddr    string // host-reachable guest address (IP); empty unless running
+	EnvdAddr     string // host:port of envd; empty unless running
+	StartedAt    time.Time
+	VCPUs        int
+	MemoryMB     int
+	DiskSizeMB   int
+	Error        string
+	AllowNetwork bool
+}
+
+// sandbox is one sandbox's state machine.
+//
+// Locking rules:
+//   - op serialises lifecycle operations (create, destroy, pause, resume,
+//     snapshot): a one-slot semaphore, so waiting for it honours ctx. The
+//     holder is the only goroutine that changes machine, slot, disk and
+//     envd, and the only one that moves state out of a stable state.
+//   - mu guards every field below it. It is held only to read or write
+//     those fields, never across I/O, so List, Exec and the proxy never wait
+//     for a slow boot. Acquire op before mu, never the reverse.
+//   - Manager.mu (the map) may be held while taking sandbox.mu, never the
+//     reverse.
+//   - The exit watcher (watchExit) takes only mu: it moves running → error
+//     when the machine it watches is still the current one.
+type sandbox struct {
+	spec   Spec   // immutable
+	runDir string // immutable: DATA/sandboxes/<id>
+	log    *slog.Logger
+
+	op chan struct{}
+
+	mu        sync.Mutex
+	state     State
+	errMsg    string
+	machine   vmm.Machine   // non-nil while a VMM process may exist
+	exited    chan struct{} // closed when machine's process has exited
+	slot      *NetSlot      // non-nil while a network slot may exist
+	disk      *rootfs.Disk  // non-nil once the root disk exists
+	envd      Envd          // non-nil while running
+	user      string        // default OS user in the guest
+	startedAt time.Time
+}
+
+func newSandbox(spec Spec, runDir string, log *slog.Logger) *sandbox {
+	return &sandbox{
+		spec:   spec,
+		runDir: runDir,
+		log:    log.With("sandbox", spec.ID),
+		op:     make(chan struct{}, 1),
+		state:  StateCreating,
+	}
+}
+
+// lock acquires the lifecycle slot or gives up with ctx.
+func (s *sandbox) lock(ctx context.Context) error {
+	select {
+	case s.op <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (s *sandbox) unlock() { <-s.op }
+
+// transition moves the sandbox to `to` when its state is one of from (or
+// any state that may move to `to` when from is empty). Exactly one of
+// several concurrent callers with the same from wins; the others get
+// *ErrTransition. Every successful transition is logged.
+func (s *sandbox) transition(to State, from ...State) error {
+	s.mu.Lock()
+	cur := s.state
+	ok := CanTransition(cur, to)
+	if ok && len(from) > 0 {
+		ok = false
+		for _, f := range from {
+			ok = ok || f == cur
+		}
+	}
+	if !ok {
+		s.mu.Unlock()
+		return &ErrTransition{ID: s.spec.ID, From: cur, To: to}
+	}
+	s.state = to
+	if to != StateError {
+		s.errMsg = ""
+	}
+	s.mu.Unlock()
+	s.log.Info("sandbox state", "from", cur, "to", to)
+	return nil
+}
+
+// fail moves the sandbox to error, recording why.
+func (s *sandbox) fail(cause error) {
+	s.mu.Lock()
+	cur := s.state
+	if cur == StateError || !CanTransition(cur, StateError) {
+		s.mu.Unlock()
+		return
+	}
+	s.state = StateError
+	s.errMsg = cause.Error()
+	s.mu.Unlock()
+	s.log.Error("sandbox state", "from", cur, "to", StateError, "err", cause)
+}
+
+func (s *sandbox) currentState() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *sandbox) info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := Info{
+		ID:           s.spec.ID,
+		TemplateID:   s.spec.TemplateID,
+		State:        s.state,
+		StartedAt:    s.startedAt,
+		VCPUs:        s.spec.VCPUs,
+		MemoryMB:     s.spec.MemoryMB,
+		DiskSizeMB:   s.spec.DiskSizeMB,
+		Error:        s.errMsg,
+		AllowNetwork: s.spec.AllowInternet,
+	}
+	if s.state == StateRunning && s.slot != nil {
+		in.GuestAddr, in.EnvdAddr = guestAddrs(s.slot.Address)
+	}
+	return in
+}

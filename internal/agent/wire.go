@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/envdclient"
+	"github.com/hearth-sandbox/hearth/internal/image"
+	"github.com/hearth-sandbox/hearth/internal/netns"
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/vmm/auto"
+)
+
+// wire fills in the components Options left nil with the real ones.
+func (a *Agent) wire(ctx context.Context) error {
+	o := &a.opts
+	if o.Images == nil {
+		o.Images = newDirImages(o.DataDir)
+	}
+	if o.Driver == nil {
+		d, _, err := auto.New(auto.Options{
+			KernelPath: image.KernelPath(o.DataDir), Prefer: o.VMM, Logger: o.Logger,
+		}).Select(ctx)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		o.Driver = d
+	}
+	if o.Net == nil {
+		nm, err := netns.NewManager(ctx, netns.Config{Logger: o.Logger})
+		if err != nil {
+			return fmt.Errorf("agent: network: %w", err)
+		}
+		o.Net = netAdapter{nm}
+	}
+	if o.Disks == nil {
+		var (
+			b   rootfs.Backend
+			err error
+		)
+		if o.RootfsBackend != "" {
+			b, err = rootfs.New(ctx, o.RootfsBackend, o.DataDir, o.Logger)
+		} else {
+			b, err = rootfs.Select(ctx, o.DataDir, o.Logger)
+		}
+		if err != nil {
+			return fmt.Errorf("agent: root disks: %w", err)
+		}
+		o.Disks = diskAdapter{Backend: b, dataDir: o.DataDir}
+		if o.EnsureImageSizes == nil {
+			imagesDir := filepath.Join(o.DataDir, "images")
+			o.EnsureImageSizes = func(ctx context.Context, minBytes int64) error {
+				return rootfs.EnsureImageSizes(ctx, imagesDir, minBytes)
+			}
+		}
+	}
+	if o.Dial == nil {
+		o.Dial = NewEnvdDialer(nil)
+	}
+	return nil
+}
+
+// netAdapter adapts *netns.Manager to Network.
+type netAdapter struct{ m *netns.Manager }
+
+func (n netAdapter) Setup(ctx context.Context, id string, o NetOptions) (NetSlot, error) {
+	s, err := n.m.Setup(ctx, id, netns.Options{AllowInternet: o.AllowInternet})
+	if err != nil {
+		return NetSlot{}, err
+	}
+	return NetSlot{Address: s.Address, TapName: s.TapName, NSPath: s.NamespacePath}, nil
+}
+
+func (n netAdapter) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
+func (n netAdapter) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
+
+// diskAdapter adds the package-level stale cleanup to a rootfs backend.
+type diskAdapter struct {
+	rootfs.Backend
+	dataDir string
+}
+
+func (d diskAdapter) CleanupStale(ctx context.Context, live map[string]bool) error {
+	return rootfs.CleanupStale(ctx, d.dataDir, live)
+}
+
+// NewEnvdDialer returns an EnvdDialer over envdclient. hc nil: a client
+// that never uses an HTTP proxy from the environment (guest addresses are
+// local to this host) and dials with a short timeout (health polling).
+func NewEnvdDialer(hc *http.Client) EnvdDialer {
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 8,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+	}
+	return func(baseURL, token string) Envd {
+		return envdAdapter{c: envdclient.New(baseURL, token, hc)}
+	}
+}
+
+// envdAdapter adapts *envdclient.Client to Envd.
+type envdAdapter struct{ c *envdclient.Client }
+
+func (e envdAdapter) Health(ctx context.Context) error {
+	_, err := e.c.Health(ctx)
+	return err
+}
+
+func (e envdAdapter) Init(ctx context.Context, in EnvdInit) error {
+	now := in.Now
+	return e.c.Init(ctx, envdclient.InitRequest{
+		EnvVars:        in.EnvVars,
+		AccessToken:    in.AccessToken,
+		DefaultUser:    in.DefaultUser,
+		DefaultWorkdir: in.DefaultDir,
+		Timestamp:      &now,
+	}, in.CurrentToken)
+}
+
+func (e envdAdapter) Exec(ctx context.Context, req ExecSpec, out func(Stream, []byte) error) (ExitInfo, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu     sync.Mutex
+		outErr error
+	)
+	emit := func(s Stream) func([]byte) {
+		return func(p []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			if outErr != nil {
+				return
+			}
+			if err := out(s, p); err != nil {
+				outErr = err
+				cancel(err) // the receiver is gone: stop the process stream
+			}
+		}
+	}
+	res, err := e.c.ExecStream(ctx, envdclient.ExecRequest{
+		Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, User: req.User, Timeout: req.Timeout,
+	}, envdclient.StreamHandlers{OnStdout: emit(Stdout), OnStderr: emit(Stderr)})
+	mu.Lock()
+	defer mu.Unlock()
+	if outErr != nil {
+		return ExitInfo{}, outErr
+	}
+	if err != nil {
+		return ExitInfo{}, envdErr(err)
+	}
+	info := ExitInfo{Code: res.ExitCode}
+	if res.ExitCode < 0 {
+		info.Error = res.Status
+	}
+	return info, nil
+}
+
+// ReadFile reads as envd's default user: envdclient's file calls do not
+// select a user.
+func (e envdAdapter) ReadFile(ctx context.Context, path, _ string) (io.ReadCloser, error) {
+	rc, err := e.c.ReadFile(ctx, path)
+	if err != nil {
+		return nil, envdErr(err)
+	}
+	return rc, nil
+}
+
+func (e envdAdapter) WriteFile(ctx context.Context, path, _ string, r io.Reader) error {
+	return envdErr(e.c.WriteFile(ctx, path, r))
+}
+
+// envdErr classifies envd's REST answers for the RPC layer.
+func envdErr(err error) error {
+	var ee *envdclient.Error
+	if !errors.As(err, &ee) {
+		return err
+	}
+	switch ee.Status {
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case http.StatusBadRequest:
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return err
+}
