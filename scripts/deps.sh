@@ -3,12 +3,26 @@
 # are missing: QEMU (microVMs under TCG or KVM), the image builder's tools
 # (debootstrap, busybox-static, e2fsprogs, cpio, xz, zstd, lz4), the root
 # disk and network tools (xfsprogs, iptables, iproute2, kmod) and
-# PostgreSQL (multi-host control plane tests). Quiet when all are present.
+# PostgreSQL (store tests), Chromium (dashboard browser tests) and Node.js
+# with npm when the machine has none (front-end build, E2B SDK suite).
+# Quiet when all are present.
 # Usage: scripts/deps.sh   (as root, or with sudo available)
 set -eu
 
 PKGS="qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs xfsprogs \
-iptables iproute2 kmod cpio xz-utils zstd lz4 ca-certificates postgresql"
+iptables iproute2 kmod cpio xz-utils zstd lz4 ca-certificates postgresql \
+chromium curl"
+
+# Go is not taken from apt (Debian 12 ships 1.19; hearth needs 1.26).
+if ! command -v go >/dev/null 2>&1; then
+	echo "deps.sh: Go 1.26 or newer is required and not on PATH." >&2
+	echo "  Install the official Go release into /usr/local/go and add /usr/local/go/bin to PATH." >&2
+	exit 1
+fi
+# Node.js: any machine-provided node/npm is kept; otherwise Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+	PKGS="$PKGS nodejs npm"
+fi
 
 missing=""
 for p in $PKGS; do

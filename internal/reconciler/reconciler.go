@@ -1,0 +1,252 @@
+// Package reconciler makes the store and the hosts agree on which
+// sandboxes exist.
+//
+// One pass, for every reachable host (status ready or draining):
+//
+//   - the host runs a sandbox the store does not know, or knows as
+//     stopped, or places on another host: destroyed on the host;
+//   - the store has a sandbox running on the host, which lacks it: marked
+//     stopped (compare-and-set from running, with the reason in Error);
+//   - creating/resuming/pausing/stopping sandboxes the host lacks are left
+//     alone for Grace after their last change (the use case in flight
+//     finishes them); older ones become stopped (creating, stopping) or
+//     error (pausing, resuming: a snapshot may exist, an operator decides);
+//   - paused sandboxes are expected to be absent and are left alone, as are
+//     rows in stopped or error.
+//
+// Unreachable hosts are skipped entirely: nothing is concluded from a host
+// that cannot answer, and its sandboxes are left as they are until it
+// returns. A host whose ListSandboxes fails is skipped the same way.
+//
+// Races with use cases are handled by the order of reads and by CAS:
+// the store is read before the host, so a sandbox created in between looks
+// unknown; it is re-read before being destroyed and spared when it now
+// exists on this host. A sandbox that changed state after the store read
+// fails the CAS and is left alone.
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Store is what the reconciler needs; *store.DB implements it.
+type Store interface {
+	ListHosts(ctx context.Context) ([]store.Host, error)
+	ListSandboxesByHost(ctx context.Context, hostID string) ([]store.Sandbox, error)
+	GetSandboxByID(ctx context.Context, id string) (store.Sandbox, error)
+	UpdateSandboxStatus(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error)
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Hosts gives the client of a host; service.HostPool (scheduler.Pool,
+// service.SingleHost) implements it.
+type Hosts interface {
+	Get(ctx context.Context, hostID string) (service.HostClient, error)
+}
+
+// Reconciler compares the store with the hosts. Zero Grace: 2 minutes.
+type Reconciler struct {
+	Store  Store
+	Hosts  Hosts
+	Grace  time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Action is one change a pass made (or tried).
+type Action struct {
+	HostID    string
+	SandboxID string
+	Kind      string // "destroy" | "stopped" | "error"
+	Reason    string
+	Err       error // nil when done
+}
+
+// Report summarizes a pass.
+type Report struct {
+	Hosts   int      // hosts compared
+	Skipped []string // reachable-by-status hosts that could not be listed
+	Actions []Action
+}
+
+// Reconcile runs one pass. The error joins the failures (hosts that could
+// not be listed, actions that failed); the Report lists everything done.
+func (r *Reconciler) Reconcile(ctx context.Context) (Report, error) {
+	var rep Report
+	hosts, err := r.Store.ListHosts(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("reconciler: list hosts: %w", err)
+	}
+	var errs []error
+	for _, h := range hosts {
+		if h.Status == store.HostUnreachable {
+			continue
+		}
+		if err := r.host(ctx, h.ID, &rep); err != nil {
+			rep.Skipped = append(rep.Skipped, h.ID)
+			errs = append(errs, err)
+			continue
+		}
+		rep.Hosts++
+	}
+	for _, a := range rep.Actions {
+		if a.Err != nil {
+			errs = append(errs, a.Err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return rep, fmt.Errorf("reconciler: %w", err)
+	}
+	return rep, nil
+}
+
+// host reconciles one host; an error means it was skipped.
+func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error {
+	// Store first, host second (see the package comment).
+	rows, err := r.Store.ListSandboxesByHost(ctx, hostID)
+	if err != nil {
+		return fmt.Errorf("host %s: list sandboxes in store: %w", hostID, err)
+	}
+	c, err := r.Hosts.Get(ctx, hostID)
+	if err != nil {
+		return fmt.Errorf("host %s: %w", hostID, err)
+	}
+	onHost, err := c.ListSandboxes(ctx)
+	if err != nil {
+		return fmt.Errorf("host %s: list sandboxes: %w", hostID, err)
+	}
+	known := make(map[string]store.Sandbox, len(rows))
+	for _, s := range rows {
+		known[s.ID] = s
+	}
+	present := make(map[string]bool, len(onHost))
+	for _, rt := range onHost {
+		present[rt.SandboxID] = true
+		if rt.State == string(store.StatusStopped) {
+			continue // already gone in all but name
+		}
+		s, ok := known[rt.SandboxID]
+		if ok && s.Status != store.StatusStopped {
+			continue
+		}
+		reason, stray := r.stray(ctx, hostID, rt.SandboxID)
+		if !stray {
+			continue
+		}
+		a := Action{HostID: hostID, SandboxID: rt.SandboxID, Kind: "destroy", Reason: reason}
+		if err := c.DestroySandbox(ctx, rt.SandboxID); err != nil {
+			a.Err = fmt.Errorf("destroy %s on host %s: %w", rt.SandboxID, hostID, err)
+		}
+		r.record(rep, a)
+	}
+	now := r.now()
+	for _, s := range rows {
+		if present[s.ID] {
+			continue
+		}
+		to, ok := r.lost(s, now)
+		if !ok {
+			continue
+		}
+		reason := fmt.Sprintf("host %s no longer runs this sandbox (was %s)", hostID, s.Status)
+		a := Action{HostID: hostID, SandboxID: s.ID, Kind: string(to), Reason: reason}
+		_, err := r.Store.UpdateSandboxStatus(ctx, s.ID, []store.SandboxStatus{s.Status}, to, reason)
+		switch {
+		case errors.Is(err, store.ErrStaleState), errors.Is(err, store.ErrNotFound):
+			continue // changed or gone since we read it: its use case decided
+		case err != nil:
+			a.Err = fmt.Errorf("mark %s %s: %w", s.ID, to, err)
+		}
+		r.record(rep, a)
+	}
+	return nil
+}
+
+// stray re-reads a sandbox the host runs but the store snapshot did not
+// place there, and says whether to destroy it.
+func (r *Reconciler) stray(ctx context.Context, hostID, id string) (string, bool) {
+	s, err := r.Store.GetSandboxByID(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "unknown to the store", true
+	case err != nil:
+		r.logger().Warn("reconciler: cannot re-read sandbox; leaving it", "sandbox", id, "host", hostID, "err", err)
+		return "", false
+	case s.Status == store.StatusStopped:
+		return "stopped in the store", true
+	case s.Host != hostID && s.Host != "":
+		return "placed on host " + s.Host + " in the store", true
+	}
+	return "", false // created since the snapshot: not a stray
+}
+
+// lost says what a sandbox the host lacks becomes, if anything.
+func (r *Reconciler) lost(s store.Sandbox, now time.Time) (store.SandboxStatus, bool) {
+	grace := r.Grace
+	if grace <= 0 {
+		grace = 2 * time.Minute
+	}
+	young := now.Sub(s.UpdatedAt) < grace
+	switch {
+	case s.Status == store.StatusRunning:
+		return store.StatusStopped, true
+	case young:
+		return "", false
+	case slices.Contains([]store.SandboxStatus{store.StatusCreating, store.StatusStopping}, s.Status):
+		return store.StatusStopped, true
+	case slices.Contains([]store.SandboxStatus{store.StatusPausing, store.StatusResuming}, s.Status):
+		return store.StatusError, true
+	}
+	return "", false // paused (expected absent), stopped, error
+}
+
+func (r *Reconciler) record(rep *Report, a Action) {
+	rep.Actions = append(rep.Actions, a)
+	if a.Err != nil {
+		r.logger().Error("reconciler: action failed", "host", a.HostID, "sandbox", a.SandboxID, "action", a.Kind, "err", a.Err)
+		return
+	}
+	r.logger().Warn("reconciler: fixed a divergence", "host", a.HostID, "sandbox", a.SandboxID, "action", a.Kind, "reason", a.Reason)
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Reconciler) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+// Run reconciles every interval until ctx ends (default 30s).
+func (r *Reconciler) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			r.logger().Warn("reconcile pass incomplete", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
