@@ -231,3 +231,24 @@ func traces(t *testing.T, id string) []string {
 	found = append(found, append(files, more...)...)
 	return found
 }
+
+// A sandbox past its end time is destroyed by the reaper (no auto_pause).
+func TestTimeoutDestroys(t *testing.T) {
+	a := newAPI(t)
+	sb := a.create(map[string]any{"template": "tiny", "timeout_s": 1})
+	deadline := time.Now().Add(time.Minute) // failure guard, not a speed check
+	for {
+		var got sandbox
+		code := a.do("GET", "/v1/sandboxes/"+sb.ID, nil, &got)
+		if code == http.StatusNotFound || got.Status == "stopped" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox still %q (HTTP %d) a minute after its 1 s timeout", got.Status, code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if left := traces(t, sb.ID); len(left) > 0 {
+		t.Fatalf("left behind after timeout: %v", left)
+	}
+}
