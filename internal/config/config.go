@@ -46,6 +46,8 @@ type Config struct {
 	LogLevel    string
 	ReapEvery   time.Duration
 	MaxUploadMB int64
+	// MetricsToken guards /metrics; empty: loopback clients only.
+	MetricsToken string
 }
 
 // Default returns the configuration before flags and environment.
@@ -95,6 +97,7 @@ func AddServerFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.ReapEvery, "reap-every", c.ReapEvery, "how often expired sandboxes are paused or destroyed")
 	fs.Int64Var(&c.MaxUploadMB, "max-upload-mb", c.MaxUploadMB, "largest file upload in MiB")
+	fs.StringVar(&c.MetricsToken, "metrics-token", c.MetricsToken, "bearer token for /metrics; empty: only loopback clients may scrape")
 }
 
 // EnvName is the environment variable of a flag: --data-dir → HEARTH_DATA_DIR.

@@ -20,6 +20,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/api"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -88,8 +89,33 @@ func (cp *ControlPlane) build(ctx context.Context, hosts service.HostPool) error
 	if err != nil {
 		return err
 	}
-	cp.handler = api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20})
+	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20})
+	m := metrics.New(cp.counts, cp.cfg.MetricsToken, cp.log)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("/", apiHandler)
+	cp.handler = m.Middleware(mux)
 	return nil
+}
+
+// counts feeds the resource gauges of /metrics.
+func (cp *ControlPlane) counts(ctx context.Context) (metrics.Counts, error) {
+	byStatus, err := cp.Store.CountSandboxesByStatus(ctx)
+	if err != nil {
+		return metrics.Counts{}, err
+	}
+	hosts, err := cp.Store.ListHosts(ctx)
+	if err != nil {
+		return metrics.Counts{}, err
+	}
+	c := metrics.Counts{Sandboxes: map[string]int{}, Hosts: map[string]int{}}
+	for st, n := range byStatus {
+		c.Sandboxes[string(st)] = n
+	}
+	for _, h := range hosts {
+		c.Hosts[string(h.Status)]++
+	}
+	return c, nil
 }
 
 // Handler is the control plane's whole HTTP surface.

@@ -278,3 +278,23 @@ func (db *DB) DeleteSandbox(ctx context.Context, id string) error {
 	}
 	return wrap("delete sandbox", affected(res))
 }
+
+// CountSandboxesByStatus counts every team's sandboxes by status (for
+// metrics and the admin view).
+func (db *DB) CountSandboxesByStatus(ctx context.Context) (map[SandboxStatus]int, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT status, COUNT(*) FROM sandboxes GROUP BY status`)
+	if err != nil {
+		return nil, wrap("count sandboxes by status", err)
+	}
+	defer rows.Close()
+	out := map[SandboxStatus]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, wrap("count sandboxes by status", err)
+		}
+		out[SandboxStatus(st)] = n
+	}
+	return out, wrap("count sandboxes by status", rows.Err())
+}
