@@ -20,7 +20,9 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/api"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/e2bapi"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -29,8 +31,16 @@ import (
 type Options struct {
 	Config config.Config
 	// Hosts places sandboxes; nil means no hosts (creates answer 503).
-	Hosts  service.HostPool
-	Logger *slog.Logger
+	Hosts service.HostPool
+	// SandboxRoute is how the sandbox traffic proxy reaches a sandbox:
+	// proxy.DirectRoute when the guest is reachable from this process
+	// (hearth dev), proxy.AgentRoute through the host's agent otherwise.
+	// Nil: through the agent, with Config.AgentToken.
+	SandboxRoute proxy.RouteFunc
+	// ProxyTransport reaches sandbox targets (e.g. mTLS to remote agents);
+	// nil: plain connections pooled per sandbox.
+	ProxyTransport http.RoundTripper
+	Logger         *slog.Logger
 }
 
 // ControlPlane is an assembled, not yet serving, control plane.
@@ -55,14 +65,15 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	cp := &ControlPlane{cfg: cfg, log: log, Store: db}
-	if err := cp.build(ctx, opts.Hosts); err != nil {
+	if err := cp.build(ctx, opts); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return cp, nil
 }
 
-func (cp *ControlPlane) build(ctx context.Context, hosts service.HostPool) error {
+func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
+	hosts := opts.Hosts
 	jwtKey := []byte(cp.cfg.JWTSecret)
 	var err error
 	if cp.cfg.JWTSecret == "" {
@@ -89,12 +100,31 @@ func (cp *ControlPlane) build(ctx context.Context, hosts service.HostPool) error
 	if err != nil {
 		return err
 	}
+	route := opts.SandboxRoute
+	if route == nil {
+		route = proxy.AgentRoute(cp.cfg.AgentToken)
+	}
+	px := proxy.New(&proxy.StoreResolver{Store: cp.Store, Route: route, Resume: proxy.ResumeWith(cp.Service)},
+		proxy.Options{Domain: cp.cfg.Domain, Transport: opts.ProxyTransport, Logger: cp.log})
+	e2b := e2bapi.New(e2bapi.Deps{Service: cp.Service, Domain: cp.cfg.Domain, Metrics: e2bapi.EnvdMetrics{Proxy: px}, Logger: cp.log})
 	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20})
 	m := metrics.New(cp.counts, cp.cfg.MetricsToken, cp.log)
+
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	for _, p := range e2bapi.Paths() {
+		mux.Handle(p, e2b)
+	}
 	mux.Handle("/", apiHandler)
-	cp.handler = m.Middleware(mux)
+	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
+	// to the proxy before anything else: its paths are the guest's.
+	cp.handler = m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if px.Matches(r) {
+			px.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	return nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -113,7 +114,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if s.ControlPlane, err = controlplane.New(ctx, controlplane.Options{
 		Config: cfg,
 		Hosts:  service.SingleHost{ID: aopts.HostID, Client: client},
-		Logger: log,
+		// The guests are reachable from this process: no agent hop.
+		SandboxRoute: proxy.DirectRoute(s.Agent.SandboxAddr),
+		Logger:       log,
 	}); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,211 @@
+// Package e2bapi serves the E2B-compatible control-plane REST routes, so the
+// official E2B SDKs (JS `e2b` ≥ 2.51, Python) run unmodified against hearth
+// with E2B_API_URL pointing here. It is a translation layer only: every
+// decision about a sandbox's life is made by internal/service; this package
+// maps E2B's wire shapes (from E2B's Apache-2.0 OpenAPI contract,
+// specs/e2b/openapi.yml, and what the SDK actually sends and reads) onto
+// service calls.
+//
+// Routes (auth: X-API-KEY with a hearth team API key):
+//
+//	POST   /sandboxes, /v2/sandboxes               create (201)
+//	GET    /sandboxes                              running sandboxes (legacy list)
+//	GET    /v2/sandboxes                           state/metadata filters, limit, nextToken + X-Next-Token
+//	GET    /sandboxes/{id}                         detail
+//	DELETE /sandboxes/{id}                         kill (204)
+//	POST   /sandboxes/{id}/timeout                 set TTL from now (204)
+//	POST   /sandboxes/{id}/pause                   204; 409 when already paused
+//	POST   /sandboxes/{id}/resume                  legacy resume (201); 409 when running
+//	POST   /sandboxes/{id}/connect, /v2/...        200 running, 201 resumed
+//	GET    /sandboxes/{id}/metrics                 current sample from envd
+//	GET    /templates                              team + platform templates
+//
+// Choices (see docs/e2b.md): listing is ordered by creation time, oldest
+// first, whatever `order` says; a sandbox's startedAt is its creation time;
+// pause always keeps memory (a `memory: false` request is honoured as a full
+// snapshot, which resumes to the same state and more); network egress rules,
+// MCP, IAM tokens and volume mounts are refused with 400 rather than ignored.
+package e2bapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Service is what this package needs from internal/service. *service.Service
+// implements it; the interface keeps the dependency explicit and lets a
+// future service function replace a local fallback without touching handlers.
+type Service interface {
+	AuthenticateAPIKey(ctx context.Context, key string) (service.Principal, error)
+	CreateSandbox(ctx context.Context, p service.Principal, in service.CreateSandboxInput) (store.Sandbox, error)
+	GetSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
+	ListSandboxes(ctx context.Context, p service.Principal, f store.SandboxFilter) ([]store.Sandbox, error)
+	DestroySandbox(ctx context.Context, p service.Principal, id string) error
+	PauseSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
+	ResumeSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
+	SetSandboxTimeout(ctx context.Context, p service.Principal, id string, timeoutS int) (store.Sandbox, error)
+	ListTemplates(ctx context.Context, p service.Principal) ([]store.Template, error)
+}
+
+var _ Service = (*service.Service)(nil)
+
+// Connector resumes-or-returns a sandbox for E2B's connect route.
+// connectOnService implements it on top of Service until the service offers
+// it natively (see the package's report: service.ConnectSandbox).
+type Connector interface {
+	// ConnectSandbox returns the running sandbox, resuming it first when it
+	// is paused (resumed = true). timeoutS > 0 extends its end time to at
+	// least now+timeoutS; it never shortens it.
+	ConnectSandbox(ctx context.Context, p service.Principal, id string, timeoutS int) (sb store.Sandbox, resumed bool, err error)
+}
+
+// MetricsSource reads a running sandbox's current resource usage.
+// EnvdMetrics implements it by asking envd through the sandbox proxy.
+type MetricsSource interface {
+	SandboxMetrics(ctx context.Context, sb store.Sandbox) (Metric, error)
+}
+
+// Metric is one resource-usage sample of a sandbox.
+type Metric struct {
+	Timestamp  time.Time
+	CPUCount   int
+	CPUUsedPct float64
+	MemUsed    int64
+	MemTotal   int64
+	MemCache   int64
+	DiskUsed   int64
+	DiskTotal  int64
+}
+
+// Deps configure the handler.
+type Deps struct {
+	Service Service
+	// Connector defaults to one built on Service.
+	Connector Connector
+	// Metrics, when nil, makes the metrics route answer an empty list.
+	Metrics MetricsSource
+	// Domain is the sandbox domain reported to SDKs (hosts are
+	// <port>-<sandboxID>.<Domain>); empty reports none.
+	Domain string
+	// ClientID is reported as the (deprecated) clientID; default "hearth".
+	ClientID string
+	Logger   *slog.Logger // nil: discard
+	// MaxJSONBytes bounds request bodies (default 1 MiB).
+	MaxJSONBytes int64
+	Now          func() time.Time
+}
+
+// EnvdVersion is what the API reports as envdVersion: the version whose
+// features hearth's envd really implements (the SDK gates features on it).
+const EnvdVersion = envd.Version
+
+// Paths are the path patterns this handler serves, for composing it with
+// the native API, the sandbox proxy and the dashboard on one mux.
+func Paths() []string {
+	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates"}
+}
+
+type server struct {
+	svc      Service
+	conn     Connector
+	metrics  MetricsSource
+	domain   string
+	clientID string
+	log      *slog.Logger
+	maxJSON  int64
+	now      func() time.Time
+}
+
+// New returns the E2B-compatible handler. It panics without a Service (a
+// wiring bug).
+func New(d Deps) http.Handler {
+	if d.Service == nil {
+		panic("e2bapi.New: nil Service")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Connector == nil {
+		d.Connector = connectOnService{svc: d.Service, now: d.Now}
+	}
+	if d.ClientID == "" {
+		d.ClientID = "hearth"
+	}
+	if d.MaxJSONBytes == 0 {
+		d.MaxJSONBytes = 1 << 20
+	}
+	s := &server{
+		svc: d.Service, conn: d.Connector, metrics: d.Metrics, domain: d.Domain,
+		clientID: d.ClientID, log: d.Logger, maxJSON: d.MaxJSONBytes, now: d.Now,
+	}
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern, s.endpoint(rt.handle))
+	}
+	// Unknown paths and methods under this handler answer in E2B's error
+	// shape, never the mux's plain text.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not found: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+type route struct {
+	pattern string
+	handle  handlerFunc
+}
+
+func (s *server) routes() []route {
+	return []route{
+		{"POST /sandboxes", s.create},
+		{"POST /v2/sandboxes", s.create},
+		{"GET /sandboxes", s.listV1},
+		{"GET /v2/sandboxes", s.listV2},
+		{"GET /sandboxes/{id}", s.get},
+		{"DELETE /sandboxes/{id}", s.kill},
+		{"POST /sandboxes/{id}/timeout", s.setTimeout},
+		{"POST /sandboxes/{id}/pause", s.pause},
+		{"POST /sandboxes/{id}/resume", s.resume},
+		{"POST /sandboxes/{id}/connect", s.connect},
+		{"POST /v2/sandboxes/{id}/connect", s.connect},
+		{"GET /sandboxes/{id}/metrics", s.sandboxMetrics},
+		{"GET /templates", s.templates},
+	}
+}
+
+// handlerFunc writes its success response and returns errors for
+// respondError to map.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p service.Principal) error
+
+// endpoint authenticates with X-API-KEY and bounds the body.
+func (s *server) endpoint(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.maxJSON {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.maxJSON)
+		key := r.Header.Get("X-API-Key")
+		if key == "" {
+			s.respondError(w, r, service.Unauthenticated("missing X-API-KEY header (a hearth team API key)"))
+			return
+		}
+		p, err := s.svc.AuthenticateAPIKey(r.Context(), key)
+		if err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+		if err := h(w, r, p); err != nil {
+			s.respondError(w, r, err)
+		}
+	})
+}

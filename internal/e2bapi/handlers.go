@@ -1,0 +1,535 @@
+package e2bapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// Wire types, written from E2B's OpenAPI contract (specs/e2b/openapi.yml,
+// Apache-2.0): NewSandbox, Sandbox, SandboxDetail, ListedSandbox,
+// SandboxMetric, Template.
+
+// defaultTimeoutS is E2B's NewSandbox.timeout default. SDKs always send a
+// timeout (300 s by default); only hand-written requests get this.
+const defaultTimeoutS = 15
+
+type newSandboxJSON struct {
+	TemplateID          string            `json:"templateID"`
+	Timeout             *int              `json:"timeout"`
+	AutoPause           *bool             `json:"autoPause"`
+	AutoPauseMemory     *bool             `json:"autoPauseMemory"`
+	AutoResume          json.RawMessage   `json:"autoResume"` // {"enabled": bool}; older clients: bool
+	Secure              *bool             `json:"secure"`
+	AllowInternetAccess *bool             `json:"allow_internet_access"`
+	Metadata            map[string]string `json:"metadata"`
+	EnvVars             map[string]string `json:"envVars"`
+	Network             json.RawMessage   `json:"network"`
+	Mcp                 json.RawMessage   `json:"mcp"`
+	Iam                 json.RawMessage   `json:"iam"`
+	VolumeMounts        []json.RawMessage `json:"volumeMounts"`
+}
+
+// sandboxJSON is E2B's Sandbox: the answer to create, connect and resume.
+type sandboxJSON struct {
+	TemplateID      string  `json:"templateID"`
+	SandboxID       string  `json:"sandboxID"`
+	Alias           string  `json:"alias,omitempty"`
+	ClientID        string  `json:"clientID"`
+	EnvdVersion     string  `json:"envdVersion"`
+	EnvdAccessToken string  `json:"envdAccessToken"`
+	Domain          *string `json:"domain"`
+}
+
+// listedSandboxJSON is E2B's ListedSandbox; detailJSON adds SandboxDetail's
+// fields.
+type listedSandboxJSON struct {
+	TemplateID   string            `json:"templateID"`
+	Alias        string            `json:"alias,omitempty"`
+	SandboxID    string            `json:"sandboxID"`
+	ClientID     string            `json:"clientID"`
+	StartedAt    time.Time         `json:"startedAt"`
+	EndAt        time.Time         `json:"endAt"`
+	CPUCount     int               `json:"cpuCount"`
+	MemoryMB     int               `json:"memoryMB"`
+	DiskSizeMB   int               `json:"diskSizeMB"`
+	Metadata     map[string]string `json:"metadata"`
+	State        string            `json:"state"`
+	EnvdVersion  string            `json:"envdVersion"`
+	VolumeMounts []struct{}        `json:"volumeMounts"`
+}
+
+type detailJSON struct {
+	listedSandboxJSON
+	EnvdAccessToken     string        `json:"envdAccessToken"`
+	AllowInternetAccess *bool         `json:"allowInternetAccess"`
+	Domain              *string       `json:"domain"`
+	Lifecycle           lifecycleJSON `json:"lifecycle"`
+}
+
+type lifecycleJSON struct {
+	AutoResume bool   `json:"autoResume"`
+	OnTimeout  string `json:"onTimeout"` // kill | pause
+}
+
+type metricJSON struct {
+	Timestamp     time.Time `json:"timestamp"`
+	TimestampUnix int64     `json:"timestampUnix"`
+	CPUCount      int       `json:"cpuCount"`
+	CPUUsedPct    float64   `json:"cpuUsedPct"`
+	MemUsed       int64     `json:"memUsed"`
+	MemTotal      int64     `json:"memTotal"`
+	MemCache      int64     `json:"memCache"`
+	DiskUsed      int64     `json:"diskUsed"`
+	DiskTotal     int64     `json:"diskTotal"`
+}
+
+type templateJSON struct {
+	TemplateID    string     `json:"templateID"`
+	BuildID       string     `json:"buildID"`
+	CPUCount      int        `json:"cpuCount"`
+	MemoryMB      int        `json:"memoryMB"`
+	DiskSizeMB    int        `json:"diskSizeMB"`
+	Public        bool       `json:"public"`
+	Aliases       []string   `json:"aliases"`
+	Names         []string   `json:"names"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
+	CreatedBy     *struct{}  `json:"createdBy"`
+	LastSpawnedAt *time.Time `json:"lastSpawnedAt"`
+	SpawnCount    int64      `json:"spawnCount"`
+	BuildCount    int        `json:"buildCount"`
+	EnvdVersion   string     `json:"envdVersion"`
+	BuildStatus   string     `json:"buildStatus"`
+}
+
+// e2bState maps hearth's lifecycle onto E2B's two visible states.
+// Transitional states show as where they are heading or coming from.
+func e2bState(st store.SandboxStatus) string {
+	switch st {
+	case store.StatusPaused, store.StatusPausing:
+		return "paused"
+	case store.StatusRunning, store.StatusCreating, store.StatusResuming:
+		return "running"
+	default:
+		return string(st) // stopping, error: not in E2B's enum, shown as is
+	}
+}
+
+// statusesFor is the inverse of e2bState for list filters.
+func statusesFor(state string) ([]store.SandboxStatus, bool) {
+	switch state {
+	case "running":
+		return []store.SandboxStatus{store.StatusCreating, store.StatusRunning, store.StatusResuming}, true
+	case "paused":
+		return []store.SandboxStatus{store.StatusPausing, store.StatusPaused}, true
+	}
+	return nil, false
+}
+
+func (s *server) domainPtr() *string {
+	if s.domain == "" {
+		return nil
+	}
+	d := s.domain
+	return &d
+}
+
+func (s *server) sandboxView(sb store.Sandbox, alias string) sandboxJSON {
+	return sandboxJSON{
+		TemplateID: sb.TemplateID, SandboxID: sb.ID, Alias: alias, ClientID: s.clientID,
+		EnvdVersion: EnvdVersion, EnvdAccessToken: sb.AccessToken, Domain: s.domainPtr(),
+	}
+}
+
+func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedSandboxJSON {
+	md := sb.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	return listedSandboxJSON{
+		TemplateID: sb.TemplateID, Alias: aliases[sb.TemplateID], SandboxID: sb.ID, ClientID: s.clientID,
+		StartedAt: sb.CreatedAt.UTC(), EndAt: sb.EndAt.UTC(),
+		CPUCount: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: []struct{}{},
+	}
+}
+
+// templateAliases maps template IDs to names for the alias fields. A
+// failure only loses aliases, never the answer.
+func (s *server) templateAliases(r *http.Request, p service.Principal) map[string]string {
+	ts, err := s.svc.ListTemplates(r.Context(), p)
+	if err != nil {
+		s.log.WarnContext(r.Context(), "e2b: list templates for aliases", "err", err)
+		return nil
+	}
+	out := make(map[string]string, len(ts))
+	for _, t := range ts {
+		out[t.ID] = t.Name
+	}
+	return out
+}
+
+// present reports whether a raw JSON field carries a value (not absent,
+// not null, not an empty object or array).
+func present(raw json.RawMessage) bool {
+	v := bytes.TrimSpace(raw)
+	return len(v) > 0 && !bytes.Equal(v, []byte("null")) && !bytes.Equal(v, []byte("{}")) && !bytes.Equal(v, []byte("[]"))
+}
+
+// parseAutoResume accepts {"enabled": bool} (current) and a bare bool.
+func parseAutoResume(raw json.RawMessage) (bool, error) {
+	if !present(raw) {
+		return false, nil
+	}
+	var b bool
+	if err := json.Unmarshal(raw, &b); err == nil {
+		return b, nil
+	}
+	var obj struct {
+		Enabled bool `json:"enabled"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return false, errStatus(http.StatusBadRequest, `autoResume: must be {"enabled": true|false}`)
+	}
+	return obj.Enabled, nil
+}
+
+func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in newSandboxJSON
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.TemplateID == "" {
+		return errStatus(http.StatusBadRequest, "templateID: is required")
+	}
+	// Refuse what hearth cannot honour instead of silently ignoring it: a
+	// caller relying on egress rules or a mounted volume must know.
+	switch {
+	case present(in.Network):
+		return errStatus(http.StatusBadRequest, "network: per-sandbox egress rules are not supported by hearth; use allow_internet_access")
+	case present(in.Mcp):
+		return errStatus(http.StatusBadRequest, "mcp: the MCP gateway is not supported by hearth")
+	case present(in.Iam):
+		return errStatus(http.StatusBadRequest, "iam: IAM tokens are not supported by hearth")
+	case len(in.VolumeMounts) > 0:
+		return errStatus(http.StatusBadRequest, "volumeMounts: volumes are not supported by hearth")
+	}
+	autoResume, err := parseAutoResume(in.AutoResume)
+	if err != nil {
+		return err
+	}
+	timeout := defaultTimeoutS
+	if in.Timeout != nil {
+		timeout = *in.Timeout
+	}
+	sb, err := s.svc.CreateSandbox(r.Context(), p, service.CreateSandboxInput{
+		Template:      in.TemplateID,
+		TimeoutS:      &timeout,
+		Env:           in.EnvVars,
+		Metadata:      in.Metadata,
+		AutoPause:     in.AutoPause != nil && *in.AutoPause,
+		AutoResume:    autoResume,
+		AllowInternet: in.AllowInternetAccess,
+	})
+	if err != nil {
+		return err
+	}
+	alias := ""
+	if in.TemplateID != sb.TemplateID {
+		alias = in.TemplateID
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxView(sb, alias))
+	return nil
+}
+
+func (s *server) get(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	sb, err := s.svc.GetSandbox(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	allow := sb.AllowInternet
+	onTimeout := "kill"
+	if sb.AutoPause {
+		onTimeout = "pause"
+	}
+	writeJSON(w, http.StatusOK, detailJSON{
+		listedSandboxJSON:   s.listedView(sb, s.templateAliases(r, p)),
+		EnvdAccessToken:     sb.AccessToken,
+		AllowInternetAccess: &allow,
+		Domain:              s.domainPtr(),
+		Lifecycle:           lifecycleJSON{AutoResume: sb.AutoResume, OnTimeout: onTimeout},
+	})
+	return nil
+}
+
+// parseMetadataFilter decodes E2B's metadata query: a URL-encoded
+// "k=v&k2=v2" string whose keys and values are URL-encoded once more (the
+// JS SDK encodes each pair, then the pairs, then the query parameter).
+func parseMetadataFilter(q url.Values) (map[string]string, error) {
+	raw := q.Get("metadata")
+	if raw == "" {
+		return nil, nil
+	}
+	pairs, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, errStatus(http.StatusBadRequest, "metadata: must be URL-encoded key=value pairs joined by &")
+	}
+	out := make(map[string]string, len(pairs))
+	for k, vs := range pairs {
+		key, err1 := url.QueryUnescape(k)
+		val, err2 := url.QueryUnescape(vs[len(vs)-1])
+		if err1 != nil || err2 != nil {
+			return nil, errStatus(http.StatusBadRequest, "metadata: keys and values must be URL-encoded")
+		}
+		out[key] = val
+	}
+	return out, nil
+}
+
+// listV1 is the legacy list: running sandboxes only, no paging.
+func (s *server) listV1(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	md, err := parseMetadataFilter(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	running, _ := statusesFor("running")
+	sbs, err := s.svc.ListSandboxes(r.Context(), p, store.SandboxFilter{Statuses: running, Metadata: md})
+	if err != nil {
+		return err
+	}
+	aliases := s.templateAliases(r, p)
+	out := make([]listedSandboxJSON, len(sbs))
+	for i, sb := range sbs {
+		out[i] = s.listedView(sb, aliases)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// Paging bounds of GET /v2/sandboxes (E2B's: default and maximum 100).
+const (
+	defaultPageSize = 100
+	maxPageSize     = 100
+)
+
+func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	q := r.URL.Query()
+	md, err := parseMetadataFilter(q)
+	if err != nil {
+		return err
+	}
+	f := store.SandboxFilter{Metadata: md, After: q.Get("nextToken")}
+	states := "running,paused"
+	if v := q.Get("state"); v != "" {
+		states = v
+	}
+	for _, st := range strings.Split(states, ",") {
+		ss, ok := statusesFor(strings.TrimSpace(st))
+		if !ok {
+			return errStatus(http.StatusBadRequest, "state: must be running or paused, got %q", st)
+		}
+		f.Statuses = append(f.Statuses, ss...)
+	}
+	limit := defaultPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return errStatus(http.StatusBadRequest, "limit: must be between 1 and %d", maxPageSize)
+		}
+		limit = n
+	}
+	var startedAfter time.Time
+	if v := q.Get("startedAfter"); v != "" {
+		if startedAfter, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return errStatus(http.StatusBadRequest, "startedAfter: must be an RFC 3339 date-time")
+		}
+	}
+	if v := q.Get("order"); v != "" && v != "asc" && v != "desc" {
+		return errStatus(http.StatusBadRequest, "order: must be asc or desc")
+	}
+	// One row more than the page tells whether another page exists.
+	f.Limit = limit + 1
+	sbs, err := s.svc.ListSandboxes(r.Context(), p, f)
+	if err != nil {
+		return err
+	}
+	if len(sbs) > limit {
+		sbs = sbs[:limit]
+		// The cursor is the last row scanned, not the last returned: the
+		// filters below never make a page skip rows.
+		w.Header().Set("X-Next-Token", store.SandboxCursor(sbs[limit-1]))
+	}
+	aliases := s.templateAliases(r, p)
+	tpl := q.Get("template")
+	out := make([]listedSandboxJSON, 0, len(sbs))
+	for _, sb := range sbs {
+		if !startedAfter.IsZero() && sb.CreatedAt.Before(startedAfter) {
+			continue
+		}
+		if tpl != "" && tpl != sb.TemplateID && tpl != aliases[sb.TemplateID] {
+			continue
+		}
+		out = append(out, s.listedView(sb, aliases))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) kill(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	if err := s.svc.DestroySandbox(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) setTimeout(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in struct {
+		Timeout *int `json:"timeout"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.Timeout == nil {
+		return errStatus(http.StatusBadRequest, "timeout: is required (seconds)")
+	}
+	if _, err := s.svc.SetSandboxTimeout(r.Context(), p, r.PathValue("id"), *in.Timeout); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// pause answers 409 when the sandbox is already paused: the SDK reads it as
+// "was already paused" (pause() returns false).
+func (s *server) pause(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in struct {
+		Memory *bool `json:"memory"` // hearth always keeps memory
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	sb, err := s.svc.GetSandbox(r.Context(), p, id)
+	if err != nil {
+		return err
+	}
+	if sb.Status == store.StatusPaused || sb.Status == store.StatusPausing {
+		return errStatus(http.StatusConflict, "sandbox %s is already paused", id)
+	}
+	if _, err := s.svc.PauseSandbox(r.Context(), p, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// resume is the legacy route: 201 with the sandbox, 409 when it runs.
+func (s *server) resume(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in struct {
+		Timeout   *int  `json:"timeout"`
+		AutoPause *bool `json:"autoPause"` // deprecated upstream; the create-time setting stays
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	sb, err := s.svc.GetSandbox(r.Context(), p, id)
+	if err != nil {
+		return err
+	}
+	if e2bState(sb.Status) == "running" {
+		return errStatus(http.StatusConflict, "sandbox %s is already running", id)
+	}
+	if sb, err = s.svc.ResumeSandbox(r.Context(), p, id); err != nil {
+		return err
+	}
+	timeout := defaultTimeoutS
+	if in.Timeout != nil {
+		timeout = *in.Timeout
+	}
+	if sb, err = s.svc.SetSandboxTimeout(r.Context(), p, id, timeout); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxView(sb, ""))
+	return nil
+}
+
+func (s *server) connect(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in struct {
+		Timeout *int  `json:"timeout"`
+		Memory  *bool `json:"memory"` // false = reboot from disk; hearth restores memory
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	timeout := 0
+	if in.Timeout != nil {
+		timeout = *in.Timeout
+	}
+	sb, resumed, err := s.conn.ConnectSandbox(r.Context(), p, r.PathValue("id"), timeout)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if resumed {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, s.sandboxView(sb, ""))
+	return nil
+}
+
+// sandboxMetrics answers E2B's metrics list with the current sample of a
+// running sandbox (hearth keeps no history) and nothing for a paused one.
+func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	sb, err := s.svc.GetSandbox(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := []metricJSON{}
+	if s.metrics != nil && sb.Status == store.StatusRunning {
+		m, err := s.metrics.SandboxMetrics(r.Context(), sb)
+		if err != nil {
+			return service.Unavailable("sandbox metrics unavailable", err)
+		}
+		out = append(out, metricJSON{
+			Timestamp: m.Timestamp.UTC(), TimestampUnix: m.Timestamp.Unix(), CPUCount: m.CPUCount,
+			CPUUsedPct: m.CPUUsedPct, MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache,
+			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) templates(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	ts, err := s.svc.ListTemplates(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	out := make([]templateJSON, len(ts))
+	for i, t := range ts {
+		disk := t.DiskSizeMB
+		if disk == 0 {
+			disk = store.DefaultDiskSizeMB
+		}
+		out[i] = templateJSON{
+			TemplateID: t.ID, BuildID: t.ID, CPUCount: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: disk,
+			Public: t.TeamID == store.PlatformTeamID, Aliases: []string{t.Name}, Names: []string{t.Name},
+			CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.CreatedAt.UTC(), BuildCount: 1,
+			EnvdVersion: EnvdVersion, BuildStatus: "ready",
+		}
+	}
+	slices.SortFunc(out, func(a, b templateJSON) int { return strings.Compare(a.Names[0], b.Names[0]) })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
