@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/agent"
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/fleet"
+	"github.com/hearth-sandbox/hearth/internal/netns"
 )
 
 type agentFlags struct {
@@ -27,14 +30,24 @@ type agentFlags struct {
 	rootfsBackend string
 	bootTimeout   time.Duration
 	logLevel      string
+	netnsPrefix   string
+
+	// Fleet mode (set by --control-plane).
+	controlPlane      string
+	register          string
+	address           string
+	name              string
+	caFingerprint     string
+	heartbeatInterval time.Duration
 }
 
 func newAgentCmd() *cobra.Command {
 	f := agentFlags{
-		dataDir:     config.DefaultDataDir(),
-		listen:      "127.0.0.1:7070",
-		bootTimeout: 90 * time.Second,
-		logLevel:    "info",
+		dataDir:           config.DefaultDataDir(),
+		listen:            "127.0.0.1:7070",
+		bootTimeout:       90 * time.Second,
+		logLevel:          "info",
+		heartbeatInterval: fleet.DefaultHeartbeatInterval,
 	}
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -50,7 +63,23 @@ SIGTERM it stops its sandboxes before exiting.
 
 The agent must be reachable by the control plane only: set --agent-token
 (the same HEARTH_AGENT_TOKEN as the server's) unless it listens on loopback.
-It needs root (network namespaces, tap devices, loop devices).`,
+It needs root (network namespaces, tap devices, loop devices).
+
+Two ways to be reached:
+
+  - single host (hearth dev, hearth server --agent-url): plain HTTP, the
+    control plane sends --agent-token;
+  - fleet (--control-plane URL): the agent registers once with a one-time
+    token from ` + "`hearth host add`" + ` (--register TOKEN; its key never leaves
+    <data-dir>/identity, it sends a CSR), then serves mutual TLS (only the
+    control plane's certificate is let in), heartbeats every
+    --heartbeat-interval and renews its certificate before expiry:
+
+      hearth agent --control-plane http://CP:8080 --register hrt_... \
+        --ca-fingerprint sha256:... --listen 0.0.0.0:7070 --address 10.0.0.5:7070
+
+Several agents on one machine (tests) need distinct --data-dir and
+--netns-prefix: start-up cleanup removes every network object with the prefix.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -67,15 +96,44 @@ It needs root (network namespaces, tap devices, loop devices).`,
 	fs.StringVar(&f.rootfsBackend, "rootfs-backend", f.rootfsBackend, "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	fs.DurationVar(&f.bootTimeout, "boot-timeout", f.bootTimeout, "how long a sandbox may take to answer after its VM starts")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "debug, info, warn or error")
+	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default hth-; at most 8 of [a-z0-9-])")
+	fs.StringVar(&f.controlPlane, "control-plane", f.controlPlane, "control plane URL: join its fleet (mTLS, heartbeats) instead of single-host mode")
+	fs.StringVar(&f.register, "register", f.register, "one-time registration token from `hearth host add` (first start only)")
+	fs.StringVar(&f.address, "address", f.address, "host:port the control plane dials this agent at (default: --listen)")
+	fs.StringVar(&f.name, "name", f.name, "host name shown to operators (default: --address)")
+	fs.StringVar(&f.caFingerprint, "ca-fingerprint", f.caFingerprint, "pin of the control plane's CA (sha256:..., printed by hearth server); checked at registration")
+	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", f.heartbeatInterval, "time between heartbeats (keep equal to the server's)")
 	config.BindCommand(cmd)
 	return cmd
 }
 
 func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
-	if f.token == "" && !isLoopback(f.listen) {
+	var side *fleet.AgentSide
+	if f.controlPlane != "" {
+		if f.address == "" {
+			f.address = f.listen
+		}
+		var err error
+		side, err = fleet.JoinAgent(ctx, fleet.AgentOptions{
+			IdentityDir:       filepath.Join(f.dataDir, "identity"),
+			ControlPlaneURL:   f.controlPlane,
+			RegisterToken:     f.register,
+			CAFingerprint:     f.caFingerprint,
+			Name:              f.name,
+			Address:           f.address,
+			HeartbeatInterval: f.heartbeatInterval,
+			Logger:            log,
+		})
+		if err != nil {
+			return err
+		}
+		f.hostID = side.HostID()
+	} else if f.register != "" {
+		return errors.New("--register needs --control-plane URL")
+	} else if f.token == "" && !isLoopback(f.listen) {
 		log.Warn("agent: listening beyond loopback without --agent-token: anyone who can reach it controls the sandboxes", "listen", f.listen)
 	}
-	a, err := agent.New(ctx, agent.Options{
+	opts := agent.Options{
 		DataDir:       f.dataDir,
 		HostID:        f.hostID,
 		Token:         f.token,
@@ -83,7 +141,15 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		RootfsBackend: f.rootfsBackend,
 		BootTimeout:   f.bootTimeout,
 		Logger:        log,
-	})
+	}
+	if f.netnsPrefix != "" {
+		nm, err := netns.NewManager(ctx, netns.Config{Prefix: f.netnsPrefix, Logger: log})
+		if err != nil {
+			return fmt.Errorf("agent: network: %w", err)
+		}
+		opts.Net = netnsNetwork{nm}
+	}
+	a, err := agent.New(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -92,13 +158,27 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("agent: listen: %w", err), a.Close())
 	}
-	log.Info("agent listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	if side != nil {
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		srv.Protocols = &p
+		srv.TLSConfig = side.TLSConfig()
+		log.Info("agent listening (mTLS, fleet)", "addr", ln.Addr().String(), "host_id", side.HostID(), "control_plane", f.controlPlane)
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+		go side.Run(loopCtx, fleet.Report(a.HostInfo))
+	} else {
+		log.Info("agent listening", "addr", ln.Addr().String())
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
 	select {
 	case err = <-serveErr:
 	case <-ctx.Done():
 	}
+	stopLoops()
 	// Stop taking requests first, then stop the sandboxes.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
@@ -110,6 +190,23 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 	}
 	return errors.Join(err, a.Shutdown(sctx))
 }
+
+// netnsNetwork adapts a netns.Manager with a chosen prefix to
+// agent.Network (the agent builds its own with the default prefix).
+type netnsNetwork struct{ m *netns.Manager }
+
+func (n netnsNetwork) Setup(ctx context.Context, id string, o agent.NetOptions) (agent.NetSlot, error) {
+	s, err := n.m.Setup(ctx, id, netns.Options{AllowInternet: o.AllowInternet})
+	if err != nil {
+		return agent.NetSlot{}, err
+	}
+	return agent.NetSlot{Address: s.Address, TapName: s.TapName, NSPath: s.NamespacePath}, nil
+}
+
+func (n netnsNetwork) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
+func (n netnsNetwork) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
+
+var _ agent.Network = netnsNetwork{}
 
 func isLoopback(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)

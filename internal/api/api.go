@@ -37,6 +37,8 @@ type Deps struct {
 	MaxJSONBytes   int64
 	MaxUploadBytes int64
 	Now            func() time.Time
+	// Hosts serves /v1/admin/hosts (fleet mode); nil: those routes answer 503.
+	Hosts HostAdmin
 }
 
 // Paths are the path prefixes this handler serves, for composing it with
@@ -49,6 +51,7 @@ type server struct {
 	maxJSONBytes   int64
 	maxUploadBytes int64
 	now            func() time.Time
+	hosts          HostAdmin
 }
 
 // New returns the API handler. It panics without a Service (a wiring bug).
@@ -74,7 +77,7 @@ func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &server{svc: d.Service, log: d.Logger, maxJSONBytes: d.MaxJSONBytes, maxUploadBytes: d.MaxUploadBytes, now: d.Now}
+	s := &server{svc: d.Service, log: d.Logger, maxJSONBytes: d.MaxJSONBytes, maxUploadBytes: d.MaxUploadBytes, now: d.Now, hosts: d.Hosts}
 
 	mux := http.NewServeMux()
 	pathOnly := http.NewServeMux() // answers "which paths exist" for 405s

@@ -45,6 +45,7 @@ type envOpts struct {
 	authRate  rate.Limit
 	authBurst int
 	maxJSON   int64
+	hosts     HostAdmin
 }
 
 func loadSpec(tb testing.TB) *openapi3.T {
@@ -88,7 +89,7 @@ func newEnv(tb testing.TB, db *store.DB, o envOpts) *env {
 	if o.authRate == 0 {
 		o.authRate, o.authBurst = rate.Inf, 1
 	}
-	h := New(Deps{Service: svc, Logger: testLogger(tb), AuthRate: o.authRate, AuthBurst: o.authBurst, MaxJSONBytes: o.maxJSON, MaxUploadBytes: 1 << 20})
+	h := New(Deps{Service: svc, Logger: testLogger(tb), AuthRate: o.authRate, AuthBurst: o.authBurst, MaxJSONBytes: o.maxJSON, MaxUploadBytes: 1 << 20, Hosts: o.hosts})
 	srv := httptest.NewServer(h)
 	tb.Cleanup(srv.Close)
 	doc := loadSpec(tb)

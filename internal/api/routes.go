@@ -58,6 +58,8 @@ func (s *server) routes() []route {
 		{method: http.MethodDelete, path: "/v1/snapshots/{name}", auth: authTeam, handle: s.deleteSnapshot},
 
 		{method: http.MethodGet, path: "/v1/admin/templates", auth: authUser, handle: s.adminTemplates},
+		{method: http.MethodPost, path: "/v1/admin/hosts", auth: authUser, handle: s.createHostToken},
+		{method: http.MethodGet, path: "/v1/admin/hosts", auth: authUser, handle: s.listHosts},
 
 		{method: http.MethodGet, path: "/healthz", handle: s.healthz},
 		{method: http.MethodGet, path: "/openapi.yaml", handle: s.openapi},

@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/api"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
+	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -40,7 +42,11 @@ type Options struct {
 	// ProxyTransport reaches sandbox targets (e.g. mTLS to remote agents);
 	// nil: plain connections pooled per sandbox.
 	ProxyTransport http.RoundTripper
-	Logger         *slog.Logger
+	// Fleet makes this a multi-host control plane (agents register, send
+	// heartbeats and are reached over mTLS); Hosts, SandboxRoute and
+	// ProxyTransport are then the fleet's. Store and DataDir are filled in.
+	Fleet  *fleet.Options
+	Logger *slog.Logger
 }
 
 // ControlPlane is an assembled, not yet serving, control plane.
@@ -50,6 +56,7 @@ type ControlPlane struct {
 	Store   *store.DB
 	Service *service.Service
 	Tokens  *auth.Tokens
+	Fleet   *fleet.ControlPlaneSide // nil unless Options.Fleet
 	handler http.Handler
 }
 
@@ -65,6 +72,18 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	cp := &ControlPlane{cfg: cfg, log: log, Store: db}
+	if opts.Fleet != nil {
+		fo := *opts.Fleet
+		fo.Store, fo.Logger = db, log
+		if fo.DataDir == "" {
+			fo.DataDir = cfg.DataDir
+		}
+		if cp.Fleet, err = fleet.NewControlPlane(ctx, fo); err != nil {
+			db.Close()
+			return nil, err
+		}
+		opts.Hosts, opts.SandboxRoute, opts.ProxyTransport = cp.Fleet.Pool(), cp.Fleet.ProxyRoute(), cp.Fleet.ProxyTransport()
+	}
 	if err := cp.build(ctx, opts); err != nil {
 		db.Close()
 		return nil, err
@@ -107,13 +126,20 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	px := proxy.New(&proxy.StoreResolver{Store: cp.Store, Route: route, Resume: proxy.ResumeWith(cp.Service)},
 		proxy.Options{Domain: cp.cfg.Domain, Transport: opts.ProxyTransport, Logger: cp.log})
 	e2b := e2bapi.New(e2bapi.Deps{Service: cp.Service, Domain: cp.cfg.Domain, Metrics: e2bapi.EnvdMetrics{Proxy: px}, Logger: cp.log})
-	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20})
+	var hostAdmin api.HostAdmin // stays a nil interface without a fleet
+	if cp.Fleet != nil {
+		hostAdmin = cp.Fleet
+	}
+	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20, Hosts: hostAdmin})
 	m := metrics.New(cp.counts, cp.cfg.MetricsToken, cp.log)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	for _, p := range e2bapi.Paths() {
 		mux.Handle(p, e2b)
+	}
+	if cp.Fleet != nil {
+		mux.Handle("/v1/hosts/", cp.Fleet.Handler()) // agents authenticate themselves
 	}
 	mux.Handle("/", apiHandler)
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
@@ -165,7 +191,12 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	loopsDone := make(chan struct{})
 	go func() {
 		defer close(loopsDone)
-		cp.Service.NewReaper(cp.cfg.ReapEvery).Run(loopCtx)
+		var loops sync.WaitGroup
+		loops.Go(func() { cp.Service.NewReaper(cp.cfg.ReapEvery).Run(loopCtx) })
+		if cp.Fleet != nil {
+			loops.Go(func() { cp.Fleet.Run(loopCtx) })
+		}
+		loops.Wait()
 	}()
 
 	serveErr := make(chan error, 1)

@@ -92,3 +92,15 @@ WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?`), t, hash, t)
 	}
 	return wrap("consume host token", affected(res))
 }
+
+// MarkHostUnreachable sets a ready host unreachable when its last heartbeat
+// is older than olderThan (or it never sent one), in one UPDATE: a heartbeat
+// that lands between a monitor's read and its write wins, instead of being
+// overwritten by a stale "unreachable". It returns the updated row; a host
+// that is unknown, not ready, or heard from since: ErrNotFound.
+func (db *DB) MarkHostUnreachable(ctx context.Context, id string, olderThan time.Time) (Host, error) {
+	h, err := scanHost(db.sql.QueryRowContext(ctx, db.q(`UPDATE hosts SET status = ?
+WHERE id = ? AND status = ? AND (last_heartbeat IS NULL OR last_heartbeat < ?)
+RETURNING `+hostCols), string(HostUnreachable), id, string(HostReady), db.ts(olderThan)))
+	return h, wrap("mark host unreachable", err)
+}

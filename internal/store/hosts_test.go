@@ -82,3 +82,56 @@ func TestHostTokens(t *testing.T) {
 		}
 	})
 }
+
+// TestMarkHostUnreachable: the monitor's compare-and-set. A heartbeat that
+// arrives between its read and its write must win.
+func TestMarkHostUnreachable(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		hb := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+		for _, h := range []store.Host{
+			{ID: "stale", Address: "a:1", LastHeartbeat: hb},
+			{ID: "fresh", Address: "a:2", LastHeartbeat: hb.Add(time.Minute)},
+			{ID: "never", Address: "a:3"},
+			{ID: "draining", Address: "a:4", Status: store.HostDraining, LastHeartbeat: hb},
+		} {
+			_, err := db.UpsertHost(ctx(t), h)
+			want(t, err, nil)
+		}
+		cut := hb.Add(30 * time.Second)
+		tests := []struct {
+			id   string
+			want error
+		}{
+			{"stale", nil},
+			{"stale", store.ErrNotFound}, // already unreachable: not ready any more
+			{"fresh", store.ErrNotFound}, // heard from since the cut
+			{"never", nil},               // no heartbeat at all counts as stale
+			{"draining", store.ErrNotFound},
+			{"unknown", store.ErrNotFound},
+		}
+		for _, tc := range tests {
+			h, err := db.MarkHostUnreachable(ctx(t), tc.id, cut)
+			want(t, err, tc.want)
+			if err == nil && (h.ID != tc.id || h.Status != store.HostUnreachable) {
+				t.Errorf("%s: got %+v", tc.id, h)
+			}
+		}
+		for id, st := range map[string]store.HostStatus{"stale": store.HostUnreachable, "fresh": store.HostReady,
+			"never": store.HostUnreachable, "draining": store.HostDraining} {
+			h, err := db.GetHost(ctx(t), id)
+			want(t, err, nil)
+			if h.Status != st {
+				t.Errorf("%s: status %s, want %s", id, h.Status, st)
+			}
+		}
+		// The race the CAS exists for: a heartbeat (the whole-row upsert the
+		// registration server does) lands after the monitor decided.
+		h, err := db.GetHost(ctx(t), "fresh")
+		want(t, err, nil)
+		h.LastHeartbeat = hb.Add(2 * time.Minute)
+		_, err = db.UpsertHost(ctx(t), h)
+		want(t, err, nil)
+		_, err = db.MarkHostUnreachable(ctx(t), "fresh", hb.Add(90*time.Second))
+		want(t, err, store.ErrNotFound)
+	})
+}

@@ -1,0 +1,125 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// HostAdmin is the fleet behind /v1/admin/hosts (internal/fleet's
+// ControlPlaneSide implements it). Nil in Deps: the routes answer 503, as
+// a control plane without registered hosts would.
+type HostAdmin interface {
+	// CreateHostToken makes a one-time registration token valid for ttl
+	// (0: the fleet's default).
+	CreateHostToken(ctx context.Context, ttl time.Duration) (token string, expiresAt time.Time, err error)
+	CAFingerprint() string
+	ListHosts(ctx context.Context) ([]store.Host, error)
+	ListSandboxesByHost(ctx context.Context, hostID string) ([]store.Sandbox, error)
+}
+
+// maxTokenTTL bounds registration tokens: a leaked old token should not
+// admit a host a month later.
+const maxTokenTTL = 7 * 24 * time.Hour
+
+type hostTokenJSON struct {
+	Token         string    `json:"token"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	CAFingerprint string    `json:"ca_fingerprint"`
+}
+
+type hostResourcesJSON struct {
+	VCPUs    int `json:"vcpus"`
+	MemoryMB int `json:"memory_mb"`
+	DiskMB   int `json:"disk_mb"`
+}
+
+type hostJSON struct {
+	ID            string            `json:"id"`
+	Name          string            `json:"name"`
+	Address       string            `json:"address"`
+	Status        string            `json:"status"`
+	Capacity      hostResourcesJSON `json:"capacity"`
+	Usage         hostResourcesJSON `json:"usage"`
+	SandboxCount  int               `json:"sandbox_count"` // as the agent last reported
+	Sandboxes     map[string]int    `json:"sandboxes"`     // store rows by status
+	LastHeartbeat *time.Time        `json:"last_heartbeat"`
+	CreatedAt     time.Time         `json:"created_at"`
+}
+
+func (s *server) hostAdmin(r *http.Request) (HostAdmin, error) {
+	if !principalFrom(r.Context()).IsAdmin {
+		return nil, service.PermissionDenied("platform admins only")
+	}
+	if s.hosts == nil {
+		return nil, service.Unavailable("this control plane does not manage a fleet (started with --agent-url)", nil)
+	}
+	return s.hosts, nil
+}
+
+func (s *server) createHostToken(w http.ResponseWriter, r *http.Request) error {
+	ha, err := s.hostAdmin(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		TTLS int `json:"ttl_s"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+	}
+	ttl := time.Duration(in.TTLS) * time.Second
+	if in.TTLS < 0 || ttl > maxTokenTTL {
+		return service.InvalidArgument("ttl_s", "must be between 0 (default) and %d", int(maxTokenTTL/time.Second))
+	}
+	tok, exp, err := ha.CreateHostToken(r.Context(), ttl)
+	if err != nil {
+		return fmt.Errorf("create host token: %w", err)
+	}
+	s.log.Info("host registration token created", "by", principalFrom(r.Context()).UserID, "expires_at", exp)
+	writeJSON(w, http.StatusCreated, hostTokenJSON{Token: tok, ExpiresAt: exp.UTC(), CAFingerprint: ha.CAFingerprint()})
+	return nil
+}
+
+func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
+	ha, err := s.hostAdmin(r)
+	if err != nil {
+		return err
+	}
+	hosts, err := ha.ListHosts(r.Context())
+	if err != nil {
+		return fmt.Errorf("list hosts: %w", err)
+	}
+	out := make([]hostJSON, 0, len(hosts))
+	for _, h := range hosts {
+		sbs, err := ha.ListSandboxesByHost(r.Context(), h.ID)
+		if err != nil {
+			return fmt.Errorf("list sandboxes of host %s: %w", h.ID, err)
+		}
+		counts := map[string]int{}
+		for _, sb := range sbs {
+			counts[string(sb.Status)]++
+		}
+		j := hostJSON{
+			ID: h.ID, Name: h.Name, Address: h.Address, Status: string(h.Status),
+			Capacity:     hostResourcesJSON{VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskMB: h.DiskMB},
+			Usage:        hostResourcesJSON{VCPUs: h.UsedVCPUs, MemoryMB: h.UsedMemoryMB, DiskMB: h.UsedDiskMB},
+			SandboxCount: h.SandboxCount, Sandboxes: counts, CreatedAt: h.CreatedAt.UTC(),
+		}
+		if !h.LastHeartbeat.IsZero() {
+			t := h.LastHeartbeat.UTC()
+			j.LastHeartbeat = &t
+		}
+		out = append(out, j)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
