@@ -11,7 +11,7 @@ TEST_DATA_DIR ?= /var/tmp/hearth-test
 
 BINARIES := bin/hearth bin/envd bin/hearth-init
 
-.PHONY: all run test deps build images web proto test-unit test-vm test-e2b bench clean
+.PHONY: all run test deps build images web proto bench clean
 
 all: build
 
@@ -26,7 +26,12 @@ test: deps build
 deps:
 	scripts/deps.sh
 
-build: $(BINARIES)
+build: web $(BINARIES)
+
+# The dashboard (React + Vite) is embedded in bin/hearth: build it first.
+# scripts/web.sh skips npm and Vite when nothing changed.
+web:
+	scripts/web.sh
 
 # Go decides what is stale; these always run `go build`.
 bin/hearth: FORCE

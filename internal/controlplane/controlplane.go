@@ -21,6 +21,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/api"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/dashboard"
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
@@ -141,7 +142,17 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	if cp.Fleet != nil {
 		mux.Handle("/v1/hosts/", cp.Fleet.Handler()) // agents authenticate themselves
 	}
-	mux.Handle("/", apiHandler)
+	// The dashboard's session cookie becomes a Bearer token on API calls
+	// (with CSRF checks); everything that is not API is the dashboard.
+	withSession := dashboard.WrapAPI(apiHandler)
+	for _, p := range api.Paths() {
+		mux.Handle(p, withSession)
+	}
+	mux.Handle("/", dashboard.New(dashboard.Deps{
+		API:      apiHandler,
+		Terminal: dashboard.ServiceBackend{Service: cp.Service, Hosts: hosts},
+		Logger:   cp.log,
+	}))
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
 	// to the proxy before anything else: its paths are the guest's.
 	cp.handler = m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,25 @@
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+// `npm run dev` serves the front end with hot reload and forwards the
+// server's routes to a running hearth (HEARTH_URL, default
+// http://127.0.0.1:3000). The production build goes to static/app, which
+// web/embed.go embeds into the hearth binary (see the comment there).
+const target = process.env.HEARTH_URL || 'http://127.0.0.1:3000';
+
+export default defineConfig({
+  plugins: [react()],
+  build: {
+    outDir: 'static/app',
+    emptyOutDir: true,
+    chunkSizeWarningLimit: 1024,
+  },
+  server: {
+    proxy: {
+      '/v1': target,
+      '/auth': target,
+      '/ui': target,
+      '/ws': { target, ws: true },
+    },
+  },
+});
