@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -30,6 +31,13 @@ type Options struct {
 	// RootfsBackend forces a root-disk backend ("devicemapper", "reflink",
 	// "qcow2", "copy"); empty: rootfs.Select decides.
 	RootfsBackend string
+	// NetnsPrefix names this agent's network namespaces, links and
+	// iptables chains, and NetPool is the range its slots' host-reachable
+	// addresses come from. Empty: both derived from DataDir, so agents (or
+	// `hearth dev`s) with different data dirs on one machine never touch
+	// each other's objects, and a restarted agent finds its own again.
+	NetnsPrefix string
+	NetPool     netip.Prefix
 
 	Driver           vmm.Driver
 	Disks            rootfs.Backend

@@ -101,22 +101,32 @@ type Images interface {
 	DefaultUser(ctx context.Context, name string) string
 }
 
-// Snapshotter pauses and restores VMs (issue 4). When Options.Snapshotter
-// is nil, Pause/Resume/CreateSnapshot answer "unimplemented".
+// Snapshotter pauses and restores VMs (issue 4; internal/sandboxsnap is
+// the implementation). When Options.Snapshotter is nil,
+// Pause/Resume/CreateSnapshot answer "unimplemented".
 //
 // Contract, so the manager's state machine stays correct:
-//   - Pause writes the snapshot of m into dir through a staging directory
-//     and renames it into place only when complete; on error the previous
-//     snapshot in dir is intact and m is still running.
-//   - Pause leaves m stopped on success (the VMM process has exited).
+//   - PrepareBoot adjusts the config of a machine about to boot so it can
+//     be paused later (QEMU: guest RAM in a shared file).
+//   - Pause writes the snapshot of m (started with cfg) into dir through
+//     staging files renamed into place only when complete; on error the
+//     previous snapshot in dir is intact and m is running again.
+//   - Pause leaves m stopped on success (the VMM process has exited) and
+//     its memory freed.
 //   - Restore builds and starts a machine from the snapshot in dir with cfg
-//     (same stable disk path, fresh tap); the caller waits for envd. On
-//     error it may return a non-nil machine, which the caller stops.
-//   - Remove deletes dir's snapshot files and page-server sockets.
+//     (same stable disk path, fresh tap); the guest runs, the caller waits
+//     for envd. On error it may return a non-nil machine, which the caller
+//     stops.
+//   - Export copies dir's committed snapshot into a new directory dst (one
+//     generation + device state) that Restore accepts: a template's memory.
+//   - Remove deletes dir's snapshot files and page-server sockets and the
+//     sandbox's RAM file; idempotent.
 type Snapshotter interface {
-	Pause(ctx context.Context, m vmm.Machine, dir string) error
+	PrepareBoot(cfg vmm.Config) (vmm.Config, error)
+	Pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, dir string) error
 	Restore(ctx context.Context, cfg vmm.Config, dir string) (vmm.Machine, error)
-	Remove(ctx context.Context, dir string) error
+	Export(ctx context.Context, dir, dst string) error
+	Remove(ctx context.Context, sandboxID, dir string) error
 }
 
 // StaleCleaner is implemented by root-disk backends that hold kernel state

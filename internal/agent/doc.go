@@ -49,31 +49,36 @@
 //
 // # Pause, resume and snapshot templates (issue 4)
 //
-// The manager side is in place and tested with a fake (manager.go Pause,
-// Resume; deps.go Snapshotter); what remains is a Snapshotter over
-// vmm.Snapshotter/vmm.Restorer + internal/snapshot + internal/pagesrv:
+// The Snapshotter (deps.go) is internal/sandboxsnap, wired by default for
+// every driver that can restore (wire.go); see its package doc for the
+// storage layout and the QEMU/Firecracker mechanics.
 //
-//   - Pause: running → pausing; Snapshotter.Pause(machine,
-//     DATA/sandboxes/<id>/snapshot) writes memory as a new generation
-//     (header + diff) and the device state through a staging dir renamed
-//     into place, then stops the VMM; the network slot is torn down;
-//     → paused, recorded in sandbox.json. A failed pause (VM still alive)
-//     goes back to running with the previous snapshot intact.
-//   - Resume: paused → resuming; new slot (same guest IP/MAC, tap0, so the
-//     snapshot stays valid) → Snapshotter.Restore (page server socket in
-//     the run dir, lazy memory) → envd /health → /init with the previous
-//     token as credential (CurrentToken) to set the new token and resync
-//     the frozen guest clock → running. A failed resume releases the VM and
-//     slot and goes back to paused.
-//   - The root disk keeps a stable path across restores (Disks.Lookup);
-//     per-VM mount namespaces belong in the Snapshotter/driver.
-//   - CreateSnapshot(sandbox, template): pause if running (or use the
-//     paused snapshot), copy/merge the generations into
-//     DATA/templates/<template>/ (memory + rootfs.FlattenRootfs disk), then
-//     resume the source if it was running. DeleteSnapshot refuses
-//     (FAILED_PRECONDITION) while sandboxes on this host were created from
-//     it. CreateSandbox with TEMPLATE_KIND_SNAPSHOT restores from it with
-//     MemoryPrivate (one file serves many sandboxes).
-//   - Destroy of a paused sandbox removes the snapshot dir and page-server
-//     sockets (Snapshotter.Remove), then the disk and run dir.
+//   - Boot: Snapshotter.PrepareBoot gives QEMU guests their RAM in a tmpfs
+//     file so they can be paused later.
+//   - Pause: running → pausing; Snapshotter.Pause(machine, cfg,
+//     DATA/sandboxes/<id>/snapshot) commits memory (header + diff) and the
+//     device state through staging names and stops the VMM (RAM freed);
+//     envd.json records the frozen envd's token and user (the snapshot's
+//     memory holds them anyway; sandbox.json stays free of secrets); the
+//     network slot is torn down; → paused, recorded in sandbox.json. A failed
+//     pause goes back to running with the previous snapshot intact.
+//   - Resume: paused → resuming; new slot (same guest IP/MAC, so the
+//     snapshot stays valid) → Snapshotter.Restore → envd /health → /init
+//     authenticated with the frozen token, setting the current token and the
+//     host clock (the guest clock is frozen while paused) → running. A
+//     failed resume releases the VM and slot and goes back to paused.
+//   - CreateSnapshot(sandbox, template): pause if running (resumed again
+//     afterwards), then DATA/templates/<template>/ (templates.go): the
+//     memory as one generation (Snapshotter.Export), the disk as a
+//     byte-for-byte sparse copy (NOT FlattenRootfs: the frozen kernel has
+//     the ext4 layout cached), template.json. Staged and renamed.
+//   - CreateSandbox with TEMPLATE_KIND_SNAPSHOT: vCPUs/memory must equal
+//     the template's (FieldError naming the field); disk = a backend clone
+//     of the template's disk at exactly its file-system size (no resize);
+//     Snapshotter.Restore from the template (own RAM file per sandbox, so it
+//     diverges independently and can be paused) → /init with the new token.
+//   - DeleteSnapshot refuses (FAILED_PRECONDITION) while sandboxes on this
+//     host were created from it.
+//   - Destroy of a paused sandbox removes the snapshot dir, page-server
+//     sockets and RAM file (Snapshotter.Remove), then the disk and run dir.
 package agent

@@ -391,7 +391,9 @@ type fakeSnapshots struct {
 	restores    int
 }
 
-func (f *fakeSnapshots) Pause(ctx context.Context, m vmm.Machine, dir string) error {
+func (f *fakeSnapshots) PrepareBoot(cfg vmm.Config) (vmm.Config, error) { return cfg, nil }
+
+func (f *fakeSnapshots) Pause(ctx context.Context, m vmm.Machine, _ vmm.Config, dir string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failPause {
@@ -427,7 +429,18 @@ func (f *fakeSnapshots) Restore(ctx context.Context, cfg vmm.Config, dir string)
 	return m, nil
 }
 
-func (f *fakeSnapshots) Remove(_ context.Context, dir string) error { return os.RemoveAll(dir) }
+func (f *fakeSnapshots) Export(_ context.Context, dir, dst string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "state"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dst, "state"), b, 0o600)
+}
+
+func (f *fakeSnapshots) Remove(_ context.Context, _, dir string) error { return os.RemoveAll(dir) }
 
 // --- harness ---
 

@@ -40,6 +40,8 @@ var (
 	ErrInvalid       = errors.New("invalid argument")
 	ErrUnimplemented = errors.New("not implemented on this host")
 	ErrShuttingDown  = errors.New("agent is shutting down")
+	// ErrInUse: the resource has dependants (a template with sandboxes).
+	ErrInUse = errors.New("in use")
 )
 
 // Deps are the components the manager drives.
@@ -153,6 +155,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 		m.log.Info("removed stale sandbox of a previous agent", "sandbox", id, "state", md.State)
 	}
+	m.cleanTemplateLeftovers()
 	if c, ok := m.d.Disks.(StaleCleaner); ok {
 		if err := c.CleanupStale(ctx, live); err != nil {
 			return fmt.Errorf("agent: clean stale root disks: %w", err)
@@ -221,10 +224,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	if err := spec.normalize(); err != nil {
 		return Info{}, err
 	}
+	var tpl *templateMeta
 	if spec.TemplateKind == KindSnapshot {
-		// Issue 4: restore from DATA/templates/<id>/ through Snapshots
-		// (vCPUs and memory must equal the snapshot's).
-		return Info{}, fmt.Errorf("create from snapshot template %s: %w", spec.TemplateID, ErrUnimplemented)
+		t, err := m.checkTemplate(&spec)
+		if err != nil {
+			return Info{}, err
+		}
+		tpl = &t
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -243,7 +249,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 
 	sb.log.Info("sandbox state", "from", "", "to", StateCreating, "template", spec.TemplateID,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "disk_size_mb", spec.DiskSizeMB)
-	if err := m.boot(ctx, sb); err != nil {
+	var err error
+	if tpl != nil {
+		err = m.spawn(ctx, sb, *tpl)
+	} else {
+		err = m.boot(ctx, sb)
+	}
+	if err != nil {
 		sb.fail(err)
 		m.unwind(ctx, sb)
 		return Info{}, fmt.Errorf("create sandbox %s: %w", spec.ID, err)
@@ -319,11 +331,19 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	sb.mu.Unlock()
 
 	cfg := m.machineConfig(sb, disk, slot)
+	if m.d.Snapshots != nil {
+		if cfg, err = m.d.Snapshots.PrepareBoot(cfg); err != nil {
+			return fmt.Errorf("vmm: %w", err)
+		}
+	}
 	machine, err := m.d.Driver.NewMachine(cfg)
 	if err != nil {
 		return fmt.Errorf("vmm: %w", err)
 	}
 	t0 := time.Now()
+	sb.mu.Lock()
+	sb.cfg = cfg
+	sb.mu.Unlock()
 	if err := m.startMachine(ctx, sb, machine); err != nil {
 		return err
 	}
@@ -497,7 +517,7 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 		sb.mu.Unlock()
 	}
 	if m.d.Snapshots != nil {
-		if err := m.d.Snapshots.Remove(ctx, snapshotDir(sb.runDir)); err != nil {
+		if err := m.d.Snapshots.Remove(ctx, id, snapshotDir(sb.runDir)); err != nil {
 			errs = append(errs, fmt.Errorf("remove snapshot: %w", err))
 		}
 	}
@@ -559,27 +579,44 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 		return Info{}, err
 	}
 	defer sb.unlock()
-	if sb.currentState() == StatePaused {
-		return sb.info(), nil
-	}
-	if err := sb.transition(StatePausing, StateRunning); err != nil {
+	if err := m.pauseLocked(ctx, sb); err != nil {
 		return Info{}, err
 	}
+	return sb.info(), nil
+}
+
+// pauseLocked is Pause with sb's op slot held.
+func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
+	id := sb.spec.ID
+	if sb.currentState() == StatePaused {
+		return nil
+	}
+	if err := sb.transition(StatePausing, StateRunning); err != nil {
+		return err
+	}
 	sb.mu.Lock()
-	machine, exited := sb.machine, sb.exited
+	machine, exited, cfg, user := sb.machine, sb.exited, sb.cfg, sb.user
 	sb.mu.Unlock()
-	if err := m.d.Snapshots.Pause(ctx, machine, snapshotDir(sb.runDir)); err != nil {
+	t0 := time.Now()
+	if err := m.d.Snapshots.Pause(ctx, machine, cfg, snapshotDir(sb.runDir)); err != nil {
 		err = fmt.Errorf("pause sandbox %s: %w", id, err)
 		if isClosed(exited) {
 			sb.fail(err)
 		} else if terr := sb.transition(StateRunning, StatePausing); terr != nil {
-			return Info{}, errors.Join(err, terr)
+			return errors.Join(err, terr)
 		}
-		return Info{}, err
+		return err
 	}
 	select { // Pause's contract: the VMM process has exited
 	case <-exited:
 	case <-ctx.Done():
+	}
+	// The frozen envd holds this token: a later resume or a template made
+	// from this snapshot authenticates /init with it. The snapshot's memory
+	// holds it anyway, so keeping it beside that memory exposes nothing new
+	// (sandbox.json stays free of secrets).
+	if err := writeFrozen(snapshotDir(sb.runDir), frozenEnvd{Token: sb.spec.AccessToken, User: user}); err != nil {
+		sb.log.Warn("pause: record envd token", "err", err)
 	}
 	sb.mu.Lock()
 	sb.machine, sb.envd = nil, nil
@@ -594,10 +631,11 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 		sb.mu.Unlock()
 	}
 	if err := sb.transition(StatePaused, StatePausing); err != nil {
-		return Info{}, err
+		return err
 	}
+	sb.log.Info("paused", "ms", time.Since(t0).Milliseconds())
 	m.saveMeta(sb)
-	return sb.info(), nil
+	return nil
 }
 
 // Resume restores a paused sandbox. Resuming a running one succeeds. A
@@ -614,34 +652,61 @@ func (m *Manager) Resume(ctx context.Context, id, accessToken string, allowInter
 		return Info{}, err
 	}
 	defer sb.unlock()
-	if sb.currentState() == StateRunning {
-		return sb.info(), nil
-	}
-	if err := sb.transition(StateResuming, StatePaused); err != nil {
+	if err := m.resumeLocked(ctx, sb, accessToken, allowInternet); err != nil {
 		return Info{}, err
 	}
-	prevToken := sb.spec.AccessToken
+	return sb.info(), nil
+}
+
+// resumeLocked is Resume with sb's op slot held.
+func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken string, allowInternet bool) error {
+	id := sb.spec.ID
+	if sb.currentState() == StateRunning {
+		return nil
+	}
+	if err := sb.transition(StateResuming, StatePaused); err != nil {
+		return err
+	}
+	frozen, ferr := readFrozen(snapshotDir(sb.runDir))
+	prevToken := frozen.Token
+	if ferr != nil || prevToken == "" {
+		// No record (a snapshot written before the record existed): the
+		// control plane's token is the one the sandbox was created with.
+		prevToken = sb.spec.AccessToken
+		if prevToken == "" {
+			prevToken = accessToken
+		}
+	}
 	if accessToken != "" {
 		sb.spec.AccessToken = accessToken // guarded by op: only lifecycle ops read spec's token
 	}
 	sb.spec.AllowInternet = allowInternet
-	if err := m.restore(ctx, sb, prevToken); err != nil {
+	user := frozen.User
+	if user == "" {
+		user = m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
+	}
+	t0 := time.Now()
+	if err := m.restore(ctx, sb, snapshotDir(sb.runDir), user, prevToken); err != nil {
 		err = fmt.Errorf("resume sandbox %s: %w", id, err)
 		if cerr := m.releaseVM(context.WithoutCancel(ctx), sb); cerr != nil {
 			sb.fail(errors.Join(err, cerr))
 		} else if terr := sb.transition(StatePaused, StateResuming); terr != nil {
-			return Info{}, errors.Join(err, terr)
+			return errors.Join(err, terr)
 		}
-		return Info{}, err
+		return err
 	}
 	if err := sb.transition(StateRunning, StateResuming); err != nil {
-		return Info{}, err
+		return err
 	}
+	sb.log.Info("resumed", "ms", time.Since(t0).Milliseconds())
 	m.saveMeta(sb)
-	return sb.info(), nil
+	return nil
 }
 
-func (m *Manager) restore(ctx context.Context, sb *sandbox, prevToken string) error {
+// restore starts sb's VM from the snapshot in dir (its own, or a
+// template's) on a new network slot and initialises envd, authenticating
+// with prevToken (the token the frozen envd holds).
+func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken string) error {
 	slot, err := m.d.Net.Setup(ctx, sb.spec.ID, NetOptions{AllowInternet: sb.spec.AllowInternet})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -654,19 +719,24 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, prevToken string) er
 		return fmt.Errorf("root disk: %w", err)
 	}
 	t0 := time.Now()
-	machine, err := m.d.Snapshots.Restore(ctx, m.machineConfig(sb, disk, slot), snapshotDir(sb.runDir))
+	cfg := m.machineConfig(sb, disk, slot)
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return err
+	}
+	machine, err := m.d.Snapshots.Restore(ctx, cfg, dir)
 	if machine != nil {
 		// Recorded even on error: a restore that failed halfway may have
 		// left a process for releaseVM to stop.
 		sb.mu.Lock()
 		sb.machine = machine
+		sb.cfg = cfg
 		sb.mu.Unlock()
 		m.watch(sb, machine)
 	}
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	user := m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
+	m.saveMeta(sb)
 	return m.connectEnvd(ctx, sb, slot, user, prevToken, t0)
 }
 
@@ -700,34 +770,6 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 		sb.mu.Unlock()
 	}
 	return errors.Join(errs...)
-}
-
-// SnapshotInfo describes a snapshot template.
-type SnapshotInfo struct {
-	TemplateID string
-	VCPUs      int
-	MemoryMB   int
-	DiskSizeMB int
-}
-
-// CreateSnapshot makes a snapshot template from a sandbox (issue 4: memory
-// snapshot + flattened disk under DATA/templates/<templateID>/).
-func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error) {
-	if !validTemplate.MatchString(templateID) {
-		return SnapshotInfo{}, &FieldError{Field: "template_id", Msg: fmt.Sprintf("%q", templateID)}
-	}
-	if _, err := m.get(sandboxID); err != nil {
-		return SnapshotInfo{}, err
-	}
-	return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", ErrUnimplemented)
-}
-
-// DeleteSnapshot removes a snapshot template's files; idempotent.
-func (m *Manager) DeleteSnapshot(ctx context.Context, templateID string) error {
-	if !validTemplate.MatchString(templateID) {
-		return &FieldError{Field: "template_id", Msg: fmt.Sprintf("%q", templateID)}
-	}
-	return fmt.Errorf("delete snapshot: %w", ErrUnimplemented)
 }
 
 // Get returns one sandbox.

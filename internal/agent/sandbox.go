@@ -81,6 +81,7 @@ type sandbox struct {
 	state     State
 	errMsg    string
 	machine   vmm.Machine   // non-nil while a VMM process may exist
+	cfg       vmm.Config    // the config machine was started (or restored) with
 	exited    chan struct{} // closed when machine's process has exited
 	slot      *NetSlot      // non-nil while a network slot may exist
 	disk      *rootfs.Disk  // non-nil once the root disk exists

@@ -280,7 +280,7 @@ func connectErr(err error) error {
 		code = connect.CodeUnimplemented
 	case errors.Is(err, ErrShuttingDown):
 		code = connect.CodeUnavailable
-	case errors.As(err, &te):
+	case errors.As(err, &te), errors.Is(err, ErrInUse):
 		code = connect.CodeFailedPrecondition
 	}
 	out := connect.NewError(code, err)

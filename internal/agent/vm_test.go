@@ -40,9 +40,18 @@ type vmEnv struct {
 	agent  *Agent
 	client *Client
 	pool   *rootfs.Pool
+	opts   Options
+	srv    *httptest.Server
 }
 
 func newVMEnv(t testing.TB, images ...string) *vmEnv {
+	t.Helper()
+	return newVMEnvWith(t, nil, images...)
+}
+
+// newVMEnvWith is newVMEnv with a hook that adjusts the agent's options
+// (e.g. a Snapshotter with injected failures).
+func newVMEnvWith(t testing.TB, adjust func(*Options), images ...string) *vmEnv {
 	t.Helper()
 	im := vmmtest.FindImages(t)
 	vmmtest.RequireQEMU(t)
@@ -95,7 +104,7 @@ func newVMEnv(t testing.TB, images ...string) *vmEnv {
 		t.Fatal(err)
 	}
 	imagesDir := filepath.Join(data, "images")
-	a, err := New(ctx, Options{
+	opts := Options{
 		DataDir: data,
 		HostID:  "vmtest",
 		Driver:  qemu.New(qemu.Options{Accel: qemu.AccelTCG, Logger: log}),
@@ -105,21 +114,42 @@ func newVMEnv(t testing.TB, images ...string) *vmEnv {
 			return rootfs.EnsureImageSizes(ctx, imagesDir, minBytes)
 		},
 		Logger: log,
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	a, err := New(ctx, opts)
 	if err != nil {
 		pool.Close()
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
-	e := &vmEnv{data: data, agent: a, client: NewClient(srv.URL, srv.Client()), pool: pool}
+	e := &vmEnv{data: data, agent: a, client: NewClient(srv.URL, srv.Client()), pool: pool, opts: opts, srv: srv}
 	t.Cleanup(func() {
 		// Tests close these themselves to check for leaks; this is for
 		// the failure paths (both are idempotent).
-		srv.Close()
-		_ = a.Close()
+		e.srv.Close()
+		_ = e.agent.Close()
 		_ = pool.Close()
 	})
 	return e
+}
+
+// restart shuts the agent down (pausing its sandboxes) and starts a new one
+// on the same data dir and components, as after an agent upgrade.
+func (e *vmEnv) restart(t testing.TB) {
+	t.Helper()
+	e.srv.Close()
+	if err := e.agent.Close(); err != nil {
+		t.Fatalf("agent shutdown: %v", err)
+	}
+	a, err := New(context.Background(), e.opts)
+	if err != nil {
+		t.Fatalf("agent restart: %v", err)
+	}
+	e.agent = a
+	e.srv = httptest.NewServer(a.Handler())
+	e.client = NewClient(e.srv.URL, e.srv.Client())
 }
 
 func TestVMEndToEnd(t *testing.T) {

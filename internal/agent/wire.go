@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"time"
@@ -15,8 +17,24 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/netns"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 	"github.com/hearth-sandbox/hearth/internal/vmm/auto"
 )
+
+// netIdentity derives a network object prefix ("h" + 4 hex digits + "-")
+// and a /16 address pool inside 10.128.0.0/10 from the data dir, so two
+// agents with different data dirs do not collide (a 1-in-64 chance of a
+// shared pool remains: set Options.NetPool explicitly on such hosts).
+func netIdentity(dataDir string) (string, netip.Prefix) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	prefix := fmt.Sprintf("h%02x%02x-", sum[0], sum[1])
+	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128 + sum[2]%64, 0, 0}), 16)
+	return prefix, pool
+}
 
 // wire fills in the components Options left nil with the real ones.
 func (a *Agent) wire(ctx context.Context) error {
@@ -34,7 +52,14 @@ func (a *Agent) wire(ctx context.Context) error {
 		o.Driver = d
 	}
 	if o.Net == nil {
-		nm, err := netns.NewManager(ctx, netns.Config{Logger: o.Logger})
+		prefix, pool := netIdentity(o.DataDir)
+		if o.NetnsPrefix != "" {
+			prefix = o.NetnsPrefix
+		}
+		if o.NetPool.IsValid() {
+			pool = o.NetPool
+		}
+		nm, err := netns.NewManager(ctx, netns.Config{Prefix: prefix, Pool: pool, Logger: o.Logger})
 		if err != nil {
 			return fmt.Errorf("agent: network: %w", err)
 		}
@@ -61,11 +86,24 @@ func (a *Agent) wire(ctx context.Context) error {
 			}
 		}
 	}
+	if o.Snapshots == nil {
+		// Every driver that can restore gets pause/resume/templates.
+		if d, ok := o.Driver.(sandboxsnap.Driver); ok {
+			s, err := sandboxsnap.New(sandboxsnap.Options{Driver: d, DataDir: o.DataDir, Logger: o.Logger})
+			if err != nil {
+				return fmt.Errorf("agent: snapshots: %w", err)
+			}
+			o.Snapshots = s
+			a.closers = append(a.closers, s.Close)
+		}
+	}
 	if o.Dial == nil {
 		o.Dial = NewEnvdDialer(nil)
 	}
 	return nil
 }
+
+var _ Snapshotter = (*sandboxsnap.Snapshotter)(nil)
 
 // netAdapter adapts *netns.Manager to Network.
 type netAdapter struct{ m *netns.Manager }
