@@ -27,8 +27,12 @@ func Assets() (fs.FS, bool) {
 			return app, true
 		}
 	}
-	return placeholder{}, false
+	return NotBuilt(), false
 }
+
+// NotBuilt is what Assets returns without a build: a file system whose only
+// file, index.html, says how to build the dashboard.
+func NotBuilt() fs.FS { return placeholder{} }
 
 // placeholder serves static/not-built.html as index.html.
 type placeholder struct{}

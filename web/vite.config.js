@@ -9,6 +9,10 @@ const target = process.env.HEARTH_URL || 'http://127.0.0.1:3000';
 
 export default defineConfig({
   plugins: [react()],
+  // The server mounts the dashboard under /app/: the E2B-compatible API owns
+  // /sandboxes and /templates at the root, which are also client routes here.
+  // Assets load from /app/assets/..., and the router's basename follows this.
+  base: '/app/',
   build: {
     outDir: 'static/app',
     emptyOutDir: true,

@@ -60,7 +60,7 @@ hearth dev is running.
 
   API          %[1]s/v1           (OpenAPI: %[1]s/openapi.yaml)
   API test UI  %[1]s/docs/
-  Dashboard    %[1]s/
+  Dashboard    %[1]s/app/
   Login        %[2]s / %[3]s
   API key      %[4]s
 

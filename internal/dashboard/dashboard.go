@@ -1,5 +1,5 @@
 // Package dashboard serves hearth's web dashboard: the embedded single-page
-// app, the browser session (cookies + CSRF), and the two things the REST API
+// app (under /app/; GET / redirects there), the browser session (cookies + CSRF), and the two things the REST API
 // cannot give a browser: a terminal over WebSocket and a directory listing,
 // both bridged to the sandbox's envd.
 //
@@ -68,9 +68,16 @@ type handler struct {
 	hasIndex bool
 }
 
-// Paths are the path prefixes the dashboard serves besides its catch-all
-// "/" (for composing it with the API on one mux).
-func Paths() []string { return []string{"/auth/", "/ws/", "/ui/"} }
+// Prefix is where the single-page app lives. Not at the root: the
+// E2B-compatible API owns /sandboxes, /sandboxes/{id} and /templates there,
+// which are also the app's own page paths.
+const Prefix = "/app/"
+
+// Paths are the path prefixes the dashboard serves (for composing it with
+// the API on one mux). Besides them it answers "/" itself with a redirect
+// to Prefix and any other path with a JSON 404, so mounting it at "/" after
+// the API's paths covers everything.
+func Paths() []string { return []string{Prefix, "/auth/", "/ws/", "/ui/"} }
 
 // New returns the dashboard handler: mount it at "/" after the API's paths.
 // It panics without an API handler (a wiring bug).
@@ -100,7 +107,13 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("/auth/", notFound)
 	mux.HandleFunc("/ws/", notFound)
 	mux.HandleFunc("/ui/", notFound)
-	mux.HandleFunc("/", h.spa)
+	mux.HandleFunc(Prefix, h.spa)
+	// The root is where people type the server's address: send them to the
+	// app. Not permanent, so the app may move again without stale caches.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, Prefix, http.StatusFound)
+	})
+	mux.HandleFunc("/", notFound)
 	h.mux = mux
 	return h
 }

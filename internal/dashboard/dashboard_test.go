@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
+	"github.com/hearth-sandbox/hearth/web"
 )
 
 // envdHost is the test's host: servicetest.FakeHost for the control-plane
@@ -98,7 +100,7 @@ type fixture struct {
 
 // newFixture composes what `hearth server` serves: the real API (SQLite in
 // t.TempDir) behind WrapAPI on its paths, the dashboard on the rest.
-func newFixture(t *testing.T, tls bool, assets *fstest.MapFS) fixture {
+func newFixture(t *testing.T, tls bool, assets fs.FS) fixture {
 	t.Helper()
 	ctx := context.Background()
 	sealer, err := store.NewAESSealer(bytes.Repeat([]byte{7}, 32))
@@ -134,9 +136,7 @@ func newFixture(t *testing.T, tls bool, assets *fstest.MapFS) fixture {
 		// run slow tools) out of the test.
 		Shell: []string{"/bin/sh"},
 	}
-	if assets != nil {
-		d.Assets = assets
-	}
+	d.Assets = assets // nil: the embedded build
 	mux := http.NewServeMux()
 	wrapped := dashboard.WrapAPI(apiH)
 	for _, p := range api.Paths() {
@@ -432,32 +432,47 @@ func TestSPA(t *testing.T) {
 		"assets/app-1a2b.css": {Data: []byte("body{}")},
 		"favicon.svg":         {Data: []byte("<svg xmlns='http://www.w3.org/2000/svg'/>")},
 	}
-	f := newFixture(t, false, &assets)
+	f := newFixture(t, false, assets)
+	// Redirects are checked, not followed.
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, tc := range []struct {
 		path, method string
 		status       int
 		ctype, body  string
 		cache        string
+		location     string // the redirect's target, when status is 3xx
 	}{
-		{"/", "GET", 200, "text/html", "<div id=root>", "no-cache"},
-		{"/sandboxes", "GET", 200, "text/html", "<div id=root>", "no-cache"},
-		{"/sandboxes/abc123", "GET", 200, "text/html", "<div id=root>", "no-cache"},
-		{"/admin/templates", "GET", 200, "text/html", "<div id=root>", "no-cache"},
-		{"/index.html", "GET", 200, "text/html", "<div id=root>", "no-cache"},
-		{"/assets/app-1a2b.js", "GET", 200, "javascript", "console.log", "immutable"},
-		{"/assets/app-1a2b.css", "GET", 200, "text/css", "body{}", "immutable"},
-		{"/favicon.svg", "GET", 200, "image/svg+xml", "<svg", "no-cache"},
-		{"/assets/gone-0000.js", "GET", 404, "", "", ""},
-		{"/robots.txt", "GET", 404, "", "", ""},
-		{"/auth/unknown", "GET", 404, "application/json", `"code":404`, ""},
-		{"/sandboxes", "POST", 405, "", "", ""},
+		// The root sends people to the app.
+		{"/", "GET", 302, "", "", "", "/app/"},
+		{"/", "HEAD", 302, "", "", "", "/app/"},
+		{"/app", "GET", 307, "", "", "", "/app/"},
+		{"/app/", "GET", 200, "text/html", "<div id=root>", "no-cache", ""},
+		{"/app/sandboxes", "GET", 200, "text/html", "<div id=root>", "no-cache", ""},
+		{"/app/sandboxes/abc123", "GET", 200, "text/html", "<div id=root>", "no-cache", ""},
+		{"/app/admin/templates", "GET", 200, "text/html", "<div id=root>", "no-cache", ""},
+		{"/app/login?next=%2Fkeys", "GET", 200, "text/html", "<div id=root>", "no-cache", ""},
+		{"/app/index.html", "GET", 301, "", "", "", "./"},
+		{"/app/assets/app-1a2b.js", "GET", 200, "javascript", "console.log", "immutable", ""},
+		{"/app/assets/app-1a2b.css", "GET", 200, "text/css", "body{}", "immutable", ""},
+		{"/app/favicon.svg", "GET", 200, "image/svg+xml", "<svg", "no-cache", ""},
+		{"/app/assets/gone-0000.js", "GET", 404, "", "", "", ""},
+		{"/app/robots.txt", "GET", 404, "", "", "", ""},
+		{"/app/sandboxes", "POST", 405, "", "", "", ""},
+		// Outside /app/ nothing is the app: the root paths that are client
+		// routes under /app/ belong to the E2B API in `hearth server`, and
+		// assets are not served from the root.
+		{"/sandboxes", "GET", 404, "application/json", `"code":404`, "", ""},
+		{"/login", "GET", 404, "application/json", `"code":404`, "", ""},
+		{"/assets/app-1a2b.js", "GET", 404, "application/json", `"code":404`, "", ""},
+		{"/favicon.svg", "GET", 404, "application/json", `"code":404`, "", ""},
+		{"/auth/unknown", "GET", 404, "application/json", `"code":404`, "", ""},
 		// The API keeps its own paths.
-		{"/v1/nope", "GET", 404, "application/json", `"code":404`, ""},
-		{"/healthz", "GET", 200, "", "", ""},
+		{"/v1/nope", "GET", 404, "application/json", `"code":404`, "", ""},
+		{"/healthz", "GET", 200, "", "", "", ""},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, f.url+tc.path, nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := noRedirects.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -465,6 +480,9 @@ func TestSPA(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tc.status, body)
+			}
+			if loc := resp.Header.Get("Location"); loc != tc.location {
+				t.Errorf("Location %q, want %q", loc, tc.location)
 			}
 			if !strings.Contains(resp.Header.Get("Content-Type"), tc.ctype) || !strings.Contains(string(body), tc.body) {
 				t.Errorf("content type %q body %q", resp.Header.Get("Content-Type"), body)
@@ -476,6 +494,34 @@ func TestSPA(t *testing.T) {
 				t.Errorf("index.html without CSP")
 			}
 		})
+	}
+}
+
+// A binary built before the front end serves a page saying how to build
+// it, wherever in the app one lands.
+func TestSPANotBuilt(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false, web.NotBuilt())
+	for _, p := range []string{"/", "/app/", "/app/sandboxes/abc123"} {
+		t.Run(p, func(t *testing.T) {
+			resp, err := http.Get(f.url + p) // follows / to /app/
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Dashboard not built") || resp.Request.URL.Path == "/" {
+				t.Fatalf("%s: %d at %s: %.200s", p, resp.StatusCode, resp.Request.URL.Path, body)
+			}
+		})
+	}
+	resp, err := http.Get(f.url + "/app/assets/index-0000.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("an asset of the missing build: %d, want 404", resp.StatusCode)
 	}
 }
 

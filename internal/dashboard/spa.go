@@ -13,17 +13,19 @@ import (
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
 	"img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 
-// spa serves the built front end. A path naming a file serves it (Vite's
-// hashed /assets/* are cached for a year); any other path without a file
-// extension is a client-side route and gets index.html. A missing asset is
-// a 404, never index.html (a script tag must not receive HTML).
+// spa serves the built front end under Prefix (Vite builds it with that
+// base, so index.html asks for /app/assets/...). A path naming a file serves
+// it (Vite's hashed assets/* are cached for a year); any other path without
+// a file extension is a client-side route and gets index.html. A missing
+// asset is a 404, never index.html (a script tag must not receive HTML).
 func (h *handler) spa(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+	// path.Clean("/app/") is "/app": both that and "/app/x" lose the prefix.
+	name := strings.TrimPrefix(strings.TrimPrefix(path.Clean("/"+r.URL.Path), strings.TrimSuffix(Prefix, "/")), "/")
 	if name != "" {
 		if st, err := fs.Stat(h.assets, name); err == nil && !st.IsDir() {
 			if strings.HasPrefix(name, "assets/") {

@@ -14,14 +14,17 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const BASE = process.env.HEARTH_URL;
+const SERVER = process.env.HEARTH_URL;
+// The dashboard lives under /app/ (the E2B-compatible API owns /sandboxes
+// and /templates at the root); BASE is the app, SERVER the whole server.
+const BASE = SERVER && `${SERVER.replace(/\/$/, '')}/app`;
 const ADMIN_EMAIL = process.env.HEARTH_ADMIN_EMAIL;
 const ADMIN_PASSWORD = process.env.HEARTH_ADMIN_PASSWORD;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOT_DIR || path.join(import.meta.dirname, 'screenshots');
 const VM_TIMEOUT = 180_000;
 
-if (!BASE) throw new Error('HEARTH_URL is not set: run tests/browser/run.sh');
+if (!SERVER) throw new Error('HEARTH_URL is not set: run tests/browser/run.sh');
 
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
@@ -92,15 +95,15 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
 
   await t.test('signup logs the new user in', async () => {
     await page.goto(`${BASE}/sandboxes`);
-    await page.waitForURL(/\/login/);
+    await page.waitForURL(/\/app\/login/);
     await shot(page, 'login');
     await page.getByRole('link', { name: 'Create an account' }).click();
-    await page.waitForURL(/\/signup/);
+    await page.waitForURL(/\/app\/signup/);
     await page.fill('input[name=email]', email);
     await page.fill('input[name=password]', password);
     await shot(page, 'signup');
     await page.getByRole('button', { name: 'Sign up' }).click();
-    await page.waitForURL(/\/sandboxes$/);
+    await page.waitForURL(/\/app\/sandboxes$/);
     await page.getByTestId('user-email').filter({ hasText: email }).waitFor();
     // The session token is httpOnly: page scripts cannot read it.
     const cookies = await page.evaluate(() => document.cookie);
@@ -112,7 +115,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
 
   await t.test('create an API key: shown once, then listed by prefix', async () => {
     await page.getByRole('link', { name: 'API keys' }).first().click();
-    await page.waitForURL(/\/keys$/);
+    await page.waitForURL(/\/app\/keys$/);
     await page.fill('input[name=key-name]', 'browser-test');
     await page.getByTestId('create-key').click();
     const key = (await page.getByTestId('new-key-value').textContent()).trim();
@@ -138,7 +141,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     await form.locator('input[name=disk_gb]').fill('2');
     await shot(page, 'sandbox-create');
     await page.getByTestId('create-sandbox').click();
-    await page.waitForURL(/\/sandboxes\/[a-z0-9]+$/, { timeout: VM_TIMEOUT });
+    await page.waitForURL(/\/app\/sandboxes\/[a-z0-9]+$/, { timeout: VM_TIMEOUT });
     sandboxId = page.url().split('/').pop();
     assert.equal(await statusOf(page), 'running');
     const facts = await page.locator('.facts').textContent();
@@ -275,11 +278,13 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
   await t.test("an admin sees another team's template on the admin templates page", async () => {
     assert.ok(ADMIN_EMAIL && ADMIN_PASSWORD, 'HEARTH_ADMIN_EMAIL/HEARTH_ADMIN_PASSWORD are set by run.sh');
     const { page: admin } = await browserContext();
-    await admin.goto(`${BASE}/login`);
+    // Typing the server's address lands on the app's login page.
+    await admin.goto(`${SERVER}/`);
+    await admin.waitForURL(/\/app\/login/);
     await admin.fill('input[name=email]', ADMIN_EMAIL);
     await admin.fill('input[name=password]', ADMIN_PASSWORD);
     await admin.getByRole('button', { name: 'Log in' }).click();
-    await admin.waitForURL(/\/sandboxes$/);
+    await admin.waitForURL(/\/app\/sandboxes$/);
     await admin.getByRole('link', { name: 'All templates' }).click();
     const table = admin.getByTestId('admin-templates-table');
     await table.waitFor();
@@ -300,7 +305,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     await admin.locator('[data-testid=hosts-table], .empty').first().waitFor();
     await shot(admin, 'admin-hosts');
     await admin.getByRole('button', { name: 'Log out' }).click();
-    await admin.waitForURL(/\/login/);
+    await admin.waitForURL(/\/app\/login/);
     const me = await admin.evaluate(() => fetch('/v1/me').then((r) => r.status));
     assert.equal(me, 401, 'logged out: the API refuses the session');
   });
@@ -321,7 +326,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     const actions = page.locator('.page-header .page-actions');
     await actions.getByRole('button', { name: 'Destroy' }).click();
     await actions.getByRole('button', { name: 'Confirm destroy' }).click();
-    await page.waitForURL(/\/sandboxes$/, { timeout: VM_TIMEOUT });
+    await page.waitForURL(/\/app\/sandboxes$/, { timeout: VM_TIMEOUT });
     await page.locator(`[data-testid=sandbox-row][data-id="${sandboxId}"]`).waitFor({ state: 'detached' });
     const status = await page.evaluate((id) => fetch(`/v1/sandboxes/${id}`).then((r) => r.status), sandboxId);
     assert.equal(status, 404, 'the destroyed sandbox is gone from the API');

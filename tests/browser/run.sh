@@ -35,7 +35,13 @@ fi
 
 work=$(mktemp -d /tmp/hearth-browser.XXXXXX)
 pid=
+# leftovers lists processes still using the temp dir (a microVM's command
+# line names its files there): VMs run in their own process groups, so a
+# server killed hard would leave them behind. The pattern is this run's
+# unique directory, so it can only match processes this script started.
+leftovers() { pgrep -f -- "$work/" || true; }
 cleanup() {
+	local p m busy=
 	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
 		kill -INT "$pid" 2>/dev/null || true
 		# hearth dev stops its sandboxes before exiting; bounded wait.
@@ -43,7 +49,22 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	fi
-	rm -rf "$work"
+	for p in $(leftovers); do
+		echo "tests/browser: killing leftover process $p: $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null | cut -c1-160)" >&2
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	# The agent mounts an xfs pool at <data>/rootfs-pool and leaves it
+	# mounted on exit (by design, for agent restarts): unmount it, and
+	# anything else mounted under the temp dir, deepest first. Never delete
+	# through a live mount.
+	for m in $(findmnt -rn -o TARGET 2>/dev/null | grep -F -- "$work/" | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || { echo "tests/browser: could not unmount $m" >&2; busy=1; }
+	done
+	if [[ -n $busy ]]; then
+		echo "tests/browser: left $work in place (still mounted)" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
 
@@ -93,8 +114,10 @@ if [[ -z ${HEARTH_URL:-} ]]; then
 		;;
 	esac
 	wait_ready "$HEARTH_URL" "$log"
-	if ! curl -fsS "$HEARTH_URL/sandboxes" | grep -q 'id="root"'; then
-		echo "tests/browser: $HEARTH_URL does not serve the dashboard (GET /sandboxes has no app)." >&2
+	# The dashboard lives under /app/ (the E2B-compatible API owns
+	# /sandboxes at the root); / redirects there.
+	if ! curl -fsSL "$HEARTH_URL/" | grep -q 'id="root"' || ! curl -fsS "$HEARTH_URL/app/sandboxes" | grep -q 'id="root"'; then
+		echo "tests/browser: $HEARTH_URL does not serve the dashboard (GET / and GET /app/sandboxes have no app)." >&2
 		echo "  The server must mount dashboard.New and dashboard.WrapAPI (internal/dashboard)," >&2
 		echo "  and the front end must be built before the binary (scripts/web.sh)." >&2
 		exit 1
@@ -110,7 +133,10 @@ export SCREENSHOT_DIR=${SCREENSHOT_DIR:-$here/screenshots}
 rm -rf "$SCREENSHOT_DIR"
 cd "$here"
 status=0
-node --test --test-concurrency=1 --test-reporter=spec dashboard.test.mjs || status=$?
+# Chromium's profile directories go under the temp dir too, so a crashed
+# run's browsers are found by leftovers and their files removed.
+mkdir -p "$work/tmp"
+TMPDIR=$work/tmp node --test --test-concurrency=1 --test-reporter=spec dashboard.test.mjs || status=$?
 echo "screenshots: $SCREENSHOT_DIR"
 if [[ $status != 0 && -n ${log:-} ]]; then
 	echo "--- last server log lines ---"

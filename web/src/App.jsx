@@ -133,7 +133,8 @@ function Shell() {
               value={team?.id || ''}
               onChange={(e) => {
                 selectTeam(e.target.value === me.teams[0].id ? '' : e.target.value);
-                window.location.assign('/sandboxes');
+                // A full reload (outside the router): prefix the app's base.
+                window.location.assign(`${import.meta.env.BASE_URL}sandboxes`);
               }}
             >
               {me.teams.map((t) => (
@@ -198,7 +199,7 @@ function Shell() {
 export function Brand() {
   return (
     <span className="brand">
-      <img src="/favicon.svg" alt="" width="24" height="24" />
+      <img src={`${import.meta.env.BASE_URL}favicon.svg`} alt="" width="24" height="24" />
       <span>hearth</span>
     </span>
   );
