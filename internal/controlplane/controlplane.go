@@ -150,7 +150,7 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	}
 	mux.Handle("/", dashboard.New(dashboard.Deps{
 		API:      apiHandler,
-		Terminal: dashboard.ServiceBackend{Service: cp.Service, Hosts: hosts},
+		Terminal: dashboard.ServiceBackend{Service: cp.Service, Proxy: px},
 		Logger:   cp.log,
 	}))
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes

@@ -3,26 +3,29 @@ package dashboard
 import (
 	"context"
 	"net/http"
-	"strings"
 
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
+	"github.com/hearth-sandbox/hearth/internal/inproc"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
-// ServiceBackend is the TerminalBackend of a control plane that can reach
-// its hosts' envd addresses (one box, or hosts on a routed network): the
-// service authenticates the session and finds the team's sandbox, the host
-// pool's client reports the sandbox's envd address.
+// ServiceBackend is the TerminalBackend of a control plane: the service
+// authenticates the session and finds the team's running sandbox, and envd
+// is reached through the sandbox traffic proxy, in-process, exactly as SDK
+// traffic is (so it works wherever the sandbox runs: this box or a remote
+// host behind its agent).
 type ServiceBackend struct {
 	Service *service.Service
-	Hosts   service.HostPool
-	// HTTPClient talks to envd; nil: a client without timeouts (terminal
-	// streams are long-lived).
-	HTTPClient *http.Client
+	// Proxy is the sandbox traffic handler (internal/proxy), routed by the
+	// E2b-Sandbox-Id / E2b-Sandbox-Port headers.
+	Proxy http.Handler
 }
 
 var _ TerminalBackend = ServiceBackend{}
+
+// envdPort is where envd listens in every guest.
+const envdPort = "49983"
 
 func (b ServiceBackend) Envd(ctx context.Context, sessionToken, teamID, sandboxID string) (*envdclient.Client, error) {
 	p, err := b.Service.AuthenticateToken(ctx, sessionToken, teamID)
@@ -36,26 +39,9 @@ func (b ServiceBackend) Envd(ctx context.Context, sessionToken, teamID, sandboxI
 	if sb.Status != store.StatusRunning {
 		return nil, service.Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
 	}
-	hc, err := b.Hosts.Get(ctx, sb.Host)
-	if err != nil {
-		return nil, err
-	}
-	rts, err := hc.ListSandboxes(ctx)
-	if err != nil {
-		return nil, service.Unavailable("the sandbox's host does not answer", err)
-	}
-	for _, rt := range rts {
-		if rt.SandboxID != sb.ID {
-			continue
-		}
-		if rt.Address == "" {
-			return nil, service.Unavailable("the host reports no envd address for the sandbox", nil)
-		}
-		base := rt.Address
-		if !strings.Contains(base, "://") {
-			base = "http://" + base
-		}
-		return envdclient.New(base, sb.AccessToken, b.HTTPClient), nil
-	}
-	return nil, service.Unavailable("the sandbox is not running on its host", nil)
+	hc := &http.Client{Transport: &inproc.Transport{Handler: b.Proxy, Prepare: func(r *http.Request) {
+		r.Header.Set("E2b-Sandbox-Id", sb.ID)
+		r.Header.Set("E2b-Sandbox-Port", envdPort)
+	}}}
+	return envdclient.New("http://sandbox", sb.AccessToken, hc), nil
 }

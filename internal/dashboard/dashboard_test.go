@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -98,6 +99,23 @@ type fixture struct {
 	host *envdHost
 }
 
+// hostAddressRoute sends sandbox traffic to the envd address the host
+// reports (the test's envd runs on this host, not behind an agent).
+func hostAddressRoute(h service.HostClient) proxy.RouteFunc {
+	return func(ctx context.Context, sb store.Sandbox, _ store.Host, _ int) (proxy.Target, error) {
+		rts, err := h.ListSandboxes(ctx)
+		if err != nil {
+			return proxy.Target{}, err
+		}
+		for _, rt := range rts {
+			if rt.SandboxID == sb.ID {
+				return proxy.Target{URL: &url.URL{Scheme: "http", Host: rt.Address}}, nil
+			}
+		}
+		return proxy.Target{}, proxy.ErrNotFound
+	}
+}
+
 // newFixture composes what `hearth server` serves: the real API (SQLite in
 // t.TempDir) behind WrapAPI on its paths, the dashboard on the rest.
 func newFixture(t *testing.T, tls bool, assets fs.FS) fixture {
@@ -131,7 +149,8 @@ func newFixture(t *testing.T, tls bool, assets fs.FS) fixture {
 	}
 	apiH := api.New(api.Deps{Service: svc, AuthBurst: 1000})
 	d := dashboard.Deps{
-		API: apiH, Terminal: dashboard.ServiceBackend{Service: svc, Hosts: pool},
+		API: apiH, Terminal: dashboard.ServiceBackend{Service: svc, Proxy: proxy.New(
+			&proxy.StoreResolver{Store: db, Route: hostAddressRoute(host)}, proxy.Options{})},
 		// envd runs on this host: keep the host's login files (which may
 		// run slow tools) out of the test.
 		Shell: []string{"/bin/sh"},

@@ -20,10 +20,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -113,7 +115,16 @@ func run(ctx context.Context, listen, dataDir string) error {
 		mux.Handle(p, wrapped)
 	}
 	mux.Handle("/", dashboard.New(dashboard.Deps{
-		API: apiH, Terminal: dashboard.ServiceBackend{Service: svc, Hosts: pool}, Logger: log,
+		API: apiH, Logger: log,
+		// The "sandboxes" are envd processes on this host: route the
+		// proxy to the address the host reports.
+		Terminal: dashboard.ServiceBackend{Service: svc, Proxy: proxy.New(&proxy.StoreResolver{Store: db,
+			Route: func(ctx context.Context, sb store.Sandbox, _ store.Host, _ int) (proxy.Target, error) {
+				if e := h.envd(sb.ID); e != nil {
+					return proxy.Target{URL: &url.URL{Scheme: "http", Host: e.addr}}, nil
+				}
+				return proxy.Target{}, proxy.ErrNotFound
+			}}, proxy.Options{Logger: log})},
 		// This host's login files are not a sandbox's: skip them (a
 		// profile that runs tools like pyenv can stall or leave locks
 		// when terminals are killed).
