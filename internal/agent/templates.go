@@ -84,11 +84,10 @@ func (m *Manager) checkTemplate(spec *Spec) (templateMeta, error) {
 	if t.Driver != m.d.Driver.Name() {
 		return t, fmt.Errorf("snapshot template %s was made with %s, this host runs %s: %w", t.TemplateID, t.Driver, m.d.Driver.Name(), ErrInvalid)
 	}
-	if t.Driver == "firecracker" {
-		// Firecracker's snapshot records the source sandbox's disk path;
-		// spawning needs the per-VM mount namespace (sandboxsnap doc).
-		return t, fmt.Errorf("spawn from a firecracker snapshot template: %w (needs a per-VM mount namespace for a stable disk path)", ErrUnimplemented)
-	}
+	// Firecracker templates need no special case: its snapshot records the
+	// drive's path, and every firecracker process sees its own disk at one
+	// fixed path in its own mount namespace (vmm/firecracker package doc),
+	// so a spawned sandbox opens its clone, not the source's disk.
 	if spec.VCPUs != t.VCPUs {
 		return t, &FieldError{Field: "vcpus", Msg: fmt.Sprintf("%d: snapshot template %s is fixed at %d", spec.VCPUs, t.TemplateID, t.VCPUs)}
 	}

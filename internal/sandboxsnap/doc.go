@@ -6,7 +6,7 @@
 //
 //	mem/             internal/snapshot Store: CURRENT, header-<seq>, gen-<seq>.mem
 //	state-<seq>      vCPU + device state belonging to memory header <seq>
-//	mem/workingset   pages the last Firecracker resume touched (pagesrv)
+//	workingset       pages the last Firecracker resume touched (pagesrv)
 //	envd.json        written by the agent: the frozen envd's token and user
 //	.staging-*       in-flight files; removed by the next successful pause
 //
@@ -44,7 +44,8 @@
 // snapshot of that machine Full. Resume = a pagesrv page server on
 // <RunDir>/uffd.sock serving the chain (with prefetch of the recorded working
 // set) + snapshot/load with the Uffd backend; the server lives as long as the
-// VM. This path is tested only against fakes: there is no usable KVM here.
+// VM. This path is tested against a fake Firecracker (see Tests): there is
+// no usable KVM on the development hosts.
 //
 // # Atomicity
 //
@@ -76,10 +77,20 @@
 // QEMU: the disk is given on the command line at every restore and the
 // migration stream does not record its path, so nothing is needed.
 // Firecracker records the drive's path_on_host in its snapshot and cannot
-// override it at load; a per-VM mount namespace binding the sandbox's disk
-// at one fixed path is the intended fix and is NOT implemented yet. A
-// sandbox's own resume is safe (its disk keeps its path across restores:
-// rootfs.Backend.Lookup), but spawning from a Firecracker template would
-// open the source sandbox's disk, so the agent refuses it until the mount
-// namespace exists.
+// override it at load, so the driver runs every firecracker process in its
+// own mount namespace in which one fixed path (firecracker.Options.StableDir
+// + "/rootfs", default /run/hearth/vm/rootfs) is a bind mount of that
+// sandbox's disk (vmm/vmmproc Mounts; the host sees an empty directory).
+// Every snapshot therefore names the same path, and a restore opens the
+// disk of the sandbox being restored: its own on resume, its clone when
+// spawned from a template.
+//
+// # Tests
+//
+// firecracker_test.go runs the Firecracker paths against the fake VMM in
+// vmm/firecracker/fcfake (requests validated against Firecracker's API
+// spec, real Full and sparse Diff memory files, Firecracker's side of the
+// Uffd handshake with every page read back and compared). No test here
+// runs a real Firecracker unless the binary, a KVM host that boots stock
+// kernels and HEARTH_IMAGES_DIR are present.
 package sandboxsnap

@@ -231,14 +231,17 @@ func (s *Snapshotter) pauseFirecracker(ctx context.Context, m vmm.Snapshotter, c
 	if err := m.Pause(ctx); err != nil {
 		return st, fmt.Errorf("pause vm: %w", err)
 	}
-	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: stagingState, MemoryPath: stagingMem, Diff: diff}); err != nil {
-		return st, fmt.Errorf("snapshot/create: %w", err)
-	}
-	// From here Firecracker's dirty bitmap is reset: if this pause fails,
-	// the next one must be Full.
+	// A snapshot/create resets Firecracker's dirty bitmap, so if this pause
+	// fails from here on the next snapshot must be Full. Marked before the
+	// create: Firecracker documents a failed create as free of side
+	// effects, but a Full snapshot is always correct and a Diff on a
+	// bitmap reset by a half-done create would silently lose pages.
 	s.mu.Lock()
 	s.needFull[m] = true
 	s.mu.Unlock()
+	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: stagingState, MemoryPath: stagingMem, Diff: diff}); err != nil {
+		return st, fmt.Errorf("snapshot/create: %w", err)
+	}
 	st.state = time.Since(t0)
 	if err := s.step("state"); err != nil {
 		return st, err

@@ -31,7 +31,7 @@ type Config struct {
 	InitrdPath string // optional
 	KernelArgs string // appended to the driver's own console/tsc arguments
 
-	RootDisk       string // path to the root disk image
+	RootDisk       string // path to the root disk image (Firecracker: seen at a fixed path in the VMM's own mount namespace, see vmm/firecracker)
 	RootDiskFormat string // "raw" or "qcow2" (qcow2: QEMU only)
 
 	VCPUs    int

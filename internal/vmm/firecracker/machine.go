@@ -27,6 +27,10 @@ const (
 	// The guest sees one disk and one NIC with these ids.
 	rootDriveID = "rootfs"
 	ifaceID     = "eth0"
+	// rootDiskName is the root disk's file name in Options.StableDir.
+	rootDiskName = "rootfs"
+	// DefaultStableDir is where each firecracker process sees its disks.
+	DefaultStableDir = "/run/hearth/vm"
 )
 
 // Options configure the driver. Zero values pick defaults.
@@ -34,7 +38,12 @@ type Options struct {
 	Binary       string // default firecracker from PATH
 	ProbeKernel  string // vmlinux the probe boots
 	ProbeTimeout time.Duration
-	Logger       *slog.Logger
+	// StableDir is the directory at which every firecracker process sees
+	// its root disk, in its own mount namespace (default DefaultStableDir;
+	// created empty on the host if missing). It must be the same for all
+	// agents whose snapshots are restored on this host.
+	StableDir string
+	Logger    *slog.Logger
 }
 
 // Driver implements vmm.Driver and vmm.Restorer.
@@ -60,11 +69,19 @@ func New(opts Options) *Driver {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.StableDir == "" {
+		opts.StableDir = DefaultStableDir
+	}
 	return &Driver{opts: opts}
 }
 
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return "firecracker" }
+
+// RootDrivePath is the root drive's path as every firecracker process sees
+// it (and records it in snapshots): StableDir/rootfs, bound to the
+// machine's own Config.RootDisk in its mount namespace.
+func (d *Driver) RootDrivePath() string { return filepath.Join(d.opts.StableDir, rootDiskName) }
 
 // Probe implements vmm.Driver (cached): the binary exists, /dev/kvm opens,
 // and a guest really boots under Firecracker (it must reach the kernel's
@@ -145,6 +162,9 @@ func (d *Driver) newMachine(cfg vmm.Config, restore *vmm.RestoreSpec) (*Machine,
 	}
 	if cfg.RootDiskFormat != "" && cfg.RootDiskFormat != "raw" {
 		return nil, fmt.Errorf("firecracker config: root disk format %q (Firecracker takes raw images only)", cfg.RootDiskFormat)
+	}
+	if cfg.RootDisk != "" && !filepath.IsAbs(cfg.RootDisk) {
+		return nil, fmt.Errorf("firecracker config: root disk %q is not an absolute path", cfg.RootDisk)
 	}
 	if p := filepath.Join(cfg.RunDir, apiSockName); len(p) > 107 {
 		return nil, fmt.Errorf("firecracker config: API socket path %q longer than 107 bytes", p)
@@ -228,7 +248,12 @@ func (m *Machine) Start(ctx context.Context) error {
 	cmd := exec.Command(m.d.opts.Binary, "--api-sock", m.APISocket(), "--id", id)
 	cmd.Stdout, cmd.Stderr = console, vmmLog
 	cmd.Stdin = nil
-	proc, err := vmmproc.Start(cmd, m.cfg.NetNS, filepath.Join(m.cfg.RunDir, vmm.PIDFileName))
+	popts := vmmproc.Options{NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName)}
+	if m.cfg.RootDisk != "" {
+		// The same at boot and at every restore: see the package doc.
+		popts.Mounts = &vmmproc.Mounts{Dir: m.d.opts.StableDir, Files: []vmmproc.BindFile{{Name: rootDiskName, Source: m.cfg.RootDisk}}}
+	}
+	proc, err := vmmproc.StartWith(cmd, popts)
 	if err != nil {
 		return fmt.Errorf("firecracker: %w", err)
 	}
@@ -287,7 +312,7 @@ func (m *Machine) configure(ctx context.Context) error {
 	if m.cfg.RootDisk != "" {
 		ro := false
 		if err := m.api.PutDrive(ctx, Drive{
-			DriveID: rootDriveID, IsRootDevice: true, IsReadOnly: &ro, PathOnHost: m.cfg.RootDisk,
+			DriveID: rootDriveID, IsRootDevice: true, IsReadOnly: &ro, PathOnHost: m.d.RootDrivePath(),
 		}); err != nil {
 			return err
 		}

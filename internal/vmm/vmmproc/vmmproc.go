@@ -1,7 +1,8 @@
 // Package vmmproc runs a VMM binary as a child process: in its own process
 // group (so a kill takes any helpers with it and a terminal signal to the
-// agent does not), optionally inside a network namespace, with a pid file,
-// and reaped exactly once so no zombie is left behind.
+// agent does not), optionally inside a network namespace and a private mount
+// namespace (Mounts: files bound at fixed paths), with a pid file, and
+// reaped exactly once so no zombie is left behind.
 package vmmproc
 
 import (
@@ -10,12 +11,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Process is a started VMM process.
@@ -46,13 +49,91 @@ type Process struct {
 // and go, which would kill VMs at random. The agent stops or pauses its VMs
 // explicitly and re-adopts them by pid file after a restart.
 func Start(cmd *exec.Cmd, netnsPath, pidFile string) (*Process, error) {
+	return StartWith(cmd, Options{NetNS: netnsPath, PIDFile: pidFile})
+}
+
+// Options say where and how a VMM process starts.
+type Options struct {
+	NetNS   string // network namespace path; empty: the caller's
+	PIDFile string // empty: no pid file
+	// Mounts, when set, runs the process in its own mount namespace with
+	// these files bound at fixed paths (see Mounts).
+	Mounts *Mounts
+}
+
+// Mounts describes a per-process mount namespace in which a fixed
+// directory holds files of the caller's choosing, so that a path recorded
+// by the VMM (Firecracker's drive path_on_host, saved in its snapshots) is
+// the same for every VM and every restore while each VM sees its own file.
+//
+// In the new namespace (a copy of the caller's, made MS_REC|MS_SLAVE first
+// so that nothing propagates back to the host while host mounts and
+// unmounts still propagate in: a private copy would pin unmounted host
+// file systems for the VM's lifetime) a fresh, tiny tmpfs covers Dir, one
+// empty file per entry of Files is created in it, and each Source is
+// bind-mounted onto its file. The host's Dir stays an empty directory
+// (created if missing): no mount-point files are shared between VMs, no
+// cleanup is needed on the host, and the namespace with all its mounts
+// disappears with the last process in it.
+type Mounts struct {
+	Dir   string
+	Files []BindFile
+}
+
+// BindFile is one file bound into Mounts.Dir.
+type BindFile struct {
+	Name   string // a plain file name inside Dir
+	Source string // the host file bound onto Dir/Name (opened by path in the caller's namespace)
+}
+
+// Path returns where the process sees the file named name.
+func (m *Mounts) Path(name string) string { return filepath.Join(m.Dir, name) }
+
+func (m *Mounts) validate() error {
+	if !filepath.IsAbs(m.Dir) || filepath.Clean(m.Dir) == "/" {
+		return fmt.Errorf("mount dir %q: must be an absolute path below /", m.Dir)
+	}
+	for _, f := range m.Files {
+		if f.Name == "" || f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
+			return fmt.Errorf("bind file name %q: must be a plain file name", f.Name)
+		}
+		if !filepath.IsAbs(f.Source) {
+			return fmt.Errorf("bind source %q: must be absolute", f.Source)
+		}
+	}
+	return nil
+}
+
+// StartWith is Start with Options.
+//
+// Why a locked thread and not a re-exec helper for Mounts as well: mount
+// namespaces, like network namespaces, belong to a thread (unshare(2) with
+// CLONE_NEWNS also unshares the thread's fs_struct, so a single thread of
+// a multi-threaded process may do it), and the child of cmd.Start inherits
+// the namespaces of the thread it is forked from. So one locked thread
+// unshares, sets up the mounts and starts the command; that thread is then
+// never unlocked, and the Go runtime destroys it when its goroutine ends
+// instead of reusing a thread in a foreign namespace (the runtime also never
+// clones new threads from a locked one: it uses its template thread). This
+// works for any binary the agent happens to be (the hearth binary, a test
+// binary) without a hidden entry point in main and costs no extra exec;
+// SysProcAttr.Unshareflags cannot do it, as the bind mounts must happen
+// after the unshare and before the exec, in the child.
+func StartWith(cmd *exec.Cmd, o Options) (*Process, error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	if err := startIn(cmd, netnsPath); err != nil {
+	var err error
+	if o.Mounts != nil {
+		err = startInMountNS(cmd, o.NetNS, o.Mounts)
+	} else {
+		err = startIn(cmd, o.NetNS)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
+	pidFile := o.PIDFile
 	p := &Process{cmd: cmd, pidFile: pidFile, done: make(chan struct{})}
 	if pidFile != "" {
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
@@ -103,6 +184,81 @@ func startIn(cmd *exec.Cmd, nsPath string) error {
 		}
 		runtime.UnlockOSThread()
 		errc <- startErr
+	}()
+	return <-errc
+}
+
+// startInMountNS starts cmd from a throw-away locked thread that joined
+// netnsPath (if any) and unshared a mount namespace set up as m says.
+func startInMountNS(cmd *exec.Cmd, netnsPath string, m *Mounts) error {
+	if err := m.validate(); err != nil {
+		return err
+	}
+	// The mount point must exist on the host (a tmpfs covers it only inside).
+	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
+		return fmt.Errorf("mount dir: %w", err)
+	}
+	return onDisposableThread(func() error {
+		if netnsPath != "" {
+			target, err := netns.GetFromPath(netnsPath)
+			if err != nil {
+				return fmt.Errorf("open netns %s: %w", netnsPath, err)
+			}
+			defer target.Close()
+			if err := netns.Set(target); err != nil {
+				return fmt.Errorf("enter netns %s: %w", netnsPath, err)
+			}
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("unshare mount namespace (needs CAP_SYS_ADMIN): %w", err)
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+			return fmt.Errorf("make / a slave mount: %w", err)
+		}
+		if err := unix.Mount("tmpfs", m.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=16k,nr_inodes=64"); err != nil {
+			return fmt.Errorf("tmpfs on %s: %w", m.Dir, err)
+		}
+		for _, f := range m.Files {
+			target := m.Path(f.Name)
+			fd, err := unix.Open(target, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				return fmt.Errorf("mount point %s: %w", target, err)
+			}
+			unix.Close(fd)
+			if err := unix.Mount(f.Source, target, "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("bind %s onto %s: %w", f.Source, target, err)
+			}
+		}
+		return cmd.Start()
+	})
+}
+
+// onDisposableThread runs fn on a locked OS thread that is destroyed
+// afterwards, for changes to a thread's kernel state that cannot be undone
+// (a mount namespace: setns back would reset the thread's root and working
+// directory and leave it with its own fs_struct). The thread must not be
+// the main thread: the Go runtime cannot end that one and parks it for
+// good instead, and the main thread's namespaces are what /proc/self shows
+// to every reader of /proc/self/mountinfo, ns/mnt and the like. A goroutine
+// that finds itself on the main thread keeps it locked and hands fn to a
+// second goroutine, which then cannot be scheduled there.
+func onDisposableThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			// Never unlocked: the thread exits with this goroutine.
+			errc <- fn()
+			return
+		}
+		inner := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // not the main thread: the outer goroutine holds it
+			inner <- fn()
+		}()
+		err := <-inner
+		runtime.UnlockOSThread() // fn did not run here: the main thread is unchanged
+		errc <- err
 	}()
 	return <-errc
 }
