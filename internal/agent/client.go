@@ -315,7 +315,11 @@ func serviceErr(op string, err error) error {
 		return &service.Error{Kind: service.KindInvalidArgument, Field: ce.Meta().Get(fieldHeader), Message: msg, Err: err}
 	case connect.CodeFailedPrecondition, connect.CodeAlreadyExists, connect.CodeAborted:
 		return &service.Error{Kind: service.KindConflict, Message: msg, Err: err}
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted, connect.CodeUnimplemented:
+	case connect.CodeUnimplemented:
+		// The host cannot do this at all (e.g. a VMM without snapshots): the
+		// sandbox was not touched.
+		return &service.Error{Kind: service.KindUnimplemented, Message: "host agent: " + op + ": " + msg, Err: err}
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted:
 		return &service.Error{Kind: service.KindUnavailable, Message: "host agent: " + op + ": " + msg, Err: err}
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 		// The agent refused the control plane itself: a configuration

@@ -241,7 +241,7 @@ func TestRPCErrorMapping(t *testing.T) {
 		{"unknown template", missingTmplErr, service.KindNotFound, ""},
 		{"unknown sandbox", noSandboxErr, service.KindNotFound, ""},
 		{"missing file", noFileErr, service.KindNotFound, ""},
-		{"pause without snapshots", c.PauseSandbox(ctx, "errs1"), service.KindUnavailable, ""},
+		{"pause without snapshots", c.PauseSandbox(ctx, "errs1"), service.KindUnimplemented, ""},
 	}
 	for _, tt := range tests {
 		var se *service.Error

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 	"golang.org/x/time/rate"
@@ -586,6 +587,28 @@ func TestHostFailureMarksError(t *testing.T) {
 			t.Fatalf("after host failure: %+v", list)
 		}
 		e.want(e.do("DELETE", "/v1/sandboxes/"+list[0].ID, nil, apiKey(a.key)), http.StatusNoContent, "delete errored")
+	})
+}
+
+// TestPauseUnimplemented: a host that cannot snapshot answers 501 (not
+// 503: retrying will not help) and the sandbox stays running and usable.
+func TestPauseUnimplemented(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		e := newEnv(t, db, envOpts{})
+		a := e.signup("nopause@example.com")
+		sb := e.createSandbox(a, map[string]any{"template": "base"})
+		e.host.FailPauses(service.Unimplemented("this host cannot snapshot", nil))
+		e.want(e.do("POST", "/v1/sandboxes/"+sb.ID+"/pause", nil, apiKey(a.key)), http.StatusNotImplemented, "pause")
+		var got sandbox
+		e.do("GET", "/v1/sandboxes/"+sb.ID, nil, apiKey(a.key)).json(t, &got)
+		if got.Status != "running" {
+			t.Fatalf("after an unimplemented pause: %s, want running", got.Status)
+		}
+		e.host.FailPauses(nil)
+		for range 2 { // idempotent
+			e.want(e.do("POST", "/v1/sandboxes/"+sb.ID+"/pause", nil, apiKey(a.key)), http.StatusOK, "pause")
+		}
 	})
 }
 

@@ -34,6 +34,8 @@ func statusOf(k service.Kind) int {
 		return http.StatusForbidden
 	case service.KindUnavailable:
 		return http.StatusServiceUnavailable
+	case service.KindUnimplemented:
+		return http.StatusNotImplemented
 	default:
 		return http.StatusInternalServerError
 	}

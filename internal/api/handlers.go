@@ -230,7 +230,7 @@ func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.Limit = n
 	}
-	sbs, err := s.svc.ListSandboxes(r.Context(), principalFrom(r.Context()), f)
+	sbs, _, err := s.svc.ListSandboxes(r.Context(), principalFrom(r.Context()), f)
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,8 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) pauseSandbox(w http.ResponseWriter, r *http.Request) error {
-	sb, err := s.svc.PauseSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
+	// Idempotent: pausing a paused sandbox answers 200 like the first time.
+	sb, _, err := s.svc.PauseSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

@@ -39,31 +39,25 @@ import (
 )
 
 // Service is what this package needs from internal/service. *service.Service
-// implements it; the interface keeps the dependency explicit and lets a
-// future service function replace a local fallback without touching handlers.
+// implements it; the interface keeps the dependency explicit.
 type Service interface {
 	AuthenticateAPIKey(ctx context.Context, key string) (service.Principal, error)
 	CreateSandbox(ctx context.Context, p service.Principal, in service.CreateSandboxInput) (store.Sandbox, error)
 	GetSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
-	ListSandboxes(ctx context.Context, p service.Principal, f store.SandboxFilter) ([]store.Sandbox, error)
+	// ListSandboxes returns a page and the cursor of the next ("" at the end).
+	ListSandboxes(ctx context.Context, p service.Principal, f store.SandboxFilter) ([]store.Sandbox, string, error)
 	DestroySandbox(ctx context.Context, p service.Principal, id string) error
-	PauseSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
-	ResumeSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
+	// PauseSandbox reports changed=false when the sandbox was already paused.
+	PauseSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, bool, error)
+	// ConnectSandbox returns the running sandbox, resuming it first when it
+	// is paused (resumed = true). timeoutS > 0 extends its end time to at
+	// least now+timeoutS; it never shortens it.
+	ConnectSandbox(ctx context.Context, p service.Principal, id string, timeoutS int) (sb store.Sandbox, resumed bool, err error)
 	SetSandboxTimeout(ctx context.Context, p service.Principal, id string, timeoutS int) (store.Sandbox, error)
 	ListTemplates(ctx context.Context, p service.Principal) ([]store.Template, error)
 }
 
 var _ Service = (*service.Service)(nil)
-
-// Connector resumes-or-returns a sandbox for E2B's connect route.
-// connectOnService implements it on top of Service until the service offers
-// it natively (see the package's report: service.ConnectSandbox).
-type Connector interface {
-	// ConnectSandbox returns the running sandbox, resuming it first when it
-	// is paused (resumed = true). timeoutS > 0 extends its end time to at
-	// least now+timeoutS; it never shortens it.
-	ConnectSandbox(ctx context.Context, p service.Principal, id string, timeoutS int) (sb store.Sandbox, resumed bool, err error)
-}
 
 // MetricsSource reads a running sandbox's current resource usage.
 // EnvdMetrics implements it by asking envd through the sandbox proxy.
@@ -86,8 +80,6 @@ type Metric struct {
 // Deps configure the handler.
 type Deps struct {
 	Service Service
-	// Connector defaults to one built on Service.
-	Connector Connector
 	// Metrics, when nil, makes the metrics route answer an empty list.
 	Metrics MetricsSource
 	// Domain is the sandbox domain reported to SDKs (hosts are
@@ -113,7 +105,6 @@ func Paths() []string {
 
 type server struct {
 	svc      Service
-	conn     Connector
 	metrics  MetricsSource
 	domain   string
 	clientID string
@@ -134,9 +125,6 @@ func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if d.Connector == nil {
-		d.Connector = connectOnService{svc: d.Service, now: d.Now}
-	}
 	if d.ClientID == "" {
 		d.ClientID = "hearth"
 	}
@@ -144,7 +132,7 @@ func New(d Deps) http.Handler {
 		d.MaxJSONBytes = 1 << 20
 	}
 	s := &server{
-		svc: d.Service, conn: d.Connector, metrics: d.Metrics, domain: d.Domain,
+		svc: d.Service, metrics: d.Metrics, domain: d.Domain,
 		clientID: d.ClientID, log: d.Logger, maxJSON: d.MaxJSONBytes, now: d.Now,
 	}
 	mux := http.NewServeMux()

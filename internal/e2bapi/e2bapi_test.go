@@ -50,7 +50,7 @@ type noPauseHost struct{ *servicetest.FakeHost }
 
 func (noPauseHost) PauseSandbox(context.Context, string) error {
 	cause := connect.NewError(connect.CodeUnimplemented, errors.New("pause: not implemented on this host"))
-	return &service.Error{Kind: service.KindUnavailable, Message: "host agent: pause: not implemented", Err: cause}
+	return &service.Error{Kind: service.KindUnimplemented, Message: "host agent: pause: not implemented", Err: cause}
 }
 
 type env struct {
@@ -633,6 +633,13 @@ func TestPauseNotImplemented(t *testing.T) {
 		r := e.do(http.MethodPost, "/sandboxes/"+c.SandboxID+"/pause", e.key, nil)
 		if r.status != http.StatusNotImplemented {
 			t.Fatalf("pause: %d %s, want 501", r.status, r.body)
+		}
+		// The host never touched the VM: the sandbox still runs.
+		var d detail
+		if r := e.do(http.MethodGet, "/sandboxes/"+c.SandboxID, e.key, nil); r.status != http.StatusOK {
+			t.Fatalf("get after 501: %d %s", r.status, r.body)
+		} else if r.json(t, &d); d.State != "running" {
+			t.Fatalf("state after an unimplemented pause: %s, want running", d.State)
 		}
 	})
 }

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"connectrpc.com/connect"
-
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -48,6 +46,10 @@ func statusOf(k service.Kind) int {
 		return http.StatusForbidden
 	case service.KindUnavailable:
 		return http.StatusServiceUnavailable
+	case service.KindUnimplemented:
+		// "Never here", as opposed to 503's "not now": the conformance
+		// suite skips pause/resume on it.
+		return http.StatusNotImplemented
 	default:
 		return http.StatusInternalServerError
 	}
@@ -61,14 +63,6 @@ func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	var he *httpError
 	if errors.As(err, &he) {
 		writeError(w, he.status, he.msg)
-		return
-	}
-	// A host that cannot do something at all (pause on a host without a
-	// snapshotter) is 501, so clients can tell "never" from "not now".
-	var ce *connect.Error
-	if errors.As(err, &ce) && ce.Code() == connect.CodeUnimplemented {
-		s.log.WarnContext(r.Context(), "e2b request: not implemented by the host", "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusNotImplemented, "not implemented on this host: "+ce.Message())
 		return
 	}
 	var se *service.Error

@@ -302,7 +302,7 @@ func (s *server) listV1(w http.ResponseWriter, r *http.Request, p service.Princi
 		return err
 	}
 	running, _ := statusesFor("running")
-	sbs, err := s.svc.ListSandboxes(r.Context(), p, store.SandboxFilter{Statuses: running, Metadata: md})
+	sbs, _, err := s.svc.ListSandboxes(r.Context(), p, store.SandboxFilter{Statuses: running, Metadata: md})
 	if err != nil {
 		return err
 	}
@@ -356,17 +356,16 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 	if v := q.Get("order"); v != "" && v != "asc" && v != "desc" {
 		return errStatus(http.StatusBadRequest, "order: must be asc or desc")
 	}
-	// One row more than the page tells whether another page exists.
-	f.Limit = limit + 1
-	sbs, err := s.svc.ListSandboxes(r.Context(), p, f)
+	f.Limit = limit
+	sbs, next, err := s.svc.ListSandboxes(r.Context(), p, f)
 	if err != nil {
 		return err
 	}
-	if len(sbs) > limit {
-		sbs = sbs[:limit]
-		// The cursor is the last row scanned, not the last returned: the
-		// filters below never make a page skip rows.
-		w.Header().Set("X-Next-Token", store.SandboxCursor(sbs[limit-1]))
+	if next != "" {
+		// The cursor follows the last row scanned, not the last returned:
+		// the filters below never make a page skip rows (a page may come
+		// out short).
+		w.Header().Set("X-Next-Token", next)
 	}
 	aliases := s.templateAliases(r, p)
 	tpl := q.Get("template")
@@ -419,15 +418,12 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request, p service.Princip
 		return err
 	}
 	id := r.PathValue("id")
-	sb, err := s.svc.GetSandbox(r.Context(), p, id)
+	_, changed, err := s.svc.PauseSandbox(r.Context(), p, id)
 	if err != nil {
 		return err
 	}
-	if sb.Status == store.StatusPaused || sb.Status == store.StatusPausing {
+	if !changed {
 		return errStatus(http.StatusConflict, "sandbox %s is already paused", id)
-	}
-	if _, err := s.svc.PauseSandbox(r.Context(), p, id); err != nil {
-		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -443,21 +439,21 @@ func (s *server) resume(w http.ResponseWriter, r *http.Request, p service.Princi
 		return err
 	}
 	id := r.PathValue("id")
-	sb, err := s.svc.GetSandbox(r.Context(), p, id)
+	// Connect without a timeout decides "already running" and resumes in
+	// one step; the legacy route then sets the timeout as given.
+	_, resumed, err := s.svc.ConnectSandbox(r.Context(), p, id, 0)
 	if err != nil {
 		return err
 	}
-	if e2bState(sb.Status) == "running" {
+	if !resumed {
 		return errStatus(http.StatusConflict, "sandbox %s is already running", id)
-	}
-	if sb, err = s.svc.ResumeSandbox(r.Context(), p, id); err != nil {
-		return err
 	}
 	timeout := defaultTimeoutS
 	if in.Timeout != nil {
 		timeout = *in.Timeout
 	}
-	if sb, err = s.svc.SetSandboxTimeout(r.Context(), p, id, timeout); err != nil {
+	sb, err := s.svc.SetSandboxTimeout(r.Context(), p, id, timeout)
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, s.sandboxView(sb, ""))
@@ -476,7 +472,7 @@ func (s *server) connect(w http.ResponseWriter, r *http.Request, p service.Princ
 	if in.Timeout != nil {
 		timeout = *in.Timeout
 	}
-	sb, resumed, err := s.conn.ConnectSandbox(r.Context(), p, r.PathValue("id"), timeout)
+	sb, resumed, err := s.svc.ConnectSandbox(r.Context(), p, r.PathValue("id"), timeout)
 	if err != nil {
 		return err
 	}

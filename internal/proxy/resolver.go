@@ -31,9 +31,10 @@ type StoreResolver struct {
 	// Route reaches a running sandbox: AgentRoute (through the host agent)
 	// or DirectRoute (straight to the guest, when this process can).
 	Route RouteFunc
-	// Resume resumes a paused sandbox for auto-resume; nil disables it.
-	// ResumeWith adapts the service.
-	Resume func(ctx context.Context, sb store.Sandbox) error
+	// Resume auto-resumes a paused sandbox when, and only when, it was
+	// created with auto-resume, and returns it as it is afterwards; nil
+	// disables auto-resume. ResumeWith adapts the service.
+	Resume func(ctx context.Context, id string) (store.Sandbox, error)
 }
 
 var _ Resolver = (*StoreResolver)(nil)
@@ -69,17 +70,13 @@ func (s *StoreResolver) AutoResume(ctx context.Context, id string) (bool, error)
 	if s.Resume == nil {
 		return false, nil
 	}
-	sb, err := s.Store.GetSandboxByID(ctx, id)
+	// The service decides (auto_resume, a pause in flight) atomically; a
+	// check here first would only race with it.
+	sb, err := s.Resume(ctx, id)
 	if err != nil {
-		return false, err
-	}
-	if sb.Status != store.StatusPaused || !sb.AutoResume {
-		return false, nil
-	}
-	if err := s.Resume(ctx, sb); err != nil {
 		return false, fmt.Errorf("auto-resume sandbox %s: %w", id, err)
 	}
-	return true, nil
+	return sb.Status == store.StatusRunning, nil
 }
 
 // AgentRoute sends traffic through the host agent's path proxy
@@ -123,18 +120,17 @@ func DirectRoute(guestIP func(sandboxID string) (string, error)) RouteFunc {
 	}
 }
 
-// Resumer is the service call auto-resume needs.
-type Resumer interface {
-	ResumeSandbox(ctx context.Context, p service.Principal, id string) (store.Sandbox, error)
+// AutoResumer is the service call auto-resume needs.
+type AutoResumer interface {
+	AutoResumeSandbox(ctx context.Context, id string) (store.Sandbox, error)
 }
 
-var _ Resumer = (*service.Service)(nil)
+var _ AutoResumer = (*service.Service)(nil)
 
-// ResumeWith adapts the service for StoreResolver.Resume. The proxy acts for
-// the sandbox's own team: traffic to a sandbox is that team's business.
-func ResumeWith(svc Resumer) func(ctx context.Context, sb store.Sandbox) error {
-	return func(ctx context.Context, sb store.Sandbox) error {
-		_, err := svc.ResumeSandbox(ctx, service.Principal{TeamID: sb.TeamID}, sb.ID)
-		return err
-	}
+// ResumeWith adapts the service for StoreResolver.Resume. Traffic to a
+// sandbox is not any team's API call: the service's internal auto-resume
+// acts on the sandbox's own auto_resume setting, and envd's access token
+// guards the traffic itself.
+func ResumeWith(svc AutoResumer) func(ctx context.Context, id string) (store.Sandbox, error) {
+	return svc.AutoResumeSandbox
 }

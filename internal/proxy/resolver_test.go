@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,8 +9,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -21,10 +28,24 @@ func TestStoreResolver(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, db *store.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		_, team, err := db.CreateUserWithTeam(ctx, store.User{Email: "p@example.com", PasswordHash: "x"}, "team")
+		pw, err := auth.NewPasswords(bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
+		tokens, err := auth.NewTokens(bytes.Repeat([]byte("k"), 32), "hearth", time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := servicetest.NewFakeHost("h1")
+		svc, err := service.New(service.Deps{Store: db, Hosts: service.SingleHost{ID: "h1", Client: host}, Passwords: pw, Tokens: tokens})
+		if err != nil {
+			t.Fatal(err)
+		}
+		signup, err := svc.Signup(ctx, "p@example.com", "password123")
+		if err != nil {
+			t.Fatal(err)
+		}
+		team := signup.Team
 		tpl, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256})
 		if err != nil {
 			t.Fatal(err)
@@ -40,29 +61,30 @@ func TestStoreResolver(t *testing.T) {
 		if _, err := db.UpsertHost(ctx, store.Host{ID: "h1", Name: "h1", Address: agent.URL, Status: store.HostReady}); err != nil {
 			t.Fatal(err)
 		}
-		mk := func(status store.SandboxStatus, autoResume bool) store.Sandbox {
-			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: tpl.ID, Status: status, Host: "h1",
-				VCPUs: 1, MemoryMB: 256, AutoResume: autoResume, AccessToken: "tok"})
+		// Sandboxes through the service (the fake host runs them), except
+		// one stuck creating, written straight to the store.
+		mk := func(autoResume, pause bool) store.Sandbox {
+			p := service.Principal{UserID: signup.User.ID, TeamID: team.ID}
+			sb, err := svc.CreateSandbox(ctx, p, service.CreateSandboxInput{Template: "base", AutoResume: autoResume})
 			if err != nil {
 				t.Fatal(err)
 			}
+			if pause {
+				if _, _, err := svc.PauseSandbox(ctx, p, sb.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
 			return sb
 		}
-		running := mk(store.StatusRunning, false)
-		paused := mk(store.StatusPaused, false)
-		napper := mk(store.StatusPaused, true)
-		booting := mk(store.StatusCreating, false)
-
-		var resumed []string
-		res := &proxy.StoreResolver{
-			Store: db,
-			Route: proxy.AgentRoute("agent-secret"),
-			Resume: func(ctx context.Context, sb store.Sandbox) error {
-				resumed = append(resumed, sb.ID)
-				_, err := db.UpdateSandboxStatus(ctx, sb.ID, []store.SandboxStatus{store.StatusPaused}, store.StatusRunning, "")
-				return err
-			},
+		running := mk(false, false)
+		paused := mk(false, true)
+		napper := mk(true, true)
+		booting, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: tpl.ID, Status: store.StatusCreating, Host: "h1", VCPUs: 1, MemoryMB: 256})
+		if err != nil {
+			t.Fatal(err)
 		}
+
+		res := &proxy.StoreResolver{Store: db, Route: proxy.AgentRoute("agent-secret"), Resume: proxy.ResumeWith(svc)}
 		for _, tc := range []struct {
 			name, id string
 			want     error
@@ -101,8 +123,11 @@ func TestStoreResolver(t *testing.T) {
 		if code, body := get(napper.ID); code != http.StatusOK || !strings.Contains(body, napper.ID) {
 			t.Fatalf("auto-resume: %d %q", code, body)
 		}
-		if len(resumed) != 1 || resumed[0] != napper.ID {
-			t.Fatalf("resumed %v, want [%s]", resumed, napper.ID)
+		if host.Resumes() != 1 || host.State(napper.ID) != "running" || host.State(paused.ID) != "paused" {
+			t.Fatalf("host: %d resumes, napper %s, paused %s; want 1, running, paused", host.Resumes(), host.State(napper.ID), host.State(paused.ID))
+		}
+		if sb, err := svc.GetSandboxInternal(ctx, napper.ID); err != nil || sb.Status != store.StatusRunning {
+			t.Fatalf("auto-resumed sandbox row: %s %v", sb.Status, err)
 		}
 	})
 }

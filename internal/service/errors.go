@@ -19,6 +19,9 @@ const (
 	KindUnauthenticated
 	KindPermissionDenied
 	KindUnavailable
+	// KindUnimplemented: the operation cannot be done here at all (a host
+	// whose VMM cannot snapshot cannot pause), as opposed to "not now".
+	KindUnimplemented
 )
 
 func (k Kind) String() string {
@@ -35,6 +38,8 @@ func (k Kind) String() string {
 		return "permission_denied"
 	case KindUnavailable:
 		return "unavailable"
+	case KindUnimplemented:
+		return "unimplemented"
 	default:
 		return "internal"
 	}
@@ -88,6 +93,12 @@ func PermissionDenied(msg string) error {
 // Unavailable is a dependency (host, database) failing; cause goes to logs.
 func Unavailable(msg string, cause error) error {
 	return &Error{Kind: KindUnavailable, Message: msg, Err: cause}
+}
+
+// Unimplemented is an operation this deployment cannot perform (clients
+// should not retry); cause goes to logs.
+func Unimplemented(msg string, cause error) error {
+	return &Error{Kind: KindUnimplemented, Message: msg, Err: cause}
 }
 
 // KindOf returns the kind of err; plain errors are KindInternal.

@@ -51,7 +51,14 @@ func (r *Reaper) ReapOnce(ctx context.Context) int {
 			return n
 		}
 		if sb.AutoPause {
-			_, err = s.pause(ctx, sb)
+			_, _, err = s.pause(ctx, sb, s.internalReader())
+			if KindOf(err) == KindUnimplemented {
+				// Its host cannot pause: the sandbox is still running and
+				// would be retried forever past its timeout. The timeout
+				// is the limit the team asked for, so it ends.
+				s.log.WarnContext(ctx, "auto-pause impossible on this host; destroying at timeout", "sandbox_id", sb.ID, "err", err)
+				err = s.destroy(ctx, sb)
+			}
 		} else {
 			err = s.destroy(ctx, sb)
 		}

@@ -79,7 +79,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, AllowInternet: sb.AllowInternet,
 	})
 	if err != nil {
-		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to create the sandbox", err))
+		return store.Sandbox{}, s.fail(ctx, sb, hostErrFor("create the sandbox", err))
 	}
 	// The clock starts when the sandbox runs, not when it was requested.
 	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
@@ -165,12 +165,37 @@ func (s *Service) GetSandbox(ctx context.Context, p Principal, id string) (store
 	return sb, nil
 }
 
-func (s *Service) ListSandboxes(ctx context.Context, p Principal, f store.SandboxFilter) ([]store.Sandbox, error) {
-	sbs, err := s.store.ListSandboxes(ctx, p.TeamID, f)
-	if err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
+// ListSandboxes returns the team's sandboxes ordered by creation, filtered
+// by f. When f.Limit cut the list short, next is the cursor of the following
+// page (pass it as f.After); on the last page it is "". Cursors stay valid
+// when the sandbox they point past is deleted.
+func (s *Service) ListSandboxes(ctx context.Context, p Principal, f store.SandboxFilter) (sbs []store.Sandbox, next string, err error) {
+	limit := f.Limit
+	if limit > 0 {
+		f.Limit = limit + 1 // one row more tells whether another page exists
 	}
-	return sbs, nil
+	sbs, err = s.store.ListSandboxes(ctx, p.TeamID, f)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
+	}
+	if limit > 0 && len(sbs) > limit {
+		sbs = sbs[:limit]
+		next = store.SandboxCursor(sbs[limit-1])
+	}
+	return sbs, next, nil
+}
+
+// GetSandboxInternal reads a sandbox of any team. It is for trusted
+// internal callers only (the sandbox proxy, which routes by sandbox ID and
+// leaves authorization to envd's access token; timers; the reconciler):
+// never call it to answer a team's API request, which must not see other
+// teams' sandboxes (use GetSandbox).
+func (s *Service) GetSandboxInternal(ctx context.Context, id string) (store.Sandbox, error) {
+	sb, err := s.store.GetSandboxByID(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, fromStore(err, "sandbox", "")
+	}
+	return sb, nil
 }
 
 // DestroySandbox stops the sandbox on its host and forgets it. Destroying a
@@ -203,7 +228,7 @@ func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 		}
 		if err := hc.DestroySandbox(ctx, sb.ID); err != nil {
 			// Stay in stopping: a retry (or the reconciler) finishes it.
-			return Unavailable("host failed to destroy the sandbox", err)
+			return hostErrFor("destroy the sandbox", err)
 		}
 	}
 	if sb.Status != store.StatusStopped {
@@ -215,71 +240,6 @@ func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 		return fmt.Errorf("delete sandbox row: %w", err)
 	}
 	return nil
-}
-
-// PauseSandbox snapshots a running sandbox and frees its host resources.
-// Pausing a paused sandbox is a no-op.
-func (s *Service) PauseSandbox(ctx context.Context, p Principal, id string) (store.Sandbox, error) {
-	sb, err := s.GetSandbox(ctx, p, id)
-	if err != nil {
-		return store.Sandbox{}, err
-	}
-	return s.pause(ctx, sb)
-}
-
-func (s *Service) pause(ctx context.Context, sb store.Sandbox) (store.Sandbox, error) {
-	switch sb.Status {
-	case store.StatusPaused:
-		return sb, nil
-	case store.StatusRunning:
-	default:
-		return store.Sandbox{}, Conflict("sandbox %s is %s, only a running sandbox can be paused", sb.ID, sb.Status)
-	}
-	hc, err := s.hosts.Get(ctx, sb.Host)
-	if err != nil {
-		return store.Sandbox{}, err
-	}
-	if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusPausing, ""); err != nil {
-		return store.Sandbox{}, err
-	}
-	if err := hc.PauseSandbox(ctx, sb.ID); err != nil {
-		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to pause the sandbox", err))
-	}
-	return s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusPausing}, store.StatusPaused, "")
-}
-
-// ResumeSandbox restores a paused sandbox; resuming a running one is a no-op.
-// The timeout starts over.
-func (s *Service) ResumeSandbox(ctx context.Context, p Principal, id string) (store.Sandbox, error) {
-	sb, err := s.GetSandbox(ctx, p, id)
-	if err != nil {
-		return store.Sandbox{}, err
-	}
-	return s.resume(ctx, sb)
-}
-
-func (s *Service) resume(ctx context.Context, sb store.Sandbox) (store.Sandbox, error) {
-	switch sb.Status {
-	case store.StatusRunning:
-		return sb, nil
-	case store.StatusPaused:
-	default:
-		return store.Sandbox{}, Conflict("sandbox %s is %s, only a paused sandbox can be resumed", sb.ID, sb.Status)
-	}
-	hc, err := s.hosts.Get(ctx, sb.Host)
-	if err != nil {
-		return store.Sandbox{}, err
-	}
-	if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusPaused}, store.StatusResuming, ""); err != nil {
-		return store.Sandbox{}, err
-	}
-	if _, err := hc.ResumeSandbox(ctx, ResumeSandboxRequest{SandboxID: sb.ID, AccessToken: sb.AccessToken, AllowInternet: sb.AllowInternet}); err != nil {
-		return store.Sandbox{}, s.fail(ctx, sb, Unavailable("host failed to resume the sandbox", err))
-	}
-	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
-		s.log.WarnContext(ctx, "reset sandbox end time", "sandbox_id", sb.ID, "err", err)
-	}
-	return s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusResuming}, store.StatusRunning, "")
 }
 
 // SetSandboxTimeout makes the sandbox end timeoutS seconds from now.
@@ -301,15 +261,15 @@ func (s *Service) SetSandboxTimeout(ctx context.Context, p Principal, id string,
 	return s.GetSandbox(ctx, p, id)
 }
 
-// running returns the sandbox and its host client, resuming a paused
-// sandbox first when it asked for auto-resume.
+// running returns the sandbox and its host client, resuming a paused (or
+// pausing) sandbox first when it asked for auto-resume.
 func (s *Service) running(ctx context.Context, p Principal, id string) (store.Sandbox, HostClient, error) {
 	sb, err := s.GetSandbox(ctx, p, id)
 	if err != nil {
 		return sb, nil, err
 	}
-	if sb.Status == store.StatusPaused && sb.AutoResume {
-		if sb, err = s.resume(ctx, sb); err != nil {
+	if sb.AutoResume && (sb.Status == store.StatusPaused || sb.Status == store.StatusPausing) {
+		if sb, _, err = s.resume(ctx, sb, s.teamReader(p)); err != nil {
 			return sb, nil, err
 		}
 	}
@@ -339,7 +299,7 @@ func (s *Service) Exec(ctx context.Context, p Principal, id string, req ExecRequ
 	}
 	res, err := hc.Exec(ctx, id, req)
 	if err != nil {
-		return ExecResult{}, Unavailable("exec failed", err)
+		return ExecResult{}, hostErrFor("run the command", err)
 	}
 	return res, nil
 }
@@ -382,27 +342,39 @@ func hostFileErr(err error, path string) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	return Unavailable("file operation on "+path+" failed", err)
+	return hostErrFor("access "+path, err)
 }
 
-// transition is the one place a sandbox changes status: compare-and-set in
-// the store, then a log line.
-func (s *Service) transition(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error) {
-	sb, err := s.store.UpdateSandboxStatus(ctx, id, from, to, errMsg)
+// cas is the one place a sandbox changes status: compare-and-set in the
+// store, then a log line. won is false (with the current row and no error)
+// when the sandbox was not in one of from: another caller moved it first.
+func (s *Service) cas(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (sb store.Sandbox, won bool, err error) {
+	sb, err = s.store.UpdateSandboxStatus(ctx, id, from, to, errMsg)
 	if errors.Is(err, store.ErrStaleState) {
 		cur, gerr := s.store.GetSandboxByID(ctx, id)
 		if gerr != nil {
-			return store.Sandbox{}, fromStore(gerr, "sandbox", "")
+			return store.Sandbox{}, false, fromStore(gerr, "sandbox", "")
 		}
-		if cur.Status == to {
-			return cur, nil // someone else got there first: idempotent
-		}
-		return store.Sandbox{}, Conflict("sandbox %s changed state concurrently (now %s)", id, cur.Status)
+		return cur, false, nil
 	}
 	if err != nil {
-		return store.Sandbox{}, fromStore(err, "sandbox", "")
+		return store.Sandbox{}, false, fromStore(err, "sandbox", "")
 	}
 	s.logTransition(ctx, sb, statusList(from), to, errMsg)
+	return sb, true, nil
+}
+
+// transition is cas for callers that hold the transitional state (so only
+// a concurrent failure or destroy can move it): arriving at `to` anyway
+// is success, anything else a conflict.
+func (s *Service) transition(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error) {
+	sb, won, err := s.cas(ctx, id, from, to, errMsg)
+	switch {
+	case err != nil:
+		return store.Sandbox{}, err
+	case !won && sb.Status != to:
+		return store.Sandbox{}, Conflict("sandbox %s changed state concurrently (now %s)", id, sb.Status)
+	}
 	return sb, nil
 }
 

@@ -21,6 +21,9 @@ type Deps struct {
 	Tokens    *auth.Tokens
 	Logger    *slog.Logger     // nil: discard
 	Now       func() time.Time // nil: time.Now
+	// SettleTimeout bounds waiting for another caller's pause, resume or
+	// create of the same sandbox (0: DefaultSettleTimeout).
+	SettleTimeout time.Duration
 }
 
 // Service implements the use cases. Safe for concurrent use.
@@ -31,6 +34,8 @@ type Service struct {
 	tokens    *auth.Tokens
 	log       *slog.Logger
 	now       func() time.Time
+	// settleTimeout: see Deps.SettleTimeout.
+	settleTimeout time.Duration
 }
 
 // New checks deps and returns the service.
@@ -47,7 +52,13 @@ func New(d Deps) (*Service, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Service{store: d.Store, hosts: d.Hosts, passwords: d.Passwords, tokens: d.Tokens, log: d.Logger, now: d.Now}, nil
+	if d.SettleTimeout <= 0 {
+		d.SettleTimeout = DefaultSettleTimeout
+	}
+	return &Service{
+		store: d.Store, hosts: d.Hosts, passwords: d.Passwords, tokens: d.Tokens, log: d.Logger, now: d.Now,
+		settleTimeout: d.SettleTimeout,
+	}, nil
 }
 
 // Ping reports whether the store answers (for health checks).

@@ -65,7 +65,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, na
 		if derr := s.store.DeleteTemplate(context.WithoutCancel(ctx), p.TeamID, tpl.ID); derr != nil {
 			s.log.ErrorContext(ctx, "drop failed snapshot template", "template_id", tpl.ID, "err", derr)
 		}
-		return store.Template{}, Unavailable("host failed to snapshot the sandbox", err)
+		return store.Template{}, hostErrFor("snapshot the sandbox", err)
 	}
 	if info.VCPUs != 0 && (info.VCPUs != tpl.VCPUs || info.MemoryMB != tpl.MemoryMB) {
 		// The host is the authority on what it froze; the row follows it.
@@ -110,7 +110,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 			return err
 		}
 		if err := hc.DeleteSnapshot(ctx, tpl.ID); err != nil {
-			return Unavailable("host failed to delete the snapshot", err)
+			return hostErrFor("delete the snapshot", err)
 		}
 	}
 	if err := s.store.DeleteTemplate(ctx, p.TeamID, tpl.ID); err != nil {

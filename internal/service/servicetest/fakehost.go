@@ -29,6 +29,14 @@ type FakeHost struct {
 	creates   []service.CreateSandboxRequest
 	// FailCreate, when set, makes CreateSandbox fail with this error.
 	failCreate error
+	// failPause, failResume: see FailPauses, FailResumes.
+	failPause, failResume error
+	// pauseHold, when set, blocks PauseSandbox until closed; pauseEntered
+	// hears each blocked call's sandbox ID (see HoldPauses).
+	pauseHold    chan struct{}
+	pauseEntered chan string
+	// pauses, resumes count calls that changed a sandbox's state.
+	pauses, resumes int
 }
 
 type fakeSandbox struct {
@@ -49,6 +57,54 @@ func (h *FakeHost) FailCreates(err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.failCreate = err
+}
+
+// FailPauses makes later PauseSandbox calls fail with err, leaving the
+// sandbox running (nil: succeed).
+func (h *FakeHost) FailPauses(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failPause = err
+}
+
+// FailResumes makes later ResumeSandbox calls fail with err, leaving the
+// sandbox paused (nil: succeed).
+func (h *FakeHost) FailResumes(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failResume = err
+}
+
+// HoldPauses makes later PauseSandbox calls block (before pausing) until
+// release is called; entered receives the sandbox ID of each call as it
+// starts waiting. release is idempotent.
+func (h *FakeHost) HoldPauses() (entered <-chan string, release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hold, ch := make(chan struct{}), make(chan string, 64)
+	h.pauseHold, h.pauseEntered = hold, ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			close(hold)
+			h.pauseHold = nil
+		})
+	}
+}
+
+// Pauses and Resumes count the calls that paused or resumed a sandbox.
+func (h *FakeHost) Pauses() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pauses
+}
+
+func (h *FakeHost) Resumes() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.resumes
 }
 
 // Creates returns every CreateSandbox request received, in order.
@@ -107,25 +163,48 @@ func (h *FakeHost) DestroySandbox(_ context.Context, id string) error {
 	return nil
 }
 
-func (h *FakeHost) PauseSandbox(_ context.Context, id string) error {
+func (h *FakeHost) PauseSandbox(ctx context.Context, id string) error {
+	h.mu.Lock()
+	hold, entered := h.pauseHold, h.pauseEntered
+	h.mu.Unlock()
+	if hold != nil {
+		entered <- id
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failPause != nil {
+		return h.failPause
+	}
 	sb, err := h.get(id)
 	if err != nil {
 		return err
 	}
-	sb.state = "paused"
+	if sb.state != "paused" {
+		sb.state = "paused"
+		h.pauses++
+	}
 	return nil
 }
 
 func (h *FakeHost) ResumeSandbox(_ context.Context, req service.ResumeSandboxRequest) (service.SandboxRuntime, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failResume != nil {
+		return service.SandboxRuntime{}, h.failResume
+	}
 	sb, err := h.get(req.SandboxID)
 	if err != nil {
 		return service.SandboxRuntime{}, err
 	}
-	sb.state = "running"
+	if sb.state != "running" {
+		sb.state = "running"
+		h.resumes++
+	}
 	return service.SandboxRuntime{SandboxID: req.SandboxID, State: "running", StartedAt: time.Now()}, nil
 }
 
