@@ -19,28 +19,6 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
-// statusOf is the one mapping from service error kinds to HTTP statuses.
-func statusOf(k service.Kind) int {
-	switch k {
-	case service.KindInvalidArgument:
-		return http.StatusBadRequest
-	case service.KindNotFound:
-		return http.StatusNotFound
-	case service.KindConflict:
-		return http.StatusConflict
-	case service.KindUnauthenticated:
-		return http.StatusUnauthorized
-	case service.KindPermissionDenied:
-		return http.StatusForbidden
-	case service.KindUnavailable:
-		return http.StatusServiceUnavailable
-	case service.KindUnimplemented:
-		return http.StatusNotImplemented
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -69,7 +47,7 @@ func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	var se *service.Error
 	if errors.As(err, &se) {
-		status := statusOf(se.Kind)
+		status := service.HTTPStatus(se.Kind)
 		level := slog.LevelDebug
 		if status >= 500 {
 			level = slog.LevelWarn

@@ -32,29 +32,6 @@ func errStatus(status int, format string, args ...any) error {
 	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-func statusOf(k service.Kind) int {
-	switch k {
-	case service.KindInvalidArgument:
-		return http.StatusBadRequest
-	case service.KindNotFound:
-		return http.StatusNotFound
-	case service.KindConflict:
-		return http.StatusConflict
-	case service.KindUnauthenticated:
-		return http.StatusUnauthorized
-	case service.KindPermissionDenied:
-		return http.StatusForbidden
-	case service.KindUnavailable:
-		return http.StatusServiceUnavailable
-	case service.KindUnimplemented:
-		// "Never here", as opposed to 503's "not now": the conformance
-		// suite skips pause/resume on it.
-		return http.StatusNotImplemented
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // fieldNames renames hearth's input fields to E2B's in messages, so a 400
 // names what the SDK user actually sent.
 var fieldNames = strings.NewReplacer("timeout_s:", "timeout:", "env:", "envVars:", "template:", "templateID:")
@@ -67,7 +44,7 @@ func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	var se *service.Error
 	if errors.As(err, &se) {
-		status := statusOf(se.Kind)
+		status := service.HTTPStatus(se.Kind)
 		if se.Err != nil || status >= 500 {
 			s.log.WarnContext(r.Context(), "e2b request failed", "path", r.URL.Path, "status", status, "err", err)
 		}
