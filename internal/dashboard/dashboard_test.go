@@ -7,8 +7,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -27,6 +25,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/dashboard"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
@@ -74,22 +73,7 @@ func (h *envdHost) ListSandboxes(ctx context.Context) ([]service.SandboxRuntime,
 // startEnvd runs a real envd on a loopback port, as internal/envd's tests do.
 func startEnvd(t *testing.T) string {
 	t.Helper()
-	srv := envd.New(envd.Config{SetClock: func(time.Time) error { return nil }, Logger: slog.New(slog.DiscardHandler)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := srv.HTTPServer(ln.Addr().String())
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			_ = hs.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
+	return envdtest.Start(t, envd.Config{})
 }
 
 type fixture struct {

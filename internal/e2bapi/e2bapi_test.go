@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,6 +27,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
@@ -129,18 +129,7 @@ func (staticResolver) AutoResume(context.Context, string) (bool, error) { return
 
 func startEnvd(t *testing.T) string {
 	t.Helper()
-	srv := envd.New(envd.Config{Logger: slog.New(slog.DiscardHandler), SetClock: func(time.Time) error { return nil }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := srv.HTTPServer(ln.Addr().String())
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		_ = hs.Close()
-	})
-	return "http://" + ln.Addr().String()
+	return envdtest.Start(t, envd.Config{})
 }
 
 func loadE2BSpec(t *testing.T, serverURL string) routers.Router {

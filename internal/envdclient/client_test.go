@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -19,28 +17,14 @@ import (
 
 	rpc "github.com/hearth-sandbox/hearth/gen/envd/process"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
 )
 
 // startEnvd runs a real envd on loopback and returns its base URL.
 func startEnvd(t *testing.T) string {
 	t.Helper()
-	srv := envd.New(envd.Config{Logger: slog.New(slog.DiscardHandler), SetClock: func(time.Time) error { return nil }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := srv.HTTPServer(ln.Addr().String())
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			_ = hs.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
+	return envdtest.Start(t, envd.Config{})
 }
 
 func ctx(t *testing.T) context.Context {

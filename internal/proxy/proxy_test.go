@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-sandbox/hearth/gen/envd/process"
 	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 )
 
@@ -92,22 +93,7 @@ func (f *fakeResolver) AutoResume(_ context.Context, id string) (bool, error) {
 // startEnvd runs a real envd on loopback, initialised with testToken.
 func startEnvd(t *testing.T) string {
 	t.Helper()
-	srv := envd.New(envd.Config{Logger: slog.New(slog.DiscardHandler), SetClock: func(time.Time) error { return nil }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := srv.HTTPServer(ln.Addr().String())
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			_ = hs.Close()
-		}
-	})
-	base := "http://" + ln.Addr().String()
+	base := envdtest.Start(t, envd.Config{})
 	resp, err := http.Post(base+"/init", "application/json", strings.NewReader(`{"accessToken":"`+testToken+`"}`))
 	if err != nil {
 		t.Fatal(err)
