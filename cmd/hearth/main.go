@@ -8,12 +8,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
 func main() {
@@ -21,8 +24,11 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "hearth:", err)
-		os.Exit(1)
+		var ee *cli.ExitError
+		if !errors.As(err, &ee) { // exec already printed the command's output
+			fmt.Fprintln(os.Stderr, "hearth:", err)
+		}
+		os.Exit(cli.ExitCode(err)) // the command's code; 130 on Ctrl-C; else 1
 	}
 }
 
@@ -40,6 +46,14 @@ func newRootCmd() *cobra.Command {
 		newImageCmd(),
 		newDoctorCmd(),
 		newAdminCmd(),
+		newHostCmd(),
+		newLoginCmd(),
+		newLogoutCmd(),
+		newAPIKeyCmd(),
+		newSandboxCmd(),
+		newTemplateCmd(),
+		newSnapshotCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

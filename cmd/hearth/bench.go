@@ -1,0 +1,115 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-sandbox/hearth/internal/bench"
+	"github.com/hearth-sandbox/hearth/internal/cli"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		f          apiFlags
+		o          bench.Options
+		dev        bool
+		imagesFrom string
+		noPause    bool
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure a hearth server: cold boot, exec round trip, pause/resume, snapshots",
+		Long: `Measure a running hearth over its REST API, as a user sees it:
+
+  - cold-boot create latency (p50/p95 over --n sandboxes) per template
+    (tiny and base), and create(base)/create(tiny);
+  - exec round trip of ` + "`true`" + `, against a GET /healthz round trip;
+  - pause/resume and create-from-snapshot against cold boot, where the server
+    supports them (skipped with a note otherwise).
+
+Figures are reported with ratios against other figures of the same run, which
+hold on noisy machines better than absolute times. Every sandbox the run
+creates is tagged hearth-bench=<run id> and destroyed at the end, also on
+Ctrl-C.
+
+With --dev it starts its own control plane + agent in a temporary data dir
+(needs root and --images-from DIR with built images) and removes it after.`,
+		Example: `  hearth bench --dev --images-from /var/tmp/hearth-dev
+  hearth bench --url http://127.0.0.1:3000 --api-key e2b_... --n 20 -o json`,
+		Args: exactArgs(0, "bench [--dev --images-from DIR | --url URL --api-key KEY] [--n N]"),
+		RunE: explained(func(cmd *cobra.Command, _ []string) (err error) {
+			ctx := cmd.Context()
+			progress := cmd.ErrOrStderr()
+			if quiet {
+				progress = nil
+			}
+			o.Log = progress
+			if noPause {
+				o.PauseN = -1
+			}
+			var c *cli.Client
+			if dev {
+				if err := cli.CheckFormat(f.output); err != nil {
+					return err
+				}
+				sp := cli.StartSpinner(cmd.ErrOrStderr(), "Starting an in-process hearth dev", !quiet && cli.IsTerminal(cmd.ErrOrStderr()))
+				d, err := bench.StartDev(ctx, imagesFrom, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+				final := ""
+				if !quiet && err == nil {
+					final = "hearth dev on " + d.URL
+				}
+				sp.Stop(final)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					if cerr := d.Close(ctx); cerr != nil {
+						err = errors.Join(err, fmt.Errorf("stop the dev stack: %w", cerr))
+					}
+				}()
+				c = cli.NewClient(d.URL, d.APIKey, "")
+			} else if c, err = f.client(); err != nil {
+				return err
+			}
+			if c.APIKey == "" && c.Token == "" {
+				return cli.Usagef("run `hearth login`, pass --url and --api-key, or use --dev --images-from DIR", "no server to measure")
+			}
+			rep, runErr := bench.Run(ctx, c, o)
+			if dev {
+				rep.Notes = append(rep.Notes, "--dev: the server runs in this process, so the healthz baseline has no process hop")
+			}
+			if f.json() {
+				if err := cli.WriteJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else if len(rep.Stages) > 0 {
+				if !quiet {
+					fmt.Fprintln(cmd.ErrOrStderr())
+				}
+				if err := bench.Print(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			}
+			return runErr
+		}),
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.IntVarP(&o.N, "n", "n", 10, "sandboxes created per template")
+	fl.StringSliceVar(&o.Templates, "templates", []string{"tiny", "base"}, "cold-boot templates; the first also runs the exec, pause and snapshot stages")
+	fl.IntVar(&o.ExecN, "exec-n", 20, "exec round trips")
+	fl.IntVar(&o.BaselineN, "baseline-n", 20, "GET /healthz round trips (the baseline)")
+	fl.IntVar(&o.PauseN, "pause-n", 3, "pause/resume cycles")
+	fl.BoolVar(&noPause, "no-pause", false, "skip pause/resume")
+	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
+	fl.BoolVar(&o.NoSnapshot, "no-snapshot", false, "skip create-from-snapshot")
+	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")
+	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
+	return cmd
+}

@@ -1,0 +1,469 @@
+// Package cli is the user side of hearth's /v1 REST API: a typed client,
+// where credentials come from (login file, environment, flags), and the
+// terminal output helpers (tables, JSON, spinners, byte progress bars) the
+// `hearth` commands share.
+//
+// The wire types here are written from internal/api/openapi.yaml, the
+// contract; the client does not import the server packages, so it stays
+// what a third party would write and the tests against the real handler
+// catch any drift.
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls one hearth control plane. The zero HTTP uses
+// http.DefaultClient. Sandbox, template and snapshot calls authenticate with
+// APIKey when set, else with Token; user calls (api keys, me) need Token.
+type Client struct {
+	BaseURL string
+	APIKey  string
+	Token   string
+	HTTP    *http.Client
+	// UserAgent is sent on every request (default "hearth-cli").
+	UserAgent string
+}
+
+// NewClient returns a client for baseURL ("http://host:port", with or
+// without a trailing slash).
+func NewClient(baseURL, apiKey, token string) *Client {
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), APIKey: apiKey, Token: token}
+}
+
+// ---- wire types (from openapi.yaml) ----
+
+// User is the signed-in person.
+type User struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	IsAdmin   bool      `json:"is_admin"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Team is a team with the caller's role in it.
+type Team struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Role string `json:"role,omitempty"`
+}
+
+// Me is GET /v1/me.
+type Me struct {
+	User  User   `json:"user"`
+	Teams []Team `json:"teams"`
+}
+
+// APIKey is a team API key; Key is only set in the create response.
+type APIKey struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Prefix     string     `json:"prefix"`
+	Key        string     `json:"key,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// CreateSandbox is the body of POST /v1/sandboxes. Nil pointers take the
+// server's defaults.
+type CreateSandbox struct {
+	Template      string            `json:"template"`
+	VCPUs         *int              `json:"vcpus,omitempty"`
+	MemoryMB      *int              `json:"memory_mb,omitempty"`
+	DiskSizeMB    *int              `json:"disk_size_mb,omitempty"`
+	TimeoutS      *int              `json:"timeout_s,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	AutoPause     bool              `json:"auto_pause,omitempty"`
+	AutoResume    bool              `json:"auto_resume,omitempty"`
+	AllowInternet *bool             `json:"allow_internet,omitempty"`
+}
+
+// Sandbox is a sandbox as the API shows it.
+type Sandbox struct {
+	ID              string            `json:"id"`
+	TemplateID      string            `json:"template_id"`
+	Status          string            `json:"status"`
+	Host            string            `json:"host"`
+	VCPUs           int               `json:"vcpus"`
+	MemoryMB        int               `json:"memory_mb"`
+	DiskSizeMB      int               `json:"disk_size_mb"`
+	Metadata        map[string]string `json:"metadata"`
+	EnvKeys         []string          `json:"env_keys,omitempty"`
+	TimeoutS        int               `json:"timeout_s"`
+	EndAt           time.Time         `json:"end_at"`
+	CreatedAt       time.Time         `json:"created_at"`
+	AutoPause       bool              `json:"auto_pause"`
+	AutoResume      bool              `json:"auto_resume"`
+	AllowInternet   bool              `json:"allow_internet"`
+	Error           string            `json:"error,omitempty"`
+	EnvdAccessToken string            `json:"envd_access_token,omitempty"`
+}
+
+// SandboxFilter narrows GET /v1/sandboxes.
+type SandboxFilter struct {
+	Statuses []string
+	Metadata map[string]string
+	Limit    int
+}
+
+// ExecRequest is the body of POST /v1/sandboxes/{id}/exec. The command and
+// its arguments travel as a list: nothing is interpreted by a shell.
+type ExecRequest struct {
+	Cmd      string            `json:"cmd"`
+	Args     []string          `json:"args,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	Cwd      string            `json:"cwd,omitempty"`
+	TimeoutS int               `json:"timeout_s,omitempty"`
+}
+
+// ExecResult is a finished command.
+type ExecResult struct {
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// Template is a base or snapshot template.
+type Template struct {
+	ID              string    `json:"id"`
+	TeamID          string    `json:"team_id"`
+	Name            string    `json:"name"`
+	Kind            string    `json:"kind"`
+	VCPUs           int       `json:"vcpus"`
+	MemoryMB        int       `json:"memory_mb"`
+	DiskSizeMB      int       `json:"disk_size_mb"`
+	Host            string    `json:"host,omitempty"`
+	SourceSandboxID string    `json:"source_sandbox_id,omitempty"`
+	Platform        bool      `json:"platform"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// ---- calls ----
+
+// Healthz calls GET /healthz (no credentials).
+func (c *Client) Healthz(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", authNone, nil, nil)
+}
+
+// Login exchanges email and password for a session token.
+func (c *Client) Login(ctx context.Context, email, password string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/auth/login", authNone, map[string]string{"email": email, "password": password}, &out)
+	return out.Token, err
+}
+
+// Signup creates a user and their team and returns a session token.
+func (c *Client) Signup(ctx context.Context, email, password string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/auth/signup", authNone, map[string]string{"email": email, "password": password}, &out)
+	return out.Token, err
+}
+
+// Me returns the signed-in user (needs Token).
+func (c *Client) Me(ctx context.Context) (Me, error) {
+	var out Me
+	return out, c.do(ctx, http.MethodGet, "/v1/me", authUser, nil, &out)
+}
+
+// CreateAPIKey creates a key; the result's Key is shown only now.
+func (c *Client) CreateAPIKey(ctx context.Context, name string) (APIKey, error) {
+	var out APIKey
+	return out, c.do(ctx, http.MethodPost, "/v1/api-keys", authUser, map[string]string{"name": name}, &out)
+}
+
+// ListAPIKeys lists the team's keys (no secrets).
+func (c *Client) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
+	var out []APIKey
+	return out, c.do(ctx, http.MethodGet, "/v1/api-keys", authUser, nil, &out)
+}
+
+// DeleteAPIKey deletes a key by ID.
+func (c *Client) DeleteAPIKey(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/api-keys/"+url.PathEscape(id), authUser, nil, nil)
+}
+
+// CreateSandbox creates a sandbox and returns when it runs.
+func (c *Client) CreateSandbox(ctx context.Context, in CreateSandbox) (Sandbox, error) {
+	var out Sandbox
+	return out, c.do(ctx, http.MethodPost, "/v1/sandboxes", authTeam, in, &out)
+}
+
+// ListSandboxes lists the team's sandboxes.
+func (c *Client) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error) {
+	q := url.Values{}
+	if len(f.Statuses) > 0 {
+		q.Set("status", strings.Join(f.Statuses, ","))
+	}
+	if len(f.Metadata) > 0 {
+		md := url.Values{}
+		for k, v := range f.Metadata {
+			md.Set(k, v)
+		}
+		q.Set("metadata", md.Encode())
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	path := "/v1/sandboxes"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []Sandbox
+	return out, c.do(ctx, http.MethodGet, path, authTeam, nil, &out)
+}
+
+// GetSandbox returns one sandbox.
+func (c *Client) GetSandbox(ctx context.Context, id string) (Sandbox, error) {
+	var out Sandbox
+	return out, c.do(ctx, http.MethodGet, sandboxPath(id, ""), authTeam, nil, &out)
+}
+
+// DeleteSandbox destroys a sandbox.
+func (c *Client) DeleteSandbox(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, sandboxPath(id, ""), authTeam, nil, nil)
+}
+
+// Exec runs a command to completion in a sandbox.
+func (c *Client) Exec(ctx context.Context, id string, in ExecRequest) (ExecResult, error) {
+	var out ExecResult
+	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/exec"), authTeam, in, &out)
+}
+
+// PauseSandbox pauses a sandbox (idempotent).
+func (c *Client) PauseSandbox(ctx context.Context, id string) (Sandbox, error) {
+	var out Sandbox
+	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/pause"), authTeam, nil, &out)
+}
+
+// ResumeSandbox resumes a sandbox (idempotent).
+func (c *Client) ResumeSandbox(ctx context.Context, id string) (Sandbox, error) {
+	var out Sandbox
+	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/resume"), authTeam, nil, &out)
+}
+
+// SetTimeout makes the sandbox end seconds from now.
+func (c *Client) SetTimeout(ctx context.Context, id string, seconds int) (Sandbox, error) {
+	var out Sandbox
+	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/timeout"), authTeam, map[string]int{"timeout_s": seconds}, &out)
+}
+
+// ReadFile opens a file in the sandbox for reading. size is the length the
+// server announced, or -1. The caller closes the reader.
+func (c *Client) ReadFile(ctx context.Context, id, path string) (rc io.ReadCloser, size int64, err error) {
+	req, err := c.newRequest(ctx, http.MethodGet, filesPath(id, path), authTeam, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, 0, decodeError(req, resp)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// WriteFile uploads r as the file at path (replacing it). size is r's
+// length when known (sent as Content-Length), or -1 to stream it chunked.
+func (c *Client) WriteFile(ctx context.Context, id, path string, r io.Reader, size int64) error {
+	req, err := c.newRequest(ctx, http.MethodPut, filesPath(id, path), authTeam, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	return c.roundTrip(req, nil)
+}
+
+// ListTemplates lists the team's and the platform's templates.
+func (c *Client) ListTemplates(ctx context.Context) ([]Template, error) {
+	var out []Template
+	return out, c.do(ctx, http.MethodGet, "/v1/templates", authTeam, nil, &out)
+}
+
+// CreateSnapshot snapshots a sandbox into a named template.
+func (c *Client) CreateSnapshot(ctx context.Context, sandboxID, name string) (Template, error) {
+	var out Template
+	return out, c.do(ctx, http.MethodPost, "/v1/snapshots", authTeam, map[string]string{"sandbox_id": sandboxID, "name": name}, &out)
+}
+
+// ListSnapshots lists snapshot templates.
+func (c *Client) ListSnapshots(ctx context.Context) ([]Template, error) {
+	var out []Template
+	return out, c.do(ctx, http.MethodGet, "/v1/snapshots", authTeam, nil, &out)
+}
+
+// DeleteSnapshot deletes a snapshot template by name.
+func (c *Client) DeleteSnapshot(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/snapshots/"+url.PathEscape(name), authTeam, nil, nil)
+}
+
+// TemplateNames maps template IDs to names, for showing sandboxes.
+func TemplateNames(ts []Template) map[string]string {
+	m := make(map[string]string, len(ts))
+	for _, t := range ts {
+		m[t.ID] = t.Name
+	}
+	return m
+}
+
+// SortSandboxes orders sandboxes newest first (ties by ID), for stable
+// listings.
+func SortSandboxes(sbs []Sandbox) {
+	sort.SliceStable(sbs, func(i, j int) bool {
+		if !sbs[i].CreatedAt.Equal(sbs[j].CreatedAt) {
+			return sbs[i].CreatedAt.After(sbs[j].CreatedAt)
+		}
+		return sbs[i].ID < sbs[j].ID
+	})
+}
+
+// ---- plumbing ----
+
+type authMode int
+
+const (
+	authNone authMode = iota
+	authUser          // Bearer session token only
+	authTeam          // X-API-Key, else Bearer
+)
+
+// ErrNoCredentials says the call needs credentials the client lacks.
+var ErrNoCredentials = errors.New("no credentials")
+
+func sandboxPath(id, suffix string) string {
+	return "/v1/sandboxes/" + url.PathEscape(id) + suffix
+}
+
+func filesPath(id, path string) string {
+	return sandboxPath(id, "/files") + "?" + url.Values{"path": {path}}.Encode()
+}
+
+func (c *Client) do(ctx context.Context, method, path string, mode authMode, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := c.newRequest(ctx, method, path, mode, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.roundTrip(req, out)
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, mode authMode, body io.Reader) (*http.Request, error) {
+	if c.BaseURL == "" {
+		return nil, &UsageError{Msg: "no hearth URL configured", Hint: "run `hearth login --url URL`, or set HEARTH_URL"}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	ua := c.UserAgent
+	if ua == "" {
+		ua = "hearth-cli"
+	}
+	req.Header.Set("User-Agent", ua)
+	req.Header.Set("Accept", "application/json")
+	switch mode {
+	case authTeam:
+		switch {
+		case c.APIKey != "":
+			req.Header.Set("X-API-Key", c.APIKey)
+		case c.Token != "":
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		default:
+			return nil, &UsageError{Msg: "not logged in", Hint: "run `hearth login --url URL`, or set HEARTH_API_KEY", Err: ErrNoCredentials}
+		}
+	case authUser:
+		if c.Token == "" {
+			return nil, &UsageError{Msg: "this command needs a login session, not an API key", Hint: "run `hearth login --url URL` with your email and password", Err: ErrNoCredentials}
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, &ConnError{URL: c.BaseURL, Err: err}
+	}
+	return resp, nil
+}
+
+func (c *Client) roundTrip(req *http.Request, out any) error {
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return decodeError(req, resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, resp.Body) // lets the connection be reused
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", req.Method, req.URL.Path, err)
+	}
+	return nil
+}
+
+// decodeError turns a non-2xx response into an *APIError, whatever the
+// body (a proxy in front may answer HTML).
+func decodeError(req *http.Request, resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	e := &APIError{Status: resp.StatusCode, Method: req.Method, Path: req.URL.Path}
+	var body struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(b, &body) == nil && body.Message != "" {
+		e.Message = body.Message
+	} else {
+		e.Message = strings.TrimSpace(string(b))
+		if len(e.Message) > 200 || e.Message == "" || strings.HasPrefix(e.Message, "<") || strings.Contains(e.Message, "\n") {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+	}
+	return e
+}

@@ -1,0 +1,440 @@
+//go:build vm
+
+package multihost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/cli"
+	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/controlplane"
+	"github.com/hearth-sandbox/hearth/internal/fleet"
+	"github.com/hearth-sandbox/hearth/internal/pki"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+	"github.com/hearth-sandbox/hearth/internal/testnet"
+)
+
+const (
+	hbInterval = 500 * time.Millisecond
+	window     = 2 * time.Second
+	agentPort  = "7070"
+)
+
+// cluster is the control plane of the test.
+type cluster struct {
+	t      *testing.T
+	url    string
+	db     *store.DB
+	fleet  *fleet.ControlPlaneSide
+	admin  string // session token of a platform admin
+	client *cli.Client
+}
+
+func startControlPlane(t *testing.T, ctx context.Context, gw string) *cluster {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// The real assembly `hearth server` runs in fleet mode.
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cp, err := controlplane.New(ctx, controlplane.Options{Config: cfg, Logger: log, Fleet: &fleet.Options{
+		HeartbeatInterval: hbInterval, Window: window, ReconcileInterval: 5 * time.Second,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	ln, err := net.Listen("tcp", net.JoinHostPort(gw, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- cp.Serve(serveCtx, ln) }()
+	t.Cleanup(func() { stop(); <-served })
+
+	svc, db := cp.Service, cp.Store
+	res, err := svc.Signup(ctx, "ops@example.com", "password123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetUserAdmin(ctx, "ops@example.com", true); err != nil {
+		t.Fatal(err)
+	}
+	_, apiKey, err := svc.CreateAPIKey(ctx, service.Principal{UserID: res.User.ID, TeamID: res.Team.ID}, "multihost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	return &cluster{t: t, url: url, db: db, fleet: cp.Fleet, admin: res.Token, client: cli.NewClient(url, apiKey, "")}
+}
+
+// adminDo calls an admin route with the admin's session (or tok, if set).
+func (c *cluster) adminDo(method, path, tok string, out any) int {
+	c.t.Helper()
+	if tok == "" {
+		tok = c.admin
+	}
+	req, _ := http.NewRequest(method, c.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+type tokenAnswer struct {
+	Token         string `json:"token"`
+	CAFingerprint string `json:"ca_fingerprint"`
+}
+
+func (c *cluster) newToken() tokenAnswer {
+	c.t.Helper()
+	var tok tokenAnswer
+	if st := c.adminDo("POST", "/v1/admin/hosts", "", &tok); st != http.StatusCreated {
+		c.t.Fatalf("POST /v1/admin/hosts: %d", st)
+	}
+	return tok
+}
+
+type hostView struct {
+	ID, Name, Address, Status string
+	SandboxCount              int            `json:"sandbox_count"`
+	Sandboxes                 map[string]int `json:"sandboxes"`
+}
+
+func (c *cluster) hosts() map[string]hostView {
+	c.t.Helper()
+	var hs []hostView
+	if st := c.adminDo("GET", "/v1/admin/hosts", "", &hs); st != http.StatusOK {
+		c.t.Fatalf("GET /v1/admin/hosts: %d", st)
+	}
+	out := map[string]hostView{}
+	for _, h := range hs {
+		out[h.Address] = h
+	}
+	return out
+}
+
+// agentProc is one `hearth agent` process in a node.
+type agentProc struct {
+	node    *testnet.Node
+	dataDir string
+	prefix  string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan error
+}
+
+func (a *agentProc) addr() string { return net.JoinHostPort(a.node.Addr.String(), agentPort) }
+
+func newAgentDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hearth-multihost-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Symlink(filepath.Join(imagesDir, "images"), filepath.Join(dir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func (a *agentProc) start(t *testing.T, ctx context.Context, cpURL string, extra ...string) {
+	t.Helper()
+	args := append([]string{"agent",
+		"--data-dir", a.dataDir, "--listen", a.addr(), "--address", a.addr(),
+		"--control-plane", cpURL, "--netns-prefix", a.prefix,
+		"--heartbeat-interval", hbInterval.String(), "--rootfs-backend", "qcow2",
+	}, extra...)
+	a.cmd = a.node.Command(context.WithoutCancel(ctx), hearthBin, args...)
+	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.done = make(chan error, 1)
+	go func() { a.done <- a.cmd.Wait(); logf.Close() }()
+}
+
+// stop ends the agent gracefully (it stops its sandboxes).
+func (a *agentProc) stop() {
+	if a.cmd == nil || a.cmd.ProcessState != nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(90 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+func (a *agentProc) log() string {
+	b, _ := os.ReadFile(a.logPath)
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func TestMultiHost(t *testing.T) {
+	if skip != "" {
+		t.Skip(skip)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nw := testnet.Setup(t, 4) // three agents and a rogue
+	c := startControlPlane(t, ctx, nw.Gateway.String())
+	logDir := t.TempDir()
+
+	agents := make([]*agentProc, 3)
+	for i := range agents {
+		agents[i] = &agentProc{node: nw.Nodes[i], dataDir: newAgentDir(t), prefix: fmt.Sprintf("hm%d-", i),
+			logPath: filepath.Join(logDir, fmt.Sprintf("agent%d.log", i))}
+	}
+	defer func() {
+		for i, a := range agents {
+			a.stop()
+			if t.Failed() {
+				t.Logf("agent %d log:\n%s", i, a.log())
+			}
+		}
+	}()
+
+	// Admin routes: platform admins only.
+	var nonAdmin string
+	{
+		res, err := c.client.Signup(ctx, "dev@example.com", "password123")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonAdmin = res
+	}
+	if st := c.adminDo("POST", "/v1/admin/hosts", nonAdmin, nil); st != http.StatusForbidden {
+		t.Fatalf("non-admin creates a token: %d", st)
+	}
+
+	// Registration: a fresh token per agent.
+	tokens := make([]tokenAnswer, len(agents))
+	for i, a := range agents {
+		tokens[i] = c.newToken()
+		a.start(t, ctx, c.url, "--register", tokens[i].Token, "--ca-fingerprint", tokens[i].CAFingerprint, "--name", fmt.Sprintf("node%d", i))
+	}
+	waitFor(t, "three ready hosts", 3*time.Minute, func() bool {
+		hs := c.hosts()
+		for _, a := range agents {
+			if hs[a.addr()].Status != "ready" {
+				return false
+			}
+		}
+		return true
+	})
+	hostOf := map[string]int{} // host ID → agent index
+	for i, a := range agents {
+		hostOf[c.hosts()[a.addr()].ID] = i
+	}
+
+	// A registration token works once.
+	t.Run("token reuse refused", func(t *testing.T) {
+		out, err := nw.Nodes[3].Command(ctx, hearthBin, "agent", "--data-dir", newAgentDir(t),
+			"--listen", net.JoinHostPort(nw.Nodes[3].Addr.String(), agentPort),
+			"--control-plane", c.url, "--register", tokens[0].Token).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "invalid, expired or used registration token") {
+			t.Fatalf("second use of a token: err=%v\n%s", err, out)
+		}
+	})
+
+	// An agent whose certificate comes from another CA: it cannot heartbeat,
+	// and the control plane will not talk to it even at a host's address.
+	t.Run("foreign CA refused", func(t *testing.T) {
+		victim := c.hosts()[agents[0].addr()]
+		rogue := &agentProc{node: nw.Nodes[3], dataDir: newAgentDir(t), prefix: "hmr-", logPath: filepath.Join(logDir, "rogue.log")}
+		rogueIdentity(t, filepath.Join(rogue.dataDir, "identity"), victim.ID, rogue.addr())
+		rogue.start(t, ctx, c.url)
+		defer rogue.stop()
+		waitFor(t, "the rogue's refused heartbeat", 2*time.Minute, func() bool {
+			return strings.Contains(rogue.log(), "heartbeat failed") && strings.Contains(rogue.log(), "401")
+		})
+		waitFor(t, "the rogue's listener", time.Minute, func() bool {
+			conn, err := nw.Nodes[3].Dial(ctx, rogue.addr())
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		})
+		// The control plane dials the rogue as if it were the victim host.
+		resp, err := (&http.Client{Transport: c.fleet.Transport(victim.ID), Timeout: 10 * time.Second}).Get("https://" + rogue.addr() + "/")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatal("the control plane accepted an agent certificate from another CA")
+		}
+		if !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("refused for another reason: %v", err)
+		}
+	})
+
+	// Placement spreads sandboxes; exec works in each through the control plane.
+	sbs := make([]cli.Sandbox, 3)
+	var wg sync.WaitGroup
+	errs := make([]error, len(sbs))
+	for i := range sbs {
+		wg.Go(func() { sbs[i], errs[i] = c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"}) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("create sandboxes: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, sb := range sbs {
+		seen[sb.Host] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("sandboxes not spread: hosts %v", seen)
+	}
+	exec := func(sb cli.Sandbox) error {
+		res, err := c.client.Exec(ctx, sb.ID, cli.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", "echo hello from $(hostname)"}})
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 || !strings.HasPrefix(res.Stdout, "hello from") {
+			return fmt.Errorf("exec in %s: %+v", sb.ID, res)
+		}
+		return nil
+	}
+	for _, sb := range sbs {
+		if err := exec(sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := sbs[0]
+	vi := hostOf[victim.Host]
+
+	// Lose an agent: SIGKILL, no goodbye. Its host goes unreachable within
+	// the window; the other hosts' sandboxes keep working.
+	killedAt := time.Now()
+	if err := agents[vi].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-agents[vi].done
+	detect := waitFor(t, "the killed host to be marked unreachable", 4*window, func() bool {
+		return c.hosts()[agents[vi].addr()].Status == "unreachable"
+	})
+	t.Logf("MEASURED agent loss → unreachable: %s (heartbeat %s, window %s, monitor every %s)",
+		time.Since(killedAt).Round(10*time.Millisecond), hbInterval, window, window/4)
+	_ = detect
+	for _, sb := range sbs[1:] {
+		if err := exec(sb); err != nil {
+			t.Fatalf("sandbox on a healthy host while another is down: %v", err)
+		}
+	}
+	// Placement avoids the unreachable host.
+	extra, err := c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extra.Host == victim.Host {
+		t.Fatalf("placed on the unreachable host")
+	}
+	if err := exec(extra); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart: the agent's start-up cleanup kills the orphaned VM, the host
+	// comes back ready, and the reconciler marks the lost sandbox stopped.
+	agents[vi].start(t, ctx, c.url)
+	waitFor(t, "the restarted host to be ready", 3*time.Minute, func() bool {
+		return c.hosts()[agents[vi].addr()].Status == "ready"
+	})
+	waitFor(t, "the lost sandbox to be marked stopped", time.Minute, func() bool {
+		sb, err := c.db.GetSandboxByID(ctx, victim.ID)
+		return err == nil && sb.Status == store.StatusStopped
+	})
+	hc, err := c.fleet.Pool().Get(ctx, victim.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, err := hc.ListSandboxes(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("restarted agent still has sandboxes %+v (%v)", left, err)
+	}
+	// The host takes sandboxes again (it is now the least loaded).
+	back, err := c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Host != victim.Host {
+		t.Errorf("new sandbox went to %s, want the returned (emptiest) host %s", back.Host, victim.Host)
+	}
+	if err := exec(back); err != nil {
+		t.Fatal(err)
+	}
+	hs := c.hosts()
+	for i, a := range agents {
+		t.Logf("host node%d: %+v", i, hs[a.addr()])
+	}
+	for _, sb := range append(sbs[1:], extra, back) {
+		if err := c.client.DeleteSandbox(ctx, sb.ID); err != nil {
+			t.Errorf("delete %s: %v", sb.ID, err)
+		}
+	}
+}
+
+// rogueIdentity writes an agent identity for hostID issued by a CA the
+// control plane has never seen.
+func rogueIdentity(t *testing.T, dir, hostID, addr string) {
+	t.Helper()
+	ca, err := pki.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.CreateCSR(key, "rogue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.SignCSR(csr, hostID, 0, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.SaveIdentity(dir, cert, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+}
