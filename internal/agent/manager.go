@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -422,6 +423,7 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 	exited := sb.exited
 	sb.mu.Unlock()
 	if err := waitHealthy(ctx, e, exited, m.d.BootTimeout); err != nil {
+		closeEnvd(e)
 		return err
 	}
 	sb.log.Info("envd ready", "boot_ms", time.Since(t0).Milliseconds(), "addr", envdAddr)
@@ -437,6 +439,7 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 		DefaultDir:   home,
 		Now:          time.Now(),
 	}); err != nil {
+		closeEnvd(e)
 		return fmt.Errorf("envd init: %w", err)
 	}
 	sb.mu.Lock()
@@ -445,6 +448,13 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 	sb.startedAt = time.Now().UTC()
 	sb.mu.Unlock()
 	return nil
+}
+
+// closeEnvd releases an envd client's connections when it owns any.
+func closeEnvd(e Envd) {
+	if c, ok := e.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // Health polling: while the guest boots, a connection attempt can hang
@@ -491,6 +501,7 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 	var errs []error
 	sb.mu.Lock()
 	machine, exited := sb.machine, sb.exited
+	closeEnvd(sb.envd)
 	sb.envd = nil
 	sb.mu.Unlock()
 	if machine != nil {
@@ -619,6 +630,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 		sb.log.Warn("pause: record envd token", "err", err)
 	}
 	sb.mu.Lock()
+	closeEnvd(sb.envd)
 	sb.machine, sb.envd = nil, nil
 	sb.mu.Unlock()
 	// Free the slot now; a teardown failure leaks nothing for long: destroy
@@ -748,6 +760,7 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 	var errs []error
 	sb.mu.Lock()
 	machine, exited := sb.machine, sb.exited
+	closeEnvd(sb.envd)
 	sb.envd = nil
 	sb.mu.Unlock()
 	if machine != nil {

@@ -129,28 +129,58 @@ func (d diskAdapter) CleanupStale(ctx context.Context, live map[string]bool) err
 	return rootfs.CleanupStale(ctx, d.dataDir, live)
 }
 
-// NewEnvdDialer returns an EnvdDialer over envdclient. hc nil: a client
-// that never uses an HTTP proxy from the environment (guest addresses are
-// local to this host) and dials with a short timeout (health polling).
+// NewEnvdDialer returns an EnvdDialer over envdclient. With hc nil every
+// dialed sandbox gets its own connection pool: guest addresses are reused
+// by later sandboxes, and a kept-alive connection to a destroyed guest
+// would otherwise be handed to its successor (and reset). Those clients
+// never use an HTTP proxy from the environment (guest addresses are local
+// to this host). Health polling uses separate, unpooled connections whose
+// dials give up after healthDial: while the guest's network is not up yet a
+// SYN is silently dropped and the kernel would retry it only after a
+// second, so short dials retried often find a freshly booted envd sooner.
 func NewEnvdDialer(hc *http.Client) EnvdDialer {
-	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{
+	return func(baseURL, token string) Envd {
+		if hc != nil {
+			return envdAdapter{c: envdclient.New(baseURL, token, hc), health: envdclient.New(baseURL, token, hc)}
+		}
+		tr := &http.Transport{
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 8,
 			IdleConnTimeout:     90 * time.Second,
+		}
+		health := &http.Client{Transport: &http.Transport{
+			Proxy:             nil,
+			DialContext:       (&net.Dialer{Timeout: healthDial}).DialContext,
+			DisableKeepAlives: true,
 		}}
-	}
-	return func(baseURL, token string) Envd {
-		return envdAdapter{c: envdclient.New(baseURL, token, hc)}
+		return envdAdapter{
+			c:      envdclient.New(baseURL, token, &http.Client{Transport: tr}),
+			health: envdclient.New(baseURL, token, health),
+			pool:   tr,
+		}
 	}
 }
 
+// healthDial bounds one TCP connect of health polling (see NewEnvdDialer).
+const healthDial = 200 * time.Millisecond
+
 // envdAdapter adapts *envdclient.Client to Envd.
-type envdAdapter struct{ c *envdclient.Client }
+type envdAdapter struct {
+	c, health *envdclient.Client
+	pool      *http.Transport // owned; nil when the caller passed a client
+}
+
+// Close drops the sandbox's pooled connections (the guest is going away).
+func (e envdAdapter) Close() error {
+	if e.pool != nil {
+		e.pool.CloseIdleConnections()
+	}
+	return nil
+}
 
 func (e envdAdapter) Health(ctx context.Context) error {
-	_, err := e.c.Health(ctx)
+	_, err := e.health.Health(ctx)
 	return err
 }
 
