@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
-	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 )
 
 // Snapshot templates live in DATA/templates/<template>/:
@@ -245,7 +244,7 @@ func copyDisk(ctx context.Context, disk rootfs.Disk, dst string) error {
 		}
 		return nil
 	}
-	return sandboxsnap.CopyFile(disk.Path, dst)
+	return rootfs.CopyFile(disk.Path, dst)
 }
 
 // ext4Size reads the file system size (blocks × block size) from an ext4

@@ -9,6 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// CopyFile copies src to a new file dst byte for byte, keeping holes: a
+// reflink (FICLONE) where the filesystem allows, else only the data extents
+// (SEEK_DATA/SEEK_HOLE with copy_file_range, or read/write across
+// filesystems). The block layout inside the image is untouched, which is
+// what a memory-snapshot template's disk needs (the frozen guest kernel has
+// it cached). dst is fsynced.
+func CopyFile(src, dst string) error {
+	if err := reflinkFile(src, dst); err == nil {
+		d, err := os.Open(dst)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}
+	return sparseCopy(src, dst)
+}
+
 // reflinkFile clones src into a new file dst with FICLONE: no data is
 // copied, blocks are shared copy-on-write (xfs with reflink=1, btrfs).
 func reflinkFile(src, dst string) error {

@@ -379,7 +379,8 @@ func TestResizeShrinkAndGrow(t *testing.T) {
 	}
 }
 
-func TestSparseCopyKeepsHoles(t *testing.T) {
+// CopyFile (reflink where possible, else sparseCopy) keeps bytes and holes.
+func TestCopyFileKeepsHoles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -393,7 +394,7 @@ func TestSparseCopyKeepsHoles(t *testing.T) {
 	f.WriteAt([]byte("middle"), 32*mb)
 	f.Close()
 	dst := filepath.Join(dir, "dst")
-	if err := sparseCopy(src, dst); err != nil {
+	if err := CopyFile(src, dst); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.ReadFile(src)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -133,59 +132,4 @@ func placeRun(src, dst *os.File, srcOff, dstOff, length int64, mode string, buf 
 func unsupported(err error) bool {
 	return errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) ||
 		errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EBADF)
-}
-
-// CopyFile copies src to a new file dst keeping holes: a reflink (FICLONE)
-// where the filesystem allows, else the data extents only (SEEK_DATA /
-// SEEK_HOLE with copy_file_range, or read/write across filesystems). dst is
-// fsynced. The copy is byte-for-byte: a template's disk must keep the exact
-// block layout the frozen guest kernel has cached (see the package doc).
-func CopyFile(src, dst string) (err error) {
-	s, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	d, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := d.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	if unix.IoctlFileClone(int(d.Fd()), int(s.Fd())) == nil {
-		return d.Sync()
-	}
-	size, err := s.Seek(0, io.SeekEnd)
-	if err != nil {
-		return err
-	}
-	if err := d.Truncate(size); err != nil {
-		return err
-	}
-	mode := "copy_file_range"
-	var buf []byte
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(int(s.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("SEEK_DATA %s: %w", src, err)
-		}
-		hole, err := unix.Seek(int(s.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("SEEK_HOLE %s: %w", src, err)
-		}
-		if mode, buf, err = placeRun(s, d, data, data, hole-data, mode, buf); err != nil {
-			return err
-		}
-		off = hole
-	}
-	return d.Sync()
 }

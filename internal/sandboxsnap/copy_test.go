@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/hearth-sandbox/hearth/internal/snapshot"
-	"golang.org/x/sys/unix"
 )
 
 // Materialize rebuilds memory byte for byte from a chain with zero blocks
@@ -65,41 +64,5 @@ func TestMaterializeChain(t *testing.T) {
 			t.Fatalf("materialized memory in %s (mode %s) differs", target, ms.Mode)
 		}
 		t.Logf("%s: %d bytes placed with %s", target, ms.Bytes, ms.Mode)
-	}
-}
-
-// CopyFile keeps content and holes.
-func TestCopyFileSparse(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	f, err := os.Create(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(64 << 20); err != nil {
-		t.Fatal(err)
-	}
-	for _, off := range []int64{0, 5 << 20, 63 << 20} {
-		if _, err := f.WriteAt(bytes.Repeat([]byte{byte(off >> 20), 1}, 8192), off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
-	dst := filepath.Join(dir, "dst")
-	if err := CopyFile(src, dst); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(src)
-	b, _ := os.ReadFile(dst)
-	if !bytes.Equal(a, b) {
-		t.Fatal("copy differs")
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(dst, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Blocks*512 > 8<<20 {
-		t.Fatalf("copy allocates %d bytes of a 64 MiB file with 48 KiB of data: holes lost", st.Blocks*512)
 	}
 }

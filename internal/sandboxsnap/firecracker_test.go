@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	hrootfs "github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/vmm/firecracker"
 	"github.com/hearth-sandbox/hearth/internal/vmm/firecracker/fcfake"
@@ -439,7 +440,7 @@ func TestRealFirecrackerPauseResume(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	disk := filepath.Join(tmp, "rootfs.ext4")
-	if err := CopyFile(rootfs, disk); err != nil {
+	if err := hrootfs.CopyFile(rootfs, disk); err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(Options{Driver: d, DataDir: tmp})

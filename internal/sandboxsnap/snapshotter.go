@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/pagesrv"
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/snapshot"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
@@ -598,7 +599,7 @@ func (s *Snapshotter) Export(ctx context.Context, srcDir, dstDir string) (err er
 	if err != nil {
 		return err
 	}
-	if err := CopyFile(state, filepath.Join(tmp, stateName(hdr.Seq))); err != nil {
+	if err := rootfs.CopyFile(state, filepath.Join(tmp, stateName(hdr.Seq))); err != nil {
 		return fmt.Errorf("export device state: %w", err)
 	}
 	if err := syncDir(tmp); err != nil {
