@@ -1,6 +1,6 @@
 package main
 
-// `hearth host add|ls`: the operator's view of the fleet, through the REST
+// `hearth host add|ls|drain|undrain|rm`: the operator's view of the fleet, through the REST
 // API (POST/GET /v1/admin/hosts) with the session of `hearth login` (a
 // platform admin's; API keys are refused by those routes).
 
@@ -57,7 +57,10 @@ func newHostCmd() *cobra.Command {
 (` + "`hearth login`" + `, then ` + "`hearth admin promote`" + ` on the server).`,
 	}
 	f.register(cmd)
-	cmd.AddCommand(newHostAddCmd(&f), newHostLsCmd(&f))
+	cmd.AddCommand(newHostAddCmd(&f), newHostLsCmd(&f),
+		newHostStatusCmd(&f, "drain", "drain", "Stop placing new sandboxes on a host (its sandboxes keep running)"),
+		newHostStatusCmd(&f, "undrain", "ready", "Put a drained host back into placement"),
+		newHostRmCmd(&f))
 	return cmd
 }
 
@@ -129,6 +132,58 @@ func newHostLsCmd(f *apiFlags) *cobra.Command {
 	}
 }
 
+// newHostStatusCmd is `hearth host drain|undrain ID`: POST
+// /v1/admin/hosts/{id}/<action>, then the host's new line.
+func newHostStatusCmd(f *apiFlags, use, action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: explained(func(cmd *cobra.Command, args []string) error {
+			c, err := f.resolve()
+			if err != nil {
+				return err
+			}
+			var h hostView
+			if err := adminCall(cmd.Context(), c, http.MethodPost, "/v1/admin/hosts/"+url.PathEscape(args[0])+"/"+action, nil, &h); err != nil {
+				return err
+			}
+			if f.json() {
+				return cli.WriteJSON(cmd.OutOrStdout(), h)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "host %s (%s) is %s; sandboxes: %s\n", h.Name, h.ID, h.Status, sandboxCounts(h))
+			return nil
+		}),
+	}
+}
+
+func newHostRmCmd(f *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm ID",
+		Aliases: []string{"remove"},
+		Short:   "Remove a host that no sandbox needs any more (drain it first)",
+		Long: `Remove a host from the fleet: its row goes and the control plane forgets
+its client; its agent's heartbeats are refused from then on. Refused while
+sandboxes on it are running, paused or in transition: drain the host
+(` + "`hearth host drain ID`" + `) so nothing new lands there, then destroy them or
+wait for them to end.`,
+		Args: cobra.ExactArgs(1),
+		RunE: explained(func(cmd *cobra.Command, args []string) error {
+			c, err := f.resolve()
+			if err != nil {
+				return err
+			}
+			if err := adminCall(cmd.Context(), c, http.MethodDelete, "/v1/admin/hosts/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			if !f.json() {
+				fmt.Fprintf(cmd.OutOrStdout(), "host %s removed\n", args[0])
+			}
+			return nil
+		}),
+	}
+}
+
 // sandboxCounts is "3 (running 2, paused 1)": the agent's own count, then
 // the store's rows by status (stopped ones left out: they pile up).
 func sandboxCounts(h hostView) string {
@@ -187,6 +242,9 @@ func adminCall(ctx context.Context, c cli.Config, method, path string, in, out a
 		}
 		u, _ := url.Parse(path)
 		return &cli.APIError{Status: resp.StatusCode, Message: e.Message, Method: method, Path: u.Path}
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("decode %s %s: %w", method, path, err)

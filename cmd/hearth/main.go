@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newDoctorCmd(),
 		newAdminCmd(),
 		newHostCmd(),
+		newTeamCmd(),
 		newLoginCmd(),
 		newLogoutCmd(),
 		newAPIKeyCmd(),

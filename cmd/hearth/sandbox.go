@@ -242,7 +242,7 @@ func newSandboxExecCmd(f *apiFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec ID -- CMD [ARGS...]",
 		Short: "Run a command in a sandbox; exits with the command's exit code",
-		Long: `Run a command to completion in a sandbox and print its stdout and stderr.
+		Long: `Run a command in a sandbox, printing its stdout and stderr as it runs.
 The command and its arguments are passed as a list, not through a shell; to
 use shell syntax, run one: hearth sandbox exec ID -- sh -c 'echo $HOME | wc -c'`,
 		Example: `  hearth sandbox exec $ID -- python3 -c 'print(6*7)'
@@ -268,20 +268,26 @@ use shell syntax, run one: hearth sandbox exec ID -- sh -c 'echo $HOME | wc -c'`
 			if timeout > 0 {
 				req.TimeoutS = max(1, int(timeout.Round(time.Second)/time.Second))
 			}
-			res, err := c.Exec(cmd.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
+			var code int
 			if f.json() {
+				// One JSON document: the output is collected first.
+				res, err := c.Exec(cmd.Context(), args[0], req)
+				if err != nil {
+					return err
+				}
 				if err := cli.WriteJSON(cmd.OutOrStdout(), res); err != nil {
 					return err
 				}
+				code = res.ExitCode
 			} else {
-				io.WriteString(cmd.OutOrStdout(), res.Stdout)
-				io.WriteString(cmd.ErrOrStderr(), res.Stderr)
+				// Output appears as the command writes it; Ctrl-C cancels
+				// the context, which closes the stream and stops the command.
+				if code, err = c.ExecStream(cmd.Context(), args[0], req, cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
+					return err
+				}
 			}
-			if res.ExitCode != 0 {
-				return &cli.ExitError{Code: res.ExitCode}
+			if code != 0 {
+				return &cli.ExitError{Code: code}
 			}
 			return nil
 		}),

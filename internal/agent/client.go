@@ -157,6 +157,17 @@ func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.E
 	return 0, errors.New("exec: stream ended without an exit status")
 }
 
+// StreamExec is ExecStream in the service's terms (service.HostClient).
+// ExecStream keeps the agent's own Stream type for its callers.
+func (c *Client) StreamExec(ctx context.Context, sandboxID string, req service.ExecRequest, out service.ExecOutput) (int, error) {
+	return c.ExecStream(ctx, sandboxID, req, func(s Stream, p []byte) error {
+		if s == Stderr {
+			return out(service.StreamStderr, p)
+		}
+		return out(service.StreamStdout, p)
+	})
+}
+
 // ReadFile returns the file's bytes as a stream. Errors that exist before
 // the first byte (no such sandbox, no such file) are returned here, not on
 // the first Read. Close cancels the transfer.

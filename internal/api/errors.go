@@ -40,10 +40,19 @@ func (e *httpError) Error() string { return e.msg }
 // respondError writes err as JSON. Internal errors are logged with the
 // request ID and answered without details.
 func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := s.errorFor(r, err)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+	}
+	writeError(w, status, msg)
+}
+
+// errorFor is the one mapping from an error to what the client sees (the
+// HTTP status and a safe message); it logs the error as it deserves.
+func (s *server) errorFor(r *http.Request, err error) (status int, msg string) {
 	var he *httpError
 	if errors.As(err, &he) {
-		writeError(w, he.status, he.msg)
-		return
+		return he.status, he.msg
 	}
 	var se *service.Error
 	if errors.As(err, &se) {
@@ -53,14 +62,10 @@ func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error)
 			level = slog.LevelWarn
 		}
 		s.log.Log(r.Context(), level, "request failed", "status", status, "err", err, "request_id", requestIDFrom(r.Context()))
-		if status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
-		}
-		writeError(w, status, se.Message)
-		return
+		return status, se.Message
 	}
 	s.log.ErrorContext(r.Context(), "internal error", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", requestIDFrom(r.Context()))
-	writeError(w, http.StatusInternalServerError, "internal error (request id "+requestIDFrom(r.Context())+")")
+	return http.StatusInternalServerError, "internal error (request id " + requestIDFrom(r.Context()) + ")"
 }
 
 // decode reads one JSON object into v. Unknown fields are refused so typos

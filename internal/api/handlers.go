@@ -270,9 +270,11 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	res, err := s.svc.Exec(r.Context(), principalFrom(r.Context()), r.PathValue("id"), service.ExecRequest{
-		Cmd: in.Cmd, Args: in.Args, Env: in.Env, Cwd: in.Cwd, TimeoutS: in.TimeoutS,
-	})
+	req := service.ExecRequest{Cmd: in.Cmd, Args: in.Args, Env: in.Env, Cwd: in.Cwd, TimeoutS: in.TimeoutS}
+	if wantsNDJSON(r) {
+		return s.execStream(w, r, req)
+	}
+	res, err := s.svc.Exec(r.Context(), principalFrom(r.Context()), r.PathValue("id"), req)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,13 @@ type HostAdmin interface {
 	CAFingerprint() string
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	ListSandboxesByHost(ctx context.Context, hostID string) ([]store.Sandbox, error)
+	// DrainHost takes a host out of placement (its sandboxes keep running);
+	// UndrainHost puts it back. Unknown host: service.NotFound.
+	DrainHost(ctx context.Context, hostID string) (store.Host, error)
+	UndrainHost(ctx context.Context, hostID string) (store.Host, error)
+	// RemoveHost deletes a host and forgets its client; a Conflict while
+	// sandboxes still need it.
+	RemoveHost(ctx context.Context, hostID string) error
 }
 
 // maxTokenTTL bounds registration tokens: a leaked old token should not
@@ -99,27 +106,79 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]hostJSON, 0, len(hosts))
 	for _, h := range hosts {
-		sbs, err := ha.ListSandboxesByHost(r.Context(), h.ID)
+		j, err := hostView(r.Context(), ha, h)
 		if err != nil {
-			return fmt.Errorf("list sandboxes of host %s: %w", h.ID, err)
-		}
-		counts := map[string]int{}
-		for _, sb := range sbs {
-			counts[string(sb.Status)]++
-		}
-		j := hostJSON{
-			ID: h.ID, Name: h.Name, Address: h.Address, Status: string(h.Status),
-			Capacity:     hostResourcesJSON{VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskMB: h.DiskMB},
-			Usage:        hostResourcesJSON{VCPUs: h.UsedVCPUs, MemoryMB: h.UsedMemoryMB, DiskMB: h.UsedDiskMB},
-			SandboxCount: h.SandboxCount, Sandboxes: counts, CreatedAt: h.CreatedAt.UTC(),
-		}
-		if !h.LastHeartbeat.IsZero() {
-			t := h.LastHeartbeat.UTC()
-			j.LastHeartbeat = &t
+			return err
 		}
 		out = append(out, j)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// hostView is h on the wire, with its store sandboxes counted by status.
+func hostView(ctx context.Context, ha HostAdmin, h store.Host) (hostJSON, error) {
+	sbs, err := ha.ListSandboxesByHost(ctx, h.ID)
+	if err != nil {
+		return hostJSON{}, fmt.Errorf("list sandboxes of host %s: %w", h.ID, err)
+	}
+	counts := map[string]int{}
+	for _, sb := range sbs {
+		counts[string(sb.Status)]++
+	}
+	j := hostJSON{
+		ID: h.ID, Name: h.Name, Address: h.Address, Status: string(h.Status),
+		Capacity:     hostResourcesJSON{VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskMB: h.DiskMB},
+		Usage:        hostResourcesJSON{VCPUs: h.UsedVCPUs, MemoryMB: h.UsedMemoryMB, DiskMB: h.UsedDiskMB},
+		SandboxCount: h.SandboxCount, Sandboxes: counts, CreatedAt: h.CreatedAt.UTC(),
+	}
+	if !h.LastHeartbeat.IsZero() {
+		t := h.LastHeartbeat.UTC()
+		j.LastHeartbeat = &t
+	}
+	return j, nil
+}
+
+func (s *server) drainHost(w http.ResponseWriter, r *http.Request) error {
+	return s.setHostPlacement(w, r, true)
+}
+
+func (s *server) undrainHost(w http.ResponseWriter, r *http.Request) error {
+	return s.setHostPlacement(w, r, false)
+}
+
+func (s *server) setHostPlacement(w http.ResponseWriter, r *http.Request, drain bool) error {
+	ha, err := s.hostAdmin(r)
+	if err != nil {
+		return err
+	}
+	set := ha.UndrainHost
+	if drain {
+		set = ha.DrainHost
+	}
+	h, err := set(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	s.log.Info("host placement changed", "host", h.ID, "status", h.Status, "by", principalFrom(r.Context()).UserID)
+	j, err := hostView(r.Context(), ha, h)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, j)
+	return nil
+}
+
+func (s *server) removeHost(w http.ResponseWriter, r *http.Request) error {
+	ha, err := s.hostAdmin(r)
+	if err != nil {
+		return err
+	}
+	if err := ha.RemoveHost(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	s.log.Info("host removed", "host", r.PathValue("id"), "by", principalFrom(r.Context()).UserID)
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -37,6 +37,11 @@ func (s *server) routes() []route {
 		{method: http.MethodPost, path: "/v1/auth/login", authLimited: true, handle: s.login},
 		{method: http.MethodGet, path: "/v1/me", auth: authUser, handle: s.me},
 
+		{method: http.MethodGet, path: "/v1/teams/{team_id}/members", auth: authUser, handle: s.listTeamMembers},
+		{method: http.MethodPost, path: "/v1/teams/{team_id}/members", auth: authUser, handle: s.addTeamMember},
+		{method: http.MethodPatch, path: "/v1/teams/{team_id}/members/{user_id}", auth: authUser, handle: s.setTeamMemberRole},
+		{method: http.MethodDelete, path: "/v1/teams/{team_id}/members/{user_id}", auth: authUser, handle: s.removeTeamMember},
+
 		{method: http.MethodPost, path: "/v1/api-keys", auth: authUser, handle: s.createAPIKey},
 		{method: http.MethodGet, path: "/v1/api-keys", auth: authUser, handle: s.listAPIKeys},
 		{method: http.MethodDelete, path: "/v1/api-keys/{id}", auth: authUser, handle: s.deleteAPIKey},
@@ -60,6 +65,9 @@ func (s *server) routes() []route {
 		{method: http.MethodGet, path: "/v1/admin/templates", auth: authUser, handle: s.adminTemplates},
 		{method: http.MethodPost, path: "/v1/admin/hosts", auth: authUser, handle: s.createHostToken},
 		{method: http.MethodGet, path: "/v1/admin/hosts", auth: authUser, handle: s.listHosts},
+		{method: http.MethodPost, path: "/v1/admin/hosts/{id}/drain", auth: authUser, handle: s.drainHost},
+		{method: http.MethodPost, path: "/v1/admin/hosts/{id}/ready", auth: authUser, handle: s.undrainHost},
+		{method: http.MethodDelete, path: "/v1/admin/hosts/{id}", auth: authUser, handle: s.removeHost},
 
 		{method: http.MethodGet, path: "/healthz", handle: s.healthz},
 		{method: http.MethodGet, path: "/openapi.yaml", handle: s.openapi},

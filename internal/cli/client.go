@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"sort"
@@ -135,6 +136,17 @@ type ExecResult struct {
 	ExitCode int    `json:"exit_code"`
 }
 
+// ExecEvent is one line of a streamed exec (Accept: application/x-ndjson):
+// "stdout" and "stderr" carry Data; the last line is "exit" (ExitCode) or
+// "error" (Code, an HTTP status, and Message).
+type ExecEvent struct {
+	Type     string `json:"type"`
+	Data     string `json:"data,omitempty"`
+	ExitCode int    `json:"exit_code"`
+	Code     int    `json:"code,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
 // Template is a base or snapshot template.
 type Template struct {
 	ID              string    `json:"id"`
@@ -244,6 +256,79 @@ func (c *Client) Exec(ctx context.Context, id string, in ExecRequest) (ExecResul
 	var out ExecResult
 	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/exec"), authTeam, in, &out)
 }
+
+// ExecStream runs a command in a sandbox, copying its stdout and stderr to
+// the writers as the server streams them, and returns the exit code.
+// Cancelling ctx closes the connection, which stops the command. A failure
+// after output began (the host lost mid-command) is an *APIError like any
+// other. A server that answers with the buffered JSON instead (one without
+// streaming) works too: the output is written when the command ends.
+func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdout, stderr io.Writer) (exitCode int, err error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return 0, fmt.Errorf("encode request: %w", err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, sandboxPath(id, "/exec"), authTeam, bytes.NewReader(b))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", ndjson+", application/json;q=0.5")
+	resp, err := c.send(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, decodeError(req, resp)
+	}
+	// A read failing because ctx ended (Ctrl-C) is that, not a lost server.
+	fail := func(what string, err error) (int, error) {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return 0, ctxErr
+		}
+		return 0, fmt.Errorf("%s %s: %s: %w", req.Method, req.URL.Path, what, err)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != ndjson {
+		var res ExecResult
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			return fail("decode response", err)
+		}
+		if _, err := io.WriteString(stdout, res.Stdout); err != nil {
+			return 0, err
+		}
+		if _, err := io.WriteString(stderr, res.Stderr); err != nil {
+			return 0, err
+		}
+		return res.ExitCode, nil
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev ExecEvent
+		if err := dec.Decode(&ev); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fail("output stream ended before the exit status", err)
+		}
+		switch ev.Type {
+		case "stdout":
+			_, err = io.WriteString(stdout, ev.Data)
+		case "stderr":
+			_, err = io.WriteString(stderr, ev.Data)
+		case "exit":
+			return ev.ExitCode, nil
+		case "error":
+			return 0, &APIError{Status: ev.Code, Message: ev.Message, Method: req.Method, Path: req.URL.Path}
+		}
+		// Unknown event types are skipped: newer servers may add some.
+		if err != nil {
+			return 0, err // our own output is gone (closed pipe): stop the command
+		}
+	}
+}
+
+const ndjson = "application/x-ndjson"
 
 // PauseSandbox pauses a sandbox (idempotent).
 func (c *Client) PauseSandbox(ctx context.Context, id string) (Sandbox, error) {

@@ -102,6 +102,11 @@ type ControlPlaneSide struct {
 	rec    *reconciler.Reconciler
 	nudge  chan struct{} // a host came back: reconcile now
 
+	// hostMu orders this process's writes of host rows that the operator
+	// and the agents both make: drain/undrain/remove here, heartbeats in
+	// the registration server (through hostGuard). See hostGuard.
+	hostMu sync.Mutex
+
 	mu       sync.Mutex
 	rpc      map[string]*http.Transport // host ID → HTTP/2 transport for RPCs
 	proxy    map[string]*http.Transport // host ID → HTTP/1.1 transport for sandbox traffic
@@ -151,7 +156,7 @@ func NewControlPlane(ctx context.Context, o Options) (*ControlPlaneSide, error) 
 		rpc:   map[string]*http.Transport{}, proxy: map[string]*http.Transport{},
 		lastBeat: map[string]time.Time{},
 	}
-	c.reg = hostreg.NewServer(o.Store, ca, hostreg.Options{
+	c.reg = hostreg.NewServer(hostGuard{Store: o.Store, c: c}, ca, hostreg.Options{
 		CertTTL: o.CertTTL, TokenTTL: o.TokenTTL, Logger: o.Logger, OnHeartbeat: c.onHeartbeat,
 	})
 	c.pool = scheduler.NewPool(o.Store, c.client, o.Policy)
@@ -205,7 +210,15 @@ func (c *ControlPlaneSide) ListSandboxesByHost(ctx context.Context, hostID strin
 // DeleteHost forgets a host: its row, cached client and transports. Its
 // certificate stays valid until it expires, but it names a host the
 // control plane no longer knows, so heartbeats and renewals are refused.
+// It does not look at the host's sandboxes: RemoveHost is the operator's
+// checked version.
 func (c *ControlPlaneSide) DeleteHost(ctx context.Context, hostID string) error {
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	return c.deleteHostLocked(ctx, hostID)
+}
+
+func (c *ControlPlaneSide) deleteHostLocked(ctx context.Context, hostID string) error {
 	if err := c.opts.Store.DeleteHost(ctx, hostID); err != nil {
 		return err
 	}

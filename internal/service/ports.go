@@ -24,6 +24,8 @@ type Store interface {
 	ListTeamsForUser(ctx context.Context, userID string) ([]store.TeamMembership, error)
 	// GetMembership returns ErrNotFound when the user is not in the team.
 	GetMembership(ctx context.Context, teamID, userID string) (store.TeamMembership, error)
+	// Team members (teams.go).
+	MembersStore
 
 	// API keys.
 	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, error)
@@ -81,6 +83,10 @@ type HostClient interface {
 	ResumeSandbox(ctx context.Context, req ResumeSandboxRequest) (SandboxRuntime, error)
 	ListSandboxes(ctx context.Context) ([]SandboxRuntime, error)
 	Exec(ctx context.Context, sandboxID string, req ExecRequest) (ExecResult, error)
+	// StreamExec runs a command, handing its output to out as it is
+	// produced, and returns the exit code when it ends. An error from out
+	// stops the command and is returned as it is.
+	StreamExec(ctx context.Context, sandboxID string, req ExecRequest, out ExecOutput) (exitCode int, err error)
 	ReadFile(ctx context.Context, sandboxID, path string) (io.ReadCloser, error)
 	WriteFile(ctx context.Context, sandboxID, path string, r io.Reader) error
 	CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error)
@@ -123,6 +129,18 @@ type ExecRequest struct {
 	Cwd      string
 	TimeoutS int
 }
+
+// ExecOutput receives a chunk of a running command's output; stream is
+// StreamStdout or StreamStderr. Chunks arrive in the order the host saw
+// them and may split lines (and multi-byte characters) anywhere. Calls are
+// sequential, never concurrent.
+type ExecOutput func(stream string, data []byte) error
+
+// Output stream names, as the REST API spells them.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
 
 type ExecResult struct {
 	Stdout   string

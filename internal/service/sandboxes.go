@@ -282,18 +282,7 @@ func (s *Service) running(ctx context.Context, p Principal, id string) (store.Sa
 
 // Exec runs a command to completion in the sandbox.
 func (s *Service) Exec(ctx context.Context, p Principal, id string, req ExecRequest) (ExecResult, error) {
-	if req.Cmd == "" {
-		return ExecResult{}, InvalidArgument("cmd", "is required")
-	}
-	if req.TimeoutS != 0 {
-		if err := inRange("timeout_s", req.TimeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
-			return ExecResult{}, err
-		}
-	}
-	if err := validEnv("env", req.Env); err != nil {
-		return ExecResult{}, err
-	}
-	_, hc, err := s.running(ctx, p, id)
+	hc, err := s.execHost(ctx, p, id, req)
 	if err != nil {
 		return ExecResult{}, err
 	}
@@ -302,6 +291,54 @@ func (s *Service) Exec(ctx context.Context, p Principal, id string, req ExecRequ
 		return ExecResult{}, hostErrFor("run the command", err)
 	}
 	return res, nil
+}
+
+// ExecStream runs a command in the sandbox, handing its output to out as
+// it is produced, and returns its exit code. It makes the checks Exec
+// makes (bounds, team, auto-resume) before the command starts, so an
+// error before the first call of out means nothing ran. An error returned
+// by out stops the command and comes back unchanged; host failures are
+// KindUnavailable (or KindUnimplemented), as for Exec.
+func (s *Service) ExecStream(ctx context.Context, p Principal, id string, req ExecRequest, out ExecOutput) (exitCode int, err error) {
+	hc, err := s.execHost(ctx, p, id, req)
+	if err != nil {
+		return 0, err
+	}
+	// The host may wrap out's error (or turn it into a cancelled stream):
+	// remember it so the caller gets its own error back, not a host failure.
+	var outErr error
+	code, err := hc.StreamExec(ctx, id, req, func(stream string, data []byte) error {
+		if err := out(stream, data); err != nil {
+			outErr = err
+			return err
+		}
+		return nil
+	})
+	switch {
+	case outErr != nil:
+		return 0, outErr
+	case err != nil:
+		return 0, hostErrFor("run the command", err)
+	}
+	return code, nil
+}
+
+// execHost validates an exec request and returns the host of the running
+// sandbox (resumed first when it asked for auto-resume).
+func (s *Service) execHost(ctx context.Context, p Principal, id string, req ExecRequest) (HostClient, error) {
+	if req.Cmd == "" {
+		return nil, InvalidArgument("cmd", "is required")
+	}
+	if req.TimeoutS != 0 {
+		if err := inRange("timeout_s", req.TimeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
+			return nil, err
+		}
+	}
+	if err := validEnv("env", req.Env); err != nil {
+		return nil, err
+	}
+	_, hc, err := s.running(ctx, p, id)
+	return hc, err
 }
 
 // ReadFile streams a file out of the sandbox. The caller closes it.

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
+	"time"
 )
 
 // Users, teams and memberships.
@@ -130,6 +132,139 @@ func (db *DB) GetTeam(ctx context.Context, id string) (Team, error) {
 	err := db.sql.QueryRowContext(ctx, db.q(`SELECT id, name, created_at FROM teams WHERE id = ?`), id).Scan(&t.ID, &t.Name, &at)
 	t.CreatedAt = at.t
 	return t, wrap("get team", err)
+}
+
+// ErrLastOwner: the change would leave a team without an owner (removing
+// or demoting its only one). Every team keeps at least one owner, so some
+// person can always manage it.
+var ErrLastOwner = errors.New("last owner of the team")
+
+// TeamMember is a membership as the team sees it.
+type TeamMember struct {
+	UserID   string
+	Email    string
+	Role     Role
+	JoinedAt time.Time
+}
+
+const memberSelect = `SELECT u.id, u.email, ut.role, ut.created_at
+FROM users_teams ut JOIN users u ON u.id = ut.user_id`
+
+func scanMember(r interface{ Scan(...any) error }) (TeamMember, error) {
+	var (
+		m    TeamMember
+		at   timeCol
+		role string
+	)
+	err := r.Scan(&m.UserID, &m.Email, &role, &at)
+	m.Role, m.JoinedAt = Role(role), at.t
+	return m, err
+}
+
+// ListTeamMembers returns the team's members, earliest first. An unknown
+// team has none.
+func (db *DB) ListTeamMembers(ctx context.Context, teamID string) ([]TeamMember, error) {
+	rows, err := db.sql.QueryContext(ctx, db.q(memberSelect+` WHERE ut.team_id = ? ORDER BY ut.created_at, u.id`), teamID)
+	if err != nil {
+		return nil, wrap("list team members", err)
+	}
+	out, err := collect(rows, scanMember)
+	return out, wrap("list team members", err)
+}
+
+func getMember(ctx context.Context, db *DB, q queryer, teamID, userID string) (TeamMember, error) {
+	return scanMember(q.QueryRowContext(ctx, db.q(memberSelect+` WHERE ut.team_id = ? AND ut.user_id = ?`), teamID, userID))
+}
+
+// AddTeamMember makes an existing user a member of an existing team.
+// Unknown user or team: ErrNotFound; already a member: ErrConflict.
+func (db *DB) AddTeamMember(ctx context.Context, teamID, userID string, role Role) (TeamMember, error) {
+	var m TeamMember
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		// INSERT ... SELECT inserts nothing when either row is missing, so
+		// both engines answer "not found" the same way instead of with
+		// their own foreign-key errors.
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO users_teams (user_id, team_id, role, created_at)
+SELECT u.id, t.id, ?, ? FROM users u, teams t WHERE u.id = ? AND t.id = ?`),
+			string(role), db.ts(now()), userID, teamID)
+		if err != nil {
+			return err
+		}
+		if err := affected(res); err != nil {
+			return err
+		}
+		m, err = getMember(ctx, db, tx, teamID, userID)
+		return err
+	})
+	return m, wrap("add team member", err)
+}
+
+// SetTeamMemberRole changes a member's role. Not a member: ErrNotFound;
+// demoting the team's only owner: ErrLastOwner.
+func (db *DB) SetTeamMemberRole(ctx context.Context, teamID, userID string, role Role) (TeamMember, error) {
+	var m TeamMember
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if role != RoleOwner {
+			if err := db.keepAnOwner(ctx, tx, teamID, userID); err != nil {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE users_teams SET role = ? WHERE team_id = ? AND user_id = ?`),
+			string(role), teamID, userID)
+		if err != nil {
+			return err
+		}
+		if err := affected(res); err != nil {
+			return err
+		}
+		m, err = getMember(ctx, db, tx, teamID, userID)
+		return err
+	})
+	return m, wrap("set team member role", err)
+}
+
+// RemoveTeamMember removes a membership. Not a member: ErrNotFound; the
+// team's only owner: ErrLastOwner.
+func (db *DB) RemoveTeamMember(ctx context.Context, teamID, userID string) error {
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.keepAnOwner(ctx, tx, teamID, userID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM users_teams WHERE team_id = ? AND user_id = ?`), teamID, userID)
+		if err != nil {
+			return err
+		}
+		return affected(res)
+	})
+	return wrap("remove team member", err)
+}
+
+// keepAnOwner fails with ErrLastOwner when userID is the team's only owner,
+// i.e. when taking the owner role from them would leave none. The owner
+// rows stay locked until the transaction ends, so two owners demoting each
+// other at once cannot both pass the check: on PostgreSQL by FOR UPDATE
+// (the second waits, then re-reads the first's change), on SQLite because
+// write transactions begin IMMEDIATE and so run one at a time.
+func (db *DB) keepAnOwner(ctx context.Context, tx *sql.Tx, teamID, userID string) error {
+	q := `SELECT user_id FROM users_teams WHERE team_id = ? AND role = ?`
+	if db.driver == DriverPostgres {
+		q += ` FOR UPDATE`
+	}
+	rows, err := tx.QueryContext(ctx, db.q(q), teamID, string(RoleOwner))
+	if err != nil {
+		return err
+	}
+	owners, err := collect(rows, func(r interface{ Scan(...any) error }) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	})
+	if err != nil {
+		return err
+	}
+	if len(owners) == 1 && owners[0] == userID {
+		return ErrLastOwner
+	}
+	return nil
 }
 
 // collect scans every row with scan and closes rows.

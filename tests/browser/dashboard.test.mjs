@@ -268,6 +268,47 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     await page.setViewportSize(DESKTOP);
   });
 
+  await t.test('team: add a second signed-up user and see them listed', async () => {
+    // The second person signs up on their own (through the API, as a script would).
+    const second = `teammate-${randomBytes(4).toString('hex')}@example.com`;
+    const res = await fetch(`${SERVER.replace(/\/$/, '')}/v1/auth/signup`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email: second, password: 'another good password' }),
+    });
+    assert.equal(res.status, 201, `signup of the second user: ${await res.text()}`);
+
+    await page.goto(`${BASE}/team`);
+    const table = page.getByTestId('members-table');
+    await table.locator(`[data-testid=member-row][data-email="${email}"][data-role=owner]`).waitFor();
+    // An unknown email is refused with the server's message, and the form stays usable.
+    await page.fill('input[name=member-email]', `nobody-${randomBytes(3).toString('hex')}@example.com`);
+    await page.getByTestId('add-member').click();
+    await page.getByRole('alert').filter({ hasText: 'not found' }).waitFor();
+    await page.getByRole('button', { name: 'Dismiss' }).click();
+
+    await page.fill('input[name=member-email]', second);
+    await page.getByTestId('add-member').click();
+    const row = table.locator(`[data-testid=member-row][data-email="${second}"]`);
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-role'), 'member');
+    await page.getByTestId('members-notice').filter({ hasText: second }).waitFor();
+    // Promote them: the row shows the new role once the server confirms it.
+    await row.getByRole('combobox').selectOption('admin');
+    await table.locator(`[data-testid=member-row][data-email="${second}"][data-role=admin]`).waitFor();
+    // Reloading shows what the server stored.
+    await page.reload();
+    await table.locator(`[data-testid=member-row][data-email="${second}"][data-role=admin]`).waitFor();
+    await shot(page, 'team-members');
+
+    await page.setViewportSize(PHONE);
+    await page.goto(`${BASE}/team`);
+    await table.locator(`[data-testid=member-row][data-email="${second}"]`).waitFor();
+    await noHorizontalScroll(page, '/team (390)');
+    await shot(page, 'phone-team');
+    await page.setViewportSize(DESKTOP);
+  });
+
   await t.test('a regular user is refused the admin templates page', async () => {
     await page.goto(`${BASE}/admin/templates`);
     await page.getByTestId('not-allowed').waitFor();

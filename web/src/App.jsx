@@ -1,6 +1,6 @@
 import { createContext, useCallback, useContext, useEffect, useState } from 'react';
 import { Navigate, NavLink, Route, Routes, useLocation, useNavigate } from 'react-router-dom';
-import { api, onUnauthorized, request, selectTeam, selectedTeam } from './api.js';
+import { api, currentTeam, onUnauthorized, request, selectTeam, selectedTeam } from './api.js';
 import { ErrorBanner, Loading } from './components/ui.jsx';
 import Icon from './components/Icon.jsx';
 import AuthPage from './pages/AuthPage.jsx';
@@ -98,7 +98,7 @@ function Shell() {
   const navigate = useNavigate();
   useEffect(() => setMenuOpen(false), [loc.pathname]);
 
-  const team = me.teams.find((t) => t.id === selectedTeam()) || me.teams[0];
+  const team = currentTeam(me);
 
   async function doLogout() {
     setLoggingOut(true);
@@ -132,7 +132,7 @@ function Shell() {
             <select
               value={team?.id || ''}
               onChange={(e) => {
-                selectTeam(e.target.value === me.teams[0].id ? '' : e.target.value);
+                selectTeam(e.target.value);
                 // A full reload (outside the router): prefix the app's base.
                 window.location.assign(`${import.meta.env.BASE_URL}sandboxes`);
               }}

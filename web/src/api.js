@@ -20,6 +20,16 @@ export function selectedTeam() {
   return localStorage.getItem(TEAM_KEY) || '';
 }
 
+// currentTeam is the team requests act for: the selected one, else the
+// one the server picks without X-Team-ID (the first team the user owns,
+// else their first).
+export function currentTeam(me) {
+  const t = selectedTeam();
+  return (
+    (t && me.teams.find((x) => x.id === t)) || me.teams.find((x) => x.role === 'owner') || me.teams[0]
+  );
+}
+
 export function selectTeam(id) {
   if (id) localStorage.setItem(TEAM_KEY, id);
   else localStorage.removeItem(TEAM_KEY);
@@ -83,6 +93,7 @@ export const api = {
   get: (p, o) => request('GET', p, undefined, o),
   post: (p, b, o) => request('POST', p, b ?? {}, o),
   put: (p, b, o) => request('PUT', p, b, o),
+  patch: (p, b, o) => request('PATCH', p, b ?? {}, o),
   del: (p, o) => request('DELETE', p, undefined, o),
 };
 

@@ -17,8 +17,10 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
-// FakeHost keeps sandboxes, files and snapshots in memory. Exec supports
-// "echo ARGS..." (stdout), "cat PATH" and "exit N"; other commands exit 127.
+// FakeHost keeps sandboxes, files and snapshots in memory. Exec and
+// StreamExec support "echo ARGS..." (stdout), "emit 1:OUT 2:ERR ...
+// [exit:N]" (lines to stdout and stderr, in order), "cat PATH" and
+// "exit N"; other commands exit 127.
 // Safe for concurrent use.
 type FakeHost struct {
 	ID string
@@ -37,6 +39,10 @@ type FakeHost struct {
 	pauseEntered chan string
 	// pauses, resumes count calls that changed a sandbox's state.
 	pauses, resumes int
+	// streamHold, streamEntered, failStream: see HoldStreams, FailStreams.
+	streamHold    chan struct{}
+	streamEntered chan string
+	failStream    error
 }
 
 type fakeSandbox struct {
@@ -221,33 +227,143 @@ func (h *FakeHost) ListSandboxes(context.Context) ([]service.SandboxRuntime, err
 func (h *FakeHost) Exec(_ context.Context, id string, req service.ExecRequest) (service.ExecResult, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	sb, err := h.get(id)
+	chunks, code, err := h.run(id, req)
 	if err != nil {
 		return service.ExecResult{}, err
 	}
-	if sb.state != "running" {
-		return service.ExecResult{}, fmt.Errorf("fakehost: sandbox %s is %s", id, sb.state)
+	var stdout, stderr strings.Builder
+	for _, c := range chunks {
+		if c.stream == service.StreamStderr {
+			stderr.WriteString(c.data)
+		} else {
+			stdout.WriteString(c.data)
+		}
 	}
+	return service.ExecResult{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: code}, nil
+}
+
+// StreamChunkSize is the most bytes StreamExec hands over at once: small,
+// so that streamed output arrives in several chunks that split lines and
+// multi-byte characters, as real output may.
+const StreamChunkSize = 4
+
+// StreamExec produces what Exec would, in chunks of at most
+// StreamChunkSize bytes, stdout and stderr in the command's order. See
+// HoldStreams and FailStreams for steering it from tests.
+func (h *FakeHost) StreamExec(ctx context.Context, id string, req service.ExecRequest, out service.ExecOutput) (int, error) {
+	h.mu.Lock()
+	chunks, code, err := h.run(id, req)
+	hold, entered, fail := h.streamHold, h.streamEntered, h.failStream
+	h.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	first := true
+	for _, c := range chunks {
+		for data := c.data; data != ""; {
+			n := min(len(data), StreamChunkSize)
+			if err := out(c.stream, []byte(data[:n])); err != nil {
+				return 0, err
+			}
+			data = data[n:]
+			if !first {
+				continue
+			}
+			first = false
+			if fail != nil {
+				return 0, fail
+			}
+			if hold != nil {
+				entered <- id
+				select {
+				case <-hold:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+			}
+		}
+	}
+	return code, nil
+}
+
+// HoldStreams makes later StreamExec calls block after their first chunk
+// of output until release is called; entered receives the sandbox ID of
+// each call as it starts waiting. release is idempotent.
+func (h *FakeHost) HoldStreams() (entered <-chan string, release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hold, ch := make(chan struct{}), make(chan string, 64)
+	h.streamHold, h.streamEntered = hold, ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			close(hold)
+			h.streamHold = nil
+		})
+	}
+}
+
+// FailStreams makes later StreamExec calls fail with err right after their
+// first chunk of output, as a host lost mid-command would (nil: succeed).
+func (h *FakeHost) FailStreams(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failStream = err
+}
+
+// chunk is a piece of a fake command's output.
+type chunk struct{ stream, data string }
+
+// run is the fake's command interpreter; h.mu must be held.
+func (h *FakeHost) run(id string, req service.ExecRequest) (out []chunk, exitCode int, err error) {
+	sb, err := h.get(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if sb.state != "running" {
+		return nil, 0, fmt.Errorf("fakehost: sandbox %s is %s", id, sb.state)
+	}
+	stdout := func(s string) []chunk { return []chunk{{service.StreamStdout, s}} }
+	stderr := func(s string) []chunk { return []chunk{{service.StreamStderr, s}} }
 	switch req.Cmd {
 	case "echo":
-		return service.ExecResult{Stdout: strings.Join(req.Args, " ") + "\n"}, nil
+		return stdout(strings.Join(req.Args, " ") + "\n"), 0, nil
+	case "emit":
+		// emit 1:TEXT 2:TEXT ... [exit:N]: each TEXT and a newline to
+		// stdout (1) or stderr (2), in order; then exit N.
+		for _, a := range req.Args {
+			fd, text, _ := strings.Cut(a, ":")
+			switch fd {
+			case "1":
+				out = append(out, stdout(text+"\n")...)
+			case "2":
+				out = append(out, stderr(text+"\n")...)
+			case "exit":
+				fmt.Sscan(text, &exitCode)
+			default:
+				return stderr("usage: emit 1:TEXT 2:TEXT ... [exit:N]\n"), 2, nil
+			}
+		}
+		return out, exitCode, nil
 	case "cat":
 		if len(req.Args) != 1 {
-			return service.ExecResult{Stderr: "usage: cat PATH\n", ExitCode: 2}, nil
+			return stderr("usage: cat PATH\n"), 2, nil
 		}
 		b, ok := sb.files[req.Args[0]]
 		if !ok {
-			return service.ExecResult{Stderr: "cat: " + req.Args[0] + ": No such file or directory\n", ExitCode: 1}, nil
+			return stderr("cat: " + req.Args[0] + ": No such file or directory\n"), 1, nil
 		}
-		return service.ExecResult{Stdout: string(b)}, nil
+		return stdout(string(b)), 0, nil
 	case "exit":
 		var code int
 		if len(req.Args) == 1 {
 			fmt.Sscan(req.Args[0], &code)
 		}
-		return service.ExecResult{ExitCode: code}, nil
+		return nil, code, nil
 	default:
-		return service.ExecResult{Stderr: req.Cmd + ": command not found\n", ExitCode: 127}, nil
+		return stderr(req.Cmd + ": command not found\n"), 127, nil
 	}
 }
 
