@@ -101,6 +101,13 @@ type Images interface {
 	DefaultUser(ctx context.Context, name string) string
 }
 
+// ImageLister is implemented by Images that can enumerate their base
+// images; the start-up prune of root-disk variants keeps those images'
+// variants cached (without it, only templates' variants are kept).
+type ImageLister interface {
+	BaseImages() []string
+}
+
 // Snapshotter pauses and restores VMs (issue 4; internal/sandboxsnap is
 // the implementation). When Options.Snapshotter is nil,
 // Pause/Resume/CreateSnapshot answer "unimplemented".

@@ -43,9 +43,19 @@
 //
 // Start-up: stale network slots and loop devices are removed, VMs of a
 // crashed agent are killed (pid file + command-line check) and their
-// sandboxes cleaned up, paused sandboxes are re-adopted, base images are
-// grown to the default size. Shutdown destroys running sandboxes, or
-// pauses them when a Snapshotter is configured.
+// sandboxes cleaned up, paused sandboxes and sandboxes recorded in error
+// are re-adopted (disks kept), base images are grown to the default size,
+// and the root-disk backend's cached base variants that nothing needs any
+// more are pruned (kept: variants of the images and templates held here,
+// and every variant a sandbox's disk depends on, read from the disks).
+// Shutdown destroys running sandboxes, or pauses them when a Snapshotter
+// is configured; a sandbox whose pause fails (or that was in error) is
+// not destroyed: its VM is stopped, its disk and run dir stay, and it is
+// recorded in error with the reason until the user destroys it (resuming
+// an older snapshot of it would not match its disk). Then the components
+// wire.go built are closed, the reflink backend's xfs pool included
+// (unmounted, loop device detached; refused while any process still uses
+// a file in it).
 //
 // # Pause, resume and snapshot templates (issue 4)
 //
@@ -78,7 +88,8 @@
 //     Snapshotter.Restore from the template (own RAM file per sandbox, so it
 //     diverges independently and can be paused) → /init with the new token.
 //   - DeleteSnapshot refuses (FAILED_PRECONDITION) while sandboxes on this
-//     host were created from it.
+//     host were created from it; it removes the template's directory and
+//     the variants of its disk the root-disk backend cached.
 //   - Destroy of a paused sandbox removes the snapshot dir, page-server
 //     sockets and RAM file (Snapshotter.Remove), then the disk and run dir.
 package agent

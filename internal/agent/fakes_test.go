@@ -31,6 +31,7 @@ type fakeDriver struct {
 	failNew   bool
 	failStart bool
 	dieOnBoot bool // the VMM exits right after Start (guest never boots)
+	holdDisk  bool // the VMM keeps its root disk open while it runs, as a real one does
 	configs   []vmm.Config
 	machines  []*fakeMachine
 }
@@ -43,7 +44,7 @@ func (d *fakeDriver) NewMachine(cfg vmm.Config) (vmm.Machine, error) {
 	if d.failNew {
 		return nil, errInjected
 	}
-	m := &fakeMachine{cfg: cfg, done: make(chan struct{}), failStart: d.failStart, dieOnBoot: d.dieOnBoot}
+	m := &fakeMachine{cfg: cfg, done: make(chan struct{}), failStart: d.failStart, dieOnBoot: d.dieOnBoot, holdDisk: d.holdDisk}
 	d.configs = append(d.configs, cfg)
 	d.machines = append(d.machines, m)
 	return m, nil
@@ -72,11 +73,13 @@ type fakeMachine struct {
 	cfg       vmm.Config
 	failStart bool
 	dieOnBoot bool
+	holdDisk  bool
 
 	mu      sync.Mutex
 	started bool
 	stopped bool
 	done    chan struct{}
+	disk    *os.File // open while running (holdDisk)
 }
 
 func (m *fakeMachine) Start(ctx context.Context) error {
@@ -86,6 +89,13 @@ func (m *fakeMachine) Start(ctx context.Context) error {
 		return errors.New("started twice")
 	}
 	m.started = true
+	if m.holdDisk {
+		f, err := os.Open(m.cfg.RootDisk)
+		if err != nil {
+			return err
+		}
+		m.disk = f
+	}
 	if m.failStart {
 		// Like a VMM that was spawned and then failed its handshake: the
 		// process exists until Stop.
@@ -100,6 +110,9 @@ func (m *fakeMachine) Start(ctx context.Context) error {
 func (m *fakeMachine) exitLocked() {
 	if !m.stopped {
 		m.stopped = true
+		if m.disk != nil {
+			m.disk.Close()
+		}
 		close(m.done)
 	}
 }

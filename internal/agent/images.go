@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -20,7 +21,10 @@ type dirImages struct {
 	users map[string]string // image name → default user (cache)
 }
 
-var _ Images = (*dirImages)(nil)
+var (
+	_ Images      = (*dirImages)(nil)
+	_ ImageLister = (*dirImages)(nil)
+)
 
 func newDirImages(dataDir string) *dirImages {
 	return &dirImages{dataDir: dataDir, users: map[string]string{}}
@@ -37,6 +41,12 @@ func (d *dirImages) InitrdPath() string {
 }
 
 func (d *dirImages) RootfsPath(name string) string { return image.RootfsPath(d.dataDir, name) }
+
+// BaseImages lists the root file systems of every image (ImageLister).
+func (d *dirImages) BaseImages() []string {
+	paths, _ := filepath.Glob(image.RootfsPath(d.dataDir, "*"))
+	return paths
+}
 
 // DefaultUser reads /etc/passwd out of the (unmounted) image with debugfs:
 // "user" when the image has that account, else "root". Cached per image;

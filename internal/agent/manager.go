@@ -149,6 +149,18 @@ func (m *Manager) recover(ctx context.Context) error {
 				killStale(pid, dir)
 			}
 		}
+		if err == nil && md.State == StateError {
+			// Recorded in error with its disk kept (e.g. a pause that
+			// failed at shutdown): it stays so, listed with its reason,
+			// until destroyed.
+			sb := newSandbox(md.Spec, dir, m.log)
+			sb.spec.ID = id
+			sb.state, sb.errMsg, sb.startedAt = StateError, md.Error, md.StartedAt
+			m.sandboxes[id] = sb
+			live[id] = true
+			m.log.Warn("re-adopted sandbox in error (disk kept until destroyed)", "sandbox", id, "error", md.Error)
+			continue
+		}
 		sb := newSandbox(md.Spec, dir, m.log)
 		sb.spec.ID = id
 		if err := m.cleanup(ctx, sb); err != nil {
@@ -167,7 +179,34 @@ func (m *Manager) recover(ctx context.Context) error {
 			return fmt.Errorf("agent: ensure image sizes: %w", err)
 		}
 	}
+	m.pruneVariants(ctx)
 	return nil
+}
+
+// pruneVariants removes the root-disk backend's cached variants nothing
+// needs any more: variants of deleted templates, of replaced or removed
+// images. Kept: variants of the templates and images held here (current
+// versions), and whatever a disk of a sandbox on this host (running,
+// paused or in error) depends on, which the backend reads from the disks
+// themselves. Runs after EnsureImageSizes, whose replaced images leave
+// old versions behind. A failure is logged: it costs disk space, not
+// correctness.
+func (m *Manager) pruneVariants(ctx context.Context) {
+	p, ok := m.d.Disks.(rootfs.VariantPruner)
+	if !ok {
+		return
+	}
+	keep := m.templateDisks()
+	if l, ok := m.d.Images.(ImageLister); ok {
+		keep = append(keep, l.BaseImages()...)
+	}
+	removed, err := p.PruneVariants(ctx, keep)
+	if err != nil {
+		m.log.Warn("prune root-disk variants", "err", err)
+	}
+	if len(removed) > 0 {
+		m.log.Info("pruned unreferenced root-disk variants", "count", len(removed))
+	}
 }
 
 func (m *Manager) get(id string) (*sandbox, error) {
@@ -840,6 +879,11 @@ func (m *Manager) envdOf(id string) (Envd, string, error) {
 
 // Shutdown stops accepting creates and stops every sandbox: paused when a
 // Snapshotter is configured (re-adopted at the next start), else destroyed.
+// A sandbox that cannot be paused (or was in error already) is not
+// destroyed (DESIGN section 7: never lose what can be kept): its VM is
+// stopped, its disk and run dir stay, and it is recorded in error with the
+// reason, re-adopted so at the next start for the user to destroy. An
+// older snapshot of it is no way back: its disk has moved on since.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
@@ -857,10 +901,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		wg.Go(func() {
 			var err error
 			if m.d.Snapshots != nil {
-				if _, err = m.Pause(ctx, id); err != nil {
-					m.log.Warn("shutdown: pause failed, destroying", "sandbox", id, "err", err)
-					err = m.Destroy(ctx, id)
-				}
+				err = m.shutdownPause(ctx, id)
 			} else {
 				err = m.Destroy(ctx, id)
 			}
@@ -873,6 +914,52 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// shutdownPause pauses one sandbox at shutdown, or keeps it in error.
+func (m *Manager) shutdownPause(ctx context.Context, id string) error {
+	sb, err := m.get(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil // destroyed meanwhile
+	}
+	if err := sb.lock(ctx); err != nil {
+		return fmt.Errorf("shutdown: sandbox %s: %w", id, err)
+	}
+	defer sb.unlock()
+	var cause error
+	switch st := sb.currentState(); st {
+	case StatePaused, StateStopped:
+		return nil
+	case StateRunning:
+		if cause = m.pauseLocked(ctx, sb); cause == nil {
+			return nil
+		}
+	default: // error (creating, pausing, resuming, stopping end before the op slot is free)
+		cause = fmt.Errorf("was %s at shutdown", st)
+		sb.mu.Lock()
+		if sb.errMsg != "" {
+			cause = fmt.Errorf("%w: %s", cause, sb.errMsg)
+		}
+		sb.mu.Unlock()
+	}
+	return m.keepInError(ctx, sb, cause)
+}
+
+// keepInError stops sb's VM and frees its network slot, keeping its disk
+// and run dir, and records it in error with cause. With sb's op slot held.
+func (m *Manager) keepInError(ctx context.Context, sb *sandbox, cause error) error {
+	reason := fmt.Errorf("agent shutdown could not pause the sandbox; its VM was stopped and its disk kept (destroy it to free the disk): %w", cause)
+	sb.log.Error("shutdown: pause failed: stopping the VM, keeping the disk, sandbox in error", "err", cause)
+	err := m.releaseVM(context.WithoutCancel(ctx), sb)
+	sb.fail(reason)
+	sb.mu.Lock()
+	sb.errMsg = reason.Error() // also when it was in error already
+	sb.mu.Unlock()
+	m.saveMeta(sb)
+	if err != nil {
+		return fmt.Errorf("shutdown: sandbox %s: stop VM: %w", sb.spec.ID, err)
+	}
+	return nil
 }
 
 // Usage sums the resources given to sandboxes holding a VM.

@@ -21,6 +21,9 @@ type meta struct {
 	State     State     `json:"state"`
 	VMMPID    int       `json:"vmm_pid,omitempty"`
 	StartedAt time.Time `json:"started_at"`
+	// Error is why a sandbox is in error; a sandbox recorded in error is
+	// re-adopted as such at start-up (its disk kept until destroyed).
+	Error string `json:"error,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -30,7 +33,7 @@ const metaFile = "sandbox.json"
 // must not fail the operation that changed the state.
 func (m *Manager) saveMeta(sb *sandbox) {
 	sb.mu.Lock()
-	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt}
+	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt, Error: sb.errMsg}
 	if sb.machine != nil {
 		md.VMMPID = sb.machine.PID()
 	}

@@ -302,7 +302,29 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, templateID string) error {
 		os.Remove(trash)
 		return fmt.Errorf("delete snapshot template %s: %w", templateID, err)
 	}
+	// The root-disk backend cached the template's disk (spawned disks are
+	// made from it like from a base image); those variants go too. The
+	// backend keeps any a disk still depends on (none: no sandbox here
+	// was created from the template) and the start-up prune takes the
+	// rest.
+	if p, ok := m.d.Disks.(rootfs.VariantPruner); ok {
+		if _, err := p.DropVariants(ctx, filepath.Join(dir, "rootfs.ext4")); err != nil {
+			m.log.Warn("delete snapshot template: remove cached disk variants", "template", templateID, "err", err)
+		}
+	}
 	return os.RemoveAll(trash)
+}
+
+// templateDisks returns the disk of every snapshot template held here.
+func (m *Manager) templateDisks() []string {
+	ents, _ := os.ReadDir(m.templatesDir())
+	var disks []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			disks = append(disks, filepath.Join(m.templatesDir(), e.Name(), "rootfs.ext4"))
+		}
+	}
+	return disks
 }
 
 // cleanTemplateLeftovers removes staging and trash dirs of a crashed agent.

@@ -78,6 +78,11 @@ func (a *Agent) wire(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("agent: root disks: %w", err)
 		}
+		// The reflink backend's xfs pool is unmounted (loop device
+		// detached) at shutdown; it refuses while a VMM still uses a disk.
+		if c, ok := b.(io.Closer); ok {
+			a.closers = append(a.closers, c.Close)
+		}
 		o.Disks = diskAdapter{Backend: b, dataDir: o.DataDir}
 		if o.EnsureImageSizes == nil {
 			imagesDir := filepath.Join(o.DataDir, "images")
@@ -127,6 +132,23 @@ type diskAdapter struct {
 
 func (d diskAdapter) CleanupStale(ctx context.Context, live map[string]bool) error {
 	return rootfs.CleanupStale(ctx, d.dataDir, live)
+}
+
+// The variant cache of the wrapped backend (the adapter hides its methods).
+var _ rootfs.VariantPruner = diskAdapter{}
+
+func (d diskAdapter) PruneVariants(ctx context.Context, keepBases []string) ([]string, error) {
+	if p, ok := d.Backend.(rootfs.VariantPruner); ok {
+		return p.PruneVariants(ctx, keepBases)
+	}
+	return nil, nil
+}
+
+func (d diskAdapter) DropVariants(ctx context.Context, base string) ([]string, error) {
+	if p, ok := d.Backend.(rootfs.VariantPruner); ok {
+		return p.DropVariants(ctx, base)
+	}
+	return nil, nil
 }
 
 // NewEnvdDialer returns an EnvdDialer over envdclient. With hc nil every

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +32,12 @@ type baseCache struct {
 	log     *slog.Logger
 
 	mu sync.Mutex // serializes variant builds (rare); files are staged + renamed
+
+	// use is held shared from a variant lookup until the disk made from it
+	// exists (withVariant), and exclusively by pruning, so a prune never
+	// deletes a variant between lookup and clone/overlay/snapshot and
+	// always sees the disk that references it. Taken before mu.
+	use sync.RWMutex
 }
 
 func baseKey(base string) (pathKey, verKey string, err error) {
@@ -49,9 +58,22 @@ func baseKey(base string) (pathKey, verKey string, err error) {
 	return hex.EncodeToString(p[:6]), hex.EncodeToString(v[:6]), nil
 }
 
+// withVariant runs makeDisk with the variant of base at size (see variant),
+// holding off pruning until makeDisk has returned.
+func (c *baseCache) withVariant(ctx context.Context, base string, size int64, prune bool, makeDisk func(variant string) error) error {
+	c.use.RLock()
+	defer c.use.RUnlock()
+	v, err := c.variant(ctx, base, size, prune)
+	if err != nil {
+		return err
+	}
+	return makeDisk(v)
+}
+
 // variant returns the path of base resized to size, building it if needed.
 // With prune, older versions of the same base are deleted (safe only when
 // disks do not reference variants: reflink and copy clones are standalone).
+// Callers hold use (withVariant).
 func (c *baseCache) variant(ctx context.Context, base string, size int64, prune bool) (string, error) {
 	pk, vk, err := baseKey(base)
 	if err != nil {
@@ -132,4 +154,95 @@ func stageFile(dst string, build func(tmp string) error) error {
 		return err
 	}
 	return nil
+}
+
+// Variant file names: <pathKey>-<verKey>.ext4 (a base imported into a
+// reflink cache) and <pathKey>-<verKey>-<size>.ext4 (a size variant).
+var variantName = regexp.MustCompile(`^([0-9a-f]{12})-([0-9a-f]{12})(-[0-9]+)?\.ext4$`)
+
+// pruneVariants removes cached files that nothing needs any more and
+// returns their paths. A file stays when it belongs to the current version
+// of a base in keepBases (the cache of an image or template this host
+// still holds), or when refs() names it: the variants disks depend on
+// (qcow2 backing files, device-mapper origins), read from the disks
+// themselves under the exclusive lock, so a disk made concurrently is
+// seen. With only != "" just the variants of that base path (every
+// version) are considered, else also leftover staging files. refs errs
+// when it cannot tell what disks reference: then nothing is removed.
+func (c *baseCache) pruneVariants(keepBases []string, only string, refs func() (map[string]bool, error)) ([]string, error) {
+	c.use.Lock()
+	defer c.use.Unlock()
+	c.mu.Lock() // no build in flight: staging files are leftovers
+	defer c.mu.Unlock()
+	keep := map[string]bool{} // pathKey-verKey
+	for _, b := range keepBases {
+		if pk, vk, err := baseKey(b); err == nil {
+			keep[pk+"-"+vk] = true
+		}
+	}
+	onlyKey := ""
+	if only != "" {
+		abs, err := filepath.Abs(only)
+		if err != nil {
+			return nil, err
+		}
+		p := sha256.Sum256([]byte(abs))
+		onlyKey = hex.EncodeToString(p[:6])
+	}
+	used, err := refs()
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: prune variants: %w", err)
+	}
+	ents, err := os.ReadDir(c.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		name, path := e.Name(), filepath.Join(c.dir, e.Name())
+		m := variantName.FindStringSubmatch(name)
+		switch {
+		case m == nil:
+			if onlyKey != "" || !strings.HasPrefix(name, ".") || !strings.Contains(name, ".tmp-") {
+				continue // not ours to judge
+			}
+		case onlyKey != "" && m[1] != onlyKey, keep[m[1]+"-"+m[2]], referenced(used, path):
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, path)
+		c.log.Info("rootfs: removed unreferenced base variant", "path", path)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// referenced reports whether used names path in any of the spellings a
+// reference may have: as built, absolute, or symlinks resolved.
+func referenced(used map[string]bool, path string) bool {
+	if used[path] || used[absOf(path)] {
+		return true
+	}
+	a, err := filepath.Abs(path)
+	return err == nil && used[a]
+}
+
+// absOf is p resolved the way the kernel reports loop backing files
+// (absolute, symlinks resolved), or as absolute as it gets.
+func absOf(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		if a, err := filepath.Abs(r); err == nil {
+			return a
+		}
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -19,8 +19,10 @@ import (
 // no data; the CoW file is sized independently of the origin
 // (CreateSnapshot's cowSizeBytes).
 //
-// Layout under Dir: bases/ (variants), cow/<sandboxID>.cow; devices
-// /dev/mapper/<DMPrefix><sandboxID>.
+// Layout under Dir: bases/ (variants), cow/<sandboxID>.cow and
+// cow/<sandboxID>.origin (the origin image's path, so variant pruning
+// knows a snapshot's origin even when its device is gone, e.g. after a
+// reboot); devices /dev/mapper/<DMPrefix><sandboxID>.
 type DeviceMapper struct {
 	dir   string
 	cache *baseCache
@@ -37,7 +39,10 @@ type origin struct {
 	refs int
 }
 
-var _ Backend = (*DeviceMapper)(nil)
+var (
+	_ Backend       = (*DeviceMapper)(nil)
+	_ VariantPruner = (*DeviceMapper)(nil)
+)
 
 // DMPrefix names hearth's device-mapper devices.
 const DMPrefix = "hth-"
@@ -94,6 +99,7 @@ func NewDeviceMapper(ctx context.Context, dir string, log *slog.Logger) (*Device
 
 func (b *DeviceMapper) Name() string                { return "devicemapper" }
 func (b *DeviceMapper) cowPath(id string) string    { return filepath.Join(b.dir, "cow", id+".cow") }
+func (b *DeviceMapper) originPath(id string) string { return filepath.Join(b.dir, "cow", id+".origin") }
 func (b *DeviceMapper) mapperPath(id string) string { return "/dev/mapper/" + DMPrefix + id }
 
 // Create snapshots the base variant of sizeBytes with a CoW file able to
@@ -102,11 +108,16 @@ func (b *DeviceMapper) Create(ctx context.Context, sandboxID, baseImage string, 
 	if err := checkCreate(sandboxID, sizeBytes); err != nil {
 		return Disk{}, err
 	}
-	v, err := b.cache.variant(ctx, baseImage, sizeBytes, false)
+	var disk Disk
+	err := b.cache.withVariant(ctx, baseImage, sizeBytes, false, func(v string) error {
+		var err error
+		disk, err = b.CreateSnapshot(ctx, sandboxID, v, sizeBytes)
+		return err
+	})
 	if err != nil {
 		return Disk{}, fmt.Errorf("rootfs devicemapper: %w", err)
 	}
-	return b.CreateSnapshot(ctx, sandboxID, v, sizeBytes)
+	return disk, nil
 }
 
 // CreateSnapshot creates /dev/mapper/<DMPrefix><sandboxID> over origin (an
@@ -124,16 +135,28 @@ func (b *DeviceMapper) CreateSnapshot(ctx context.Context, sandboxID, originImag
 	if err != nil {
 		return Disk{}, err
 	}
+	absOrigin, err := filepath.Abs(originImage)
+	if err != nil {
+		return Disk{}, err
+	}
 	cow := b.cowPath(sandboxID)
 	if err := os.MkdirAll(filepath.Dir(cow), 0o755); err != nil {
 		return Disk{}, err
 	}
+	// The origin record comes first: a cow file never exists without it.
+	if err := stageFile(b.originPath(sandboxID), func(tmp string) error {
+		return os.WriteFile(tmp, []byte(absOrigin+"\n"), 0o600)
+	}); err != nil {
+		return Disk{}, err
+	}
 	if err := os.WriteFile(cow, nil, 0o600); err != nil {
+		os.Remove(b.originPath(sandboxID))
 		return Disk{}, err
 	}
 	defer func() {
 		if err != nil {
 			os.Remove(cow)
+			os.Remove(b.originPath(sandboxID))
 		}
 	}()
 	if err := os.Truncate(cow, cowSizeBytes); err != nil {
@@ -263,7 +286,53 @@ func (b *DeviceMapper) Remove(ctx context.Context, sandboxID string) error {
 	if err := os.Remove(cow); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rootfs devicemapper: %w", err)
 	}
+	// Last: while the cow file exists its origin must stay known.
+	if err := os.Remove(b.originPath(sandboxID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rootfs devicemapper: %w", err)
+	}
 	return nil
+}
+
+func (b *DeviceMapper) PruneVariants(ctx context.Context, keepBases []string) ([]string, error) {
+	return b.cache.pruneVariants(keepBases, "", func() (map[string]bool, error) { return b.refs(ctx) })
+}
+
+func (b *DeviceMapper) DropVariants(ctx context.Context, base string) ([]string, error) {
+	return b.cache.pruneVariants(nil, base, func() (map[string]bool, error) { return b.refs(ctx) })
+}
+
+// refs returns the origin images snapshots depend on: every attached loop
+// device's backing file (a live snapshot's origin stays attached), the
+// origin record of every cow file, and, for a cow file without a record
+// (made before records existed), its live device's table. A cow file whose
+// origin cannot be told is an error: better no pruning than a snapshot
+// without its origin.
+func (b *DeviceMapper) refs(ctx context.Context) (map[string]bool, error) {
+	used := map[string]bool{}
+	loops, err := listLoops()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range loops {
+		used[l.Backing] = true
+	}
+	cows, err := filepath.Glob(filepath.Join(b.dir, "cow", "*.cow"))
+	if err != nil {
+		return nil, err
+	}
+	for _, cow := range cows {
+		id := strings.TrimSuffix(filepath.Base(cow), ".cow")
+		if rec, err := os.ReadFile(b.originPath(id)); err == nil {
+			used[strings.TrimSpace(string(rec))] = true
+			continue
+		}
+		o, err := b.originOf(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("origin of %s unknown (no record, no device): %w", cow, err)
+		}
+		used[o] = true
+	}
+	return used, nil
 }
 
 func (b *DeviceMapper) Lookup(_ context.Context, sandboxID string) (Disk, error) {

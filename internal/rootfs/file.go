@@ -33,9 +33,13 @@ type FileBackend struct {
 	name  string
 	dir   string
 	cache *baseCache
+	pool  *Pool // the xfs pool dir lives in, when Select/New mounted one
 }
 
-var _ Backend = (*FileBackend)(nil)
+var (
+	_ Backend       = (*FileBackend)(nil)
+	_ VariantPruner = (*FileBackend)(nil)
+)
 
 // NewReflink returns the reflink backend rooted at dir, which must be on a
 // filesystem supporting FICLONE (see OpenPool when it is not).
@@ -66,10 +70,6 @@ func (b *FileBackend) Create(ctx context.Context, sandboxID, baseImage string, s
 	if err := checkCreate(sandboxID, sizeBytes); err != nil {
 		return Disk{}, err
 	}
-	v, err := b.cache.variant(ctx, baseImage, sizeBytes, true)
-	if err != nil {
-		return Disk{}, fmt.Errorf("rootfs %s: %w", b.name, err)
-	}
 	dst := b.diskPath(sandboxID)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return Disk{}, err
@@ -77,10 +77,37 @@ func (b *FileBackend) Create(ctx context.Context, sandboxID, baseImage string, s
 	if _, err := os.Stat(dst); err == nil {
 		return Disk{}, fmt.Errorf("rootfs %s: disk of %s already exists", b.name, sandboxID)
 	}
-	if err := stageFile(dst, func(tmp string) error { return b.cache.clone(v, tmp) }); err != nil {
-		return Disk{}, fmt.Errorf("rootfs %s: create %s: %w", b.name, sandboxID, err)
+	if err := b.cache.withVariant(ctx, baseImage, sizeBytes, true, func(v string) error {
+		if err := stageFile(dst, func(tmp string) error { return b.cache.clone(v, tmp) }); err != nil {
+			return fmt.Errorf("create %s: %w", sandboxID, err)
+		}
+		return nil
+	}); err != nil {
+		return Disk{}, fmt.Errorf("rootfs %s: %w", b.name, err)
 	}
 	return Disk{Path: dst, Format: "raw"}, nil
+}
+
+// noRefs: clones and copies are standalone, no disk depends on a variant.
+func noRefs() (map[string]bool, error) { return nil, nil }
+
+func (b *FileBackend) PruneVariants(_ context.Context, keepBases []string) ([]string, error) {
+	return b.cache.pruneVariants(keepBases, "", noRefs)
+}
+
+func (b *FileBackend) DropVariants(_ context.Context, base string) ([]string, error) {
+	return b.cache.pruneVariants(nil, base, noRefs)
+}
+
+// Close releases the xfs pool the backend's disks live in, if Select or
+// New mounted one (Pool.Close: refused while any process uses a file in
+// it, e.g. a VMM its disk). Disks stay in the pool file and are found
+// again when the next OpenPool mounts it. Without a pool: nothing to do.
+func (b *FileBackend) Close() error {
+	if b.pool == nil {
+		return nil
+	}
+	return b.pool.Close()
 }
 
 func (b *FileBackend) Remove(_ context.Context, sandboxID string) error {

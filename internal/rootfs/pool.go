@@ -2,10 +2,12 @@ package rootfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,12 +71,23 @@ func OpenPool(ctx context.Context, dataDir string, log *slog.Logger) (*Pool, err
 		}
 		log.Info("rootfs: created xfs reflink pool", "image", p.Image, "size", size)
 	}
-	dev, f, err := attachLoop(p.Image, false, true)
+	// A loop device still attached to the image (the filesystem is alive
+	// somewhere: another mount namespace, a lazy unmount) is mounted again,
+	// which shares its superblock; a second device would mount a second
+	// xfs instance on the same file and corrupt it.
+	dev, err := attachedLoop(p.Image)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: pool loop: %w", err)
+		return nil, err
 	}
-	// The mount holds the device; with autoclear it detaches on unmount.
-	defer f.Close()
+	if dev == "" {
+		var f *os.File
+		dev, f, err = attachLoop(p.Image, false, true)
+		if err != nil {
+			return nil, fmt.Errorf("rootfs: pool loop: %w", err)
+		}
+		// The mount holds the device; with autoclear it detaches on unmount.
+		defer f.Close()
+	}
 	if err := unix.Mount(dev, p.Mount, "xfs", 0, "discard"); err != nil {
 		return nil, fmt.Errorf("rootfs: mount pool %s on %s: %w", dev, p.Mount, err)
 	}
@@ -82,11 +95,96 @@ func OpenPool(ctx context.Context, dataDir string, log *slog.Logger) (*Pool, err
 	return p, nil
 }
 
-// Close unmounts the pool (the loop device goes with it). Only for tests
-// and `hearth` maintenance: a running agent keeps its pool mounted.
+// attachedLoop returns a loop device attached to image, or "".
+func attachedLoop(image string) (string, error) {
+	loops, err := listLoops()
+	if err != nil {
+		return "", err
+	}
+	want := absOf(image)
+	for _, l := range loops {
+		if l.Backing == want && !l.Deleted {
+			return l.Dev, nil
+		}
+	}
+	return "", nil
+}
+
+// ErrPoolBusy: the pool is in use and stays mounted.
+var ErrPoolBusy = errors.New("rootfs: pool in use")
+
+// Close unmounts the pool and detaches its loop device, so a stopped agent
+// (or a deleted data dir) leaves nothing behind; the data stays in the
+// image and the next OpenPool mounts it again. Idempotent.
+//
+// It refuses with ErrPoolBusy, leaving everything mounted, while anything
+// else uses the filesystem: a process with a file in it open or mapped
+// (a VMM and its disk), or a mount of it in another mount namespace that
+// the unmount would not take along (a VMM's bind mount of its disk):
+// unmounting here would leave the filesystem alive there, and a later
+// OpenPool would have to find its loop device again. A pool created
+// outside OpenPool may leave Image empty; it is read from the device.
 func (p *Pool) Close() error {
-	if err := unix.Unmount(p.Mount, 0); err != nil && err != unix.EINVAL {
-		return fmt.Errorf("rootfs: unmount pool %s: %w", p.Mount, err)
+	src, err := mountSource(p.Mount)
+	if err != nil {
+		return err
+	}
+	image := p.Image
+	if src != "" && image == "" {
+		b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(src), "loop", "backing_file"))
+		if err == nil {
+			image = strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+		}
+	}
+	if src != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(p.Mount, &st); err != nil {
+			return fmt.Errorf("rootfs: pool %s: %w", p.Mount, err)
+		}
+		users, err := fsUsers(p.Mount, st.Dev)
+		if err != nil {
+			return fmt.Errorf("rootfs: pool %s: %w", p.Mount, err)
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("%w: %s stays mounted: %s", ErrPoolBusy, p.Mount, strings.Join(users, "; "))
+		}
+		if err := unix.Unmount(p.Mount, 0); errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%w: unmount %s: %w", ErrPoolBusy, p.Mount, err)
+		} else if err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("rootfs: unmount pool %s: %w", p.Mount, err)
+		}
+	}
+	if image == "" {
+		return nil
+	}
+	// Autoclear detached the device with the unmount; a device left over
+	// (an older agent, a crash between attach and mount) goes now if no
+	// one holds it.
+	loops, err := listLoops()
+	if err != nil {
+		return err
+	}
+	mounted, err := mountedDevices()
+	if err != nil {
+		return err
+	}
+	want := absOf(image)
+	for _, l := range loops {
+		if l.Backing != want || l.Deleted {
+			continue
+		}
+		if l.Holders > 0 || mounted[l.Dev] {
+			return fmt.Errorf("%w: loop device %s of %s is still in use", ErrPoolBusy, l.Dev, image)
+		}
+		if err := detachLoop(l.Dev); err != nil {
+			return fmt.Errorf("rootfs: pool loop %s: %w", l.Dev, err)
+		}
+	}
+	if dev, err := attachedLoop(image); err != nil {
+		return err
+	} else if dev != "" {
+		// LOOP_CLR_FD defers the detach while the device is open.
+		return fmt.Errorf("%w: loop device %s of %s is still open", ErrPoolBusy, dev, image)
 	}
 	return nil
 }

@@ -23,3 +23,20 @@ type Backend interface {
 	// Path returns the disk of an existing sandbox (after agent restart).
 	Lookup(ctx context.Context, sandboxID string) (Disk, error)
 }
+
+// VariantPruner is implemented by the backends that keep a cache of base
+// variants (every backend here). Variants a disk of the backend depends on
+// (a qcow2 overlay's backing file, a device-mapper snapshot's origin) are
+// never removed: the backend reads those references from the disks
+// themselves, so no caller can get the live set wrong.
+type VariantPruner interface {
+	// PruneVariants removes every cached variant that is neither of the
+	// current version of a base in keepBases (images and templates this
+	// host still holds) nor depended on by a disk, and returns the paths
+	// removed.
+	PruneVariants(ctx context.Context, keepBases []string) ([]string, error)
+	// DropVariants removes the cached variants of base (every version and
+	// size), e.g. of a deleted template's disk, except those a disk depends
+	// on (which PruneVariants removes once the disk is gone).
+	DropVariants(ctx context.Context, base string) ([]string, error)
+}

@@ -12,7 +12,8 @@ import (
 // Select picks the root-disk backend for dataDir and logs why:
 // devicemapper if device-mapper snapshots work, else reflink on the data
 // dir's own filesystem, else reflink in an xfs pool (OpenPool), else copy.
-// Disks live under dataDir/rootfs (or the pool).
+// Disks live under dataDir/rootfs (or the pool; the backend's Close
+// unmounts a pool it mounted).
 func Select(ctx context.Context, dataDir string, log *slog.Logger) (Backend, error) {
 	if log == nil {
 		log = slog.Default()
@@ -35,7 +36,9 @@ func Select(ctx context.Context, dataDir string, log *slog.Logger) (Backend, err
 	pool, poolErr := OpenPool(ctx, dataDir, log)
 	if poolErr == nil {
 		log.Info("rootfs: backend reflink (xfs pool)", "pool", pool.Mount, "devicemapper", dmErr.Error(), "native reflink", rlErr.Error())
-		return newFileBackend("reflink", pool.Mount, true, log), nil
+		b := newFileBackend("reflink", pool.Mount, true, log)
+		b.pool = pool
+		return b, nil
 	}
 	log.Warn("rootfs: backend copy (slow creates)", "dir", dir, "devicemapper", dmErr.Error(),
 		"native reflink", rlErr.Error(), "pool", poolErr.Error())
@@ -58,7 +61,12 @@ func New(ctx context.Context, name, dataDir string, log *slog.Logger) (Backend, 
 		if err != nil {
 			return nil, err
 		}
-		return NewReflink(pool.Mount, log)
+		b, err := NewReflink(pool.Mount, log)
+		if err != nil {
+			return nil, errors.Join(err, pool.Close())
+		}
+		b.pool = pool
+		return b, nil
 	case "qcow2":
 		return NewQcow2(dir, log), nil
 	case "copy":
