@@ -108,8 +108,8 @@ func (c *Client) ListSandboxes(ctx context.Context) ([]service.SandboxRuntime, e
 // Exec runs a command and collects its output.
 func (c *Client) Exec(ctx context.Context, sandboxID string, req service.ExecRequest) (service.ExecResult, error) {
 	var stdout, stderr strings.Builder
-	code, err := c.ExecStream(ctx, sandboxID, req, func(s Stream, p []byte) error {
-		if s == Stderr {
+	code, err := c.ExecStream(ctx, sandboxID, req, func(stream string, p []byte) error {
+		if stream == service.StreamStderr {
 			stderr.Write(p)
 		} else {
 			stdout.Write(p)
@@ -124,7 +124,7 @@ func (c *Client) Exec(ctx context.Context, sandboxID string, req service.ExecReq
 
 // ExecStream runs a command, handing output chunks to out as they arrive,
 // and returns the exit code.
-func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.ExecRequest, out func(Stream, []byte) error) (int, error) {
+func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.ExecRequest, out service.ExecOutput) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := c.rpc.Exec(ctx, connect.NewRequest(&pb.ExecRequest{
@@ -137,9 +137,9 @@ func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.E
 	for st.Receive() {
 		switch ev := st.Msg().Event.(type) {
 		case *pb.ExecResponse_Stdout:
-			err = out(Stdout, ev.Stdout)
+			err = out(service.StreamStdout, ev.Stdout)
 		case *pb.ExecResponse_Stderr:
-			err = out(Stderr, ev.Stderr)
+			err = out(service.StreamStderr, ev.Stderr)
 		case *pb.ExecResponse_Exit:
 			code := int(ev.Exit.ExitCode)
 			if ev.Exit.Error != "" && code == 0 {
@@ -155,17 +155,6 @@ func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.E
 		return 0, serviceErr("exec", err)
 	}
 	return 0, errors.New("exec: stream ended without an exit status")
-}
-
-// StreamExec is ExecStream in the service's terms (service.HostClient).
-// ExecStream keeps the agent's own Stream type for its callers.
-func (c *Client) StreamExec(ctx context.Context, sandboxID string, req service.ExecRequest, out service.ExecOutput) (int, error) {
-	return c.ExecStream(ctx, sandboxID, req, func(s Stream, p []byte) error {
-		if s == Stderr {
-			return out(service.StreamStderr, p)
-		}
-		return out(service.StreamStdout, p)
-	})
 }
 
 // ReadFile returns the file's bytes as a stream. Errors that exist before

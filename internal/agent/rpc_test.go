@@ -198,7 +198,7 @@ func TestRPCExecStreams(t *testing.T) {
 	code, err := e.client.ExecStream(ctx, "stream1", service.ExecRequest{
 		Cmd:  "/bin/sh",
 		Args: []string{"-c", `echo first; while [ ! -e "$1" ]; do sleep 0.01; done; echo second`, "sh", gate},
-	}, func(s Stream, p []byte) error {
+	}, func(_ string, p []byte) error {
 		chunks = append(chunks, string(p))
 		if strings.Contains(string(p), "first") {
 			return os.WriteFile(gate, nil, 0o600)

@@ -83,10 +83,10 @@ type HostClient interface {
 	ResumeSandbox(ctx context.Context, req ResumeSandboxRequest) (SandboxRuntime, error)
 	ListSandboxes(ctx context.Context) ([]SandboxRuntime, error)
 	Exec(ctx context.Context, sandboxID string, req ExecRequest) (ExecResult, error)
-	// StreamExec runs a command, handing its output to out as it is
+	// ExecStream runs a command, handing its output to out as it is
 	// produced, and returns the exit code when it ends. An error from out
 	// stops the command and is returned as it is.
-	StreamExec(ctx context.Context, sandboxID string, req ExecRequest, out ExecOutput) (exitCode int, err error)
+	ExecStream(ctx context.Context, sandboxID string, req ExecRequest, out ExecOutput) (exitCode int, err error)
 	ReadFile(ctx context.Context, sandboxID, path string) (io.ReadCloser, error)
 	WriteFile(ctx context.Context, sandboxID, path string, r io.Reader) error
 	CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error)

@@ -307,7 +307,7 @@ func (s *Service) ExecStream(ctx context.Context, p Principal, id string, req Ex
 	// The host may wrap out's error (or turn it into a cancelled stream):
 	// remember it so the caller gets its own error back, not a host failure.
 	var outErr error
-	code, err := hc.StreamExec(ctx, id, req, func(stream string, data []byte) error {
+	code, err := hc.ExecStream(ctx, id, req, func(stream string, data []byte) error {
 		if err := out(stream, data); err != nil {
 			outErr = err
 			return err

@@ -18,7 +18,7 @@ import (
 )
 
 // FakeHost keeps sandboxes, files and snapshots in memory. Exec and
-// StreamExec support "echo ARGS..." (stdout), "emit 1:OUT 2:ERR ...
+// ExecStream support "echo ARGS..." (stdout), "emit 1:OUT 2:ERR ...
 // [exit:N]" (lines to stdout and stderr, in order), "cat PATH" and
 // "exit N"; other commands exit 127.
 // Safe for concurrent use.
@@ -242,15 +242,15 @@ func (h *FakeHost) Exec(_ context.Context, id string, req service.ExecRequest) (
 	return service.ExecResult{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: code}, nil
 }
 
-// StreamChunkSize is the most bytes StreamExec hands over at once: small,
+// StreamChunkSize is the most bytes ExecStream hands over at once: small,
 // so that streamed output arrives in several chunks that split lines and
 // multi-byte characters, as real output may.
 const StreamChunkSize = 4
 
-// StreamExec produces what Exec would, in chunks of at most
+// ExecStream produces what Exec would, in chunks of at most
 // StreamChunkSize bytes, stdout and stderr in the command's order. See
 // HoldStreams and FailStreams for steering it from tests.
-func (h *FakeHost) StreamExec(ctx context.Context, id string, req service.ExecRequest, out service.ExecOutput) (int, error) {
+func (h *FakeHost) ExecStream(ctx context.Context, id string, req service.ExecRequest, out service.ExecOutput) (int, error) {
 	h.mu.Lock()
 	chunks, code, err := h.run(id, req)
 	hold, entered, fail := h.streamHold, h.streamEntered, h.failStream
@@ -286,7 +286,7 @@ func (h *FakeHost) StreamExec(ctx context.Context, id string, req service.ExecRe
 	return code, nil
 }
 
-// HoldStreams makes later StreamExec calls block after their first chunk
+// HoldStreams makes later ExecStream calls block after their first chunk
 // of output until release is called; entered receives the sandbox ID of
 // each call as it starts waiting. release is idempotent.
 func (h *FakeHost) HoldStreams() (entered <-chan string, release func()) {
@@ -305,7 +305,7 @@ func (h *FakeHost) HoldStreams() (entered <-chan string, release func()) {
 	}
 }
 
-// FailStreams makes later StreamExec calls fail with err right after their
+// FailStreams makes later ExecStream calls fail with err right after their
 // first chunk of output, as a host lost mid-command would (nil: succeed).
 func (h *FakeHost) FailStreams(err error) {
 	h.mu.Lock()
