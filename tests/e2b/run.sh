@@ -65,7 +65,8 @@ cleanup() {
 		# The agent may leave its rootfs pool (an xfs loop mount) mounted
 		# for the next start; this data dir has no next start.
 		if command -v findmnt >/dev/null; then
-			findmnt -rn -o TARGET | grep -F "$data/" | sort -r | while read -r m; do
+			# (grep finds nothing when the agent released the pool itself)
+			findmnt -rn -o TARGET | { grep -F "$data/" || true; } | sort -r | while read -r m; do
 				umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
 			done
 		fi
