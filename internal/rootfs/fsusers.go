@@ -11,29 +11,32 @@ import (
 )
 
 // fsUsers lists what keeps the filesystem mounted at mount (device dev)
-// alive beyond that one mount: processes with a file of it open, mapped,
-// or as working or root directory, and mounts of it in this or another
-// mount namespace other than mount itself and its propagated copies
-// (which an unmount of mount takes along). It reads /proc, so it sees
-// every process of the host's PID namespace when run as root.
-func fsUsers(mount string, dev uint64) ([]string, error) {
+// alive beyond that one mount. users are processes with a file of it open,
+// mapped, or as working or root directory: they are using its data.
+// copies are mounts of it in this or another mount namespace other than
+// mount itself and its propagated copies (which an unmount of mount takes
+// along): typically namespaces copied from ours while it was mounted
+// (`ip netns exec`, another agent's per-VM namespaces); they keep the
+// filesystem (and its loop device) alive until they go away, but nobody
+// uses the data through them. It reads /proc, so it sees every process of
+// the host's PID namespace when run as root.
+func fsUsers(mount string, dev uint64) (users, copies []string, err error) {
 	major, minor := unix.Major(dev), unix.Minor(dev)
 	devID := fmt.Sprintf("%d:%d", major, minor)
 	mapsID := fmt.Sprintf("%02x:%02x", major, minor)
 	peer, err := sharedPeer(mount)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	procs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	self, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	seenNS := map[string]bool{}
-	var users []string
 	for _, proc := range procs {
 		name := func() string {
 			comm, _ := os.ReadFile(proc + "/comm")
@@ -49,10 +52,10 @@ func fsUsers(mount string, dev uint64) ([]string, error) {
 		}
 		seenNS[ns] = true
 		if m := extraMount(proc+"/mountinfo", devID, mount, peer, ns == self); m != "" {
-			users = append(users, fmt.Sprintf("the mount namespace of %s mounts it at %s", name(), m))
+			copies = append(copies, fmt.Sprintf("the mount namespace of %s mounts it at %s", name(), m))
 		}
 	}
-	return users, nil
+	return users, copies, nil
 }
 
 // procUses says how process proc uses a file on dev, or "".

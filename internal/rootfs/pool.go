@@ -141,7 +141,11 @@ func (p *Pool) Close() error {
 		if err := unix.Stat(p.Mount, &st); err != nil {
 			return fmt.Errorf("rootfs: pool %s: %w", p.Mount, err)
 		}
-		users, err := fsUsers(p.Mount, st.Dev)
+		// Copies of the mount in other namespaces do not block: they use
+		// no data, the loop device (autoclear) goes with the last of them,
+		// and OpenPool reuses that device meanwhile, so the filesystem is
+		// never mounted through two devices.
+		users, copies, err := fsUsers(p.Mount, st.Dev)
 		if err != nil {
 			return fmt.Errorf("rootfs: pool %s: %w", p.Mount, err)
 		}
@@ -152,6 +156,9 @@ func (p *Pool) Close() error {
 			return fmt.Errorf("%w: unmount %s: %w", ErrPoolBusy, p.Mount, err)
 		} else if err != nil && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("rootfs: unmount pool %s: %w", p.Mount, err)
+		}
+		if len(copies) > 0 {
+			return nil // the loop device goes with the last copy (autoclear)
 		}
 	}
 	if image == "" {

@@ -39,9 +39,10 @@ func mounted(t testing.TB, p *Pool) bool {
 }
 
 // TestPoolCloseOnlyWhenUnused: Close releases the mount and the loop
-// device, but refuses while a process has a file of the pool open or
-// another mount namespace holds it; a pool whose filesystem is still alive
-// elsewhere is mounted again through its existing loop device.
+// device, but refuses while a process has a file of the pool open. A copy
+// of the mount in another namespace does not block it (nobody uses data
+// through it); the filesystem lives on there, and is mounted again
+// through its existing loop device, never a second one.
 func TestPoolCloseOnlyWhenUnused(t *testing.T) {
 	needRoot(t)
 	needTools(t, "mkfs.xfs", "unshare")
@@ -70,8 +71,8 @@ func TestPoolCloseOnlyWhenUnused(t *testing.T) {
 	}
 	f.Close()
 
-	// A mount namespace holding a private copy of the pool (as a VMM's
-	// namespace with its disk bound in would).
+	// A mount namespace holding a private copy of the pool (as one copied
+	// from ours by `ip netns exec` or by another agent's VMM would).
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "600")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -86,17 +87,14 @@ func TestPoolCloseOnlyWhenUnused(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := p.Close(); !errors.Is(err, ErrPoolBusy) {
-		t.Fatalf("Close while another namespace mounts the pool: %v, want ErrPoolBusy", err)
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close while another namespace has a copy of the mount: %v", err)
 	}
-	if !mounted(t, p) {
-		t.Fatal("a refused Close unmounted the pool")
+	if mounted(t, p) {
+		t.Fatal("Close left the pool mounted here")
 	}
-	// Unmounted here behind Close's back, the filesystem lives on in that
-	// namespace: OpenPool must mount the same device, not a second one.
-	if err := unix.Unmount(p.Mount, 0); err != nil {
-		t.Fatal(err)
-	}
+	// The filesystem lives on in that namespace: OpenPool must mount the
+	// same device, not a second one.
 	if poolLoops(t, p) != 1 {
 		t.Fatal("the namespace does not hold the loop device")
 	}
