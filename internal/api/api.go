@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"golang.org/x/time/rate"
 )
@@ -39,6 +40,9 @@ type Deps struct {
 	Now            func() time.Time
 	// Hosts serves /v1/admin/hosts (fleet mode); nil: those routes answer 503.
 	Hosts HostAdmin
+	// Metrics reads a running sandbox's usage for /v1/sandboxes/{id}/metrics
+	// (sandboxmetrics.Reader over the sandbox proxy); nil: that route answers 503.
+	Metrics sandboxmetrics.Source
 }
 
 // Paths are the path prefixes this handler serves, for composing it with
@@ -52,6 +56,7 @@ type server struct {
 	maxUploadBytes int64
 	now            func() time.Time
 	hosts          HostAdmin
+	metrics        sandboxmetrics.Source
 }
 
 // New returns the API handler. It panics without a Service (a wiring bug).
@@ -77,7 +82,7 @@ func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &server{svc: d.Service, log: d.Logger, maxJSONBytes: d.MaxJSONBytes, maxUploadBytes: d.MaxUploadBytes, now: d.Now, hosts: d.Hosts}
+	s := &server{svc: d.Service, log: d.Logger, maxJSONBytes: d.MaxJSONBytes, maxUploadBytes: d.MaxUploadBytes, now: d.Now, hosts: d.Hosts, metrics: d.Metrics}
 
 	mux := http.NewServeMux()
 	pathOnly := http.NewServeMux() // answers "which paths exist" for 405s

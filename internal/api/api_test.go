@@ -446,6 +446,7 @@ func TestCrossTeam(t *testing.T) {
 				{"POST", "/v1/sandboxes/" + id + "/resume", nil},
 				{"POST", "/v1/sandboxes/" + id + "/timeout", map[string]any{"timeout_s": 1}},
 				{"GET", "/v1/sandboxes/" + id + "/files?path=/f", nil},
+				{"GET", "/v1/sandboxes/" + id + "/metrics", nil},
 				{"PUT", "/v1/sandboxes/" + id + "/files?path=/f", []byte("overwritten")},
 				{"POST", "/v1/snapshots", map[string]any{"sandbox_id": id, "name": "stolen"}},
 			}

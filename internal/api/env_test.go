@@ -20,6 +20,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -38,6 +42,9 @@ type env struct {
 	router routers.Router
 	// baseTpl is the platform "base" template every team sees.
 	baseTpl store.Template
+	// envd is a real envd every sandbox's traffic reaches through the real
+	// sandbox proxy (envOpts.envd), for the metrics route.
+	envd string
 }
 
 type envOpts struct {
@@ -46,6 +53,7 @@ type envOpts struct {
 	authBurst int
 	maxJSON   int64
 	hosts     HostAdmin
+	envd      bool // serve metrics from a real envd behind the real proxy
 }
 
 func loadSpec(tb testing.TB) *openapi3.T {
@@ -89,7 +97,13 @@ func newEnv(tb testing.TB, db *store.DB, o envOpts) *env {
 	if o.authRate == 0 {
 		o.authRate, o.authBurst = rate.Inf, 1
 	}
-	h := New(Deps{Service: svc, Logger: testLogger(tb), AuthRate: o.authRate, AuthBurst: o.authBurst, MaxJSONBytes: o.maxJSON, MaxUploadBytes: 1 << 20, Hosts: o.hosts})
+	var envdURL string
+	var metrics sandboxmetrics.Source
+	if o.envd {
+		envdURL = envdtest.Start(tb, envd.Config{})
+		metrics = sandboxmetrics.Reader{Proxy: proxy.New(staticResolver{envdURL}, proxy.Options{})}
+	}
+	h := New(Deps{Service: svc, Logger: testLogger(tb), AuthRate: o.authRate, AuthBurst: o.authBurst, MaxJSONBytes: o.maxJSON, MaxUploadBytes: 1 << 20, Hosts: o.hosts, Metrics: metrics})
 	srv := httptest.NewServer(h)
 	tb.Cleanup(srv.Close)
 	doc := loadSpec(tb)
@@ -98,7 +112,7 @@ func newEnv(tb testing.TB, db *store.DB, o envOpts) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &env{tb: tb, db: db, svc: svc, host: host, srv: srv, router: router, baseTpl: base}
+	return &env{tb: tb, db: db, svc: svc, host: host, srv: srv, router: router, baseTpl: base, envd: envdURL}
 }
 
 // resp is a response with its body read.

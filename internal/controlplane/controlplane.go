@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -131,7 +132,7 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	if cp.Fleet != nil {
 		hostAdmin = cp.Fleet
 	}
-	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20, Hosts: hostAdmin})
+	apiHandler := api.New(api.Deps{Service: cp.Service, Logger: cp.log, MaxUploadBytes: cp.cfg.MaxUploadMB << 20, Hosts: hostAdmin, Metrics: sandboxmetrics.Reader{Proxy: px}})
 	m := metrics.New(cp.counts, cp.cfg.MetricsToken, cp.log)
 
 	mux := http.NewServeMux()

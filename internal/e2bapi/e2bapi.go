@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -66,16 +67,7 @@ type MetricsSource interface {
 }
 
 // Metric is one resource-usage sample of a sandbox.
-type Metric struct {
-	Timestamp  time.Time
-	CPUCount   int
-	CPUUsedPct float64
-	MemUsed    int64
-	MemTotal   int64
-	MemCache   int64
-	DiskUsed   int64
-	DiskTotal  int64
-}
+type Metric = sandboxmetrics.Sample
 
 // Deps configure the handler.
 type Deps struct {

@@ -146,6 +146,14 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     assert.equal(await statusOf(page), 'running');
     const facts = await page.locator('.facts').textContent();
     assert.ok(facts.includes('2 GB'), `disk size shown: ${facts}`);
+    // The live Usage card reads CPU, memory and disk from envd in the guest.
+    await page.locator('[data-testid=usage-card][data-state=ok]').waitFor({ timeout: 60_000 });
+    const usage = await page.getByTestId('usage').evaluate((el) =>
+      ['cpu', 'mem', 'disk'].map((k) => el.querySelector(`[data-testid=usage-${k}] .usage-value`).textContent),
+    );
+    assert.match(usage[0], /^\d+(\.\d+)?%$/, `CPU usage shown: ${usage}`);
+    assert.match(usage[1], /^\d+(\.\d+)? [MG]B \/ \d+(\.\d+)? [MG]B$/, `memory usage shown: ${usage}`);
+    assert.match(usage[2], /^\d+(\.\d+)? [MG]B \/ \d+(\.\d+)? [MG]B$/, `disk usage shown: ${usage}`);
   });
 
   await t.test('terminal: echo hello', { timeout: 120_000 }, async () => {

@@ -5,6 +5,7 @@ import { age, dateTime, mb } from '../format.js';
 import { Button, Card, ErrorBanner, Loading, StatusBadge, useAction } from '../components/ui.jsx';
 import Terminal from '../components/Terminal.jsx';
 import FileBrowser from '../components/FileBrowser.jsx';
+import UsageCard from '../components/UsageCard.jsx';
 import { SandboxActions, templateName } from './SandboxesPage.jsx';
 
 export default function SandboxPage() {
@@ -89,6 +90,8 @@ export default function SandboxPage() {
           <dd>{sb.allow_internet ? 'allowed' : 'blocked'}</dd>
         </div>
       </dl>
+
+      <UsageCard sandboxId={sb.id} running={running} />
 
       <Card title="Terminal" className="card-terminal">
         {running ? (

@@ -1,0 +1,47 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/store"
+)
+
+// metricsView is the wire form of a sandbox's current usage.
+type metricsView struct {
+	Timestamp   time.Time `json:"timestamp"`
+	CPUCount    int       `json:"cpu_count"`
+	CPUUsedPct  float64   `json:"cpu_used_pct"`
+	MemUsedMB   int64     `json:"mem_used_mb"`
+	MemTotalMB  int64     `json:"mem_total_mb"`
+	DiskUsedMB  int64     `json:"disk_used_mb"`
+	DiskTotalMB int64     `json:"disk_total_mb"`
+}
+
+// sandboxMetrics answers a running sandbox's current CPU, memory and disk
+// usage, read live from envd in the guest. Another team's or a missing
+// sandbox is 404; one that is not running is 409.
+func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request) error {
+	sb, err := s.svc.GetSandbox(r.Context(), principalFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if sb.Status != store.StatusRunning {
+		return service.Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
+	}
+	if s.metrics == nil {
+		return service.Unavailable("sandbox metrics are not configured", nil)
+	}
+	m, err := s.metrics.SandboxMetrics(r.Context(), sb)
+	if err != nil {
+		return service.Unavailable("sandbox metrics unavailable", err)
+	}
+	const mb = 1 << 20
+	writeJSON(w, http.StatusOK, metricsView{
+		Timestamp: m.Timestamp.UTC(), CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
+		MemUsedMB: m.MemUsed / mb, MemTotalMB: m.MemTotal / mb,
+		DiskUsedMB: m.DiskUsed / mb, DiskTotalMB: m.DiskTotal / mb,
+	})
+	return nil
+}
