@@ -276,6 +276,22 @@ func (m *Manager) build(ctx context.Context, s *Slot) error {
 		if err := netlink.LinkSetUp(tapLink); err != nil {
 			return fmt.Errorf("up %s: %w", TapName, err)
 		}
+		// The guest's MAC is fixed, so its ARP entry is too. Without it the
+		// first packet to a booting guest starts ARP resolution, which the
+		// guest cannot answer yet; the kernel retries only once a second
+		// (retrans_time) and every queued SYN waits for that. Measured under
+		// TCG: the first ARP left at VMM start, the retry ~1.4 s later, well
+		// after envd listened; with the entry, create p50 2.2 s -> 1.75-1.85 s.
+		mac, err := net.ParseMAC(GuestMAC)
+		if err != nil {
+			return err
+		}
+		if err := netlink.NeighSet(&netlink.Neigh{
+			LinkIndex: tapLink.Attrs().Index, State: netlink.NUD_PERMANENT,
+			IP: net.ParseIP(GuestIP), HardwareAddr: mac,
+		}); err != nil {
+			return fmt.Errorf("neighbour %s on %s: %w", GuestIP, TapName, err)
+		}
 		// /proc/sys/net is resolved against the opening thread's namespace.
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("ip_forward in %s: %w", s.Namespace, err)

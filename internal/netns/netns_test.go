@@ -193,6 +193,18 @@ func fakeGuest(t *testing.T, s Slot) netns.NsHandle {
 		if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP || tt.Flags&netlink.TUNTAP_NO_PI == 0 || tt.Flags&netlink.TUNTAP_VNET_HDR != 0 {
 			return fmt.Errorf("%s is %#v, want a tap with IFF_NO_PI and no vnet_hdr", s.TapName, tap)
 		}
+		// The guest's fixed MAC is pre-resolved (no ARP wait while it boots).
+		neighs, err := netlink.NeighList(tap.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, n := range neighs {
+			found = found || (n.IP.String() == GuestIP && n.HardwareAddr.String() == GuestMAC && n.State == netlink.NUD_PERMANENT)
+		}
+		if !found {
+			return fmt.Errorf("no permanent neighbour %s %s on %s: %v", GuestIP, GuestMAC, s.TapName, neighs)
+		}
 		if err := netlink.LinkDel(tap); err != nil {
 			return err
 		}
