@@ -45,6 +45,12 @@ const (
 	GuestIP   = "169.254.0.21"
 	GatewayIP = "169.254.0.22" // the tap, inside the sandbox namespace
 	GuestMAC  = "02:fc:00:00:00:05"
+	// TapMAC is the gateway's (the tap's) MAC, fixed like GuestMAC: a
+	// restored guest's ARP cache holds the gateway's MAC from before the
+	// snapshot, and the host never ARPs for the guest (its entry is
+	// permanent), so a new random tap MAC would never be learnt and every
+	// reply of a restored guest would go to a MAC that no longer exists.
+	TapMAC = "02:fc:00:00:00:06"
 	// TapName is the tap device in every sandbox namespace; being constant,
 	// it is the same in a snapshot and in every restore of it.
 	TapName     = "tap0"
@@ -269,6 +275,13 @@ func (m *Manager) build(ctx context.Context, s *Slot) error {
 		tapLink, err := netlink.LinkByName(TapName)
 		if err != nil {
 			return err
+		}
+		tapMAC, err := net.ParseMAC(TapMAC)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetHardwareAddr(tapLink, tapMAC); err != nil {
+			return fmt.Errorf("mac of %s: %w", TapName, err)
 		}
 		if err := netlink.AddrAdd(tapLink, &netlink.Addr{IPNet: ipnet(netip.MustParseAddr(GatewayIP), 30)}); err != nil {
 			return fmt.Errorf("address %s on %s: %w", GatewayIP, TapName, err)

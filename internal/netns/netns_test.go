@@ -193,7 +193,12 @@ func fakeGuest(t *testing.T, s Slot) netns.NsHandle {
 		if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP || tt.Flags&netlink.TUNTAP_NO_PI == 0 || tt.Flags&netlink.TUNTAP_VNET_HDR != 0 {
 			return fmt.Errorf("%s is %#v, want a tap with IFF_NO_PI and no vnet_hdr", s.TapName, tap)
 		}
-		// The guest's fixed MAC is pre-resolved (no ARP wait while it boots).
+		// The tap's MAC is fixed (restored guests keep the gateway's MAC in
+		// their ARP cache) and the guest's fixed MAC is pre-resolved (no
+		// ARP wait while it boots).
+		if got := tap.Attrs().HardwareAddr.String(); got != TapMAC {
+			return fmt.Errorf("%s MAC %s, want the fixed %s", s.TapName, got, TapMAC)
+		}
 		neighs, err := netlink.NeighList(tap.Attrs().Index, netlink.FAMILY_V4)
 		if err != nil {
 			return err
