@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -55,7 +56,9 @@ type Options struct {
 type Agent struct {
 	opts Options
 	mgr  *Manager
-	log  *slog.Logger
+	// pools hold the sandbox-traffic connections, one pool per sandbox.
+	pools *proxy.SandboxTransports
+	log   *slog.Logger
 
 	closeOnce sync.Once
 	closeErr  error
@@ -78,7 +81,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		}
 		opts.HostID = h
 	}
-	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent")}
+	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent"), pools: proxy.NewSandboxTransports()}
 	if err := a.wire(ctx); err != nil {
 		a.runClosers()
 		return nil, err

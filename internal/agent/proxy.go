@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -13,8 +14,8 @@ import (
 // Sandbox traffic routing headers, the same the E2B SDK sends to its
 // sandbox origin, so the control plane can forward a request untouched.
 const (
-	HeaderSandboxID   = "E2b-Sandbox-Id"
-	HeaderSandboxPort = "E2b-Sandbox-Port"
+	HeaderSandboxID   = proxy.HeaderSandboxID
+	HeaderSandboxPort = proxy.HeaderSandboxPort
 )
 
 // headerRouted sends requests carrying the routing headers to proxy and
@@ -78,10 +79,14 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 			pr.Out.Header.Del(TokenHeader) // the agent's own token stays here
 			pr.SetXForwarded()
 		},
+		// A pool per sandbox: guest addresses are reused by later
+		// sandboxes (see proxy.SandboxTransports).
+		Transport: a.pools.Get(id),
 		// Stream responses (server-sent events, Connect server streams).
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			a.log.Debug("proxy", "sandbox", id, "port", port, "err", err)
+			a.pools.Reset(id)
 			http.Error(w, "sandbox port "+port+" is not reachable", http.StatusBadGateway)
 		},
 	}

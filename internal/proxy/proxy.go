@@ -105,9 +105,9 @@ func New(res Resolver, o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	var pools *sandboxTransports
+	var pools *SandboxTransports
 	if o.Transport == nil {
-		pools = newSandboxTransports()
+		pools = NewSandboxTransports()
 		o.Transport = pools
 	}
 	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger}
@@ -123,7 +123,7 @@ func New(res Resolver, o Options) *Proxy {
 			rt, _ := r.Context().Value(routeKey{}).(route)
 			p.log.DebugContext(r.Context(), "proxy: upstream failed", "sandbox_id", rt.id, "port", rt.port, "err", err)
 			if pools != nil {
-				pools.reset(rt.id)
+				pools.Reset(rt.id)
 			}
 			if r.Context().Err() != nil {
 				return // the client left; nobody to answer

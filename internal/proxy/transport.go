@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// sandboxTransports keeps one connection pool per sandbox. Guest addresses
+// SandboxTransports keeps one connection pool per sandbox. Guest addresses
 // are recycled (a new sandbox may get a destroyed one's network slot, and
 // every guest of a host may even share one address behind the agent), so a
 // pool keyed by address would hand a new sandbox's request to a dead VM's
-// kept-alive connection. Keyed by sandbox ID, that cannot happen.
-type sandboxTransports struct {
+// kept-alive connection. Keyed by sandbox ID, that cannot happen. The
+// control plane's proxy and the agent's sandbox-traffic endpoint both use
+// it.
+type SandboxTransports struct {
 	mu        sync.Mutex
 	pools     map[string]*pool
 	lastSweep time.Time
@@ -27,8 +29,9 @@ type pool struct {
 // are closed and it is forgotten.
 const poolIdle = 2 * time.Minute
 
-func newSandboxTransports() *sandboxTransports {
-	return &sandboxTransports{pools: map[string]*pool{}, lastSweep: time.Now()}
+// NewSandboxTransports returns an empty set of pools.
+func NewSandboxTransports() *SandboxTransports {
+	return &SandboxTransports{pools: map[string]*pool{}, lastSweep: time.Now()}
 }
 
 func newTransport() *http.Transport {
@@ -42,7 +45,9 @@ func newTransport() *http.Transport {
 	}
 }
 
-func (s *sandboxTransports) get(id string) *http.Transport {
+// Get returns the pool of sandbox id (pools unused for a while are closed
+// and forgotten on the way).
+func (s *SandboxTransports) Get(id string) *http.Transport {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -64,9 +69,9 @@ func (s *sandboxTransports) get(id string) *http.Transport {
 	return p.t
 }
 
-// reset drops a sandbox's idle connections (after an upstream failure, so
+// Reset drops a sandbox's idle connections (after an upstream failure, so
 // the next request dials afresh).
-func (s *sandboxTransports) reset(id string) {
+func (s *SandboxTransports) Reset(id string) {
 	s.mu.Lock()
 	p, ok := s.pools[id]
 	s.mu.Unlock()
@@ -75,7 +80,8 @@ func (s *sandboxTransports) reset(id string) {
 	}
 }
 
-func (s *sandboxTransports) RoundTrip(r *http.Request) (*http.Response, error) {
+// RoundTrip sends a request routed by the Proxy through its sandbox's pool.
+func (s *SandboxTransports) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt, _ := r.Context().Value(routeKey{}).(route)
-	return s.get(rt.id).RoundTrip(r)
+	return s.Get(rt.id).RoundTrip(r)
 }
