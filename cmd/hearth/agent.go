@@ -18,7 +18,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/agent"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
-	"github.com/hearth-sandbox/hearth/internal/netns"
 )
 
 type agentFlags struct {
@@ -78,8 +77,9 @@ Two ways to be reached:
       hearth agent --control-plane http://CP:8080 --register hrt_... \
         --ca-fingerprint sha256:... --listen 0.0.0.0:7070 --address 10.0.0.5:7070
 
-Several agents on one machine (tests) need distinct --data-dir and
---netns-prefix: start-up cleanup removes every network object with the prefix.`,
+Several agents on one machine (tests) need distinct --data-dir: the network
+object prefix and address pool are derived from it (or set --netns-prefix);
+start-up cleanup removes every network object with the prefix.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -96,7 +96,7 @@ Several agents on one machine (tests) need distinct --data-dir and
 	fs.StringVar(&f.rootfsBackend, "rootfs-backend", f.rootfsBackend, "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	fs.DurationVar(&f.bootTimeout, "boot-timeout", f.bootTimeout, "how long a sandbox may take to answer after its VM starts")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "debug, info, warn or error")
-	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default hth-; at most 8 of [a-z0-9-])")
+	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default: derived from --data-dir; at most 8 of [a-z0-9-])")
 	fs.StringVar(&f.controlPlane, "control-plane", f.controlPlane, "control plane URL: join its fleet (mTLS, heartbeats) instead of single-host mode")
 	fs.StringVar(&f.register, "register", f.register, "one-time registration token from `hearth host add` (first start only)")
 	fs.StringVar(&f.address, "address", f.address, "host:port the control plane dials this agent at (default: --listen)")
@@ -140,14 +140,8 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		VMM:           f.vmm,
 		RootfsBackend: f.rootfsBackend,
 		BootTimeout:   f.bootTimeout,
+		NetnsPrefix:   f.netnsPrefix,
 		Logger:        log,
-	}
-	if f.netnsPrefix != "" {
-		nm, err := netns.NewManager(ctx, netns.Config{Prefix: f.netnsPrefix, Logger: log})
-		if err != nil {
-			return fmt.Errorf("agent: network: %w", err)
-		}
-		opts.Net = netnsNetwork{nm}
 	}
 	a, err := agent.New(ctx, opts)
 	if err != nil {
@@ -190,23 +184,6 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 	}
 	return errors.Join(err, a.Shutdown(sctx))
 }
-
-// netnsNetwork adapts a netns.Manager with a chosen prefix to
-// agent.Network (the agent builds its own with the default prefix).
-type netnsNetwork struct{ m *netns.Manager }
-
-func (n netnsNetwork) Setup(ctx context.Context, id string, o agent.NetOptions) (agent.NetSlot, error) {
-	s, err := n.m.Setup(ctx, id, netns.Options{AllowInternet: o.AllowInternet})
-	if err != nil {
-		return agent.NetSlot{}, err
-	}
-	return agent.NetSlot{Address: s.Address, TapName: s.TapName, NSPath: s.NamespacePath}, nil
-}
-
-func (n netnsNetwork) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
-func (n netnsNetwork) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
-
-var _ agent.Network = netnsNetwork{}
 
 func isLoopback(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
