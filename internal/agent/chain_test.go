@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -48,7 +49,7 @@ func TestDiskSizeThroughTheChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{ID: "tiny", Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: store.DefaultDiskSizeMB}); err != nil {
+	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{ID: "tiny", Name: "tiny", Kind: sbx.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: sbx.DefaultDiskSizeMB}); err != nil {
 		t.Fatal(err)
 	}
 	_, team, err := db.CreateUserWithTeam(ctx, store.User{ID: "00000000-0000-0000-0000-0000000000a1", Email: "a@example.com", PasswordHash: "x"}, "team")
@@ -69,7 +70,7 @@ func TestDiskSizeThroughTheChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := e.h.disks.sizes[sb2.ID]; got != store.DefaultDiskSizeMB*MiB {
+	if got := e.h.disks.sizes[sb2.ID]; got != sbx.DefaultDiskSizeMB*MiB {
 		t.Errorf("default disk_size_mb: backend got %d bytes", got)
 	}
 	// The sandbox runs on the agent with the token the service issued.

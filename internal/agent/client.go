@@ -13,8 +13,8 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
 // Client is the control plane's Connect client for one host agent.
@@ -52,7 +52,7 @@ func WithToken(token string) ClientOption { return func(o *clientOpts) { o.token
 
 func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxRequest) (service.SandboxRuntime, error) {
 	kind := pb.TemplateKind_TEMPLATE_KIND_BASE
-	if req.TemplateKind == store.KindSnapshot {
+	if req.TemplateKind == sbx.KindSnapshot {
 		kind = pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT
 	}
 	res, err := c.rpc.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // A pause that fails at shutdown keeps the sandbox: VM stopped, slot
@@ -60,14 +61,14 @@ func TestShutdownPauseFailureKeepsDisk(t *testing.T) {
 		t.Helper()
 		for _, id := range []string{"keep1", "keep2"} {
 			in, err := m.Get(id)
-			if err != nil || in.State != StateError || !strings.Contains(in.Error, "could not pause") || !strings.Contains(in.Error, errInjected.Error()) {
+			if err != nil || in.State != sbx.StateError || !strings.Contains(in.Error, "could not pause") || !strings.Contains(in.Error, errInjected.Error()) {
 				t.Fatalf("%s %s: %+v, %v; want error naming the pause failure", when, id, in, err)
 			}
 			if !exists(filepath.Join(h.data, "sandboxes", id)) {
 				t.Fatalf("%s %s: run dir removed", when, id)
 			}
 		}
-		if in, err := m.Get("fine1"); err != nil || in.State != StatePaused {
+		if in, err := m.Get("fine1"); err != nil || in.State != sbx.StatePaused {
 			t.Fatalf("%s fine1: %+v, %v", when, in, err)
 		}
 	}
@@ -81,7 +82,7 @@ func TestShutdownPauseFailureKeepsDisk(t *testing.T) {
 	if got := h.disks.files(t); len(got) != 3 {
 		t.Fatalf("restart removed disks: %v", got)
 	}
-	var te *ErrTransition
+	var te *sbx.ErrTransition
 	if _, err := h.m.Resume(ctx, "keep1", "tok", false); !errors.As(err, &te) {
 		t.Fatalf("resume of a sandbox in error: %v", err)
 	}
@@ -168,7 +169,7 @@ func TestVariantsPrunedAndKept(t *testing.T) {
 		return m
 	}
 	h.m = newManager()
-	mk := func(id, tpl string, kind Kind, sizeMB int) {
+	mk := func(id, tpl string, kind sbx.TemplateKind, sizeMB int) {
 		t.Helper()
 		s := spec(id)
 		s.TemplateID, s.TemplateKind, s.DiskSizeMB = tpl, kind, sizeMB
@@ -184,20 +185,20 @@ func TestVariantsPrunedAndKept(t *testing.T) {
 			}
 		}
 	}
-	mk("paused1", "base", KindBase, 128) // stays, paused: its overlay needs base@128
+	mk("paused1", "base", sbx.KindBase, 128) // stays, paused: its overlay needs base@128
 	pausedVariant := qcow2Backing(t, filepath.Join(h.data, "rootfs", "disks", "paused1.qcow2"))
 	if _, err := h.m.Pause(ctx, "paused1"); err != nil {
 		t.Fatal(err)
 	}
-	mk("tmp1", "base", KindBase, 256) // base@256: a cache entry of a held image
-	mk("tmp2", "gone", KindBase, 128) // gone@128: its image is deleted below
+	mk("tmp1", "base", sbx.KindBase, 256) // base@256: a cache entry of a held image
+	mk("tmp2", "gone", sbx.KindBase, 128) // gone@128: its image is deleted below
 	for _, tpl := range []string{"t1", "t2"} {
 		if _, err := h.m.CreateSnapshot(ctx, "paused1", tpl); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mk("fromt1", "t1", KindSnapshot, 128)
-	mk("fromt2", "t2", KindSnapshot, 128)
+	mk("fromt1", "t1", sbx.KindSnapshot, 128)
+	mk("fromt2", "t2", sbx.KindSnapshot, 128)
 	destroy("tmp1", "tmp2", "fromt1", "fromt2")
 	t1Disk := filepath.Join(h.data, "templates", "t1", "rootfs.ext4")
 	t2Disk := filepath.Join(h.data, "templates", "t2", "rootfs.ext4")
@@ -351,7 +352,7 @@ func TestAgentShutdownReleasesPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in, err := a.Manager().Get("pooled1"); err != nil || in.State != StatePaused {
+	if in, err := a.Manager().Get("pooled1"); err != nil || in.State != sbx.StatePaused {
 		t.Fatalf("after restart: %+v, %v", in, err)
 	}
 	if got, err := a.opts.Disks.Lookup(ctx, "pooled1"); err != nil || got != disk {

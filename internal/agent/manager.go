@@ -16,15 +16,13 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
 const (
 	// MiB is the unit of disk_size_mb and memory_mb.
 	MiB = 1 << 20
-	// DefaultDiskSizeMB is the root disk size of a sandbox that asks for none
-	// (equal to store.DefaultDiskSizeMB).
-	DefaultDiskSizeMB = 20480
 	// EnvdPort is where envd listens in every guest.
 	EnvdPort = 49983
 
@@ -132,9 +130,9 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 		id, dir := e.Name(), m.runDir(e.Name())
 		md, err := readMeta(dir)
-		if err == nil && md.State == StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)) {
+		if err == nil && md.State == sbx.StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)) {
 			sb := newSandbox(md.Spec, dir, m.log)
-			sb.state = StatePaused
+			sb.state = sbx.StatePaused
 			sb.startedAt = md.StartedAt
 			m.sandboxes[id] = sb
 			live[id] = true
@@ -149,13 +147,13 @@ func (m *Manager) recover(ctx context.Context) error {
 				killStale(pid, dir)
 			}
 		}
-		if err == nil && md.State == StateError {
+		if err == nil && md.State == sbx.StateError {
 			// Recorded in error with its disk kept (e.g. a pause that
 			// failed at shutdown): it stays so, listed with its reason,
 			// until destroyed.
 			sb := newSandbox(md.Spec, dir, m.log)
 			sb.spec.ID = id
-			sb.state, sb.errMsg, sb.startedAt = StateError, md.Error, md.StartedAt
+			sb.state, sb.errMsg, sb.startedAt = sbx.StateError, md.Error, md.StartedAt
 			m.sandboxes[id] = sb
 			live[id] = true
 			m.log.Warn("re-adopted sandbox in error (disk kept until destroyed)", "sandbox", id, "error", md.Error)
@@ -175,7 +173,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 	}
 	if m.d.EnsureImageSizes != nil {
-		if err := m.d.EnsureImageSizes(ctx, DefaultDiskSizeMB*MiB); err != nil {
+		if err := m.d.EnsureImageSizes(ctx, sbx.DefaultDiskSizeMB*MiB); err != nil {
 			return fmt.Errorf("agent: ensure image sizes: %w", err)
 		}
 	}
@@ -230,11 +228,10 @@ func (m *Manager) forget(sb *sandbox) {
 
 func (s *Spec) normalize() error {
 	if s.TemplateKind == "" {
-		s.TemplateKind = KindBase
+		s.TemplateKind = sbx.KindBase
 	}
-	if s.DiskSizeMB == 0 {
-		s.DiskSizeMB = DefaultDiskSizeMB
-	}
+	shape := sbx.Shape{VCPUs: s.VCPUs, MemoryMB: s.MemoryMB, DiskSizeMB: s.DiskSizeMB}.WithDefaults()
+	s.DiskSizeMB = shape.DiskSizeMB
 	bad := func(field, format string, args ...any) error {
 		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -243,16 +240,15 @@ func (s *Spec) normalize() error {
 		return bad("sandbox_id", "%q: want 1-63 lowercase letters and digits", s.ID)
 	case !validTemplate.MatchString(s.TemplateID):
 		return bad("template_id", "%q: want letters, digits, '.', '_', '-'", s.TemplateID)
-	case s.TemplateKind != KindBase && s.TemplateKind != KindSnapshot:
+	case !s.TemplateKind.Valid():
 		return bad("template_kind", "%q", s.TemplateKind)
-	case s.VCPUs < 1 || s.VCPUs > 64:
-		return bad("vcpus", "%d: want 1-64", s.VCPUs)
-	case s.MemoryMB < 64:
-		return bad("memory_mb", "%d: want at least 64", s.MemoryMB)
-	case s.DiskSizeMB < 0:
-		return bad("disk_size_mb", "%d: want a positive size", s.DiskSizeMB)
 	case s.AccessToken == "":
 		return bad("access_token", "is required")
+	}
+	// Looser than the control plane's (sandbox.HostLimits).
+	var fe *sbx.FieldError
+	if err := shape.Validate(sbx.HostLimits()); errors.As(err, &fe) {
+		return bad(fe.Field, "%s", fe.Msg)
 	}
 	return nil
 }
@@ -265,7 +261,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 		return Info{}, err
 	}
 	var tpl *templateMeta
-	if spec.TemplateKind == KindSnapshot {
+	if spec.TemplateKind == sbx.KindSnapshot {
 		t, err := m.checkTemplate(&spec)
 		if err != nil {
 			return Info{}, err
@@ -287,7 +283,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	m.mu.Unlock()
 	defer sb.unlock()
 
-	sb.log.Info("sandbox state", "from", "", "to", StateCreating, "template", spec.TemplateID,
+	sb.log.Info("sandbox state", "from", "", "to", sbx.StateCreating, "template", spec.TemplateID,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "disk_size_mb", spec.DiskSizeMB)
 	var err error
 	if tpl != nil {
@@ -300,7 +296,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 		m.unwind(ctx, sb)
 		return Info{}, fmt.Errorf("create sandbox %s: %w", spec.ID, err)
 	}
-	if err := sb.transition(StateRunning, StateCreating); err != nil {
+	if err := sb.transition(sbx.StateRunning, sbx.StateCreating); err != nil {
 		return Info{}, err
 	}
 	m.saveMeta(sb)
@@ -318,8 +314,8 @@ func (m *Manager) existing(ctx context.Context, sb *sandbox, spec Spec) (Info, e
 	}
 	sb.unlock()
 	in := sb.info()
-	if in.State != StateRunning {
-		return in, &ErrTransition{ID: spec.ID, From: in.State, To: StateRunning}
+	if in.State != sbx.StateRunning {
+		return in, &sbx.ErrTransition{ID: spec.ID, From: in.State, To: sbx.StateRunning}
 	}
 	return in, nil
 }
@@ -329,7 +325,7 @@ func (m *Manager) existing(ctx context.Context, sb *sandbox, spec Spec) (Info, e
 func (m *Manager) unwind(ctx context.Context, sb *sandbox) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.d.CleanupTimeout)
 	defer cancel()
-	if err := sb.transition(StateStopping, StateError); err != nil {
+	if err := sb.transition(sbx.StateStopping, sbx.StateError); err != nil {
 		sb.log.Error("unwind", "err", err)
 		return
 	}
@@ -337,7 +333,7 @@ func (m *Manager) unwind(ctx context.Context, sb *sandbox) {
 		sb.fail(fmt.Errorf("unwind failed create: %w", err))
 		return
 	}
-	if err := sb.transition(StateStopped, StateStopping); err == nil {
+	if err := sb.transition(sbx.StateStopped, sbx.StateStopping); err == nil {
 		m.forget(sb)
 	}
 }
@@ -446,7 +442,7 @@ func (m *Manager) watch(sb *sandbox, machine vmm.Machine) {
 		err := machine.Wait(context.Background())
 		close(exited)
 		sb.mu.Lock()
-		unexpected := sb.machine == machine && sb.state == StateRunning
+		unexpected := sb.machine == machine && sb.state == sbx.StateRunning
 		sb.mu.Unlock()
 		if unexpected {
 			sb.fail(fmt.Errorf("vmm exited unexpectedly: %v", err))
@@ -597,10 +593,10 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 		return err
 	}
 	defer sb.unlock()
-	if sb.currentState() == StateStopped {
+	if sb.currentState() == sbx.StateStopped {
 		return nil
 	}
-	if err := sb.transition(StateStopping); err != nil {
+	if err := sb.transition(sbx.StateStopping); err != nil {
 		return err
 	}
 	if err := m.cleanup(ctx, sb); err != nil {
@@ -608,7 +604,7 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 		sb.fail(err)
 		return err
 	}
-	if err := sb.transition(StateStopped, StateStopping); err != nil {
+	if err := sb.transition(sbx.StateStopped, sbx.StateStopping); err != nil {
 		return err
 	}
 	m.forget(sb)
@@ -638,10 +634,10 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 // pauseLocked is Pause with sb's op slot held.
 func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	id := sb.spec.ID
-	if sb.currentState() == StatePaused {
+	if sb.currentState() == sbx.StatePaused {
 		return nil
 	}
-	if err := sb.transition(StatePausing, StateRunning); err != nil {
+	if err := sb.transition(sbx.StatePausing, sbx.StateRunning); err != nil {
 		return err
 	}
 	sb.mu.Lock()
@@ -652,7 +648,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 		err = fmt.Errorf("pause sandbox %s: %w", id, err)
 		if isClosed(exited) {
 			sb.fail(err)
-		} else if terr := sb.transition(StateRunning, StatePausing); terr != nil {
+		} else if terr := sb.transition(sbx.StateRunning, sbx.StatePausing); terr != nil {
 			return errors.Join(err, terr)
 		}
 		return err
@@ -681,7 +677,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 		sb.slot = nil
 		sb.mu.Unlock()
 	}
-	if err := sb.transition(StatePaused, StatePausing); err != nil {
+	if err := sb.transition(sbx.StatePaused, sbx.StatePausing); err != nil {
 		return err
 	}
 	sb.log.Info("paused", "ms", time.Since(t0).Milliseconds())
@@ -712,10 +708,10 @@ func (m *Manager) Resume(ctx context.Context, id, accessToken string, allowInter
 // resumeLocked is Resume with sb's op slot held.
 func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken string, allowInternet bool) error {
 	id := sb.spec.ID
-	if sb.currentState() == StateRunning {
+	if sb.currentState() == sbx.StateRunning {
 		return nil
 	}
-	if err := sb.transition(StateResuming, StatePaused); err != nil {
+	if err := sb.transition(sbx.StateResuming, sbx.StatePaused); err != nil {
 		return err
 	}
 	frozen, ferr := readFrozen(snapshotDir(sb.runDir))
@@ -741,12 +737,12 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 		err = fmt.Errorf("resume sandbox %s: %w", id, err)
 		if cerr := m.releaseVM(context.WithoutCancel(ctx), sb); cerr != nil {
 			sb.fail(errors.Join(err, cerr))
-		} else if terr := sb.transition(StatePaused, StateResuming); terr != nil {
+		} else if terr := sb.transition(sbx.StatePaused, sbx.StateResuming); terr != nil {
 			return errors.Join(err, terr)
 		}
 		return err
 	}
-	if err := sb.transition(StateRunning, StateResuming); err != nil {
+	if err := sb.transition(sbx.StateRunning, sbx.StateResuming); err != nil {
 		return err
 	}
 	sb.log.Info("resumed", "ms", time.Since(t0).Milliseconds())
@@ -857,8 +853,8 @@ func (m *Manager) SandboxAddr(id string) (string, error) {
 		return "", err
 	}
 	in := sb.info()
-	if in.State != StateRunning {
-		return "", &ErrTransition{ID: id, From: in.State, To: StateRunning}
+	if in.State != sbx.StateRunning {
+		return "", &sbx.ErrTransition{ID: id, From: in.State, To: sbx.StateRunning}
 	}
 	return in.GuestAddr, nil
 }
@@ -871,8 +867,8 @@ func (m *Manager) envdOf(id string) (Envd, string, error) {
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if sb.state != StateRunning || sb.envd == nil {
-		return nil, "", fmt.Errorf("sandbox %s is %s: %w", id, sb.state, &ErrTransition{ID: id, From: sb.state, To: StateRunning})
+	if sb.state != sbx.StateRunning || sb.envd == nil {
+		return nil, "", fmt.Errorf("sandbox %s is %s: %w", id, sb.state, &sbx.ErrTransition{ID: id, From: sb.state, To: sbx.StateRunning})
 	}
 	return sb.envd, sb.user, nil
 }
@@ -928,9 +924,9 @@ func (m *Manager) shutdownPause(ctx context.Context, id string) error {
 	defer sb.unlock()
 	var cause error
 	switch st := sb.currentState(); st {
-	case StatePaused, StateStopped:
+	case sbx.StatePaused, sbx.StateStopped:
 		return nil
-	case StateRunning:
+	case sbx.StateRunning:
 		if cause = m.pauseLocked(ctx, sb); cause == nil {
 			return nil
 		}
@@ -967,7 +963,7 @@ func (m *Manager) usage() (vcpus, memMB, count int) {
 	for _, in := range m.List() {
 		count++
 		switch in.State {
-		case StatePaused, StateStopped:
+		case sbx.StatePaused, sbx.StateStopped:
 			continue
 		}
 		vcpus += in.VCPUs

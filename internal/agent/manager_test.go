@@ -11,28 +11,30 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 func TestTransitionEdges(t *testing.T) {
 	t.Parallel()
-	all := []State{StateCreating, StateRunning, StatePausing, StatePaused, StateResuming, StateStopping, StateStopped, StateError}
-	allowed := map[[2]State]bool{
-		{StateCreating, StateRunning}: true, {StateCreating, StateStopping}: true, {StateCreating, StateError}: true,
-		{StateRunning, StatePausing}: true, {StateRunning, StateStopping}: true, {StateRunning, StateError}: true,
-		{StatePausing, StatePaused}: true, {StatePausing, StateRunning}: true, {StatePausing, StateError}: true,
-		{StatePaused, StateResuming}: true, {StatePaused, StateStopping}: true,
-		{StateResuming, StateRunning}: true, {StateResuming, StatePaused}: true, {StateResuming, StateError}: true,
-		{StateStopping, StateStopped}: true, {StateStopping, StateError}: true,
-		{StateError, StateStopping}: true,
+	all := []sbx.State{sbx.StateCreating, sbx.StateRunning, sbx.StatePausing, sbx.StatePaused, sbx.StateResuming, sbx.StateStopping, sbx.StateStopped, sbx.StateError}
+	allowed := map[[2]sbx.State]bool{
+		{sbx.StateCreating, sbx.StateRunning}: true, {sbx.StateCreating, sbx.StateStopping}: true, {sbx.StateCreating, sbx.StateError}: true,
+		{sbx.StateRunning, sbx.StatePausing}: true, {sbx.StateRunning, sbx.StateStopping}: true, {sbx.StateRunning, sbx.StateError}: true,
+		{sbx.StatePausing, sbx.StatePaused}: true, {sbx.StatePausing, sbx.StateRunning}: true, {sbx.StatePausing, sbx.StateError}: true,
+		{sbx.StatePaused, sbx.StateResuming}: true, {sbx.StatePaused, sbx.StateStopping}: true,
+		{sbx.StateResuming, sbx.StateRunning}: true, {sbx.StateResuming, sbx.StatePaused}: true, {sbx.StateResuming, sbx.StateError}: true,
+		{sbx.StateStopping, sbx.StateStopped}: true, {sbx.StateStopping, sbx.StateError}: true,
+		{sbx.StateError, sbx.StateStopping}: true,
 	}
 	for _, from := range all {
 		for _, to := range all {
-			if got, want := CanTransition(from, to), allowed[[2]State{from, to}]; got != want {
-				t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
+			if got, want := sbx.Host().Allows(from, to), allowed[[2]sbx.State{from, to}]; got != want {
+				t.Errorf("sbx.Host().Allows(%s, %s) = %v, want %v", from, to, got, want)
 			}
 		}
 		// The brief: error is reachable from every transitional state.
-		if from.Transitional() && !CanTransition(from, StateError) {
+		if from.Transitional() && !sbx.Host().Allows(from, sbx.StateError) {
 			t.Errorf("%s cannot reach error", from)
 		}
 	}
@@ -42,7 +44,7 @@ func TestTransitionOneWinner(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, false)
 	sb := newSandbox(spec("race"), t.TempDir(), h.m.log)
-	sb.state = StateRunning
+	sb.state = sbx.StateRunning
 	const n = 64
 	var wins atomic.Int32
 	var wg sync.WaitGroup
@@ -50,17 +52,17 @@ func TestTransitionOneWinner(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			to := StatePausing
+			to := sbx.StatePausing
 			if i%2 == 0 {
-				to = StateStopping
+				to = sbx.StateStopping
 			}
-			err := sb.transition(to, StateRunning)
-			var te *ErrTransition
+			err := sb.transition(to, sbx.StateRunning)
+			var te *sbx.ErrTransition
 			switch {
 			case err == nil:
 				wins.Add(1)
 			case !errors.As(err, &te):
-				t.Errorf("loser got %v, want *ErrTransition", err)
+				t.Errorf("loser got %v, want *sbx.ErrTransition", err)
 			}
 		})
 	}
@@ -81,7 +83,7 @@ func TestCreateDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.State != StateRunning || in.EnvdAddr == "" || in.StartedAt.IsZero() {
+	if in.State != sbx.StateRunning || in.EnvdAddr == "" || in.StartedAt.IsZero() {
 		t.Fatalf("info = %+v", in)
 	}
 	// disk_size_mb reaches the backend unchanged.
@@ -136,7 +138,7 @@ func TestCreateDefaultsAndRootUser(t *testing.T) {
 	if _, err := h.m.Create(context.Background(), sp); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.disks.sizes["tiny1"]; got != DefaultDiskSizeMB*MiB {
+	if got := h.disks.sizes["tiny1"]; got != sbx.DefaultDiskSizeMB*MiB {
 		t.Errorf("default disk = %d", got)
 	}
 	if in := h.envd.inits[0]; in.DefaultUser != "root" || in.DefaultDir != "/root" {
@@ -189,7 +191,7 @@ func TestCreateIdempotent(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range n {
-		if errs[i] != nil || infos[i].State != StateRunning || infos[i].EnvdAddr != infos[0].EnvdAddr {
+		if errs[i] != nil || infos[i].State != sbx.StateRunning || infos[i].EnvdAddr != infos[0].EnvdAddr {
 			t.Errorf("create %d: %+v, %v", i, infos[i], errs[i])
 		}
 	}
@@ -287,7 +289,7 @@ func TestVMMExitMovesToError(t *testing.T) {
 	exited := sb.exited
 	sb.mu.Unlock()
 	<-exited
-	for sb.currentState() != StateError { // the watcher moves it right after closing exited
+	for sb.currentState() != sbx.StateError { // the watcher moves it right after closing exited
 		time.Sleep(time.Millisecond)
 	}
 	if _, _, err := h.m.envdOf("crash1"); err == nil {
@@ -313,7 +315,7 @@ func TestDestroyFailureKeepsErrorAndRetries(t *testing.T) {
 		t.Fatal("destroy succeeded with a failing disk backend")
 	}
 	in, err := h.m.Get("stuck1")
-	if err != nil || in.State != StateError || in.Error == "" {
+	if err != nil || in.State != sbx.StateError || in.Error == "" {
 		t.Fatalf("after failed destroy: %+v, %v", in, err)
 	}
 	h.disks.mu.Lock()
@@ -334,7 +336,7 @@ func TestPauseResume(t *testing.T) {
 	}
 	for round := range 3 {
 		in, err := h.m.Pause(ctx, "pr1")
-		if err != nil || in.State != StatePaused || in.EnvdAddr != "" {
+		if err != nil || in.State != sbx.StatePaused || in.EnvdAddr != "" {
 			t.Fatalf("round %d pause: %+v, %v", round, in, err)
 		}
 		if h.driver.live() != 0 || h.net.held() != 0 {
@@ -347,7 +349,7 @@ func TestPauseResume(t *testing.T) {
 			t.Fatal("exec allowed while paused")
 		}
 		in, err = h.m.Resume(ctx, "pr1", "newtoken", false)
-		if err != nil || in.State != StateRunning || in.EnvdAddr == "" {
+		if err != nil || in.State != sbx.StateRunning || in.EnvdAddr == "" {
 			t.Fatalf("round %d resume: %+v, %v", round, in, err)
 		}
 		if _, err := h.m.Resume(ctx, "pr1", "", false); err != nil { // idempotent
@@ -380,7 +382,7 @@ func TestPauseFailureKeepsRunning(t *testing.T) {
 	if _, err := h.m.Pause(ctx, "pf1"); !errors.Is(err, errInjected) {
 		t.Fatalf("err = %v", err)
 	}
-	if in, _ := h.m.Get("pf1"); in.State != StateRunning || h.driver.live() != 1 {
+	if in, _ := h.m.Get("pf1"); in.State != sbx.StateRunning || h.driver.live() != 1 {
 		t.Fatalf("after failed pause: %+v, live %d", in, h.driver.live())
 	}
 	h.snaps.failPause = false
@@ -391,7 +393,7 @@ func TestPauseFailureKeepsRunning(t *testing.T) {
 	if _, err := h.m.Resume(ctx, "pf1", "", false); !errors.Is(err, errInjected) {
 		t.Fatalf("err = %v", err)
 	}
-	if in, _ := h.m.Get("pf1"); in.State != StatePaused || h.driver.live() != 0 || h.net.held() != 0 {
+	if in, _ := h.m.Get("pf1"); in.State != sbx.StatePaused || h.driver.live() != 0 || h.net.held() != 0 {
 		t.Fatalf("after failed resume: %+v, live %d, slots %d", in, h.driver.live(), h.net.held())
 	}
 	if err := h.m.Destroy(ctx, "pf1"); err != nil {
@@ -410,7 +412,7 @@ func TestPauseUnimplementedWithoutSnapshotter(t *testing.T) {
 	if _, err := h.m.Pause(ctx, "nopause"); !errors.Is(err, ErrUnimplemented) {
 		t.Errorf("pause: %v", err)
 	}
-	if in, _ := h.m.Get("nopause"); in.State != StateRunning {
+	if in, _ := h.m.Get("nopause"); in.State != sbx.StateRunning {
 		t.Errorf("state %s", in.State)
 	}
 	if err := h.m.Destroy(ctx, "nopause"); err != nil {
@@ -431,7 +433,7 @@ func TestConcurrentPauseDestroy(t *testing.T) {
 			// Serialised per sandbox: a pause that lost to the destroy
 			// sees the sandbox gone (not found) or stopped.
 			if _, err := h.m.Pause(ctx, "pd1"); err != nil && !errors.Is(err, ErrNotFound) {
-				var te *ErrTransition
+				var te *sbx.ErrTransition
 				if !errors.As(err, &te) {
 					t.Errorf("pause: %v", err)
 				}
@@ -480,7 +482,7 @@ func TestShutdownPausesAndRestartReadopts(t *testing.T) {
 	}
 	h.m = h.newManager()
 	in, err := h.m.Get("keep1")
-	if err != nil || in.State != StatePaused {
+	if err != nil || in.State != sbx.StatePaused {
 		t.Fatalf("after restart: %+v, %v", in, err)
 	}
 	if _, err := h.m.Resume(ctx, "keep1", "tok-keep1", false); err != nil {
@@ -518,13 +520,13 @@ func TestMetaRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	h := newHarness(t, false)
 	sb := newSandbox(spec("meta1"), dir, h.m.log)
-	sb.state = StatePaused
+	sb.state = sbx.StatePaused
 	h.m.saveMeta(sb)
 	md, err := readMeta(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if md.State != StatePaused || md.Spec.ID != "meta1" || md.Spec.AccessToken != "" {
+	if md.State != sbx.StatePaused || md.Spec.ID != "meta1" || md.Spec.AccessToken != "" {
 		b, _ := json.Marshal(md)
 		t.Errorf("meta = %s", b)
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // meta is what DATA/sandboxes/<id>/sandbox.json records so a restarted
@@ -18,7 +20,7 @@ import (
 // lives in the guest's memory.
 type meta struct {
 	Spec      Spec      `json:"spec"`
-	State     State     `json:"state"`
+	State     sbx.State `json:"state"`
 	VMMPID    int       `json:"vmm_pid,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	// Error is why a sandbox is in error; a sandbox recorded in error is

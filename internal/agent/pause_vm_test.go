@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -67,7 +68,7 @@ func TestVMPauseFailureKeepsSnapshot(t *testing.T) {
 	c := e.client
 	const id = "vmpf1"
 	if _, err := c.CreateSandbox(ctx, service.CreateSandboxRequest{
-		SandboxID: id, TemplateID: "tiny", TemplateKind: store.KindBase,
+		SandboxID: id, TemplateID: "tiny", TemplateKind: sbx.KindBase,
 		VCPUs: 1, MemoryMB: 256, DiskSizeMB: 10240, AccessToken: "tok-" + id,
 	}); err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ func TestVMPauseFailureKeepsSnapshot(t *testing.T) {
 			t.Fatalf("pause with failure at %q succeeded", step)
 		}
 		in, err := e.agent.Manager().Get(id)
-		if err != nil || in.State != StateRunning {
+		if err != nil || in.State != sbx.StateRunning {
 			t.Fatalf("after failed pause at %q: %+v %v, want running", step, in, err)
 		}
 		if got := vmmPID(t, e.data, id); got != pid {
@@ -133,7 +134,7 @@ func TestVMShutdownRestartResume(t *testing.T) {
 	defer cancel()
 	const id = "vmsr1"
 	if _, err := e.client.CreateSandbox(ctx, service.CreateSandboxRequest{
-		SandboxID: id, TemplateID: "tiny", TemplateKind: store.KindBase,
+		SandboxID: id, TemplateID: "tiny", TemplateKind: sbx.KindBase,
 		VCPUs: 1, MemoryMB: 256, DiskSizeMB: 10240, AccessToken: "tok-" + id,
 	}); err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func TestVMShutdownRestartResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].SandboxID != id || list[0].State != string(StatePaused) {
+	if len(list) != 1 || list[0].SandboxID != id || list[0].State != string(sbx.StatePaused) {
 		t.Fatalf("after restart: %+v, want %s paused", list, id)
 	}
 	if _, err := e.client.ResumeSandbox(ctx, service.ResumeSandboxRequest{SandboxID: id, AccessToken: "tok-" + id}); err != nil {

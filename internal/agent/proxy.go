@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -55,7 +56,7 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 		return
 	}
 	host, err := a.mgr.SandboxAddr(id)
-	var te *ErrTransition
+	var te *sbx.ErrTransition
 	switch {
 	case errors.Is(err, ErrNotFound):
 		http.Error(w, "sandbox not found", http.StatusNotFound)

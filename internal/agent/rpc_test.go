@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
 // rpcEnv is a real agent (Connect server over httptest, real client) whose
@@ -91,7 +91,7 @@ func (e *rpcEnv) envdURL(id string) string {
 
 func createReq(id string) service.CreateSandboxRequest {
 	return service.CreateSandboxRequest{
-		SandboxID: id, TemplateID: "tiny", TemplateKind: store.KindBase,
+		SandboxID: id, TemplateID: "tiny", TemplateKind: sbx.KindBase,
 		VCPUs: 1, MemoryMB: 256, DiskSizeMB: 10240,
 		Env: map[string]string{"GREETING": "hello"}, AccessToken: "secret-" + id, TimeoutS: 300,
 	}

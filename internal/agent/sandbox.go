@@ -8,25 +8,18 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
-)
-
-// Kind of template a sandbox starts from.
-type Kind string
-
-const (
-	KindBase     Kind = "base"     // boot a kernel + rootfs image
-	KindSnapshot Kind = "snapshot" // restore frozen VM state
 )
 
 // Spec is what a sandbox is created with. It never changes afterwards.
 type Spec struct {
 	ID            string
 	TemplateID    string
-	TemplateKind  Kind
+	TemplateKind  sbx.TemplateKind
 	VCPUs         int
 	MemoryMB      int
-	DiskSizeMB    int // 0: DefaultDiskSizeMB
+	DiskSizeMB    int // 0: sbx.DefaultDiskSizeMB
 	Env           map[string]string
 	AccessToken   string
 	TimeoutS      int
@@ -45,7 +38,7 @@ func (s Spec) sameRequest(o Spec) bool {
 type Info struct {
 	ID           string
 	TemplateID   string
-	State        State
+	State        sbx.State
 	GuestAddr    string // host-reachable guest address (IP); empty unless running
 	EnvdAddr     string // host:port of envd; empty unless running
 	StartedAt    time.Time
@@ -78,7 +71,7 @@ type sandbox struct {
 	op chan struct{}
 
 	mu        sync.Mutex
-	state     State
+	state     sbx.State
 	errMsg    string
 	machine   vmm.Machine   // non-nil while a VMM process may exist
 	cfg       vmm.Config    // the config machine was started (or restored) with
@@ -96,7 +89,7 @@ func newSandbox(spec Spec, runDir string, log *slog.Logger) *sandbox {
 		runDir: runDir,
 		log:    log.With("sandbox", spec.ID),
 		op:     make(chan struct{}, 1),
-		state:  StateCreating,
+		state:  sbx.StateCreating,
 	}
 }
 
@@ -115,11 +108,11 @@ func (s *sandbox) unlock() { <-s.op }
 // transition moves the sandbox to `to` when its state is one of from (or
 // any state that may move to `to` when from is empty). Exactly one of
 // several concurrent callers with the same from wins; the others get
-// *ErrTransition. Every successful transition is logged.
-func (s *sandbox) transition(to State, from ...State) error {
+// *sbx.ErrTransition. Every successful transition is logged.
+func (s *sandbox) transition(to sbx.State, from ...sbx.State) error {
 	s.mu.Lock()
 	cur := s.state
-	ok := CanTransition(cur, to)
+	ok := sbx.Host().Allows(cur, to)
 	if ok && len(from) > 0 {
 		ok = false
 		for _, f := range from {
@@ -128,10 +121,10 @@ func (s *sandbox) transition(to State, from ...State) error {
 	}
 	if !ok {
 		s.mu.Unlock()
-		return &ErrTransition{ID: s.spec.ID, From: cur, To: to}
+		return &sbx.ErrTransition{ID: s.spec.ID, From: cur, To: to}
 	}
 	s.state = to
-	if to != StateError {
+	if to != sbx.StateError {
 		s.errMsg = ""
 	}
 	s.mu.Unlock()
@@ -143,17 +136,17 @@ func (s *sandbox) transition(to State, from ...State) error {
 func (s *sandbox) fail(cause error) {
 	s.mu.Lock()
 	cur := s.state
-	if cur == StateError || !CanTransition(cur, StateError) {
+	if cur == sbx.StateError || !sbx.Host().Allows(cur, sbx.StateError) {
 		s.mu.Unlock()
 		return
 	}
-	s.state = StateError
+	s.state = sbx.StateError
 	s.errMsg = cause.Error()
 	s.mu.Unlock()
-	s.log.Error("sandbox state", "from", cur, "to", StateError, "err", cause)
+	s.log.Error("sandbox state", "from", cur, "to", sbx.StateError, "err", cause)
 }
 
-func (s *sandbox) currentState() State {
+func (s *sandbox) currentState() sbx.State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state
@@ -173,7 +166,7 @@ func (s *sandbox) info() Info {
 		Error:        s.errMsg,
 		AllowNetwork: s.spec.AllowInternet,
 	}
-	if s.state == StateRunning && s.slot != nil {
+	if s.state == sbx.StateRunning && s.slot != nil {
 		in.GuestAddr, in.EnvdAddr = guestAddrs(s.slot.Address)
 	}
 	return in

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // chunkSize bounds each streamed file or output message.
@@ -32,9 +33,9 @@ func (s *rpcServer) m() *Manager { return s.a.mgr }
 
 func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.CreateSandboxRequest]) (*connect.Response[pb.CreateSandboxResponse], error) {
 	r := req.Msg
-	kind := KindBase
+	kind := sbx.KindBase
 	if r.TemplateKind == pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT {
-		kind = KindSnapshot
+		kind = sbx.KindSnapshot
 	}
 	in, err := s.m().Create(ctx, Spec{
 		ID:            r.SandboxId,
@@ -237,15 +238,15 @@ func toPB(in Info) *pb.Sandbox {
 	return out
 }
 
-var stateToPB = map[State]pb.SandboxState{
-	StateCreating: pb.SandboxState_SANDBOX_STATE_CREATING,
-	StateRunning:  pb.SandboxState_SANDBOX_STATE_RUNNING,
-	StatePausing:  pb.SandboxState_SANDBOX_STATE_PAUSING,
-	StatePaused:   pb.SandboxState_SANDBOX_STATE_PAUSED,
-	StateResuming: pb.SandboxState_SANDBOX_STATE_RESUMING,
-	StateStopping: pb.SandboxState_SANDBOX_STATE_STOPPING,
-	StateStopped:  pb.SandboxState_SANDBOX_STATE_STOPPED,
-	StateError:    pb.SandboxState_SANDBOX_STATE_ERROR,
+var stateToPB = map[sbx.State]pb.SandboxState{
+	sbx.StateCreating: pb.SandboxState_SANDBOX_STATE_CREATING,
+	sbx.StateRunning:  pb.SandboxState_SANDBOX_STATE_RUNNING,
+	sbx.StatePausing:  pb.SandboxState_SANDBOX_STATE_PAUSING,
+	sbx.StatePaused:   pb.SandboxState_SANDBOX_STATE_PAUSED,
+	sbx.StateResuming: pb.SandboxState_SANDBOX_STATE_RESUMING,
+	sbx.StateStopping: pb.SandboxState_SANDBOX_STATE_STOPPING,
+	sbx.StateStopped:  pb.SandboxState_SANDBOX_STATE_STOPPED,
+	sbx.StateError:    pb.SandboxState_SANDBOX_STATE_ERROR,
 }
 
 // FieldError is an invalid argument that names its field.
@@ -262,7 +263,7 @@ func connectErr(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	var te *ErrTransition
+	var te *sbx.ErrTransition
 	var fe *FieldError
 	code := connect.CodeInternal
 	switch {

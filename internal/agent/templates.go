@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // Snapshot templates live in DATA/templates/<template>/:
@@ -155,10 +156,10 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 		return t.info(), nil
 	}
 	state := sb.currentState()
-	if state != StateRunning && state != StatePaused {
-		return SnapshotInfo{}, &ErrTransition{ID: sandboxID, From: state, To: StatePaused}
+	if state != sbx.StateRunning && state != sbx.StatePaused {
+		return SnapshotInfo{}, &sbx.ErrTransition{ID: sandboxID, From: state, To: sbx.StatePaused}
 	}
-	if state == StateRunning {
+	if state == sbx.StateRunning {
 		if err := m.pauseLocked(ctx, sb); err != nil {
 			return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", err)
 		}
@@ -280,7 +281,7 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, templateID string) error {
 	var users []string
 	m.mu.Lock()
 	for id, sb := range m.sandboxes {
-		if sb.spec.TemplateKind == KindSnapshot && sb.spec.TemplateID == templateID {
+		if sb.spec.TemplateKind == sbx.KindSnapshot && sb.spec.TemplateID == templateID {
 			users = append(users, id)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/netns"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/vmm/qemu"
@@ -160,7 +161,7 @@ func TestVMEndToEnd(t *testing.T) {
 
 	t0 := time.Now()
 	rt, err := c.CreateSandbox(ctx, service.CreateSandboxRequest{
-		SandboxID: "vme2e1", TemplateID: "tiny", TemplateKind: store.KindBase,
+		SandboxID: "vme2e1", TemplateID: "tiny", TemplateKind: sbx.KindBase,
 		VCPUs: 1, MemoryMB: 256, DiskSizeMB: 10240, AccessToken: "tok-vme2e1",
 		Env: map[string]string{"HEARTH_TEST": "yes"},
 	})
@@ -309,7 +310,7 @@ func TestVMBase(t *testing.T) {
 		t.Fatalf("python3: %+v, %v", res, err)
 	}
 	res, err = c.Exec(ctx, "vmbase1", service.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", "df -B1 / | tail -1"}})
-	if f := strings.Fields(res.Stdout); err != nil || len(f) < 2 || !sizeNear(f[1], DefaultDiskSizeMB) {
+	if f := strings.Fields(res.Stdout); err != nil || len(f) < 2 || !sizeNear(f[1], sbx.DefaultDiskSizeMB) {
 		t.Errorf("df / in the guest: %q, %v; want ~20 GiB (the default)", res.Stdout, err)
 	}
 	if err := c.DestroySandbox(ctx, "vmbase1"); err != nil {

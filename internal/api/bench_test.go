@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -51,7 +52,7 @@ func BenchmarkListSandboxes1000(b *testing.B) {
 		seed := func(team string, n int) {
 			for i := range n {
 				_, err := db.CreateSandbox(ctx, store.Sandbox{
-					TeamID: team, TemplateID: e.baseTpl.ID, Status: store.StatusRunning, Host: testHostID,
+					TeamID: team, TemplateID: e.baseTpl.ID, Status: sbx.StateRunning, Host: testHostID,
 					VCPUs: 2, MemoryMB: 512, DiskSizeMB: 20480, TimeoutS: 300,
 					Metadata: map[string]string{"i": string(rune('a' + i%26)), "owner": "bench"},
 					Env:      map[string]string{"PATH": "/usr/bin"}, AccessToken: "tok",

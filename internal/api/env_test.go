@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
@@ -90,7 +91,7 @@ func newEnv(tb testing.TB, db *store.DB, o envOpts) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	base, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 512})
+	base, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sbx.KindBase, VCPUs: 2, MemoryMB: 512})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -210,7 +211,7 @@ func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	var f store.SandboxFilter
 	if v := q.Get("status"); v != "" {
 		for _, st := range strings.Split(v, ",") {
-			f.Statuses = append(f.Statuses, store.SandboxStatus(strings.TrimSpace(st)))
+			f.Statuses = append(f.Statuses, sbx.State(strings.TrimSpace(st)))
 		}
 	}
 	if v := q.Get("metadata"); v != "" {

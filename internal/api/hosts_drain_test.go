@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/fleet"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -30,7 +31,7 @@ func TestAdminHostDrainAndRemove(t *testing.T) {
 			LastHeartbeat: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: user.teamID, TemplateID: e.baseTpl.ID, Host: "h-1", Status: store.StatusRunning, VCPUs: 1, MemoryMB: 256})
+		sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: user.teamID, TemplateID: e.baseTpl.ID, Host: "h-1", Status: sbx.StateRunning, VCPUs: 1, MemoryMB: 256})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +69,7 @@ func TestAdminHostDrainAndRemove(t *testing.T) {
 			t.Fatalf("undrained host %+v", h)
 		}
 
-		if _, err := db.UpdateSandboxStatus(ctx, sb.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusStopped, ""); err != nil {
+		if _, err := db.UpdateSandboxStatus(ctx, sb.ID, []sbx.State{sbx.StateRunning}, sbx.StateStopped, ""); err != nil {
 			t.Fatal(err)
 		}
 		e.want(e.do("DELETE", "/v1/admin/hosts/h-1", nil, bearer(admin.token)), http.StatusNoContent, "remove")

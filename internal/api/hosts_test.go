@@ -9,6 +9,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/hostreg"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -64,12 +65,12 @@ func TestAdminHosts(t *testing.T) {
 			}
 		}
 		tpl := e.baseTpl
-		for i, st := range []store.SandboxStatus{store.StatusRunning, store.StatusRunning, store.StatusPaused} {
-			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: user.teamID, TemplateID: tpl.ID, Host: "h-b", Status: store.StatusCreating, VCPUs: 1, MemoryMB: 256})
+		for i, st := range []sbx.State{sbx.StateRunning, sbx.StateRunning, sbx.StatePaused} {
+			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: user.teamID, TemplateID: tpl.ID, Host: "h-b", Status: sbx.StateCreating, VCPUs: 1, MemoryMB: 256})
 			if err != nil {
 				t.Fatalf("sandbox %d: %v", i, err)
 			}
-			if _, err := db.UpdateSandboxStatus(ctx, sb.ID, []store.SandboxStatus{store.StatusCreating}, st, ""); err != nil {
+			if _, err := db.UpdateSandboxStatus(ctx, sb.ID, []sbx.State{sbx.StateCreating}, st, ""); err != nil {
 				t.Fatal(err)
 			}
 		}

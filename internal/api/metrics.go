@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"time"
 
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
 // metricsView is the wire form of a sandbox's current usage.
@@ -27,7 +27,7 @@ func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if sb.Status != store.StatusRunning {
+	if sb.Status != sbx.StateRunning {
 		return service.Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
 	}
 	if s.metrics == nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -282,8 +283,8 @@ func RedactDSN(dsn string) string {
 // template ID is the image name on the hosts.
 func DefaultPlatformTemplates() []store.Template {
 	return []store.Template{
-		{ID: "base", Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 512, DiskSizeMB: store.DefaultDiskSizeMB},
-		{ID: "tiny", Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: store.DefaultDiskSizeMB},
+		{ID: "base", Name: "base", Kind: sandbox.KindBase, VCPUs: 2, MemoryMB: 512, DiskSizeMB: sandbox.DefaultDiskSizeMB},
+		{ID: "tiny", Name: "tiny", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: sandbox.DefaultDiskSizeMB},
 	}
 }
 

@@ -6,8 +6,8 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
 	"github.com/hearth-sandbox/hearth/internal/inproc"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
 // ServiceBackend is the TerminalBackend of a control plane: the service
@@ -36,7 +36,7 @@ func (b ServiceBackend) Envd(ctx context.Context, sessionToken, teamID, sandboxI
 	if err != nil {
 		return nil, err
 	}
-	if sb.Status != store.StatusRunning {
+	if sb.Status != sandbox.StateRunning {
 		return nil, service.Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
 	}
 	hc := &http.Client{Transport: &inproc.Transport{Handler: b.Proxy, Prepare: func(r *http.Request) {

@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -114,7 +115,7 @@ func newFixture(t *testing.T, tls bool, assets fs.FS) fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 512, DiskSizeMB: 2048}); err != nil {
+	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 512, DiskSizeMB: 2048}); err != nil {
 		t.Fatal(err)
 	}
 	tokens, err := auth.NewTokens(bytes.Repeat([]byte{9}, 32), "hearth", time.Hour, nil)

@@ -29,6 +29,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -87,7 +88,7 @@ func newEnv(t *testing.T, db *store.DB, hc service.HostClient) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 512}); err != nil {
+	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 2, MemoryMB: 512}); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, db: db, svc: svc, host: fake}
@@ -281,7 +282,7 @@ func TestCreate(t *testing.T) {
 				t.Fatal(err)
 			}
 			if sb.TimeoutS != 120 || sb.Env["FOO"] != "bar" || sb.Metadata["user"] != "u1" || sb.AllowInternet ||
-				!sb.AutoPause || !sb.AutoResume || sb.Status != store.StatusRunning || sb.AccessToken != c.EnvdAccessToken {
+				!sb.AutoPause || !sb.AutoResume || sb.Status != sandbox.StateRunning || sb.AccessToken != c.EnvdAccessToken {
 				t.Fatalf("%s: stored %+v", path, sb)
 			}
 		}
@@ -359,7 +360,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		r.json(t, &d)
 		if d.SandboxID != c.SandboxID || d.State != "running" || d.Alias != "base" || d.Metadata["k"] != "v" ||
-			d.CPUCount != 2 || d.MemoryMB != 512 || d.DiskSizeMB != store.DefaultDiskSizeMB || d.EnvdVersion != envd.Version ||
+			d.CPUCount != 2 || d.MemoryMB != 512 || d.DiskSizeMB != sandbox.DefaultDiskSizeMB || d.EnvdVersion != envd.Version ||
 			d.EnvdAccessToken != c.EnvdAccessToken || d.AllowInternetAccess == nil || !*d.AllowInternetAccess ||
 			d.Domain != testDomain || d.Lifecycle.OnTimeout != "kill" || !d.EndAt.After(d.StartedAt) {
 			t.Fatalf("detail %s", r.body)

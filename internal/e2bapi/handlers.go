@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -113,11 +114,11 @@ type templateJSON struct {
 
 // e2bState maps hearth's lifecycle onto E2B's two visible states.
 // Transitional states show as where they are heading or coming from.
-func e2bState(st store.SandboxStatus) string {
+func e2bState(st sandbox.State) string {
 	switch st {
-	case store.StatusPaused, store.StatusPausing:
+	case sandbox.StatePaused, sandbox.StatePausing:
 		return "paused"
-	case store.StatusRunning, store.StatusCreating, store.StatusResuming:
+	case sandbox.StateRunning, sandbox.StateCreating, sandbox.StateResuming:
 		return "running"
 	default:
 		return string(st) // stopping, error: not in E2B's enum, shown as is
@@ -125,12 +126,12 @@ func e2bState(st store.SandboxStatus) string {
 }
 
 // statusesFor is the inverse of e2bState for list filters.
-func statusesFor(state string) ([]store.SandboxStatus, bool) {
+func statusesFor(state string) ([]sandbox.State, bool) {
 	switch state {
 	case "running":
-		return []store.SandboxStatus{store.StatusCreating, store.StatusRunning, store.StatusResuming}, true
+		return []sandbox.State{sandbox.StateCreating, sandbox.StateRunning, sandbox.StateResuming}, true
 	case "paused":
-		return []store.SandboxStatus{store.StatusPausing, store.StatusPaused}, true
+		return []sandbox.State{sandbox.StatePausing, sandbox.StatePaused}, true
 	}
 	return nil, false
 }
@@ -492,7 +493,7 @@ func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request, p servic
 		return err
 	}
 	out := []metricJSON{}
-	if s.metrics != nil && sb.Status == store.StatusRunning {
+	if s.metrics != nil && sb.Status == sandbox.StateRunning {
 		m, err := s.metrics.SandboxMetrics(r.Context(), sb)
 		if err != nil {
 			return service.Unavailable("sandbox metrics unavailable", err)
@@ -516,7 +517,7 @@ func (s *server) templates(w http.ResponseWriter, r *http.Request, p service.Pri
 	for i, t := range ts {
 		disk := t.DiskSizeMB
 		if disk == 0 {
-			disk = store.DefaultDiskSizeMB
+			disk = sandbox.DefaultDiskSizeMB
 		}
 		out[i] = templateJSON{
 			TemplateID: t.ID, BuildID: t.ID, CPUCount: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: disk,

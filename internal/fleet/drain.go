@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -21,9 +22,9 @@ import (
 // liveStatuses are the sandbox states that still need their host: a host
 // holding any of them cannot be removed. Paused ones count: their memory
 // and disk snapshots live on that host.
-var liveStatuses = []store.SandboxStatus{
-	store.StatusCreating, store.StatusRunning, store.StatusPausing, store.StatusPaused,
-	store.StatusResuming, store.StatusStopping,
+var liveStatuses = []sandbox.State{
+	sandbox.StateCreating, sandbox.StateRunning, sandbox.StatePausing, sandbox.StatePaused,
+	sandbox.StateResuming, sandbox.StateStopping,
 }
 
 func (c *ControlPlaneSide) getHost(ctx context.Context, id string) (store.Host, error) {
@@ -98,7 +99,7 @@ func (c *ControlPlaneSide) RemoveHost(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("list sandboxes of host %s: %w", id, err)
 	}
-	counts := map[store.SandboxStatus]int{}
+	counts := map[sandbox.State]int{}
 	n := 0
 	for _, sb := range sbs {
 		for _, st := range liveStatuses {

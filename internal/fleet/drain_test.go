@@ -12,6 +12,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/hostreg"
 	"github.com/hearth-sandbox/hearth/internal/pki"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
@@ -146,18 +147,18 @@ func TestDrainAndRemove(t *testing.T) {
 		}
 
 		// Removal waits for every sandbox that needs the host.
-		tpl, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 128})
+		tpl, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 128})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var sbs []store.Sandbox
-		for _, st := range []store.SandboxStatus{store.StatusRunning, store.StatusPaused, store.StatusStopped} {
+		for _, st := range []sandbox.State{sandbox.StateRunning, sandbox.StatePaused, sandbox.StateStopped} {
 			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: store.PlatformTeamID, TemplateID: tpl.ID, Host: small,
-				Status: store.StatusCreating, VCPUs: 1, MemoryMB: 128})
+				Status: sandbox.StateCreating, VCPUs: 1, MemoryMB: 128})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sb, err = db.UpdateSandboxStatus(ctx, sb.ID, []store.SandboxStatus{store.StatusCreating}, st, ""); err != nil {
+			if sb, err = db.UpdateSandboxStatus(ctx, sb.ID, []sandbox.State{sandbox.StateCreating}, st, ""); err != nil {
 				t.Fatal(err)
 			}
 			sbs = append(sbs, sb)
@@ -167,7 +168,7 @@ func TestDrainAndRemove(t *testing.T) {
 		if !errors.As(err, &se) || se.Kind != service.KindConflict || !strings.Contains(se.Message, "1 running, 1 paused") {
 			t.Fatalf("remove a host with sandboxes: %v", err)
 		}
-		if _, err := db.UpdateSandboxStatus(ctx, sbs[0].ID, []store.SandboxStatus{store.StatusRunning}, store.StatusStopped, ""); err != nil {
+		if _, err := db.UpdateSandboxStatus(ctx, sbs[0].ID, []sandbox.State{sandbox.StateRunning}, sandbox.StateStopped, ""); err != nil {
 			t.Fatal(err)
 		}
 		if err := cp.RemoveHost(ctx, small); service.KindOf(err) != service.KindConflict {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -48,10 +49,10 @@ func (s *StoreResolver) Resolve(ctx context.Context, id string, port int) (Targe
 		return Target{}, fmt.Errorf("look up sandbox %s: %w", id, err)
 	}
 	switch sb.Status {
-	case store.StatusRunning:
-	case store.StatusPaused, store.StatusPausing:
+	case sandbox.StateRunning:
+	case sandbox.StatePaused, sandbox.StatePausing:
 		return Target{}, ErrPaused
-	case store.StatusStopping, store.StatusStopped:
+	case sandbox.StateStopping, sandbox.StateStopped:
 		return Target{}, ErrNotFound
 	default:
 		return Target{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, sb.Status)
@@ -76,7 +77,7 @@ func (s *StoreResolver) AutoResume(ctx context.Context, id string) (bool, error)
 	if err != nil {
 		return false, fmt.Errorf("auto-resume sandbox %s: %w", id, err)
 	}
-	return sb.Status == store.StatusRunning, nil
+	return sb.Status == sandbox.StateRunning, nil
 }
 
 // AgentRoute sends traffic through the host agent's path proxy

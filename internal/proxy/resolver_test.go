@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -46,7 +47,7 @@ func TestStoreResolver(t *testing.T) {
 			t.Fatal(err)
 		}
 		team := signup.Team
-		tpl, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256})
+		tpl, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +80,7 @@ func TestStoreResolver(t *testing.T) {
 		running := mk(false, false)
 		paused := mk(false, true)
 		napper := mk(true, true)
-		booting, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: tpl.ID, Status: store.StatusCreating, Host: "h1", VCPUs: 1, MemoryMB: 256})
+		booting, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: tpl.ID, Status: sandbox.StateCreating, Host: "h1", VCPUs: 1, MemoryMB: 256})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +127,7 @@ func TestStoreResolver(t *testing.T) {
 		if host.Resumes() != 1 || host.State(napper.ID) != "running" || host.State(paused.ID) != "paused" {
 			t.Fatalf("host: %d resumes, napper %s, paused %s; want 1, running, paused", host.Resumes(), host.State(napper.ID), host.State(paused.ID))
 		}
-		if sb, err := svc.GetSandboxInternal(ctx, napper.ID); err != nil || sb.Status != store.StatusRunning {
+		if sb, err := svc.GetSandboxInternal(ctx, napper.ID); err != nil || sb.Status != sandbox.StateRunning {
 			t.Fatalf("auto-resumed sandbox row: %s %v", sb.Status, err)
 		}
 	})

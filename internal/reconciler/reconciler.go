@@ -33,6 +33,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -42,7 +43,7 @@ type Store interface {
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	ListSandboxesByHost(ctx context.Context, hostID string) ([]store.Sandbox, error)
 	GetSandboxByID(ctx context.Context, id string) (store.Sandbox, error)
-	UpdateSandboxStatus(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error)
+	UpdateSandboxStatus(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (store.Sandbox, error)
 }
 
 var _ Store = (*store.DB)(nil)
@@ -131,11 +132,11 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 	present := make(map[string]bool, len(onHost))
 	for _, rt := range onHost {
 		present[rt.SandboxID] = true
-		if rt.State == string(store.StatusStopped) {
+		if rt.State == string(sandbox.StateStopped) {
 			continue // already gone in all but name
 		}
 		s, ok := known[rt.SandboxID]
-		if ok && s.Status != store.StatusStopped {
+		if ok && s.Status != sandbox.StateStopped {
 			continue
 		}
 		reason, stray := r.stray(ctx, hostID, rt.SandboxID)
@@ -159,7 +160,7 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 		}
 		reason := fmt.Sprintf("host %s no longer runs this sandbox (was %s)", hostID, s.Status)
 		a := Action{HostID: hostID, SandboxID: s.ID, Kind: string(to), Reason: reason}
-		_, err := r.Store.UpdateSandboxStatus(ctx, s.ID, []store.SandboxStatus{s.Status}, to, reason)
+		_, err := r.Store.UpdateSandboxStatus(ctx, s.ID, []sandbox.State{s.Status}, to, reason)
 		switch {
 		case errors.Is(err, store.ErrStaleState), errors.Is(err, store.ErrNotFound):
 			continue // changed or gone since we read it: its use case decided
@@ -181,7 +182,7 @@ func (r *Reconciler) stray(ctx context.Context, hostID, id string) (string, bool
 	case err != nil:
 		r.logger().Warn("reconciler: cannot re-read sandbox; leaving it", "sandbox", id, "host", hostID, "err", err)
 		return "", false
-	case s.Status == store.StatusStopped:
+	case s.Status == sandbox.StateStopped:
 		return "stopped in the store", true
 	case s.Host != hostID && s.Host != "":
 		return "placed on host " + s.Host + " in the store", true
@@ -190,21 +191,21 @@ func (r *Reconciler) stray(ctx context.Context, hostID, id string) (string, bool
 }
 
 // lost says what a sandbox the host lacks becomes, if anything.
-func (r *Reconciler) lost(s store.Sandbox, now time.Time) (store.SandboxStatus, bool) {
+func (r *Reconciler) lost(s store.Sandbox, now time.Time) (sandbox.State, bool) {
 	grace := r.Grace
 	if grace <= 0 {
 		grace = 2 * time.Minute
 	}
 	young := now.Sub(s.UpdatedAt) < grace
 	switch {
-	case s.Status == store.StatusRunning:
-		return store.StatusStopped, true
+	case s.Status == sandbox.StateRunning:
+		return sandbox.StateStopped, true
 	case young:
 		return "", false
-	case slices.Contains([]store.SandboxStatus{store.StatusCreating, store.StatusStopping}, s.Status):
-		return store.StatusStopped, true
-	case slices.Contains([]store.SandboxStatus{store.StatusPausing, store.StatusResuming}, s.Status):
-		return store.StatusError, true
+	case slices.Contains([]sandbox.State{sandbox.StateCreating, sandbox.StateStopping}, s.Status):
+		return sandbox.StateStopped, true
+	case slices.Contains([]sandbox.State{sandbox.StatePausing, sandbox.StateResuming}, s.Status):
+		return sandbox.StateError, true
 	}
 	return "", false // paused (expected absent), stopped, error
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/reconciler"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
@@ -75,7 +76,7 @@ func TestReconcile(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		sb := func(id, host string, st store.SandboxStatus, age time.Duration) {
+		sb := func(id, host string, st sandbox.State, age time.Duration) {
 			t.Helper()
 			_, err := db.CreateSandbox(ctx, store.Sandbox{ID: id, TeamID: store.PlatformTeamID, TemplateID: "base",
 				Status: st, Host: host, VCPUs: 1, MemoryMB: 512, CreatedAt: now.Add(-age), UpdatedAt: now.Add(-age)})
@@ -84,21 +85,21 @@ func TestReconcile(t *testing.T) {
 			}
 		}
 		const old, young = 10 * time.Minute, 5 * time.Second
-		sb("runok", "h1", store.StatusRunning, old)
-		sb("runlost", "h1", store.StatusRunning, young) // running: no grace
-		sb("paused", "h1", store.StatusPaused, old)
-		sb("creatingyoung", "h1", store.StatusCreating, young)
-		sb("creatingold", "h1", store.StatusCreating, old)
-		sb("resumingyoung", "h1", store.StatusResuming, young)
-		sb("pausingold", "h1", store.StatusPausing, old)
-		sb("resumingold", "h1", store.StatusResuming, old)
-		sb("stoppingold", "h1", store.StatusStopping, old)
-		sb("errored", "h1", store.StatusError, old)
-		sb("stopped", "h1", store.StatusStopped, old)   // but h1 still runs it
-		sb("elsewhere", "h2", store.StatusRunning, old) // h1 runs a copy too
-		sb("drainlost", "h2", store.StatusRunning, old) // draining hosts are reconciled
-		sb("offline", "h3", store.StatusRunning, old)   // unreachable host: untouched
-		sb("h4lost", "h4", store.StatusRunning, old)    // h4 cannot list: untouched
+		sb("runok", "h1", sandbox.StateRunning, old)
+		sb("runlost", "h1", sandbox.StateRunning, young) // running: no grace
+		sb("paused", "h1", sandbox.StatePaused, old)
+		sb("creatingyoung", "h1", sandbox.StateCreating, young)
+		sb("creatingold", "h1", sandbox.StateCreating, old)
+		sb("resumingyoung", "h1", sandbox.StateResuming, young)
+		sb("pausingold", "h1", sandbox.StatePausing, old)
+		sb("resumingold", "h1", sandbox.StateResuming, old)
+		sb("stoppingold", "h1", sandbox.StateStopping, old)
+		sb("errored", "h1", sandbox.StateError, old)
+		sb("stopped", "h1", sandbox.StateStopped, old)   // but h1 still runs it
+		sb("elsewhere", "h2", sandbox.StateRunning, old) // h1 runs a copy too
+		sb("drainlost", "h2", sandbox.StateRunning, old) // draining hosts are reconciled
+		sb("offline", "h3", sandbox.StateRunning, old)   // unreachable host: untouched
+		sb("h4lost", "h4", sandbox.StateRunning, old)    // h4 cannot list: untouched
 
 		h1, h2, h3, h4 := &fakeHost{}, &fakeHost{}, &fakeHost{}, &fakeHost{listErr: errors.New("connection refused")}
 		h1.runs("runok", "ghost", "stopped", "elsewhere", "fresh")
@@ -106,7 +107,7 @@ func TestReconcile(t *testing.T) {
 		h2.runs("elsewhere")
 		// "fresh" is created (and placed on h1) after the reconciler read the
 		// store but before it listed h1: it must survive.
-		h1.onList = func() { sb("fresh", "h1", store.StatusCreating, 0) }
+		h1.onList = func() { sb("fresh", "h1", sandbox.StateCreating, 0) }
 
 		r := &reconciler.Reconciler{Store: db, Hosts: hosts{"h1": h1, "h2": h2, "h3": h3, "h4": h4}, Grace: time.Minute}
 		rep, err := r.Reconcile(ctx)
@@ -124,13 +125,13 @@ func TestReconcile(t *testing.T) {
 		if len(h2.destroyed)+len(h3.destroyed)+len(h4.destroyed) != 0 {
 			t.Errorf("destroyed elsewhere: h2 %v h3 %v h4 %v", h2.destroyed, h3.destroyed, h4.destroyed)
 		}
-		want := map[string]store.SandboxStatus{
-			"runok": store.StatusRunning, "runlost": store.StatusStopped, "paused": store.StatusPaused,
-			"creatingyoung": store.StatusCreating, "creatingold": store.StatusStopped,
-			"resumingyoung": store.StatusResuming, "pausingold": store.StatusError, "resumingold": store.StatusError,
-			"stoppingold": store.StatusStopped, "errored": store.StatusError, "stopped": store.StatusStopped,
-			"elsewhere": store.StatusRunning, "drainlost": store.StatusStopped, "offline": store.StatusRunning,
-			"h4lost": store.StatusRunning, "fresh": store.StatusCreating,
+		want := map[string]sandbox.State{
+			"runok": sandbox.StateRunning, "runlost": sandbox.StateStopped, "paused": sandbox.StatePaused,
+			"creatingyoung": sandbox.StateCreating, "creatingold": sandbox.StateStopped,
+			"resumingyoung": sandbox.StateResuming, "pausingold": sandbox.StateError, "resumingold": sandbox.StateError,
+			"stoppingold": sandbox.StateStopped, "errored": sandbox.StateError, "stopped": sandbox.StateStopped,
+			"elsewhere": sandbox.StateRunning, "drainlost": sandbox.StateStopped, "offline": sandbox.StateRunning,
+			"h4lost": sandbox.StateRunning, "fresh": sandbox.StateCreating,
 		}
 		for id, st := range want {
 			s, err := db.GetSandboxByID(ctx, id)
@@ -161,12 +162,12 @@ func TestReconcileLostCAS(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.Open(t, storetest.SQLite)
 	db.UpsertHost(ctx, store.Host{ID: "h1", Name: "h1", Address: "h1:1"})
-	if _, err := db.CreateSandbox(ctx, store.Sandbox{ID: "s1", TeamID: store.PlatformTeamID, TemplateID: "b", Status: store.StatusRunning, Host: "h1", VCPUs: 1, MemoryMB: 1}); err != nil {
+	if _, err := db.CreateSandbox(ctx, store.Sandbox{ID: "s1", TeamID: store.PlatformTeamID, TemplateID: "b", Status: sandbox.StateRunning, Host: "h1", VCPUs: 1, MemoryMB: 1}); err != nil {
 		t.Fatal(err)
 	}
 	h1 := &fakeHost{onList: func() {
 		// The user deletes it meanwhile.
-		if _, err := db.UpdateSandboxStatus(ctx, "s1", []store.SandboxStatus{store.StatusRunning}, store.StatusStopping, ""); err != nil {
+		if _, err := db.UpdateSandboxStatus(ctx, "s1", []sandbox.State{sandbox.StateRunning}, sandbox.StateStopping, ""); err != nil {
 			t.Error(err)
 		}
 	}}
@@ -174,7 +175,7 @@ func TestReconcileLostCAS(t *testing.T) {
 	if err != nil || len(rep.Actions) != 0 {
 		t.Fatalf("actions %+v err %v", rep.Actions, err)
 	}
-	if s, _ := db.GetSandboxByID(ctx, "s1"); s.Status != store.StatusStopping {
+	if s, _ := db.GetSandboxByID(ctx, "s1"); s.Status != sandbox.StateStopping {
 		t.Fatalf("status %s, want stopping (the use case's)", s.Status)
 	}
 }

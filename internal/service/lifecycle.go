@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -38,8 +39,8 @@ func (s *Service) teamReader(p Principal) reader {
 func (s *Service) internalReader() reader { return s.GetSandboxInternal }
 
 // transient reports whether a status is on its way elsewhere by itself.
-func transient(st store.SandboxStatus) bool {
-	return st == store.StatusCreating || st == store.StatusPausing || st == store.StatusResuming
+func transient(st sandbox.State) bool {
+	return st == sandbox.StateCreating || st == sandbox.StatePausing || st == sandbox.StateResuming
 }
 
 // settle re-reads sb until its status is no longer transient. It gives up
@@ -92,7 +93,7 @@ func (s *Service) PauseSandbox(ctx context.Context, p Principal, id string) (sb 
 func (s *Service) pause(ctx context.Context, sb store.Sandbox, read reader) (store.Sandbox, bool, error) {
 	for {
 		switch {
-		case sb.Status == store.StatusPaused:
+		case sb.Status == sandbox.StatePaused:
 			return sb, false, nil
 		case transient(sb.Status):
 			var err error
@@ -100,14 +101,14 @@ func (s *Service) pause(ctx context.Context, sb store.Sandbox, read reader) (sto
 				return store.Sandbox{}, false, err
 			}
 			continue
-		case sb.Status != store.StatusRunning:
+		case sb.Status != sandbox.StateRunning:
 			return store.Sandbox{}, false, Conflict("sandbox %s is %s, only a running sandbox can be paused", sb.ID, sb.Status)
 		}
 		hc, err := s.hosts.Get(ctx, sb.Host)
 		if err != nil {
 			return store.Sandbox{}, false, err
 		}
-		cur, won, err := s.cas(ctx, sb.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusPausing, "")
+		cur, won, err := s.cas(ctx, sb.ID, []sandbox.State{sandbox.StateRunning}, sandbox.StatePausing, "")
 		if err != nil {
 			return store.Sandbox{}, false, err
 		}
@@ -116,9 +117,9 @@ func (s *Service) pause(ctx context.Context, sb store.Sandbox, read reader) (sto
 			continue
 		}
 		if err := hc.PauseSandbox(ctx, sb.ID); err != nil {
-			return store.Sandbox{}, false, s.undo(ctx, sb, store.StatusPausing, store.StatusRunning, "pause the sandbox", err)
+			return store.Sandbox{}, false, s.undo(ctx, sb, sandbox.StatePausing, sandbox.StateRunning, "pause the sandbox", err)
 		}
-		out, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusPausing}, store.StatusPaused, "")
+		out, err := s.transition(ctx, sb.ID, []sandbox.State{sandbox.StatePausing}, sandbox.StatePaused, "")
 		return out, err == nil, err
 	}
 }
@@ -140,7 +141,7 @@ func (s *Service) ResumeSandbox(ctx context.Context, p Principal, id string) (st
 func (s *Service) resume(ctx context.Context, sb store.Sandbox, read reader) (store.Sandbox, bool, error) {
 	for {
 		switch {
-		case sb.Status == store.StatusRunning:
+		case sb.Status == sandbox.StateRunning:
 			return sb, false, nil
 		case transient(sb.Status):
 			var err error
@@ -148,14 +149,14 @@ func (s *Service) resume(ctx context.Context, sb store.Sandbox, read reader) (st
 				return store.Sandbox{}, false, err
 			}
 			continue
-		case sb.Status != store.StatusPaused:
+		case sb.Status != sandbox.StatePaused:
 			return store.Sandbox{}, false, Conflict("sandbox %s is %s, only a paused sandbox can be resumed", sb.ID, sb.Status)
 		}
 		hc, err := s.hosts.Get(ctx, sb.Host)
 		if err != nil {
 			return store.Sandbox{}, false, err
 		}
-		cur, won, err := s.cas(ctx, sb.ID, []store.SandboxStatus{store.StatusPaused}, store.StatusResuming, "")
+		cur, won, err := s.cas(ctx, sb.ID, []sandbox.State{sandbox.StatePaused}, sandbox.StateResuming, "")
 		if err != nil {
 			return store.Sandbox{}, false, err
 		}
@@ -165,12 +166,12 @@ func (s *Service) resume(ctx context.Context, sb store.Sandbox, read reader) (st
 		}
 		req := ResumeSandboxRequest{SandboxID: sb.ID, AccessToken: sb.AccessToken, AllowInternet: sb.AllowInternet}
 		if _, err := hc.ResumeSandbox(ctx, req); err != nil {
-			return store.Sandbox{}, false, s.undo(ctx, sb, store.StatusResuming, store.StatusPaused, "resume the sandbox", err)
+			return store.Sandbox{}, false, s.undo(ctx, sb, sandbox.StateResuming, sandbox.StatePaused, "resume the sandbox", err)
 		}
 		if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
 			s.log.WarnContext(ctx, "reset sandbox end time", "sandbox_id", sb.ID, "err", err)
 		}
-		out, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusResuming}, store.StatusRunning, "")
+		out, err := s.transition(ctx, sb.ID, []sandbox.State{sandbox.StateResuming}, sandbox.StateRunning, "")
 		return out, err == nil, err
 	}
 }
@@ -179,13 +180,13 @@ func (s *Service) resume(ctx context.Context, sb store.Sandbox, read reader) (st
 // moved sb into the transient state `in`. When the host refused without
 // touching the VM, sb goes back to `back`, where it really still is;
 // otherwise to error. Returns the error for the caller to report.
-func (s *Service) undo(ctx context.Context, sb store.Sandbox, in, back store.SandboxStatus, op string, hostErr error) error {
+func (s *Service) undo(ctx context.Context, sb store.Sandbox, in, back sandbox.State, op string, hostErr error) error {
 	cause := hostErrFor(op, hostErr)
 	if !hostRefused(hostErr) {
 		return s.fail(ctx, sb, cause)
 	}
 	ctx = context.WithoutCancel(ctx) // record it even if the client left
-	if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{in}, back, ""); err != nil {
+	if _, err := s.transition(ctx, sb.ID, []sandbox.State{in}, back, ""); err != nil {
 		s.log.ErrorContext(ctx, "return sandbox after a refused host call", "sandbox_id", sb.ID, "to", string(back), "err", err)
 	}
 	s.log.WarnContext(ctx, "host refused sandbox operation", "sandbox_id", sb.ID, "status", string(back), "err", cause)

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
@@ -68,7 +69,7 @@ func TestPauseHostFailures(t *testing.T) {
 					t.Fatal(err)
 				}
 				if tc.untouched {
-					if got.Status != store.StatusRunning || got.Error != "" {
+					if got.Status != sandbox.StateRunning || got.Error != "" {
 						t.Fatalf("after refused pause: %s %q, want running", got.Status, got.Error)
 					}
 					// Still usable: exec works and a later pause succeeds.
@@ -79,7 +80,7 @@ func TestPauseHostFailures(t *testing.T) {
 					if _, changed, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); err != nil || !changed {
 						t.Fatalf("pause after the host recovered: %v %v", changed, err)
 					}
-				} else if got.Status != store.StatusError || got.Error == "" {
+				} else if got.Status != sandbox.StateError || got.Error == "" {
 					t.Fatalf("after failed pause: %s %q, want error", got.Status, got.Error)
 				}
 				if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); err != nil {
@@ -120,9 +121,9 @@ func TestResumeHostFailures(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := store.StatusError
+				want := sandbox.StateError
 				if tc.untouched {
-					want = store.StatusPaused
+					want = sandbox.StatePaused
 				}
 				if got.Status != want {
 					t.Fatalf("after failed resume: %s %q, want %s", got.Status, got.Error, want)
@@ -143,7 +144,7 @@ func TestPauseReportsChange(t *testing.T) {
 		}
 		for i, want := range []bool{true, false, false} {
 			got, changed, err := f.svc.PauseSandbox(ctx, f.p, sb.ID)
-			if err != nil || changed != want || got.Status != store.StatusPaused {
+			if err != nil || changed != want || got.Status != sandbox.StatePaused {
 				t.Fatalf("pause #%d: %s changed %v err %v, want paused changed %v", i, got.Status, changed, err, want)
 			}
 		}
@@ -171,7 +172,7 @@ func TestConnectSandbox(t *testing.T) {
 		// Running: not resumed; a shorter timeout leaves the end alone, a
 		// longer one extends it.
 		got, resumed, err := f.svc.ConnectSandbox(ctx, f.p, sb.ID, 60)
-		if err != nil || resumed || got.Status != store.StatusRunning || got.AccessToken != sb.AccessToken || !got.EndAt.Equal(end) {
+		if err != nil || resumed || got.Status != sandbox.StateRunning || got.AccessToken != sb.AccessToken || !got.EndAt.Equal(end) {
 			t.Fatalf("connect running, shorter timeout: %+v resumed %v err %v (end was %v)", got, resumed, err, end)
 		}
 		got, _, err = f.svc.ConnectSandbox(ctx, f.p, sb.ID, 3600)
@@ -187,7 +188,7 @@ func TestConnectSandbox(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, resumed, err = f.svc.ConnectSandbox(ctx, f.p, sb.ID, 0)
-		if err != nil || !resumed || got.Status != store.StatusRunning || got.AccessToken != sb.AccessToken || f.host.State(sb.ID) != "running" {
+		if err != nil || !resumed || got.Status != sandbox.StateRunning || got.AccessToken != sb.AccessToken || f.host.State(sb.ID) != "running" {
 			t.Fatalf("connect paused: %s resumed %v err %v host %s", got.Status, resumed, err, f.host.State(sb.ID))
 		}
 
@@ -207,7 +208,7 @@ func TestConnectSandbox(t *testing.T) {
 				t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 			}
 		}
-		for _, st := range []store.SandboxStatus{store.StatusError, store.StatusStopping} {
+		for _, st := range []sandbox.State{sandbox.StateError, sandbox.StateStopping} {
 			row, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: f.p.TeamID, TemplateID: "x", Status: st, Host: "h1", VCPUs: 1, MemoryMB: 256})
 			if err != nil {
 				t.Fatal(err)
@@ -238,7 +239,7 @@ func TestConcurrentConnectResumesOnce(t *testing.T) {
 			wg.Go(func() {
 				var got store.Sandbox
 				got, resumed[i], errs[i] = f.svc.ConnectSandbox(ctx, f.p, sb.ID, 120)
-				if errs[i] == nil && (got.Status != store.StatusRunning || got.AccessToken != sb.AccessToken) {
+				if errs[i] == nil && (got.Status != sandbox.StateRunning || got.AccessToken != sb.AccessToken) {
 					errs[i] = fmt.Errorf("returned %s, token %q", got.Status, got.AccessToken)
 				}
 			})
@@ -260,7 +261,7 @@ func TestConcurrentConnectResumesOnce(t *testing.T) {
 // seen the transition in flight.
 type statusWatch struct {
 	*store.DB
-	status store.SandboxStatus
+	status sandbox.State
 	saw    chan string
 }
 
@@ -286,7 +287,7 @@ func TestConnectWaitsForPause(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		watch := statusWatch{DB: db, status: store.StatusPausing, saw: make(chan string, 1)}
+		watch := statusWatch{DB: db, status: sandbox.StatePausing, saw: make(chan string, 1)}
 		// Real operations take as long as they take; the bound is for
 		// hosts that never answer.
 		f.deps.SettleTimeout = time.Hour
@@ -322,7 +323,7 @@ func TestConnectWaitsForPause(t *testing.T) {
 			t.Fatalf("pause: changed %v err %v", r.changed, r.err)
 		}
 		r := <-connected
-		if r.err != nil || !r.resumed || r.sb.Status != store.StatusRunning || r.sb.AccessToken != sb.AccessToken {
+		if r.err != nil || !r.resumed || r.sb.Status != sandbox.StateRunning || r.sb.AccessToken != sb.AccessToken {
 			t.Fatalf("connect during pause: %s resumed %v err %v", r.sb.Status, r.resumed, r.err)
 		}
 		if f.host.Pauses() != 1 || f.host.Resumes() != 1 || f.host.State(sb.ID) != "running" {
@@ -339,7 +340,7 @@ func TestSettleIsBounded(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		f := newFixture(t, db)
-		stuck, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: f.p.TeamID, TemplateID: "x", Status: store.StatusResuming, Host: "h1", VCPUs: 1, MemoryMB: 256})
+		stuck, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: f.p.TeamID, TemplateID: "x", Status: sandbox.StateResuming, Host: "h1", VCPUs: 1, MemoryMB: 256})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -376,11 +377,11 @@ func TestAutoResumeSandbox(t *testing.T) {
 		for _, tc := range []struct {
 			name string
 			sb   store.Sandbox
-			want store.SandboxStatus
+			want sandbox.State
 		}{
-			{"paused with auto-resume", mk(true, true), store.StatusRunning},
-			{"paused without auto-resume", mk(false, true), store.StatusPaused},
-			{"running with auto-resume", mk(true, false), store.StatusRunning},
+			{"paused with auto-resume", mk(true, true), sandbox.StateRunning},
+			{"paused without auto-resume", mk(false, true), sandbox.StatePaused},
+			{"running with auto-resume", mk(true, false), sandbox.StateRunning},
 		} {
 			got, err := f.svc.AutoResumeSandbox(ctx, tc.sb.ID)
 			if err != nil || got.Status != tc.want || f.host.State(tc.sb.ID) != string(tc.want) {
@@ -429,7 +430,7 @@ func TestListSandboxesPaging(t *testing.T) {
 			p := service.Principal{TeamID: team.ID}
 			var want []string
 			for range n {
-				sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: "x", Status: store.StatusRunning, Host: "h1", VCPUs: 1, MemoryMB: 256})
+				sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: team.ID, TemplateID: "x", Status: sandbox.StateRunning, Host: "h1", VCPUs: 1, MemoryMB: 256})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -42,13 +43,13 @@ type Store interface {
 	// over a platform template of the same name.
 	GetTemplateByTeam(ctx context.Context, teamID, idOrName string) (store.Template, error)
 	ListTemplatesByTeam(ctx context.Context, teamID string) ([]store.Template, error)
-	ListTemplatesByTeamAndKind(ctx context.Context, teamID string, kind store.TemplateKind) ([]store.Template, error)
+	ListTemplatesByTeamAndKind(ctx context.Context, teamID string, kind sandbox.TemplateKind) ([]store.Template, error)
 	ListAllTemplates(ctx context.Context) ([]store.Template, error)
 	// DeleteTemplate deletes a template owned by teamID (never a platform one
 	// unless teamID is the platform team).
 	DeleteTemplate(ctx context.Context, teamID, id string) error
 	// CountSandboxesUsingTemplate counts non-stopped sandboxes created from it.
-	CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...store.SandboxStatus) (int, error)
+	CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...sandbox.State) (int, error)
 
 	// Sandboxes.
 	CreateSandbox(ctx context.Context, s store.Sandbox) (store.Sandbox, error)
@@ -61,7 +62,7 @@ type Store interface {
 	ListExpiredSandboxes(ctx context.Context, now time.Time) ([]store.Sandbox, error)
 	// UpdateSandboxStatus moves a sandbox to `to` only when its current status
 	// is one of `from` (compare-and-set); otherwise ErrStaleState.
-	UpdateSandboxStatus(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error)
+	UpdateSandboxStatus(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (store.Sandbox, error)
 	SetSandboxHost(ctx context.Context, id, hostID string) error
 	SetSandboxEndAt(ctx context.Context, id string, endAt time.Time, timeoutS int) error
 	// DeleteSandbox removes the row (after the VM is gone).
@@ -98,7 +99,7 @@ type HostClient interface {
 type CreateSandboxRequest struct {
 	SandboxID     string
 	TemplateID    string
-	TemplateKind  store.TemplateKind
+	TemplateKind  sandbox.TemplateKind
 	VCPUs         int
 	MemoryMB      int
 	DiskSizeMB    int

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -47,7 +48,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	sb.ID = store.NewShortID()
 	sb.TeamID = p.TeamID
 	sb.TemplateID = tpl.ID
-	sb.Status = store.StatusCreating
+	sb.Status = sandbox.StateCreating
 	sb.AccessToken = token
 	sb.EndAt = s.now().Add(secs(sb.TimeoutS))
 
@@ -55,7 +56,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err != nil {
 		return store.Sandbox{}, fromStore(err, "sandbox", "sandbox ID collision, retry")
 	}
-	s.logTransition(ctx, sb, "", store.StatusCreating, "")
+	s.logTransition(ctx, sb, "", sandbox.StateCreating, "")
 
 	hostID, hc, err := s.hosts.Pick(ctx, PlacementRequest{
 		TemplateID: tpl.ID, TemplateHost: tpl.Host,
@@ -85,7 +86,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(sb.TimeoutS)), sb.TimeoutS); err != nil {
 		s.log.WarnContext(ctx, "reset sandbox end time", "sandbox_id", sb.ID, "err", err)
 	}
-	out, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusCreating}, store.StatusRunning, "")
+	out, err := s.transition(ctx, sb.ID, []sandbox.State{sandbox.StateCreating}, sandbox.StateRunning, "")
 	if err != nil {
 		return store.Sandbox{}, err
 	}
@@ -97,41 +98,38 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 // memory: they are baked into the frozen VM state.
 func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, error) {
 	sb := store.Sandbox{
-		VCPUs: tpl.VCPUs, MemoryMB: tpl.MemoryMB, DiskSizeMB: store.DefaultDiskSizeMB,
 		TimeoutS: DefaultTimeoutS, Env: in.Env, Metadata: in.Metadata,
 		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: true,
 	}
-	if tpl.Kind == store.KindSnapshot && tpl.DiskSizeMB > 0 {
-		sb.DiskSizeMB = tpl.DiskSizeMB
+	shape := sandbox.Shape{VCPUs: tpl.VCPUs, MemoryMB: tpl.MemoryMB}.WithDefaults()
+	if tpl.Kind == sandbox.KindSnapshot && tpl.DiskSizeMB > 0 {
+		shape.DiskSizeMB = tpl.DiskSizeMB
 	}
 	if in.VCPUs != nil {
-		if err := inRange("vcpus", *in.VCPUs, MinVCPUs, MaxVCPUs); err != nil {
-			return sb, err
-		}
-		if tpl.Kind == store.KindSnapshot && *in.VCPUs != tpl.VCPUs {
-			return sb, InvalidArgument("vcpus", "snapshot template %s is fixed at %d vCPUs", tpl.Name, tpl.VCPUs)
-		}
-		sb.VCPUs = *in.VCPUs
+		shape.VCPUs = *in.VCPUs
 	}
 	if in.MemoryMB != nil {
-		if err := inRange("memory_mb", *in.MemoryMB, MinMemoryMB, MaxMemoryMB); err != nil {
-			return sb, err
-		}
-		if tpl.Kind == store.KindSnapshot && *in.MemoryMB != tpl.MemoryMB {
-			return sb, InvalidArgument("memory_mb", "snapshot template %s is fixed at %d MiB", tpl.Name, tpl.MemoryMB)
-		}
-		sb.MemoryMB = *in.MemoryMB
+		shape.MemoryMB = *in.MemoryMB
 	}
 	if in.DiskSizeMB != nil {
-		if err := inRange("disk_size_mb", *in.DiskSizeMB, MinDiskSizeMB, MaxDiskSizeMB); err != nil {
-			return sb, err
-		}
-		// A snapshot's file system already fills its disk; it cannot shrink.
-		if tpl.Kind == store.KindSnapshot && *in.DiskSizeMB < tpl.DiskSizeMB {
+		shape.DiskSizeMB = *in.DiskSizeMB
+	}
+	// Requested values and templates made before bounds existed alike.
+	if err := validShape(shape); err != nil {
+		return sb, err
+	}
+	if tpl.Kind == sandbox.KindSnapshot {
+		switch {
+		case shape.VCPUs != tpl.VCPUs:
+			return sb, InvalidArgument("vcpus", "snapshot template %s is fixed at %d vCPUs", tpl.Name, tpl.VCPUs)
+		case shape.MemoryMB != tpl.MemoryMB:
+			return sb, InvalidArgument("memory_mb", "snapshot template %s is fixed at %d MiB", tpl.Name, tpl.MemoryMB)
+		case shape.DiskSizeMB < tpl.DiskSizeMB:
+			// A snapshot's file system already fills its disk; it cannot shrink.
 			return sb, InvalidArgument("disk_size_mb", "snapshot template %s needs at least %d MiB", tpl.Name, tpl.DiskSizeMB)
 		}
-		sb.DiskSizeMB = *in.DiskSizeMB
 	}
+	sb.VCPUs, sb.MemoryMB, sb.DiskSizeMB = shape.VCPUs, shape.MemoryMB, shape.DiskSizeMB
 	if in.TimeoutS != nil {
 		if err := inRange("timeout_s", *in.TimeoutS, MinTimeoutS, MaxTimeoutS); err != nil {
 			return sb, err
@@ -140,13 +138,6 @@ func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, err
 	}
 	if in.AllowInternet != nil {
 		sb.AllowInternet = *in.AllowInternet
-	}
-	// Templates made before bounds existed must not smuggle odd shapes in.
-	if err := inRange("vcpus", sb.VCPUs, MinVCPUs, MaxVCPUs); err != nil {
-		return sb, err
-	}
-	if err := inRange("memory_mb", sb.MemoryMB, MinMemoryMB, MaxMemoryMB); err != nil {
-		return sb, err
 	}
 	if err := validEnv("env", in.Env); err != nil {
 		return sb, err
@@ -210,18 +201,18 @@ func (s *Service) DestroySandbox(ctx context.Context, p Principal, id string) er
 
 func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 	switch sb.Status {
-	case store.StatusRunning, store.StatusPaused, store.StatusError:
-		next, err := s.transition(ctx, sb.ID, []store.SandboxStatus{sb.Status}, store.StatusStopping, "")
+	case sandbox.StateRunning, sandbox.StatePaused, sandbox.StateError:
+		next, err := s.transition(ctx, sb.ID, []sandbox.State{sb.Status}, sandbox.StateStopping, "")
 		if err != nil {
 			return err
 		}
 		sb = next
-	case store.StatusStopping, store.StatusStopped:
+	case sandbox.StateStopping, sandbox.StateStopped:
 		// Retry of an interrupted destroy: carry on.
 	default:
 		return Conflict("sandbox %s is %s; retry when it settles", sb.ID, sb.Status)
 	}
-	if sb.Host != "" && sb.Status == store.StatusStopping {
+	if sb.Host != "" && sb.Status == sandbox.StateStopping {
 		hc, err := s.hosts.Get(ctx, sb.Host)
 		if err != nil {
 			return err
@@ -231,8 +222,8 @@ func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 			return hostErrFor("destroy the sandbox", err)
 		}
 	}
-	if sb.Status != store.StatusStopped {
-		if _, err := s.transition(ctx, sb.ID, []store.SandboxStatus{store.StatusStopping}, store.StatusStopped, ""); err != nil && KindOf(err) != KindNotFound {
+	if sb.Status != sandbox.StateStopped {
+		if _, err := s.transition(ctx, sb.ID, []sandbox.State{sandbox.StateStopping}, sandbox.StateStopped, ""); err != nil && KindOf(err) != KindNotFound {
 			return err
 		}
 	}
@@ -252,7 +243,7 @@ func (s *Service) SetSandboxTimeout(ctx context.Context, p Principal, id string,
 		return store.Sandbox{}, err
 	}
 	switch sb.Status {
-	case store.StatusStopping, store.StatusStopped, store.StatusError:
+	case sandbox.StateStopping, sandbox.StateStopped, sandbox.StateError:
 		return store.Sandbox{}, Conflict("sandbox %s is %s", sb.ID, sb.Status)
 	}
 	if err := s.store.SetSandboxEndAt(ctx, sb.ID, s.now().Add(secs(timeoutS)), timeoutS); err != nil {
@@ -268,12 +259,12 @@ func (s *Service) running(ctx context.Context, p Principal, id string) (store.Sa
 	if err != nil {
 		return sb, nil, err
 	}
-	if sb.AutoResume && (sb.Status == store.StatusPaused || sb.Status == store.StatusPausing) {
+	if sb.AutoResume && (sb.Status == sandbox.StatePaused || sb.Status == sandbox.StatePausing) {
 		if sb, _, err = s.resume(ctx, sb, s.teamReader(p)); err != nil {
 			return sb, nil, err
 		}
 	}
-	if sb.Status != store.StatusRunning {
+	if sb.Status != sandbox.StateRunning {
 		return sb, nil, Conflict("sandbox %s is %s, not running", sb.ID, sb.Status)
 	}
 	hc, err := s.hosts.Get(ctx, sb.Host)
@@ -385,7 +376,7 @@ func hostFileErr(err error, path string) error {
 // cas is the one place a sandbox changes status: compare-and-set in the
 // store, then a log line. won is false (with the current row and no error)
 // when the sandbox was not in one of from: another caller moved it first.
-func (s *Service) cas(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (sb store.Sandbox, won bool, err error) {
+func (s *Service) cas(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (sb store.Sandbox, won bool, err error) {
 	sb, err = s.store.UpdateSandboxStatus(ctx, id, from, to, errMsg)
 	if errors.Is(err, store.ErrStaleState) {
 		cur, gerr := s.store.GetSandboxByID(ctx, id)
@@ -404,7 +395,7 @@ func (s *Service) cas(ctx context.Context, id string, from []store.SandboxStatus
 // transition is cas for callers that hold the transitional state (so only
 // a concurrent failure or destroy can move it): arriving at `to` anyway
 // is success, anything else a conflict.
-func (s *Service) transition(ctx context.Context, id string, from []store.SandboxStatus, to store.SandboxStatus, errMsg string) (store.Sandbox, error) {
+func (s *Service) transition(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (store.Sandbox, error) {
 	sb, won, err := s.cas(ctx, id, from, to, errMsg)
 	switch {
 	case err != nil:
@@ -419,14 +410,14 @@ func (s *Service) transition(ctx context.Context, id string, from []store.Sandbo
 // and returns cause (for the caller to report).
 func (s *Service) fail(ctx context.Context, sb store.Sandbox, cause error) error {
 	ctx = context.WithoutCancel(ctx) // record the failure even if the client left
-	from := []store.SandboxStatus{store.StatusCreating, store.StatusPausing, store.StatusResuming, store.StatusStopping}
-	if _, err := s.transition(ctx, sb.ID, from, store.StatusError, cause.Error()); err != nil {
+	from := []sandbox.State{sandbox.StateCreating, sandbox.StatePausing, sandbox.StateResuming, sandbox.StateStopping}
+	if _, err := s.transition(ctx, sb.ID, from, sandbox.StateError, cause.Error()); err != nil {
 		s.log.ErrorContext(ctx, "record sandbox error", "sandbox_id", sb.ID, "err", err)
 	}
 	return cause
 }
 
-func (s *Service) logTransition(ctx context.Context, sb store.Sandbox, from string, to store.SandboxStatus, errMsg string) {
+func (s *Service) logTransition(ctx context.Context, sb store.Sandbox, from string, to sandbox.State, errMsg string) {
 	attrs := []any{"sandbox_id", sb.ID, "team_id", sb.TeamID, "from", from, "to", string(to), "host", sb.Host}
 	if errMsg != "" {
 		s.log.WarnContext(ctx, "sandbox transition", append(attrs, "error", errMsg)...)
@@ -435,7 +426,7 @@ func (s *Service) logTransition(ctx context.Context, sb store.Sandbox, from stri
 	s.log.InfoContext(ctx, "sandbox transition", attrs...)
 }
 
-func statusList(ss []store.SandboxStatus) string {
+func statusList(ss []sandbox.State) string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
 		out[i] = string(s)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -73,7 +74,7 @@ func newFixture(t *testing.T, db *store.DB) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256}); err != nil {
+	if _, err := db.UpsertPlatformTemplate(ctx, store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := svc.Signup(ctx, "svc@example.com", "password123")
@@ -117,10 +118,10 @@ func TestReaper(t *testing.T) {
 			t.Error("expired sandbox still on the host")
 		}
 		got, err := f.svc.GetSandbox(ctx, f.p, pausing.ID)
-		if err != nil || got.Status != store.StatusPaused || f.host.State(pausing.ID) != "paused" {
+		if err != nil || got.Status != sandbox.StatePaused || f.host.State(pausing.ID) != "paused" {
 			t.Errorf("auto-pause sandbox: %v %v host %q", got.Status, err, f.host.State(pausing.ID))
 		}
-		if got, err := f.svc.GetSandbox(ctx, f.p, long.ID); err != nil || got.Status != store.StatusRunning {
+		if got, err := f.svc.GetSandbox(ctx, f.p, long.ID); err != nil || got.Status != sandbox.StateRunning {
 			t.Errorf("long sandbox: %v %v", got.Status, err)
 		}
 		// Paused sandboxes do not expire again; a second pass is a no-op.
@@ -168,7 +169,7 @@ func TestConcurrentPauseIsSafe(t *testing.T) {
 			t.Errorf("%d callers changed the sandbox, host paused %d times; want 1 and 1", n, f.host.Pauses())
 		}
 		got, err := f.svc.GetSandbox(ctx, f.p, sb.ID)
-		if err != nil || got.Status != store.StatusPaused {
+		if err != nil || got.Status != sandbox.StatePaused {
 			t.Fatalf("after concurrent pauses: %v %v", got.Status, err)
 		}
 	})
@@ -179,7 +180,7 @@ func TestTransitionalStatesRefuseOperations(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		f := newFixture(t, db)
-		for _, st := range []store.SandboxStatus{store.StatusCreating, store.StatusPausing, store.StatusResuming} {
+		for _, st := range []sandbox.State{sandbox.StateCreating, sandbox.StatePausing, sandbox.StateResuming} {
 			sb, err := db.CreateSandbox(ctx, store.Sandbox{TeamID: f.p.TeamID, TemplateID: "x", Status: st, Host: "h1", VCPUs: 1, MemoryMB: 256})
 			if err != nil {
 				t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -45,7 +46,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, na
 	if err != nil {
 		return store.Template{}, err
 	}
-	if sb.Status != store.StatusRunning && sb.Status != store.StatusPaused {
+	if sb.Status != sandbox.StateRunning && sb.Status != sandbox.StatePaused {
 		return store.Template{}, Conflict("sandbox %s is %s; snapshot a running or paused sandbox", sb.ID, sb.Status)
 	}
 	hc, err := s.hosts.Get(ctx, sb.Host)
@@ -53,7 +54,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, na
 		return store.Template{}, err
 	}
 	tpl, err := s.store.CreateTemplate(ctx, store.Template{
-		ID: store.NewShortID(), TeamID: p.TeamID, Name: name, Kind: store.KindSnapshot,
+		ID: store.NewShortID(), TeamID: p.TeamID, Name: name, Kind: sandbox.KindSnapshot,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Host: sb.Host, SourceSandboxID: sb.ID,
 	})
@@ -78,7 +79,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, na
 
 // ListSnapshots returns the team's (and platform) snapshot templates.
 func (s *Service) ListSnapshots(ctx context.Context, p Principal) ([]store.Template, error) {
-	ts, err := s.store.ListTemplatesByTeamAndKind(ctx, p.TeamID, store.KindSnapshot)
+	ts, err := s.store.ListTemplatesByTeamAndKind(ctx, p.TeamID, sandbox.KindSnapshot)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
@@ -94,7 +95,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 	}
 	// Platform templates are visible, not deletable; base templates are not
 	// snapshots. Both look missing, like any other template not yours.
-	if tpl.TeamID != p.TeamID || tpl.Kind != store.KindSnapshot {
+	if tpl.TeamID != p.TeamID || tpl.Kind != sandbox.KindSnapshot {
 		return NotFound("snapshot")
 	}
 	n, err := s.store.CountSandboxesUsingTemplate(ctx, tpl.ID)

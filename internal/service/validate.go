@@ -1,21 +1,21 @@
 package service
 
 import (
+	"errors"
 	"net/mail"
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
-// Input bounds of the public contract (issue 2). Out of bounds → 400 naming
-// the field.
+// Input bounds of the public contract (issue 2) beyond a sandbox's shape
+// (package sandbox). Out of bounds → 400 naming the field.
 const (
-	MinVCPUs, MaxVCPUs           = 1, 16
-	MinMemoryMB, MaxMemoryMB     = 128, 65536
-	MinDiskSizeMB, MaxDiskSizeMB = 1024, 1048576
-	DefaultTimeoutS              = 300
-	MinTimeoutS, MaxTimeoutS     = 1, 86400 // a day, like E2B's longest plan
-	MinPasswordLen               = 8
+	DefaultTimeoutS          = 300
+	MinTimeoutS, MaxTimeoutS = 1, 86400 // a day, like E2B's longest plan
+	MinPasswordLen           = 8
 	// bcrypt reads 72 bytes; refusing longer passwords beats truncating them.
 	MaxPasswordBytes = 72
 	maxEmailLen      = 254
@@ -34,10 +34,19 @@ func validName(field, name string) error {
 }
 
 func inRange(field string, v, lo, hi int) error {
-	if v < lo || v > hi {
-		return InvalidArgument(field, "must be between %d and %d, got %d", lo, hi, v)
+	return fieldErr(sandbox.InRange(field, v, lo, hi))
+}
+
+// validShape checks a sandbox's vCPUs, memory and disk (sandbox.Shape).
+func validShape(s sandbox.Shape) error { return fieldErr(s.Validate(sandbox.Public())) }
+
+// fieldErr turns the sandbox contract's bound errors into 400s.
+func fieldErr(err error) error {
+	var fe *sandbox.FieldError
+	if errors.As(err, &fe) {
+		return InvalidArgument(fe.Field, "%s", fe.Msg)
 	}
-	return nil
+	return err
 }
 
 // normEmail validates and lower-cases an address of the form local@domain

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -37,7 +38,7 @@ func BenchmarkListSandboxes(b *testing.B) {
 		for i := range 1000 {
 			for _, tm := range []string{team.ID, other.ID} {
 				meta := map[string]string{"n": fmt.Sprint(i), "env": []string{"prod", "dev"}[i%2]}
-				mustSandbox(b, db, store.Sandbox{TeamID: tm, Status: store.StatusRunning, Metadata: meta,
+				mustSandbox(b, db, store.Sandbox{TeamID: tm, Status: sandbox.StateRunning, Metadata: meta,
 					AccessToken: "token", Env: map[string]string{"A": "b"}})
 			}
 		}
@@ -48,7 +49,7 @@ func BenchmarkListSandboxes(b *testing.B) {
 		}{
 			{"all1000", store.SandboxFilter{}, 1000},
 			{"page50", store.SandboxFilter{Limit: 50}, 50},
-			{"page50_filtered", store.SandboxFilter{Limit: 50, Statuses: []store.SandboxStatus{store.StatusRunning}, Metadata: map[string]string{"env": "prod"}}, 50},
+			{"page50_filtered", store.SandboxFilter{Limit: 50, Statuses: []sandbox.State{sandbox.StateRunning}, Metadata: map[string]string{"env": "prod"}}, 50},
 		} {
 			b.Run(bc.name, func(b *testing.B) {
 				for b.Loop() {

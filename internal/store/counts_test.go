@@ -4,6 +4,7 @@ import (
 	"maps"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -18,14 +19,14 @@ func TestCountSandboxesByStatus(t *testing.T) {
 		}
 		for i, s := range []struct {
 			team   string
-			status store.SandboxStatus
-		}{{a.ID, store.StatusRunning}, {b.ID, store.StatusRunning}, {a.ID, store.StatusPaused}, {b.ID, store.StatusError}} {
+			status sandbox.State
+		}{{a.ID, sandbox.StateRunning}, {b.ID, sandbox.StateRunning}, {a.ID, sandbox.StatePaused}, {b.ID, sandbox.StateError}} {
 			_, err := db.CreateSandbox(ctx(t), store.Sandbox{ID: "cnt" + string(rune('a'+i)), TeamID: s.team, TemplateID: "base", Status: s.status})
 			want(t, err, nil)
 		}
 		got, err = db.CountSandboxesByStatus(ctx(t))
 		want(t, err, nil)
-		exp := map[store.SandboxStatus]int{store.StatusRunning: 2, store.StatusPaused: 1, store.StatusError: 1}
+		exp := map[sandbox.State]int{sandbox.StateRunning: 2, sandbox.StatePaused: 1, sandbox.StateError: 1}
 		if !maps.Equal(got, exp) {
 			t.Fatalf("counts %v, want %v (across teams)", got, exp)
 		}

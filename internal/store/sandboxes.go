@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // Sandboxes. Env and AccessToken are sealed at rest; Metadata stays plain
@@ -29,7 +31,7 @@ func (db *DB) scanSandbox(r interface{ Scan(...any) error }) (Sandbox, error) {
 	if err != nil {
 		return Sandbox{}, err
 	}
-	s.Status, s.EndAt, s.CreatedAt, s.UpdatedAt = SandboxStatus(status), endAt.t, created.t, updAt.t
+	s.Status, s.EndAt, s.CreatedAt, s.UpdatedAt = sandbox.State(status), endAt.t, created.t, updAt.t
 	if err := json.Unmarshal([]byte(meta), &s.Metadata); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s metadata: %w", s.ID, err)
 	}
@@ -60,17 +62,17 @@ func normMaps(s Sandbox) Sandbox {
 }
 
 // CreateSandbox stores a new sandbox. Empty ID (a NewShortID), Status
-// (creating), DiskSizeMB (DefaultDiskSizeMB) and times are filled in.
+// (creating), DiskSizeMB (sandbox.DefaultDiskSizeMB) and times are filled in.
 // An existing ID is ErrConflict.
 func (db *DB) CreateSandbox(ctx context.Context, s Sandbox) (Sandbox, error) {
 	if s.ID == "" {
 		s.ID = NewShortID()
 	}
 	if s.Status == "" {
-		s.Status = StatusCreating
+		s.Status = sandbox.StateCreating
 	}
 	if s.DiskSizeMB == 0 {
-		s.DiskSizeMB = DefaultDiskSizeMB
+		s.DiskSizeMB = sandbox.DefaultDiskSizeMB
 	}
 	if s.CreatedAt.IsZero() {
 		s.CreatedAt = now()
@@ -210,7 +212,7 @@ func (db *DB) ListSandboxesByHost(ctx context.Context, hostID string) ([]Sandbox
 func (db *DB) ListExpiredSandboxes(ctx context.Context, now time.Time) ([]Sandbox, error) {
 	return db.listSandboxes(ctx, "list expired sandboxes",
 		`SELECT `+sandboxCols+` FROM sandboxes WHERE status = ? AND end_at IS NOT NULL AND end_at <= ? ORDER BY end_at, id`,
-		string(StatusRunning), db.ts(now))
+		string(sandbox.StateRunning), db.ts(now))
 }
 
 func (db *DB) listSandboxes(ctx context.Context, op, query string, args ...any) ([]Sandbox, error) {
@@ -226,7 +228,7 @@ func (db *DB) listSandboxes(ctx context.Context, op, query string, args ...any) 
 // is one of `from`, in one UPDATE, so concurrent transitions have exactly
 // one winner. The row's error column is set to errMsg (cleared when
 // empty). Status not in from: ErrStaleState; no such sandbox: ErrNotFound.
-func (db *DB) UpdateSandboxStatus(ctx context.Context, id string, from []SandboxStatus, to SandboxStatus, errMsg string) (Sandbox, error) {
+func (db *DB) UpdateSandboxStatus(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (Sandbox, error) {
 	if len(from) == 0 {
 		return Sandbox{}, errors.New("store: update sandbox status: no from statuses")
 	}
@@ -281,20 +283,20 @@ func (db *DB) DeleteSandbox(ctx context.Context, id string) error {
 
 // CountSandboxesByStatus counts every team's sandboxes by status (for
 // metrics and the admin view).
-func (db *DB) CountSandboxesByStatus(ctx context.Context) (map[SandboxStatus]int, error) {
+func (db *DB) CountSandboxesByStatus(ctx context.Context) (map[sandbox.State]int, error) {
 	rows, err := db.sql.QueryContext(ctx, `SELECT status, COUNT(*) FROM sandboxes GROUP BY status`)
 	if err != nil {
 		return nil, wrap("count sandboxes by status", err)
 	}
 	defer rows.Close()
-	out := map[SandboxStatus]int{}
+	out := map[sandbox.State]int{}
 	for rows.Next() {
 		var st string
 		var n int
 		if err := rows.Scan(&st, &n); err != nil {
 			return nil, wrap("count sandboxes by status", err)
 		}
-		out[SandboxStatus(st)] = n
+		out[sandbox.State(st)] = n
 	}
 	return out, wrap("count sandboxes by status", rows.Err())
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -21,7 +22,7 @@ func TestSandboxRoundTrip(t *testing.T) {
 		zone := time.FixedZone("UTC+5:30", 5*3600+1800)
 		created := time.Date(2026, 11, 28, 15, 4, 5, 123456789, zone)
 		in := store.Sandbox{
-			ID: "sbx1", TeamID: team.ID, TemplateID: "base", Status: store.StatusRunning, Host: "h1",
+			ID: "sbx1", TeamID: team.ID, TemplateID: "base", Status: sandbox.StateRunning, Host: "h1",
 			VCPUs: 2, MemoryMB: 1024,
 			Metadata:    map[string]string{"owner": "ci", "a.b": `q"uote`},
 			Env:         map[string]string{"TOKEN": "s3cret", "EMPTY": ""},
@@ -31,7 +32,7 @@ func TestSandboxRoundTrip(t *testing.T) {
 		}
 		out, err := db.CreateSandbox(ctx(t), in)
 		want(t, err, nil)
-		if out.DiskSizeMB != store.DefaultDiskSizeMB {
+		if out.DiskSizeMB != sandbox.DefaultDiskSizeMB {
 			t.Fatalf("disk size default = %d", out.DiskSizeMB)
 		}
 		wantCreated := time.Date(2026, 11, 28, 9, 34, 5, 123456000, time.UTC)
@@ -56,7 +57,7 @@ func TestSandboxRoundTrip(t *testing.T) {
 		d := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, DiskSizeMB: 4096})
 		got, err := db.GetSandboxByID(ctx(t), d.ID)
 		want(t, err, nil)
-		if len(d.ID) != 20 || d.Status != store.StatusCreating || !got.EndAt.IsZero() || got.DiskSizeMB != 4096 ||
+		if len(d.ID) != 20 || d.Status != sandbox.StateCreating || !got.EndAt.IsZero() || got.DiskSizeMB != 4096 ||
 			got.Metadata == nil || got.Env == nil || got.AccessToken != "" || !reflect.DeepEqual(got, d) {
 			t.Fatalf("defaults: got %+v, created %+v", got, d)
 		}
@@ -92,33 +93,33 @@ func TestUpdateSandboxStatus(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		_, team := mustUser(t, db, "a@example.com")
 		s := mustSandbox(t, db, store.Sandbox{TeamID: team.ID})
-		running := []store.SandboxStatus{store.StatusRunning}
+		running := []sandbox.State{sandbox.StateRunning}
 
-		got, err := db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusCreating}, store.StatusRunning, "")
+		got, err := db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StateCreating}, sandbox.StateRunning, "")
 		want(t, err, nil)
-		if got.Status != store.StatusRunning || got.UpdatedAt.Before(s.UpdatedAt) || got.ID != s.ID {
+		if got.Status != sandbox.StateRunning || got.UpdatedAt.Before(s.UpdatedAt) || got.ID != s.ID {
 			t.Fatalf("after CAS: %+v", got)
 		}
-		_, err = db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusCreating}, store.StatusRunning, "")
+		_, err = db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StateCreating}, sandbox.StateRunning, "")
 		want(t, err, store.ErrStaleState)
-		_, err = db.UpdateSandboxStatus(ctx(t), "missing", running, store.StatusPausing, "")
+		_, err = db.UpdateSandboxStatus(ctx(t), "missing", running, sandbox.StatePausing, "")
 		want(t, err, store.ErrNotFound)
 
-		got, err = db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusPausing, store.StatusRunning}, store.StatusError, "disk full")
+		got, err = db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StatePausing, sandbox.StateRunning}, sandbox.StateError, "disk full")
 		want(t, err, nil)
-		if got.Status != store.StatusError || got.Error != "disk full" {
+		if got.Status != sandbox.StateError || got.Error != "disk full" {
 			t.Fatalf("error transition: %+v", got)
 		}
-		got, err = db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusError}, store.StatusStopping, "")
+		got, err = db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StateError}, sandbox.StateStopping, "")
 		want(t, err, nil)
 		if got.Error != "" {
 			t.Fatalf("error not cleared: %+v", got)
 		}
-		if _, err := db.UpdateSandboxStatus(ctx(t), s.ID, nil, store.StatusStopped, ""); err == nil {
+		if _, err := db.UpdateSandboxStatus(ctx(t), s.ID, nil, sandbox.StateStopped, ""); err == nil {
 			t.Fatal("CAS with no from statuses succeeded")
 		}
 		stored, _ := db.GetSandboxByID(ctx(t), s.ID)
-		if stored.Status != store.StatusStopping {
+		if stored.Status != sandbox.StateStopping {
 			t.Fatalf("stored status %q", stored.Status)
 		}
 	})
@@ -131,7 +132,7 @@ func TestConcurrentCAS(t *testing.T) {
 		_, team := mustUser(t, db, "a@example.com")
 		const racers = 24
 		for round := range 3 {
-			s := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusRunning})
+			s := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StateRunning})
 			var (
 				wg    sync.WaitGroup
 				start = make(chan struct{})
@@ -140,7 +141,7 @@ func TestConcurrentCAS(t *testing.T) {
 			for i := range racers {
 				wg.Go(func() {
 					<-start
-					_, errs[i] = db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusPausing, "")
+					_, errs[i] = db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StateRunning}, sandbox.StatePausing, "")
 				})
 			}
 			close(start)
@@ -173,7 +174,7 @@ func TestConcurrentWrites(t *testing.T) {
 			wg.Go(func() {
 				s, err := db.CreateSandbox(ctx(t), store.Sandbox{TeamID: team.ID, TemplateID: "base", VCPUs: 1, MemoryMB: 128})
 				if err == nil {
-					_, err = db.UpdateSandboxStatus(ctx(t), s.ID, []store.SandboxStatus{store.StatusCreating}, store.StatusRunning, "")
+					_, err = db.UpdateSandboxStatus(ctx(t), s.ID, []sandbox.State{sandbox.StateCreating}, sandbox.StateRunning, "")
 				}
 				if err == nil {
 					_, _, err = db.CreateUserWithTeam(ctx(t), store.User{Email: fmt.Sprintf("u%d@example.com", i), PasswordHash: "h"}, "t")
@@ -187,7 +188,7 @@ func TestConcurrentWrites(t *testing.T) {
 				t.Fatalf("writer %d: %v", i, err)
 			}
 		}
-		l, err := db.ListSandboxes(ctx(t), team.ID, store.SandboxFilter{Statuses: []store.SandboxStatus{store.StatusRunning}})
+		l, err := db.ListSandboxes(ctx(t), team.ID, store.SandboxFilter{Statuses: []sandbox.State{sandbox.StateRunning}})
 		want(t, err, nil)
 		if len(l) != n {
 			t.Fatalf("%d running sandboxes, want %d", len(l), n)
@@ -206,9 +207,9 @@ func TestListSandboxesPaging(t *testing.T) {
 			if i%3 == 0 {
 				meta["env"], meta["team.name"] = "prod", `it's "x"`
 			}
-			status := store.StatusRunning
+			status := sandbox.StateRunning
 			if i%5 == 0 {
-				status = store.StatusPaused
+				status = sandbox.StatePaused
 			}
 			s := mustSandbox(t, db, store.Sandbox{
 				// IDs descend while time ascends, and pairs share a
@@ -281,8 +282,8 @@ func TestListSandboxesPaging(t *testing.T) {
 			if got, exp := pageAll(f, cursor), idsOf(prod, everything); !slices.Equal(got, exp) {
 				t.Fatalf("paged metadata filter:\n got %v\nwant %v", got, exp)
 			}
-			f = store.SandboxFilter{Limit: 2, Metadata: map[string]string{"env": "prod"}, Statuses: []store.SandboxStatus{store.StatusRunning}}
-			exp := idsOf(prod, func(s store.Sandbox) bool { return s.Status == store.StatusRunning })
+			f = store.SandboxFilter{Limit: 2, Metadata: map[string]string{"env": "prod"}, Statuses: []sandbox.State{sandbox.StateRunning}}
+			exp := idsOf(prod, func(s store.Sandbox) bool { return s.Status == sandbox.StateRunning })
 			if got := pageAll(f, cursor); !slices.Equal(got, exp) || len(exp) == 0 {
 				t.Fatalf("paged metadata+status filter:\n got %v\nwant %v", got, exp)
 			}
@@ -291,7 +292,7 @@ func TestListSandboxesPaging(t *testing.T) {
 			{Metadata: map[string]string{"env": "dev"}},
 			{Metadata: map[string]string{"env": "prod", "i": "1"}}, // both pairs must match
 			{Metadata: map[string]string{"nokey": ""}},
-			{Statuses: []store.SandboxStatus{store.StatusStopped}},
+			{Statuses: []sandbox.State{sandbox.StateStopped}},
 		} {
 			if l, err := db.ListSandboxes(ctx(t), team.ID, f); err != nil || len(l) != 0 {
 				t.Errorf("filter %+v matched %v (%v)", f, idsOf(l, everything), err)
@@ -362,11 +363,11 @@ func TestSandboxHostsAndTimers(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		_, team := mustUser(t, db, "a@example.com")
 		now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-		past := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusRunning, EndAt: now.Add(-time.Second)})
-		exact := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusRunning, EndAt: now})
-		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusRunning, EndAt: now.Add(time.Microsecond)})
-		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusPaused, EndAt: now.Add(-time.Hour)})
-		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: store.StatusRunning}) // no timeout
+		past := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StateRunning, EndAt: now.Add(-time.Second)})
+		exact := mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StateRunning, EndAt: now})
+		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StateRunning, EndAt: now.Add(time.Microsecond)})
+		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StatePaused, EndAt: now.Add(-time.Hour)})
+		mustSandbox(t, db, store.Sandbox{TeamID: team.ID, Status: sandbox.StateRunning}) // no timeout
 		exp, err := db.ListExpiredSandboxes(ctx(t), now)
 		want(t, err, nil)
 		if len(exp) != 2 || exp[0].ID != past.ID || exp[1].ID != exact.ID {
@@ -389,7 +390,7 @@ func TestSandboxHostsAndTimers(t *testing.T) {
 			t.Fatalf("by host = %v", on)
 		}
 
-		tplUse := func(statuses ...store.SandboxStatus) int {
+		tplUse := func(statuses ...sandbox.State) int {
 			n, err := db.CountSandboxesUsingTemplate(ctx(t), "base", statuses...)
 			want(t, err, nil)
 			return n
@@ -397,12 +398,12 @@ func TestSandboxHostsAndTimers(t *testing.T) {
 		if n := tplUse(); n != 5 {
 			t.Fatalf("using base: %d, want 5", n)
 		}
-		_, err = db.UpdateSandboxStatus(ctx(t), past.ID, []store.SandboxStatus{store.StatusRunning}, store.StatusStopped, "")
+		_, err = db.UpdateSandboxStatus(ctx(t), past.ID, []sandbox.State{sandbox.StateRunning}, sandbox.StateStopped, "")
 		want(t, err, nil)
 		if n := tplUse(); n != 4 {
 			t.Fatalf("using base after a stop: %d, want 4", n)
 		}
-		if n := tplUse(store.StatusPaused); n != 1 {
+		if n := tplUse(sandbox.StatePaused); n != 1 {
 			t.Fatalf("paused using base: %d, want 1", n)
 		}
 

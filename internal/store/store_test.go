@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
@@ -320,31 +321,31 @@ func TestTemplateVisibility(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		_, a := mustUser(t, db, "a@example.com")
 		_, b := mustUser(t, db, "b@example.com")
-		tpl := func(team, name string, kind store.TemplateKind) store.Template {
+		tpl := func(team, name string, kind sandbox.TemplateKind) store.Template {
 			t.Helper()
 			out, err := db.CreateTemplate(ctx(t), store.Template{TeamID: team, Name: name, Kind: kind, VCPUs: 2, MemoryMB: 1024})
 			want(t, err, nil)
 			return out
 		}
-		base, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "base", Kind: store.KindBase, VCPUs: 1, MemoryMB: 512})
+		base, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 512})
 		want(t, err, nil)
-		if base.TeamID != store.PlatformTeamID || base.DiskSizeMB != store.DefaultDiskSizeMB {
+		if base.TeamID != store.PlatformTeamID || base.DiskSizeMB != sandbox.DefaultDiskSizeMB {
 			t.Fatalf("platform template = %+v", base)
 		}
-		again, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 2048, DiskSizeMB: 4096})
+		again, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "base", Kind: sandbox.KindBase, VCPUs: 2, MemoryMB: 2048, DiskSizeMB: 4096})
 		want(t, err, nil)
 		if again.ID != base.ID || !again.CreatedAt.Equal(base.CreatedAt) || again.VCPUs != 2 || again.MemoryMB != 2048 || again.DiskSizeMB != 4096 {
 			t.Fatalf("upsert = %+v, first = %+v", again, base)
 		}
-		tiny, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256})
+		tiny, err := db.UpsertPlatformTemplate(ctx(t), store.Template{Name: "tiny", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256})
 		want(t, err, nil)
 
-		aSnap := tpl(a.ID, "my-snap", store.KindSnapshot)
-		aTiny := tpl(a.ID, "tiny", store.KindBase) // shadows the platform "tiny" for team a
-		bSnap := tpl(b.ID, "b-snap", store.KindSnapshot)
-		_, err = db.CreateTemplate(ctx(t), store.Template{TeamID: a.ID, Name: "my-snap", Kind: store.KindSnapshot, VCPUs: 1, MemoryMB: 1})
+		aSnap := tpl(a.ID, "my-snap", sandbox.KindSnapshot)
+		aTiny := tpl(a.ID, "tiny", sandbox.KindBase) // shadows the platform "tiny" for team a
+		bSnap := tpl(b.ID, "b-snap", sandbox.KindSnapshot)
+		_, err = db.CreateTemplate(ctx(t), store.Template{TeamID: a.ID, Name: "my-snap", Kind: sandbox.KindSnapshot, VCPUs: 1, MemoryMB: 1})
 		want(t, err, store.ErrConflict)
-		tpl(b.ID, "my-snap", store.KindSnapshot) // same name in another team is fine
+		tpl(b.ID, "my-snap", sandbox.KindSnapshot) // same name in another team is fine
 
 		for _, tc := range []struct {
 			team, key, wantID string
@@ -391,8 +392,8 @@ func TestTemplateVisibility(t *testing.T) {
 		}
 		// By name; the team's own first on a tie.
 		eq("list a", ids(db.ListTemplatesByTeam(ctx(t), a.ID)), []string{base.ID, aSnap.ID, aTiny.ID, tiny.ID})
-		eq("list a snapshots", ids(db.ListTemplatesByTeamAndKind(ctx(t), a.ID, store.KindSnapshot)), []string{aSnap.ID})
-		eq("list a base", ids(db.ListTemplatesByTeamAndKind(ctx(t), a.ID, store.KindBase)), []string{base.ID, aTiny.ID, tiny.ID})
+		eq("list a snapshots", ids(db.ListTemplatesByTeamAndKind(ctx(t), a.ID, sandbox.KindSnapshot)), []string{aSnap.ID})
+		eq("list a base", ids(db.ListTemplatesByTeamAndKind(ctx(t), a.ID, sandbox.KindBase)), []string{base.ID, aTiny.ID, tiny.ID})
 		all := ids(db.ListAllTemplates(ctx(t)))
 		if len(all) != 6 {
 			t.Fatalf("all templates = %v", all)
@@ -424,7 +425,7 @@ func TestCrossTeamNotFound(t *testing.T) {
 		_, b := mustUser(t, db, "b@example.com")
 		key, err := db.CreateAPIKey(ctx(t), store.APIKey{TeamID: a.ID, Name: "k", Prefix: "p", Hash: "h"})
 		want(t, err, nil)
-		tpl, err := db.CreateTemplate(ctx(t), store.Template{TeamID: a.ID, Name: "snap", Kind: store.KindSnapshot, VCPUs: 1, MemoryMB: 128})
+		tpl, err := db.CreateTemplate(ctx(t), store.Template{TeamID: a.ID, Name: "snap", Kind: sandbox.KindSnapshot, VCPUs: 1, MemoryMB: 128})
 		want(t, err, nil)
 		sb := mustSandbox(t, db, store.Sandbox{TeamID: a.ID})
 

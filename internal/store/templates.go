@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // Templates. Reads "by team" see the team's own templates and the platform
@@ -17,7 +19,7 @@ func scanTemplate(r interface{ Scan(...any) error }) (Template, error) {
 		at   timeCol
 	)
 	err := r.Scan(&t.ID, &t.TeamID, &t.Name, &kind, &t.VCPUs, &t.MemoryMB, &t.DiskSizeMB, &t.Host, &t.SourceSandboxID, &at)
-	t.Kind, t.CreatedAt = TemplateKind(kind), at.t
+	t.Kind, t.CreatedAt = sandbox.TemplateKind(kind), at.t
 	return t, err
 }
 
@@ -29,7 +31,7 @@ func prepTemplate(t Template) Template {
 		t.CreatedAt = now()
 	}
 	if t.DiskSizeMB == 0 {
-		t.DiskSizeMB = DefaultDiskSizeMB
+		t.DiskSizeMB = sandbox.DefaultDiskSizeMB
 	}
 	t.CreatedAt = normTime(t.CreatedAt)
 	return t
@@ -89,7 +91,7 @@ ORDER BY name, CASE WHEN team_id = ? THEN 0 ELSE 1 END, id`, teamID, PlatformTea
 }
 
 // ListTemplatesByTeamAndKind is ListTemplatesByTeam restricted to one kind.
-func (db *DB) ListTemplatesByTeamAndKind(ctx context.Context, teamID string, kind TemplateKind) ([]Template, error) {
+func (db *DB) ListTemplatesByTeamAndKind(ctx context.Context, teamID string, kind sandbox.TemplateKind) ([]Template, error) {
 	return db.listTemplates(ctx, "list templates", `WHERE team_id IN (?, ?) AND kind = ?
 ORDER BY name, CASE WHEN team_id = ? THEN 0 ELSE 1 END, id`, teamID, PlatformTeamID, string(kind), teamID)
 }
@@ -122,12 +124,12 @@ func (db *DB) DeleteTemplate(ctx context.Context, teamID, id string) error {
 // CountSandboxesUsingTemplate counts sandboxes created from the template
 // whose status is one of statuses; with no statuses, every sandbox that is
 // not stopped.
-func (db *DB) CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...SandboxStatus) (int, error) {
+func (db *DB) CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...sandbox.State) (int, error) {
 	query := `SELECT COUNT(*) FROM sandboxes WHERE template_id = ?`
 	args := []any{templateID}
 	if len(statuses) == 0 {
 		query += ` AND status <> ?`
-		args = append(args, string(StatusStopped))
+		args = append(args, string(sandbox.StateStopped))
 	} else {
 		query += fmt.Sprintf(` AND status IN (%s)`, inList(len(statuses)))
 		for _, s := range statuses {

@@ -10,6 +10,8 @@ package store
 import (
 	"errors"
 	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // PlatformTeamID owns the platform templates (base, tiny). Its templates are
@@ -65,18 +67,11 @@ type APIKey struct {
 	LastUsedAt *time.Time
 }
 
-type TemplateKind string
-
-const (
-	KindBase     TemplateKind = "base"     // boots a kernel + root filesystem image
-	KindSnapshot TemplateKind = "snapshot" // restores frozen VM state
-)
-
 type Template struct {
 	ID              string // short DNS-safe id
 	TeamID          string
 	Name            string // unique per team
-	Kind            TemplateKind
+	Kind            sandbox.TemplateKind
 	VCPUs           int
 	MemoryMB        int
 	DiskSizeMB      int
@@ -85,27 +80,11 @@ type Template struct {
 	CreatedAt       time.Time
 }
 
-type SandboxStatus string
-
-const (
-	StatusCreating SandboxStatus = "creating"
-	StatusRunning  SandboxStatus = "running"
-	StatusPausing  SandboxStatus = "pausing"
-	StatusPaused   SandboxStatus = "paused"
-	StatusResuming SandboxStatus = "resuming"
-	StatusStopping SandboxStatus = "stopping"
-	StatusStopped  SandboxStatus = "stopped"
-	StatusError    SandboxStatus = "error"
-)
-
-// DefaultDiskSizeMB is the root disk size of a sandbox that asks for none.
-const DefaultDiskSizeMB = 20480
-
 type Sandbox struct {
 	ID            string // lowercase letters and digits: used in host names
 	TeamID        string
 	TemplateID    string
-	Status        SandboxStatus
+	Status        sandbox.State
 	Host          string // host ID; empty until placed
 	VCPUs         int
 	MemoryMB      int
@@ -149,7 +128,7 @@ type Host struct {
 
 // SandboxFilter narrows ListSandboxes. Zero values match everything.
 type SandboxFilter struct {
-	Statuses []SandboxStatus
+	Statuses []sandbox.State
 	Metadata map[string]string // every pair must match
 	Limit    int               // 0: no limit
 	// After is a cursor: SandboxCursor(last) of the previous page (stays

@@ -24,6 +24,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/pki"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/testnet"
@@ -383,7 +384,7 @@ func TestMultiHost(t *testing.T) {
 	})
 	waitFor(t, "the lost sandbox to be marked stopped", time.Minute, func() bool {
 		sb, err := c.db.GetSandboxByID(ctx, victim.ID)
-		return err == nil && sb.Status == store.StatusStopped
+		return err == nil && sb.Status == sandbox.StateStopped
 	})
 	hc, err := c.fleet.Pool().Get(ctx, victim.Host)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/api"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/cli"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -66,8 +67,8 @@ func New(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	for _, t := range []store.Template{
-		{Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 512},
-		{Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256},
+		{Name: "base", Kind: sandbox.KindBase, VCPUs: 2, MemoryMB: 512},
+		{Name: "tiny", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256},
 	} {
 		if _, err := db.UpsertPlatformTemplate(ctx, t); err != nil {
 			tb.Fatal(err)

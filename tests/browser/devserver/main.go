@@ -39,6 +39,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/dashboard"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/service/servicetest"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -86,8 +87,8 @@ func run(ctx context.Context, listen, dataDir string) error {
 	}
 	defer db.Close()
 	for _, t := range []store.Template{
-		{Name: "base", Kind: store.KindBase, VCPUs: 2, MemoryMB: 1024, DiskSizeMB: store.DefaultDiskSizeMB},
-		{Name: "tiny", Kind: store.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 2048},
+		{Name: "base", Kind: sandbox.KindBase, VCPUs: 2, MemoryMB: 1024, DiskSizeMB: sandbox.DefaultDiskSizeMB},
+		{Name: "tiny", Kind: sandbox.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 2048},
 	} {
 		if _, err := db.UpsertPlatformTemplate(ctx, t); err != nil {
 			return err
