@@ -160,7 +160,7 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 		}
 		reason := fmt.Sprintf("host %s no longer runs this sandbox (was %s)", hostID, s.Status)
 		a := Action{HostID: hostID, SandboxID: s.ID, Kind: string(to), Reason: reason}
-		_, err := r.Store.UpdateSandboxStatus(ctx, s.ID, []sandbox.State{s.Status}, to, reason)
+		_, err := service.SetStatus(ctx, r.Store, sandbox.Reconciler(), s.ID, []sandbox.State{s.Status}, to, reason)
 		switch {
 		case errors.Is(err, store.ErrStaleState), errors.Is(err, store.ErrNotFound):
 			continue // changed or gone since we read it: its use case decided
@@ -190,7 +190,8 @@ func (r *Reconciler) stray(ctx context.Context, hostID, id string) (string, bool
 	return "", false // created since the snapshot: not a stray
 }
 
-// lost says what a sandbox the host lacks becomes, if anything.
+// lost says what a sandbox the host lacks becomes, if anything (a move of
+// sandbox.Reconciler, checked again by the status gate).
 func (r *Reconciler) lost(s store.Sandbox, now time.Time) (sandbox.State, bool) {
 	grace := r.Grace
 	if grace <= 0 {

@@ -373,11 +373,11 @@ func hostFileErr(err error, path string) error {
 	return hostErrFor("access "+path, err)
 }
 
-// cas is the one place a sandbox changes status: compare-and-set in the
-// store, then a log line. won is false (with the current row and no error)
+// cas is the one place a use case changes a sandbox's status: through the
+// status gate (SetStatus, sandbox.ControlPlane), then a log line. won is false (with the current row and no error)
 // when the sandbox was not in one of from: another caller moved it first.
 func (s *Service) cas(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (sb store.Sandbox, won bool, err error) {
-	sb, err = s.store.UpdateSandboxStatus(ctx, id, from, to, errMsg)
+	sb, err = SetStatus(ctx, s.store, sandbox.ControlPlane(), id, from, to, errMsg)
 	if errors.Is(err, store.ErrStaleState) {
 		cur, gerr := s.store.GetSandboxByID(ctx, id)
 		if gerr != nil {
