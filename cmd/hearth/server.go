@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hearth-sandbox/hearth/internal/agent"
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
@@ -68,13 +68,13 @@ func newLogger(cmd *cobra.Command, level string) *slog.Logger {
 
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var hosts service.HostPool
-	var client *agent.Client
+	var client *agentclient.Client
 	if cfg.AgentURL != "" {
-		var opts []agent.ClientOption
+		var opts []agentclient.ClientOption
 		if cfg.AgentToken != "" {
-			opts = append(opts, agent.WithToken(cfg.AgentToken))
+			opts = append(opts, agentclient.WithToken(cfg.AgentToken))
 		}
-		client = agent.NewClient(cfg.AgentURL, &http.Client{}, opts...)
+		client = agentclient.NewClient(cfg.AgentURL, &http.Client{}, opts...)
 		hosts = service.SingleHost{ID: cfg.AgentID, Client: client}
 	}
 	cp, err := controlplane.New(ctx, controlplane.Options{Config: cfg, Hosts: hosts, Logger: log})

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
@@ -23,7 +23,7 @@ import (
 type Options struct {
 	DataDir string
 	HostID  string // default: the host name
-	// Token, when set, is required in the TokenHeader of every request.
+	// Token, when set, is required in the hostwire.TokenHeader of every request.
 	Token string
 
 	// VMM restricts driver selection ("firecracker", "qemu-kvm",
@@ -57,7 +57,7 @@ type Agent struct {
 	opts Options
 	mgr  *Manager
 	// pools hold the sandbox-traffic connections, one pool per sandbox.
-	pools *proxy.SandboxTransports
+	pools *hostwire.SandboxTransports
 	log   *slog.Logger
 
 	closeOnce sync.Once
@@ -81,7 +81,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		}
 		opts.HostID = h
 	}
-	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent"), pools: proxy.NewSandboxTransports()}
+	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent"), pools: hostwire.NewSandboxTransports()}
 	if err := a.wire(ctx); err != nil {
 		a.runClosers()
 		return nil, err
@@ -154,13 +154,10 @@ func (a *Agent) runClosers() error {
 	return errors.Join(errs...)
 }
 
-// TokenHeader carries Options.Token.
-const TokenHeader = "Hearth-Agent-Token"
-
 func requireToken(token string, next http.Handler) http.Handler {
 	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get(TokenHeader)), want) != 1 {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get(hostwire.TokenHeader)), want) != 1 {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -42,7 +43,7 @@ func failingSnapshots(failAt *atomic.Value) func(*Options) {
 	}
 }
 
-func vmExec(t *testing.T, c *Client, id, script string) string {
+func vmExec(t *testing.T, c *agentclient.Client, id, script string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -2,7 +2,7 @@ package agent
 
 import (
 	"errors"
-	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"net"
 	"net/http"
@@ -12,18 +12,11 @@ import (
 	"strings"
 )
 
-// Sandbox traffic routing headers, the same the E2B SDK sends to its
-// sandbox origin, so the control plane can forward a request untouched.
-const (
-	HeaderSandboxID   = proxy.HeaderSandboxID
-	HeaderSandboxPort = proxy.HeaderSandboxPort
-)
-
 // headerRouted sends requests carrying the routing headers to proxy and
 // everything else to next.
 func headerRouted(proxy, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(HeaderSandboxID) != "" {
+		if r.Header.Get(hostwire.HeaderSandboxID) != "" {
 			proxy.ServeHTTP(w, r)
 			return
 		}
@@ -45,7 +38,7 @@ func (a *Agent) pathProxy() http.Handler {
 // headerProxy routes by E2b-Sandbox-Id / E2b-Sandbox-Port, keeping the path.
 func (a *Agent) headerProxy() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.proxyTo(w, r, r.Header.Get(HeaderSandboxID), r.Header.Get(HeaderSandboxPort), r.URL.Path)
+		a.proxyTo(w, r, r.Header.Get(hostwire.HeaderSandboxID), r.Header.Get(hostwire.HeaderSandboxPort), r.URL.Path)
 	})
 }
 
@@ -76,12 +69,12 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 			if pr.Out.URL.Path == "" {
 				pr.Out.URL.Path = "/"
 			}
-			pr.Out.Host = pr.In.Host       // guests may route on Host (e.g. dev servers)
-			pr.Out.Header.Del(TokenHeader) // the agent's own token stays here
+			pr.Out.Host = pr.In.Host                // guests may route on Host (e.g. dev servers)
+			pr.Out.Header.Del(hostwire.TokenHeader) // the agent's own token stays here
 			pr.SetXForwarded()
 		},
 		// A pool per sandbox: guest addresses are reused by later
-		// sandboxes (see proxy.SandboxTransports).
+		// sandboxes (see hostwire.SandboxTransports).
 		Transport: a.pools.Get(id),
 		// Stream responses (server-sent events, Connect server streams).
 		FlushInterval: -1,

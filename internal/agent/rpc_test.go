@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
@@ -30,7 +32,7 @@ type rpcEnv struct {
 	h      *harness
 	agent  *Agent
 	srv    *httptest.Server
-	client *Client
+	client *agentclient.Client
 
 	mu    sync.Mutex
 	envds map[string]*httptest.Server // by sandbox ID
@@ -74,11 +76,11 @@ func newRPCEnv(t *testing.T, token string) *rpcEnv {
 			t.Error(err)
 		}
 	})
-	var opts []ClientOption
+	var opts []agentclient.ClientOption
 	if token != "" {
-		opts = append(opts, WithToken(token))
+		opts = append(opts, agentclient.WithToken(token))
 	}
-	e.h, e.agent, e.srv, e.client = h, a, srv, NewClient(srv.URL, srv.Client(), opts...)
+	e.h, e.agent, e.srv, e.client = h, a, srv, agentclient.NewClient(srv.URL, srv.Client(), opts...)
 	return e
 }
 
@@ -254,7 +256,7 @@ func TestRPCErrorMapping(t *testing.T) {
 func TestRPCRequiresToken(t *testing.T) {
 	t.Parallel()
 	e := newRPCEnv(t, "right")
-	wrong := NewClient(e.srv.URL, e.srv.Client(), WithToken("wrong"))
+	wrong := agentclient.NewClient(e.srv.URL, e.srv.Client(), agentclient.WithToken("wrong"))
 	_, err := wrong.Ping(context.Background())
 	var se *service.Error
 	if !errors.As(err, &se) || se.Kind != service.KindUnavailable {
@@ -277,7 +279,7 @@ func TestProxyToSandboxPort(t *testing.T) {
 	do := func(path string, hdr map[string]string) int {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+path, nil)
-		req.Header.Set(TokenHeader, "tok")
+		req.Header.Set(hostwire.TokenHeader, "tok")
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
@@ -292,13 +294,13 @@ func TestProxyToSandboxPort(t *testing.T) {
 	if code := do("/sandboxes/px1/proxy/"+port+"/health", nil); code != http.StatusNoContent {
 		t.Errorf("path-routed /health: %d", code)
 	}
-	if code := do("/health", map[string]string{HeaderSandboxID: "px1", HeaderSandboxPort: port}); code != http.StatusNoContent {
+	if code := do("/health", map[string]string{hostwire.HeaderSandboxID: "px1", hostwire.HeaderSandboxPort: port}); code != http.StatusNoContent {
 		t.Errorf("header-routed /health: %d", code)
 	}
-	if code := do("/envs", map[string]string{HeaderSandboxID: "px1", HeaderSandboxPort: port}); code != http.StatusUnauthorized {
+	if code := do("/envs", map[string]string{hostwire.HeaderSandboxID: "px1", hostwire.HeaderSandboxPort: port}); code != http.StatusUnauthorized {
 		t.Errorf("/envs without the sandbox token: %d, want 401 from envd", code)
 	}
-	if code := do("/envs", map[string]string{HeaderSandboxID: "px1", HeaderSandboxPort: port, "X-Access-Token": "secret-px1"}); code != http.StatusOK {
+	if code := do("/envs", map[string]string{hostwire.HeaderSandboxID: "px1", hostwire.HeaderSandboxPort: port, "X-Access-Token": "secret-px1"}); code != http.StatusOK {
 		t.Errorf("/envs with the sandbox token: %d", code)
 	}
 	if code := do("/sandboxes/nosuch/proxy/"+port+"/health", nil); code != http.StatusNotFound {

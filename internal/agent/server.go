@@ -12,15 +12,9 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
-
-// chunkSize bounds each streamed file or output message.
-const chunkSize = 1 << 20
-
-// fieldHeader carries the offending field of an InvalidArgument error so the
-// client can rebuild a service error that names it.
-const fieldHeader = "Hearth-Field"
 
 // rpcServer implements the HostAgentService over a Manager.
 type rpcServer struct {
@@ -33,14 +27,10 @@ func (s *rpcServer) m() *Manager { return s.a.mgr }
 
 func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.CreateSandboxRequest]) (*connect.Response[pb.CreateSandboxResponse], error) {
 	r := req.Msg
-	kind := sbx.KindBase
-	if r.TemplateKind == pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT {
-		kind = sbx.KindSnapshot
-	}
 	in, err := s.m().Create(ctx, Spec{
 		ID:            r.SandboxId,
 		TemplateID:    r.TemplateId,
-		TemplateKind:  kind,
+		TemplateKind:  hostwire.KindFromPB(r.TemplateKind),
 		VCPUs:         int(r.Vcpus),
 		MemoryMB:      int(r.MemoryMb),
 		DiskSizeMB:    int(r.DiskSizeMb),
@@ -145,7 +135,7 @@ func (s *rpcServer) ReadFile(ctx context.Context, req *connect.Request[pb.ReadFi
 		return connectErr(fmt.Errorf("read %s: %w", r.Path, err))
 	}
 	defer rc.Close()
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, hostwire.ChunkSize)
 	for {
 		n, rerr := io.ReadFull(rc, buf)
 		if n > 0 {
@@ -224,7 +214,7 @@ func (s *rpcServer) DeleteSnapshot(ctx context.Context, req *connect.Request[pb.
 func toPB(in Info) *pb.Sandbox {
 	out := &pb.Sandbox{
 		SandboxId:  in.ID,
-		State:      stateToPB[in.State],
+		State:      hostwire.StateToPB(in.State),
 		Address:    in.EnvdAddr,
 		TemplateId: in.TemplateID,
 		Vcpus:      int32(in.VCPUs),
@@ -286,7 +276,7 @@ func connectErr(err error) error {
 	}
 	out := connect.NewError(code, err)
 	if errors.As(err, &fe) {
-		out.Meta().Set(fieldHeader, fe.Field)
+		out.Meta().Set(hostwire.FieldHeader, fe.Field)
 	}
 	return out
 }

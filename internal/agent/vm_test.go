@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/netns"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
@@ -39,7 +40,7 @@ const e2eNetPrefix = "hte2e-"
 type vmEnv struct {
 	data   string
 	agent  *Agent
-	client *Client
+	client *agentclient.Client
 	pool   *rootfs.Pool
 	opts   Options
 	srv    *httptest.Server
@@ -125,7 +126,7 @@ func newVMEnvWith(t testing.TB, adjust func(*Options), images ...string) *vmEnv 
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
-	e := &vmEnv{data: data, agent: a, client: NewClient(srv.URL, srv.Client()), pool: pool, opts: opts, srv: srv}
+	e := &vmEnv{data: data, agent: a, client: agentclient.NewClient(srv.URL, srv.Client()), pool: pool, opts: opts, srv: srv}
 	t.Cleanup(func() {
 		// Tests close these themselves to check for leaks; this is for
 		// the failure paths (both are idempotent).
@@ -150,7 +151,7 @@ func (e *vmEnv) restart(t testing.TB) {
 	}
 	e.agent = a
 	e.srv = httptest.NewServer(a.Handler())
-	e.client = NewClient(e.srv.URL, e.srv.Client())
+	e.client = agentclient.NewClient(e.srv.URL, e.srv.Client())
 }
 
 func TestVMEndToEnd(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/agent"
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
@@ -109,7 +110,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.agentSrv = agent.NewHTTPServer(aln.Addr().String(), s.Agent.Handler())
 	go s.agentSrv.Serve(aln)
 	agentURL := "http://" + aln.Addr().String()
-	client := agent.NewClient(agentURL, &http.Client{}, agent.WithToken(token))
+	client := agentclient.NewClient(agentURL, &http.Client{}, agentclient.WithToken(token))
 
 	if s.ControlPlane, err = controlplane.New(ctx, controlplane.Options{
 		Config: cfg,

@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hearth-sandbox/hearth/internal/agent"
+	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/hostreg"
 	"github.com/hearth-sandbox/hearth/internal/pki"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
@@ -301,7 +301,7 @@ func (c *ControlPlaneSide) client(h store.Host) (service.HostClient, error) {
 	if h.Address == "" {
 		return nil, fmt.Errorf("fleet: host %s has no address", h.ID)
 	}
-	return agent.NewClient("https://"+h.Address, &http.Client{Transport: c.transport(h.ID, true)}), nil
+	return agentclient.NewClient("https://"+h.Address, &http.Client{Transport: c.transport(h.ID, true)}), nil
 }
 
 // Transport returns the mTLS round tripper for talking to hostID's agent:

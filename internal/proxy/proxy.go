@@ -37,12 +37,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-)
 
-// Routing headers (the E2B SDK's names).
-const (
-	HeaderSandboxID   = "E2b-Sandbox-Id"
-	HeaderSandboxPort = "E2b-Sandbox-Port"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 )
 
 // EnvdPort is where envd listens in every guest.
@@ -105,10 +101,10 @@ func New(res Resolver, o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	var pools *SandboxTransports
+	var pools *hostwire.SandboxTransports
 	if o.Transport == nil {
-		pools = NewSandboxTransports()
-		o.Transport = pools
+		pools = hostwire.NewSandboxTransports()
+		o.Transport = routedPools{pools}
 	}
 	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger}
 	p.rp = &httputil.ReverseProxy{
@@ -147,7 +143,7 @@ type routeKey struct{}
 // name under the sandbox domain), for a top-level router that sends it here
 // before the API.
 func (p *Proxy) Matches(r *http.Request) bool {
-	if r.Header.Get(HeaderSandboxID) != "" {
+	if r.Header.Get(hostwire.HeaderSandboxID) != "" {
 		return true
 	}
 	_, _, ok := p.hostRoute(r.Host)
@@ -173,15 +169,15 @@ func (p *Proxy) hostRoute(host string) (id, port string, ok bool) {
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var id, portStr string
-	if id = r.Header.Get(HeaderSandboxID); id != "" {
-		portStr = r.Header.Get(HeaderSandboxPort)
+	if id = r.Header.Get(hostwire.HeaderSandboxID); id != "" {
+		portStr = r.Header.Get(hostwire.HeaderSandboxPort)
 		if portStr == "" {
 			portStr = strconv.Itoa(EnvdPort)
 		}
 	} else if hid, hport, ok := p.hostRoute(r.Host); ok {
 		id, portStr = hid, hport
 	} else {
-		writeError(w, r, http.StatusBadRequest, "not sandbox traffic: send "+HeaderSandboxID+" and "+HeaderSandboxPort+" headers or use a <port>-<sandboxID> host name")
+		writeError(w, r, http.StatusBadRequest, "not sandbox traffic: send "+hostwire.HeaderSandboxID+" and "+hostwire.HeaderSandboxPort+" headers or use a <port>-<sandboxID> host name")
 		return
 	}
 	port, err := strconv.Atoi(portStr)
@@ -246,8 +242,8 @@ func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey{}).(route)
 	pr.SetURL(rt.target.URL)
 	pr.Out.Host = pr.In.Host
-	pr.Out.Header.Del(HeaderSandboxID)
-	pr.Out.Header.Del(HeaderSandboxPort)
+	pr.Out.Header.Del(hostwire.HeaderSandboxID)
+	pr.Out.Header.Del(hostwire.HeaderSandboxPort)
 	for k, vs := range rt.target.Header {
 		pr.Out.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
@@ -311,4 +307,13 @@ func connectCode(status int) string {
 	default:
 		return "unavailable"
 	}
+}
+
+// routedPools sends a request routed by the Proxy through its sandbox's
+// pool.
+type routedPools struct{ *hostwire.SandboxTransports }
+
+func (p routedPools) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt, _ := r.Context().Value(routeKey{}).(route)
+	return p.Get(rt.id).RoundTrip(r)
 }

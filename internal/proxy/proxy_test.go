@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 )
 
@@ -131,8 +132,8 @@ type headerTransport struct {
 
 func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(proxy.HeaderSandboxID, t.id)
-	r.Header.Set(proxy.HeaderSandboxPort, t.port)
+	r.Header.Set(hostwire.HeaderSandboxID, t.id)
+	r.Header.Set(hostwire.HeaderSandboxPort, t.port)
 	if t.token != "" {
 		r.Header.Set(envd.AccessTokenHeader, t.token)
 	}
@@ -227,7 +228,7 @@ func TestHostRouting(t *testing.T) {
 	}
 	got := make(chan seen, 1)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- seen{r.Host, r.URL.Path, r.URL.RawQuery, r.Header.Get(proxy.HeaderSandboxID) + r.Header.Get(proxy.HeaderSandboxPort)}
+		got <- seen{r.Host, r.URL.Path, r.URL.RawQuery, r.Header.Get(hostwire.HeaderSandboxID) + r.Header.Get(hostwire.HeaderSandboxPort)}
 		io.WriteString(w, "hello from the guest")
 	}))
 	t.Cleanup(web.Close)
@@ -290,7 +291,7 @@ func TestMatches(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Host = tc.host
 			if tc.header {
-				r.Header.Set(proxy.HeaderSandboxID, "abc")
+				r.Header.Set(hostwire.HeaderSandboxID, "abc")
 			}
 			if got := tc.p.Matches(r); got != tc.want {
 				t.Fatalf("Matches = %v, want %v", got, tc.want)
@@ -361,7 +362,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Header = http.Header{proxy.HeaderSandboxID: {"sbx1"}, proxy.HeaderSandboxPort: {"8080"}}
+	cfg.Header = http.Header{hostwire.HeaderSandboxID: {"sbx1"}, hostwire.HeaderSandboxPort: {"8080"}}
 	ws, err := websocket.DialConfig(cfg)
 	if err != nil {
 		t.Fatalf("dial through proxy: %v", err)
@@ -413,8 +414,8 @@ func TestErrors(t *testing.T) {
 				path = "/health"
 			}
 			req, _ := http.NewRequest(http.MethodGet, h.url+path, nil)
-			req.Header.Set(proxy.HeaderSandboxID, tc.id)
-			req.Header.Set(proxy.HeaderSandboxPort, tc.port)
+			req.Header.Set(hostwire.HeaderSandboxID, tc.id)
+			req.Header.Set(hostwire.HeaderSandboxPort, tc.port)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -549,8 +550,8 @@ func TestStreamingSSE(t *testing.T) {
 	h.res.add("sbx1", 8000, sse.URL)
 
 	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, h.url+"/events", nil)
-	req.Header.Set(proxy.HeaderSandboxID, "sbx1")
-	req.Header.Set(proxy.HeaderSandboxPort, "8000")
+	req.Header.Set(hostwire.HeaderSandboxID, "sbx1")
+	req.Header.Set(hostwire.HeaderSandboxPort, "8000")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

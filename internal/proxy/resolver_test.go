@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -105,8 +106,8 @@ func TestStoreResolver(t *testing.T) {
 		t.Cleanup(srv.Close)
 		get := func(id string) (int, string) {
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/health?x=1", nil)
-			req.Header.Set(proxy.HeaderSandboxID, id)
-			req.Header.Set(proxy.HeaderSandboxPort, "49983")
+			req.Header.Set(hostwire.HeaderSandboxID, id)
+			req.Header.Set(hostwire.HeaderSandboxPort, "49983")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -17,7 +17,7 @@ type HostStore interface {
 	GetHost(ctx context.Context, id string) (store.Host, error)
 }
 
-// ClientFactory makes the RPC client of a host (e.g. agent.NewClient over
+// ClientFactory makes the RPC client of a host (e.g. agentclient.NewClient over
 // an http.Client whose transport uses pki.ControlPlaneClientTLS for
 // host.ID). Pool calls it once per host and address.
 type ClientFactory func(host store.Host) (service.HostClient, error)

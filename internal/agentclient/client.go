@@ -1,4 +1,8 @@
-package agent
+// Package agentclient is the control plane's client of a host agent
+// (hostagent.v1 over Connect): it turns the service's host calls into RPCs
+// and the agent's errors back into service errors. It lives on the control
+// plane's side so that the agent imports nothing of the control plane.
+package agentclient
 
 import (
 	"context"
@@ -13,7 +17,7 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
-	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -47,18 +51,14 @@ type clientOpts struct{ token string }
 // ClientOption configures NewClient.
 type ClientOption func(*clientOpts)
 
-// WithToken sends the agent's Options.Token with every call.
+// WithToken sends the agent's token (agent.Options.Token) with every call.
 func WithToken(token string) ClientOption { return func(o *clientOpts) { o.token = token } }
 
 func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxRequest) (service.SandboxRuntime, error) {
-	kind := pb.TemplateKind_TEMPLATE_KIND_BASE
-	if req.TemplateKind == sbx.KindSnapshot {
-		kind = pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT
-	}
 	res, err := c.rpc.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{
 		SandboxId:     req.SandboxID,
 		TemplateId:    req.TemplateID,
-		TemplateKind:  kind,
+		TemplateKind:  hostwire.KindToPB(req.TemplateKind),
 		Vcpus:         int32(req.VCPUs),
 		MemoryMb:      int32(req.MemoryMB),
 		DiskSizeMb:    int32(req.DiskSizeMB),
@@ -221,7 +221,7 @@ func (c *Client) WriteFile(ctx context.Context, sandboxID, path string, r io.Rea
 	defer cancel()
 	st := c.rpc.WriteFile(ctx)
 	err := st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Header{Header: &pb.WriteFileHeader{SandboxId: sandboxID, Path: path}}})
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, hostwire.ChunkSize)
 	for err == nil {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
@@ -278,22 +278,13 @@ func (c *Client) Ping(ctx context.Context) (service.HostInfo, error) {
 func fromPB(s *pb.Sandbox) service.SandboxRuntime {
 	rt := service.SandboxRuntime{
 		SandboxID: s.GetSandboxId(),
-		State:     stateFromPB(s.GetState()),
+		State:     string(hostwire.StateFromPB(s.GetState())),
 		Address:   s.GetAddress(),
 	}
 	if s.GetStartedAt() != nil {
 		rt.StartedAt = s.GetStartedAt().AsTime()
 	}
 	return rt
-}
-
-func stateFromPB(st pb.SandboxState) string {
-	for k, v := range stateToPB {
-		if v == st {
-			return string(k)
-		}
-	}
-	return "unknown"
 }
 
 // serviceErr is the one place RPC errors become the service's typed errors.
@@ -312,7 +303,7 @@ func serviceErr(op string, err error) error {
 	case connect.CodeNotFound:
 		return &service.Error{Kind: service.KindNotFound, Message: msg, Err: err}
 	case connect.CodeInvalidArgument:
-		return &service.Error{Kind: service.KindInvalidArgument, Field: ce.Meta().Get(fieldHeader), Message: msg, Err: err}
+		return &service.Error{Kind: service.KindInvalidArgument, Field: ce.Meta().Get(hostwire.FieldHeader), Message: msg, Err: err}
 	case connect.CodeFailedPrecondition, connect.CodeAlreadyExists, connect.CodeAborted:
 		return &service.Error{Kind: service.KindConflict, Message: msg, Err: err}
 	case connect.CodeUnimplemented:
@@ -335,12 +326,12 @@ func tokenInterceptor(token string) connect.Interceptor {
 	return tokenIC(token)
 }
 
-// tokenIC adds TokenHeader to unary and streaming calls.
+// tokenIC adds hostwire.TokenHeader to unary and streaming calls.
 type tokenIC string
 
 func (t tokenIC) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set(TokenHeader, string(t))
+		req.Header().Set(hostwire.TokenHeader, string(t))
 		return next(ctx, req)
 	}
 }
@@ -348,7 +339,7 @@ func (t tokenIC) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 func (t tokenIC) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		conn := next(ctx, spec)
-		conn.RequestHeader().Set(TokenHeader, string(t))
+		conn.RequestHeader().Set(hostwire.TokenHeader, string(t))
 		return conn
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package hostwire
 
 import (
 	"net"
@@ -78,10 +78,4 @@ func (s *SandboxTransports) Reset(id string) {
 	if ok {
 		p.t.CloseIdleConnections()
 	}
-}
-
-// RoundTrip sends a request routed by the Proxy through its sandbox's pool.
-func (s *SandboxTransports) RoundTrip(r *http.Request) (*http.Response, error) {
-	rt, _ := r.Context().Value(routeKey{}).(route)
-	return s.Get(rt.id).RoundTrip(r)
 }

@@ -1,0 +1,72 @@
+// Package hostwire is what the control plane and the host agents share on
+// the wire between them, so that neither side imports the other: the
+// header names, the mapping of the sandbox contract (package sandbox) to
+// the hostagent.v1 messages, and the per-sandbox connection pools both the
+// control plane's proxy and the agent's sandbox-traffic endpoint use.
+//
+// It is a leaf on the host side's dependency graph: it imports only the
+// generated protocol and package sandbox.
+package hostwire
+
+import (
+	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
+)
+
+// Sandbox traffic routing headers, the same the E2B SDK sends to its
+// sandbox origin, so the control plane can forward a request untouched.
+const (
+	HeaderSandboxID   = "E2b-Sandbox-Id"
+	HeaderSandboxPort = "E2b-Sandbox-Port"
+)
+
+// TokenHeader carries the agent's token (agent.Options.Token) on every
+// request of the control plane.
+const TokenHeader = "Hearth-Agent-Token"
+
+// FieldHeader carries the offending field of an InvalidArgument error so
+// the client can rebuild an error that names it.
+const FieldHeader = "Hearth-Field"
+
+// ChunkSize bounds each streamed file or output message.
+const ChunkSize = 1 << 20
+
+var statesPB = map[sandbox.State]pb.SandboxState{
+	sandbox.StateCreating: pb.SandboxState_SANDBOX_STATE_CREATING,
+	sandbox.StateRunning:  pb.SandboxState_SANDBOX_STATE_RUNNING,
+	sandbox.StatePausing:  pb.SandboxState_SANDBOX_STATE_PAUSING,
+	sandbox.StatePaused:   pb.SandboxState_SANDBOX_STATE_PAUSED,
+	sandbox.StateResuming: pb.SandboxState_SANDBOX_STATE_RESUMING,
+	sandbox.StateStopping: pb.SandboxState_SANDBOX_STATE_STOPPING,
+	sandbox.StateStopped:  pb.SandboxState_SANDBOX_STATE_STOPPED,
+	sandbox.StateError:    pb.SandboxState_SANDBOX_STATE_ERROR,
+}
+
+// StateToPB maps a state to its protocol value (unspecified when unknown).
+func StateToPB(s sandbox.State) pb.SandboxState { return statesPB[s] }
+
+// StateFromPB maps a protocol value back; unknown values are "unknown".
+func StateFromPB(st pb.SandboxState) sandbox.State {
+	for k, v := range statesPB {
+		if v == st {
+			return k
+		}
+	}
+	return "unknown"
+}
+
+// KindToPB maps a template kind to its protocol value.
+func KindToPB(k sandbox.TemplateKind) pb.TemplateKind {
+	if k == sandbox.KindSnapshot {
+		return pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT
+	}
+	return pb.TemplateKind_TEMPLATE_KIND_BASE
+}
+
+// KindFromPB maps a protocol value back (anything but snapshot is base).
+func KindFromPB(k pb.TemplateKind) sandbox.TemplateKind {
+	if k == pb.TemplateKind_TEMPLATE_KIND_SNAPSHOT {
+		return sandbox.KindSnapshot
+	}
+	return sandbox.KindBase
+}
