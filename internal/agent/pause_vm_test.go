@@ -17,7 +17,6 @@ import (
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
 var errInjectedVM = errors.New("injected failure")

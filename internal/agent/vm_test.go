@@ -26,7 +26,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
-	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/vmm/qemu"
 	"github.com/hearth-sandbox/hearth/internal/vmm/vmmtest"
 )
