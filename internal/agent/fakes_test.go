@@ -36,7 +36,10 @@ type fakeDriver struct {
 	machines  []*fakeMachine
 }
 
-func (d *fakeDriver) Name() string                { return "fake" }
+func (d *fakeDriver) Name() string { return "fake" }
+func (d *fakeDriver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{SnapshotFormat: "fake"}
+}
 func (d *fakeDriver) Probe(context.Context) error { return nil }
 func (d *fakeDriver) NewMachine(cfg vmm.Config) (vmm.Machine, error) {
 	d.mu.Lock()

@@ -45,7 +45,7 @@ type templateMeta struct {
 	MemoryMB      int       `json:"memory_mb"`
 	DiskSizeMB    int       `json:"disk_size_mb"`
 	DiskFSBytes   int64     `json:"disk_fs_bytes"` // ext4 size: spawned disks are cloned at exactly this size
-	Driver        string    `json:"driver"`
+	Driver        string    `json:"driver"`        // the snapshot format (vmm.Capabilities.SnapshotFormat)
 	User          string    `json:"user"`
 	Token         string    `json:"token"` // the frozen envd's access token: /init re-auth
 	CreatedAt     time.Time `json:"created_at"`
@@ -81,8 +81,8 @@ func (m *Manager) checkTemplate(spec *Spec) (templateMeta, error) {
 	if err != nil {
 		return t, err
 	}
-	if t.Driver != m.d.Driver.Name() {
-		return t, fmt.Errorf("snapshot template %s was made with %s, this host runs %s: %w", t.TemplateID, t.Driver, m.d.Driver.Name(), ErrInvalid)
+	if f := m.d.Driver.Capabilities().SnapshotFormat; t.Driver != f {
+		return t, fmt.Errorf("snapshot template %s was made with %s, this host runs %s: %w", t.TemplateID, t.Driver, f, ErrInvalid)
 	}
 	// Firecracker templates need no special case: its snapshot records the
 	// drive's path, and every firecracker process sees its own disk at one
@@ -220,7 +220,7 @@ func (m *Manager) writeTemplate(ctx context.Context, sb *sandbox, templateID, ds
 	t = templateMeta{
 		TemplateID: templateID, SourceSandbox: sb.spec.ID,
 		VCPUs: sb.spec.VCPUs, MemoryMB: sb.spec.MemoryMB, DiskSizeMB: sb.spec.DiskSizeMB, DiskFSBytes: fsBytes,
-		Driver: m.d.Driver.Name(), User: frozen.User, Token: frozen.Token, CreatedAt: time.Now().UTC(),
+		Driver: m.d.Driver.Capabilities().SnapshotFormat, User: frozen.User, Token: frozen.Token, CreatedAt: time.Now().UTC(),
 	}
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {

@@ -6,15 +6,21 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
-// namedDriver is the fake driver under another name.
+// namedDriver is the fake driver under another name, writing that
+// driver's snapshot format.
 type namedDriver struct {
 	*fakeDriver
 	name string
 }
 
 func (d namedDriver) Name() string { return d.name }
+func (d namedDriver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{SnapshotFormat: d.name}
+}
 
 // TestCheckTemplateDrivers: a snapshot template spawns on a host running
 // the driver it was made with, Firecracker included (its disk path is

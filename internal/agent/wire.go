@@ -18,6 +18,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/netns"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/vmm/auto"
 )
 
@@ -92,8 +93,9 @@ func (a *Agent) wire(ctx context.Context) error {
 		}
 	}
 	if o.Snapshots == nil {
-		// Every driver that can restore gets pause/resume/templates.
-		if d, ok := o.Driver.(sandboxsnap.Driver); ok {
+		// Every driver that can snapshot and restore gets
+		// pause/resume/templates.
+		if d, ok := o.Driver.(sandboxsnap.Driver); ok && d.Capabilities().Memory != vmm.MemoryNoSnapshot {
 			s, err := sandboxsnap.New(sandboxsnap.Options{Driver: d, DataDir: o.DataDir, Logger: o.Logger})
 			if err != nil {
 				return fmt.Errorf("agent: snapshots: %w", err)

@@ -80,6 +80,14 @@ func New(o Options) (*Snapshotter, error) {
 	if o.Driver == nil {
 		return nil, errors.New("sandboxsnap: Driver is required")
 	}
+	switch c := o.Driver.Capabilities(); {
+	case c.Memory == vmm.MemorySharedFile:
+	case c.Memory == vmm.MemoryVMMWritten && c.DiffSnapshots && c.LazyRestore:
+		// Pauses write Diffs after the first; resumes serve memory lazily.
+	default:
+		return nil, fmt.Errorf("sandboxsnap: driver %s cannot be snapshotted here (memory %s, diff %v, lazy restore %v): %w",
+			o.Driver.Name(), c.Memory, c.DiffSnapshots, c.LazyRestore, errors.ErrUnsupported)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -97,7 +105,12 @@ func New(o Options) (*Snapshotter, error) {
 	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}}, nil
 }
 
-func (s *Snapshotter) qemu() bool { return s.o.Driver.Name() == "qemu" }
+// sharedMemory: guest RAM lives in a file this package saves and
+// materialises (QEMU's model); otherwise the VMM writes and loads it
+// (Firecracker's). New refused every other model.
+func (s *Snapshotter) sharedMemory() bool {
+	return s.o.Driver.Capabilities().Memory == vmm.MemorySharedFile
+}
 
 // MemoryFile is the RAM file of a running QEMU sandbox.
 func (s *Snapshotter) MemoryFile(sandboxID string) string {
@@ -107,7 +120,7 @@ func (s *Snapshotter) MemoryFile(sandboxID string) string {
 // PrepareBoot adjusts the config of a machine about to boot so that it can
 // be paused later: QEMU keeps guest RAM in a shared file (MemoryFile).
 func (s *Snapshotter) PrepareBoot(cfg vmm.Config) (vmm.Config, error) {
-	if !s.qemu() {
+	if !s.sharedMemory() {
 		return cfg, nil
 	}
 	if err := os.MkdirAll(s.o.MemoryDir, 0o700); err != nil {
@@ -149,7 +162,7 @@ func (s *Snapshotter) Pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, 
 		stats pauseStats
 		err   error
 	)
-	if s.qemu() {
+	if s.sharedMemory() {
 		stats, err = s.pauseQEMU(ctx, sm, cfg, dir)
 	} else {
 		stats, err = s.pauseFirecracker(ctx, sm, cfg, dir)
@@ -165,7 +178,7 @@ func (s *Snapshotter) Pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, 
 		// The snapshot is committed; the caller's cleanup stops it again.
 		return fmt.Errorf("stop paused vm: %w", err)
 	}
-	if s.qemu() {
+	if s.sharedMemory() {
 		if err := os.Remove(s.MemoryFile(cfg.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("remove RAM file", "sandbox", cfg.ID, "err", err)
 		}
@@ -447,7 +460,7 @@ func (s *Snapshotter) Restore(ctx context.Context, cfg vmm.Config, dir string) (
 		snap.Close()
 		return nil, fmt.Errorf("snapshot holds %d bytes of memory, machine has %d", snap.Size(), want)
 	}
-	if s.qemu() {
+	if s.sharedMemory() {
 		defer snap.Close()
 		return s.restoreQEMU(ctx, cfg, snap, state)
 	}

@@ -64,11 +64,64 @@ type Machine interface {
 
 // Driver creates machines of one kind.
 type Driver interface {
-	Name() string // "qemu" or "firecracker"
+	// Name is for logs, doctor output and probing ("qemu" or
+	// "firecracker"); behaviour is decided on Capabilities, never on it.
+	Name() string
+	// Capabilities says what the driver's machines can do and how.
+	Capabilities() Capabilities
 	// Probe reports whether this host can run the driver; the error says what
 	// is missing and how to fix it.
 	Probe(ctx context.Context) error
 	NewMachine(cfg Config) (Machine, error)
+}
+
+// MemoryModel is how a driver's guest memory is kept while running and
+// saved in, and restored from, a snapshot.
+type MemoryModel int
+
+const (
+	// MemoryNoSnapshot: the machines cannot be snapshotted (the zero value,
+	// so a driver that declares nothing gets no pause/resume).
+	MemoryNoSnapshot MemoryModel = iota
+	// MemorySharedFile: guest RAM is a shared mapping of Config.MemoryFile;
+	// Snapshot writes only the device state, the caller saves the file, and
+	// Restore maps a complete file again (eager: the caller materialises
+	// it first). QEMU.
+	MemorySharedFile
+	// MemoryVMMWritten: guest RAM is the VMM's own; Snapshot writes it to
+	// SnapshotSpec.MemoryPath (see DiffSnapshots), and Restore loads it from
+	// a file or a userfaultfd page server (see LazyRestore). Firecracker.
+	MemoryVMMWritten
+)
+
+func (m MemoryModel) String() string {
+	switch m {
+	case MemorySharedFile:
+		return "shared-file"
+	case MemoryVMMWritten:
+		return "vmm-written"
+	}
+	return "none"
+}
+
+// Capabilities declare a driver's behaviour so that callers (the host
+// agent's snapshotter) ask what a driver can do, never which one it is.
+type Capabilities struct {
+	// Memory is how guest memory is kept, saved and restored.
+	Memory MemoryModel
+	// DiffSnapshots: Snapshot can write only the pages dirtied since the
+	// last snapshot (SnapshotSpec.Diff, RestoreSpec.TrackDirtyPages).
+	DiffSnapshots bool
+	// LazyRestore: Restore can fault memory in from a userfaultfd page
+	// server (RestoreSpec.UffdSocket) instead of loading it first.
+	LazyRestore bool
+	// PrivateRestore: Restore can map memory copy-on-write
+	// (RestoreSpec.MemoryPrivate).
+	PrivateRestore bool
+	// SnapshotFormat names the format of the state Snapshot writes: a
+	// snapshot restores only on a driver with the same format. (Equal to
+	// the driver names, which templates recorded before capabilities.)
+	SnapshotFormat string
 }
 
 // Snapshotter is implemented by machines that can be frozen and saved (both

@@ -78,6 +78,12 @@ func New(opts Options) *Driver {
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return "firecracker" }
 
+// Capabilities implements vmm.Driver: Firecracker writes guest memory
+// itself (Full or Diff) and loads it from a file or a Uffd page server.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{Memory: vmm.MemoryVMMWritten, DiffSnapshots: true, LazyRestore: true, SnapshotFormat: "firecracker"}
+}
+
 // RootDrivePath is the root drive's path as every firecracker process sees
 // it (and records it in snapshots): StableDir/rootfs, bound to the
 // machine's own Config.RootDisk in its mount namespace.

@@ -89,6 +89,12 @@ func New(opts Options) *Driver {
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return "qemu" }
 
+// Capabilities implements vmm.Driver: RAM in a shared file (QEMU
+// memory-backend-file), device state in a migration stream.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{Memory: vmm.MemorySharedFile, PrivateRestore: true, SnapshotFormat: "qemu"}
+}
+
 // Accel returns the accelerator this driver uses.
 func (d *Driver) Accel() string { return d.opts.Accel }
 
