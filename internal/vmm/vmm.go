@@ -4,6 +4,9 @@
 // one by probing the host; vmm/vmmproc holds the process handling (own
 // process group, network namespace, pid file) both drivers share.
 //
+// Callers decide on a driver's Capabilities, never on its Name. A new
+// driver declares them and must pass the conformance suite in vmm/vmmtest.
+//
 // Files a driver writes in Config.RunDir (other packages may read them):
 //
 //	console.log  the guest's serial console (appended to across restores)

@@ -1,6 +1,9 @@
-// Package vmmtest holds helpers for tests that boot real VMs: locating the
-// guest images, building a throwaway busybox initramfs, and watching a
-// serial console log.
+// Package vmmtest holds the conformance suite every VMM driver must pass
+// (Conformance: boot, exec through envd, pause, snapshot, restore, stop,
+// cleanup; called by the tests of vmm/qemu against real QEMU and of
+// vmm/firecracker against its fake) and helpers for tests that boot real
+// VMs: locating the guest images, building a throwaway busybox initramfs,
+// and watching a serial console log.
 package vmmtest
 
 import (
