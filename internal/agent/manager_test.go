@@ -251,8 +251,11 @@ func TestCreateCanceledWhileBooting(t *testing.T) {
 	h.envd.neverHealty = true
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// Cancel once the VM exists, i.e. while create waits for envd.
-		for h.driver.live() == 0 {
+		// Cancel once the VM exists, i.e. while create waits for envd (or
+		// after the deadline, so this goroutine never outlives the test by
+		// much; the create then fails differently and the test says so).
+		deadline := time.Now().Add(testDeadline)
+		for h.driver.live() == 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 		cancel()
@@ -288,10 +291,13 @@ func TestVMMExitMovesToError(t *testing.T) {
 	sb.mu.Lock()
 	exited := sb.exited
 	sb.mu.Unlock()
-	<-exited
-	for sb.currentState() != sbx.StateError { // the watcher moves it right after closing exited
-		time.Sleep(time.Millisecond)
+	select {
+	case <-exited:
+	case <-time.After(testDeadline):
+		t.Fatal("the crashed VMM's exit was not noticed")
 	}
+	// The watcher moves it right after closing exited.
+	waitFor(t, "state error after the crash", func() bool { return sb.currentState() == sbx.StateError })
 	if _, _, err := h.m.envdOf("crash1"); err == nil {
 		t.Error("exec allowed on a crashed sandbox")
 	}
@@ -529,5 +535,21 @@ func TestMetaRoundTrip(t *testing.T) {
 	if md.State != sbx.StatePaused || md.Spec.ID != "meta1" || md.Spec.AccessToken != "" {
 		b, _ := json.Marshal(md)
 		t.Errorf("meta = %s", b)
+	}
+}
+
+// testDeadline bounds every wait of these tests on the fakes (which answer
+// in microseconds): a hang fails the test instead of the whole run.
+const testDeadline = 10 * time.Second
+
+// waitFor polls cond until it holds, failing the test after testDeadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testDeadline)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %v", what, testDeadline)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

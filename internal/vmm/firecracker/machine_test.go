@@ -17,6 +17,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/snapshot"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/vmm/firecracker/fcfake"
+	"github.com/hearth-sandbox/hearth/internal/vmm/vmmtest"
 )
 
 type call = fcfake.Call
@@ -311,20 +312,40 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// TestRealFirecracker boots a guest with the real binary where it can run.
+// TestRealFirecracker runs the conformance suite against the real binary
+// where it can run: the tiny image boots to envd, commands run through
+// envd, and a restored guest still holds what it wrote. Without the binary,
+// KVM or the images it skips, saying which.
 func TestRealFirecracker(t *testing.T) {
 	bin, err := exec.LookPath("firecracker")
 	if err != nil {
 		t.Skip("needs the firecracker binary in PATH (github.com/firecracker-microvm/firecracker/releases) and a KVM host that boots stock kernels")
 	}
-	kernel := filepath.Join(os.Getenv("HEARTH_IMAGES_DIR"), "images", "kernel", "vmlinux")
-	if _, err := os.Stat(kernel); os.Getenv("HEARTH_IMAGES_DIR") == "" || err != nil {
-		t.Skip("needs HEARTH_IMAGES_DIR with images/kernel/vmlinux (hearth image build)")
-	}
-	d := New(Options{Binary: bin, ProbeKernel: kernel})
+	im := vmmtest.FindImages(t)
+	vmmtest.RequireFile(t, im.Tiny)
+	d := New(Options{Binary: bin, ProbeKernel: im.Kernel, StableDir: filepath.Join(t.TempDir(), "stable")})
 	if err := d.Probe(context.Background()); err != nil {
 		t.Skipf("firecracker cannot run here: %v", err)
 	}
+	vmmtest.Conformance(t, vmmtest.Target{
+		Driver: d,
+		Config: func(t *testing.T, dir string) vmm.Config {
+			ns, tap := vmmtest.NetNSWithTap(t)
+			return vmm.Config{
+				ID: "conformance", KernelPath: im.Kernel, InitrdPath: im.Initrd,
+				KernelArgs: "hearth.ip=169.254.0.21/30 hearth.gw=169.254.0.22",
+				RootDisk:   vmmtest.CopyFile(t, im.Tiny, dir), RootDiskFormat: "raw", VCPUs: 1, MemoryMB: 256,
+				NetNS: ns, TapName: tap, MAC: vmmtest.GuestMAC,
+			}
+		},
+		Ready: func(ctx context.Context, t *testing.T, m vmm.Machine, cfg vmm.Config) error {
+			exited := make(chan struct{})
+			go func() { _ = m.Wait(context.Background()); close(exited) }()
+			_, err := vmmtest.WaitForConsole(ctx, vmm.ConsoleLog(cfg.RunDir), 0, "hearth-init: envd started", exited)
+			return err
+		},
+		GuestAddr: "169.254.0.21:49983",
+	})
 }
 
 // TestStartMissingRootDisk: a disk that cannot be bound at the stable path
