@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/cli/clitest"
 )
@@ -95,7 +96,7 @@ func TestCLI(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "ID ") || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "tiny") || !strings.Contains(r.stdout, "1 vCPU, 300.0 MiB, 2.0 GiB disk") {
 		t.Errorf("ls table:\n%s", r.stdout)
 	}
-	var list []cli.Sandbox
+	var list []apiwire.Sandbox
 	r = hearth(t, "", "sandbox", "ls", "-o", "json").ok(t)
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0].ID != id || !list[0].AutoPause || list[0].TimeoutS != 600 {
 		t.Fatalf("ls json %q: %v", r.stdout, err)
@@ -128,7 +129,7 @@ func TestCLI(t *testing.T) {
 		}
 	}
 	r = hearth(t, "", "sandbox", "exec", id, "-o", "json", "--", "exit", "4")
-	var res cli.ExecResult
+	var res apiwire.ExecResult
 	if cli.ExitCode(r.err) != 4 || json.Unmarshal([]byte(r.stdout), &res) != nil || res.ExitCode != 4 {
 		t.Errorf("exec json: %q, %v", r.stdout, r.err)
 	}
@@ -181,7 +182,7 @@ func TestCLI(t *testing.T) {
 
 	// timeout, pause, resume.
 	r = hearth(t, "", "sandbox", "timeout", id, "900", "-o", "json").ok(t)
-	var sb cli.Sandbox
+	var sb apiwire.Sandbox
 	if json.Unmarshal([]byte(r.stdout), &sb) != nil || sb.TimeoutS != 900 {
 		t.Errorf("timeout json %q", r.stdout)
 	}
@@ -198,7 +199,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("template ls:\n%s", r.stdout)
 	}
 	hearth(t, "", "snapshot", "create", id, "snap-a").ok(t)
-	var snaps []cli.Template
+	var snaps []apiwire.Template
 	r = hearth(t, "", "snapshot", "ls", "-o", "json").ok(t)
 	if json.Unmarshal([]byte(r.stdout), &snaps) != nil || len(snaps) != 1 || snaps[0].SourceSandboxID != id {
 		t.Errorf("snapshot ls %q", r.stdout)
@@ -220,7 +221,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("after password login: %+v", c)
 	}
 	r = hearth(t, "", "key", "create", "ci", "-o", "json").ok(t)
-	var k cli.APIKey
+	var k apiwire.APIKey
 	if json.Unmarshal([]byte(r.stdout), &k) != nil || !strings.HasPrefix(k.Key, "e2b_") {
 		t.Fatalf("key create %q", r.stdout)
 	}

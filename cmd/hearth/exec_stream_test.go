@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/cli/clitest"
 )
@@ -43,7 +44,7 @@ func TestSandboxExecStreams(t *testing.T) {
 	t.Setenv(cli.EnvURL, srv.URL)
 	t.Setenv(cli.EnvAPIKey, acct.APIKey)
 	t.Setenv(cli.EnvToken, "")
-	sb, err := cli.NewClient(srv.URL, acct.APIKey, "").CreateSandbox(context.Background(), cli.CreateSandbox{Template: "tiny"})
+	sb, err := cli.NewClient(srv.URL, acct.APIKey, "").CreateSandbox(context.Background(), apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}

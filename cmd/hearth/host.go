@@ -19,33 +19,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
-
-type hostToken struct {
-	Token         string    `json:"token"`
-	ExpiresAt     time.Time `json:"expires_at"`
-	CAFingerprint string    `json:"ca_fingerprint"`
-}
-
-type hostResources struct {
-	VCPUs    int `json:"vcpus"`
-	MemoryMB int `json:"memory_mb"`
-	DiskMB   int `json:"disk_mb"`
-}
-
-type hostView struct {
-	ID            string         `json:"id"`
-	Name          string         `json:"name"`
-	Address       string         `json:"address"`
-	Status        string         `json:"status"`
-	Capacity      hostResources  `json:"capacity"`
-	Usage         hostResources  `json:"usage"`
-	SandboxCount  int            `json:"sandbox_count"`
-	Sandboxes     map[string]int `json:"sandboxes"`
-	LastHeartbeat *time.Time     `json:"last_heartbeat"`
-	CreatedAt     time.Time      `json:"created_at"`
-}
 
 func newHostCmd() *cobra.Command {
 	var f apiFlags
@@ -76,8 +52,8 @@ func newHostAddCmd(f *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var tok hostToken
-			if err := adminCall(cmd.Context(), c, http.MethodPost, "/v1/admin/hosts", map[string]int{"ttl_s": int(ttl / time.Second)}, &tok); err != nil {
+			var tok apiwire.HostToken
+			if err := adminCall(cmd.Context(), c, http.MethodPost, "/v1/admin/hosts", apiwire.NewHostToken{TTLS: int(ttl / time.Second)}, &tok); err != nil {
 				return err
 			}
 			if f.json() {
@@ -108,7 +84,7 @@ func newHostLsCmd(f *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var hosts []hostView
+			var hosts []apiwire.Host
 			if err := adminCall(cmd.Context(), c, http.MethodGet, "/v1/admin/hosts", nil, &hosts); err != nil {
 				return err
 			}
@@ -144,7 +120,7 @@ func newHostStatusCmd(f *apiFlags, use, action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var h hostView
+			var h apiwire.Host
 			if err := adminCall(cmd.Context(), c, http.MethodPost, "/v1/admin/hosts/"+url.PathEscape(args[0])+"/"+action, nil, &h); err != nil {
 				return err
 			}
@@ -186,7 +162,7 @@ wait for them to end.`,
 
 // sandboxCounts is "3 (running 2, paused 1)": the agent's own count, then
 // the store's rows by status (stopped ones left out: they pile up).
-func sandboxCounts(h hostView) string {
+func sandboxCounts(h apiwire.Host) string {
 	var parts []string
 	for st, n := range h.Sandboxes {
 		if st != "stopped" && n > 0 {

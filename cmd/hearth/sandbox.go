@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
@@ -60,7 +61,7 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			in := cli.CreateSandbox{Template: tpl, AutoPause: autoPause, AutoResume: autoResume}
+			in := apiwire.CreateSandbox{Template: tpl, AutoPause: autoPause, AutoResume: autoResume}
 			if in.Env, err = cli.ParsePairs("env", env); err != nil {
 				return err
 			}
@@ -124,7 +125,7 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 	return cmd
 }
 
-func printSandbox(w io.Writer, sb cli.Sandbox, tplName string) error {
+func printSandbox(w io.Writer, sb apiwire.Sandbox, tplName string) error {
 	now := time.Now()
 	if tplName == "" {
 		tplName = sb.TemplateID
@@ -261,7 +262,7 @@ use shell syntax, run one: hearth sandbox exec ID -- sh -c 'echo $HOME | wc -c'`
 			if err != nil {
 				return err
 			}
-			req := cli.ExecRequest{Cmd: args[1], Args: args[2:], Cwd: cwd}
+			req := apiwire.ExecRequest{Cmd: args[1], Args: args[2:], Cwd: cwd}
 			if req.Env, err = cli.ParsePairs("env", env); err != nil {
 				return err
 			}
@@ -433,7 +434,7 @@ func newSandboxStateCmd(f *apiFlags, verb, short string) *cobra.Command {
 				return err
 			}
 			sp := cli.StartSpinner(cmd.ErrOrStderr(), strings.ToUpper(verb[:1])+verb[1:]+" "+args[0], !f.json() && cli.IsTerminal(cmd.ErrOrStderr()))
-			var sb cli.Sandbox
+			var sb apiwire.Sandbox
 			if verb == "pause" {
 				sb, err = c.PauseSandbox(cmd.Context(), args[0])
 			} else {

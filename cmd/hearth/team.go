@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
@@ -70,7 +71,7 @@ the API does).`,
 		}
 		return "", cli.Usagef("`hearth team members` lists them", "%s is not a member of this team", who)
 	}
-	printMember := func(cmd *cobra.Command, verb string, m cli.TeamMember) error {
+	printMember := func(cmd *cobra.Command, verb string, m apiwire.TeamMember) error {
 		if f.json() {
 			return cli.WriteJSON(cmd.OutOrStdout(), m)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/cli/clitest"
 )
@@ -62,7 +63,7 @@ func TestTeamCLI(t *testing.T) {
 	if out := run("team", "role", other.Email, "member"); !strings.Contains(out, "as member") {
 		t.Fatalf("role: %s", out)
 	}
-	var ms []cli.TeamMember
+	var ms []apiwire.TeamMember
 	if err := json.Unmarshal([]byte(run("team", "members", "-o", "json")), &ms); err != nil || len(ms) != 2 || ms[1].Email != other.Email || ms[1].Role != "member" {
 		t.Fatalf("members json: %+v %v", ms, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
@@ -38,7 +39,7 @@ func newTemplateCmd() *cobra.Command {
 	return cmd
 }
 
-func printTemplates(w io.Writer, f apiFlags, ts []cli.Template) error {
+func printTemplates(w io.Writer, f apiFlags, ts []apiwire.Template) error {
 	if f.json() {
 		return cli.WriteJSON(w, nonNil(ts))
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
@@ -178,7 +179,7 @@ func (e *env) do(method, path string, body any, h hdr) resp {
 	}
 	out := resp{status: res.StatusCode, header: res.Header, body: b}
 	if res.StatusCode >= 400 {
-		var eb errorBody
+		var eb apiwire.Error
 		if err := json.Unmarshal(b, &eb); err != nil || eb.Code != res.StatusCode || eb.Message == "" {
 			e.tb.Errorf("%s %s: error body %q is not {code:%d, message}", method, path, b, res.StatusCode)
 		}

@@ -9,15 +9,9 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
-
-// errorBody is every error response: {"code": <http status>, "message": ...}
-// (E2B's shape, so its SDKs report our errors properly).
-type errorBody struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -26,7 +20,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorBody{Code: status, Message: msg})
+	writeJSON(w, status, apiwire.Error{Code: status, Message: msg})
 }
 
 // httpError is an error already decided at the HTTP layer (413, 429 ...).

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -35,24 +36,6 @@ func wantsNDJSON(r *http.Request) bool {
 	return false
 }
 
-// Exec stream events, one per line. Separate types keep exit_code present
-// when it is 0 and absent elsewhere.
-type (
-	execOutputEvent struct {
-		Type string `json:"type"` // stdout | stderr
-		Data string `json:"data"`
-	}
-	execExitEvent struct {
-		Type     string `json:"type"` // exit
-		ExitCode int    `json:"exit_code"`
-	}
-	execErrorEvent struct {
-		Type    string `json:"type"` // error
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
-)
-
 // execStream writes a command's output as NDJSON events, each flushed as
 // it is written. The 200 and its headers go out with the first event, so
 // anything that fails before the command produced output (validation,
@@ -65,7 +48,7 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request, req service.
 		err = ew.end()
 	}
 	if err == nil {
-		err = ew.write(execExitEvent{Type: "exit", ExitCode: code})
+		err = ew.write(apiwire.ExecExitEvent{Type: apiwire.EventExit, ExitCode: code})
 	}
 	switch {
 	case err == nil:
@@ -77,7 +60,7 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request, req service.
 		return nil
 	}
 	status, msg := s.errorFor(r, err)
-	if werr := ew.write(execErrorEvent{Type: "error", Code: status, Message: msg}); werr != nil {
+	if werr := ew.write(apiwire.ExecErrorEvent{Type: apiwire.EventError, Code: status, Message: msg}); werr != nil {
 		s.log.DebugContext(r.Context(), "exec stream: could not send the error event", "err", werr, "request_id", requestIDFrom(r.Context()))
 	}
 	return nil
@@ -114,7 +97,7 @@ func (e *eventWriter) output(stream string, data []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	return e.write(execOutputEvent{Type: stream, Data: string(data)})
+	return e.write(apiwire.ExecOutputEvent{Type: stream, Data: string(data)})
 }
 
 // end sends what is still held back (a command that ended mid-character).
@@ -122,7 +105,7 @@ func (e *eventWriter) end() error {
 	for _, stream := range []string{service.StreamStdout, service.StreamStderr} {
 		if held := e.pending[stream]; len(held) > 0 {
 			e.pending[stream] = nil
-			if err := e.write(execOutputEvent{Type: stream, Data: string(held)}); err != nil {
+			if err := e.write(apiwire.ExecOutputEvent{Type: stream, Data: string(held)}); err != nil {
 				return err
 			}
 		}

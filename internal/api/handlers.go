@@ -8,32 +8,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
-// Wire types: the JSON contract of issue 2. Field names are exact.
-
-type userJSON struct {
-	ID    string `json:"id"`
-	Email string `json:"email"`
-}
-
-type teamJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-type credentials struct {
-	Email    string `json:"email"`
-	Password string `json:"password"`
-}
-
 func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
-	var in credentials
+	var in apiwire.Credentials
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -41,16 +24,16 @@ func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"token": res.Token,
-		"user":  userJSON{ID: res.User.ID, Email: res.User.Email},
-		"team":  teamJSON{ID: res.Team.ID, Name: res.Team.Name},
+	writeJSON(w, http.StatusCreated, apiwire.Signup{
+		Token: res.Token,
+		User:  apiwire.Account{ID: res.User.ID, Email: res.User.Email},
+		Team:  apiwire.Team{ID: res.Team.ID, Name: res.Team.Name},
 	})
 	return nil
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {
-	var in credentials
+	var in apiwire.Credentials
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -58,14 +41,8 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	writeJSON(w, http.StatusOK, apiwire.Token{Token: tok})
 	return nil
-}
-
-type meTeamJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Role string `json:"role"`
 }
 
 func (s *server) me(w http.ResponseWriter, r *http.Request) error {
@@ -73,34 +50,23 @@ func (s *server) me(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ts := make([]meTeamJSON, len(teams))
+	ts := make([]apiwire.Team, len(teams))
 	for i, t := range teams {
-		ts[i] = meTeamJSON{ID: t.ID, Name: t.Name, Role: string(t.Role)}
+		ts[i] = apiwire.Team{ID: t.ID, Name: t.Name, Role: string(t.Role)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"user":  map[string]any{"id": u.ID, "email": u.Email, "is_admin": u.IsAdmin, "created_at": u.CreatedAt},
-		"teams": ts,
+	writeJSON(w, http.StatusOK, apiwire.Me{
+		User:  apiwire.User{ID: u.ID, Email: u.Email, IsAdmin: u.IsAdmin, CreatedAt: u.CreatedAt},
+		Teams: ts,
 	})
 	return nil
 }
 
-type apiKeyJSON struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Prefix     string     `json:"prefix"`
-	Key        string     `json:"key,omitempty"` // only in the create response
-	CreatedAt  time.Time  `json:"created_at"`
-	LastUsedAt *time.Time `json:"last_used_at"`
-}
-
-func apiKeyView(k store.APIKey) apiKeyJSON {
-	return apiKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
+func apiKeyView(k store.APIKey) apiwire.APIKey {
+	return apiwire.APIKey{ID: k.ID, Name: k.Name, Prefix: k.Prefix, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
 }
 
 func (s *server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Name string `json:"name"`
-	}
+	var in apiwire.NewAPIKey
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -119,7 +85,7 @@ func (s *server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]apiKeyJSON, len(ks))
+	out := make([]apiwire.APIKey, len(ks))
 	for i, k := range ks {
 		out[i] = apiKeyView(k)
 	}
@@ -135,29 +101,9 @@ func (s *server) deleteAPIKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type sandboxJSON struct {
-	ID              string            `json:"id"`
-	TemplateID      string            `json:"template_id"`
-	Status          string            `json:"status"`
-	Host            string            `json:"host"`
-	VCPUs           int               `json:"vcpus"`
-	MemoryMB        int               `json:"memory_mb"`
-	DiskSizeMB      int               `json:"disk_size_mb"`
-	Metadata        map[string]string `json:"metadata"`
-	EnvKeys         []string          `json:"env_keys,omitempty"`
-	TimeoutS        int               `json:"timeout_s"`
-	EndAt           time.Time         `json:"end_at"`
-	CreatedAt       time.Time         `json:"created_at"`
-	AutoPause       bool              `json:"auto_pause"`
-	AutoResume      bool              `json:"auto_resume"`
-	AllowInternet   bool              `json:"allow_internet"`
-	Error           string            `json:"error,omitempty"`
-	EnvdAccessToken string            `json:"envd_access_token,omitempty"` // create only
-}
-
 // sandboxView never includes the access token or env values: only the
 // create response adds the token, and env values are never echoed.
-func sandboxView(sb store.Sandbox) sandboxJSON {
+func sandboxView(sb store.Sandbox) apiwire.Sandbox {
 	md := sb.Metadata
 	if md == nil {
 		md = map[string]string{}
@@ -166,7 +112,7 @@ func sandboxView(sb store.Sandbox) sandboxJSON {
 	if len(sb.Env) > 0 {
 		keys = slices.Sorted(maps.Keys(sb.Env))
 	}
-	return sandboxJSON{
+	return apiwire.Sandbox{
 		ID: sb.ID, TemplateID: sb.TemplateID, Status: string(sb.Status), Host: sb.Host,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Metadata: md, EnvKeys: keys, TimeoutS: sb.TimeoutS, EndAt: sb.EndAt, CreatedAt: sb.CreatedAt,
@@ -175,18 +121,7 @@ func sandboxView(sb store.Sandbox) sandboxJSON {
 }
 
 func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Template      string            `json:"template"`
-		VCPUs         *int              `json:"vcpus"`
-		MemoryMB      *int              `json:"memory_mb"`
-		DiskSizeMB    *int              `json:"disk_size_mb"`
-		TimeoutS      *int              `json:"timeout_s"`
-		Env           map[string]string `json:"env"`
-		Metadata      map[string]string `json:"metadata"`
-		AutoPause     bool              `json:"auto_pause"`
-		AutoResume    bool              `json:"auto_resume"`
-		AllowInternet *bool             `json:"allow_internet"`
-	}
+	var in apiwire.CreateSandbox
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -235,7 +170,7 @@ func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]sandboxJSON, len(sbs))
+	out := make([]apiwire.Sandbox, len(sbs))
 	for i, sb := range sbs {
 		out[i] = sandboxView(sb)
 	}
@@ -261,13 +196,7 @@ func (s *server) deleteSandbox(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Cmd      string            `json:"cmd"`
-		Args     []string          `json:"args"`
-		Env      map[string]string `json:"env"`
-		Cwd      string            `json:"cwd"`
-		TimeoutS int               `json:"timeout_s"`
-	}
+	var in apiwire.ExecRequest
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -279,7 +208,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"stdout": res.Stdout, "stderr": res.Stderr, "exit_code": res.ExitCode})
+	writeJSON(w, http.StatusOK, apiwire.ExecResult{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode})
 	return nil
 }
 
@@ -303,9 +232,7 @@ func (s *server) resumeSandbox(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		TimeoutS *int `json:"timeout_s"`
-	}
+	var in apiwire.SetTimeout
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -348,22 +275,8 @@ func (s *server) writeFile(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type templateJSON struct {
-	ID              string    `json:"id"`
-	TeamID          string    `json:"team_id"`
-	Name            string    `json:"name"`
-	Kind            string    `json:"kind"`
-	VCPUs           int       `json:"vcpus"`
-	MemoryMB        int       `json:"memory_mb"`
-	DiskSizeMB      int       `json:"disk_size_mb"`
-	Host            string    `json:"host,omitempty"`
-	SourceSandboxID string    `json:"source_sandbox_id,omitempty"`
-	Platform        bool      `json:"platform"`
-	CreatedAt       time.Time `json:"created_at"`
-}
-
-func templateView(t store.Template) templateJSON {
-	return templateJSON{
+func templateView(t store.Template) apiwire.Template {
+	return apiwire.Template{
 		ID: t.ID, TeamID: t.TeamID, Name: t.Name, Kind: string(t.Kind), VCPUs: t.VCPUs, MemoryMB: t.MemoryMB,
 		DiskSizeMB: t.DiskSizeMB, Host: t.Host, SourceSandboxID: t.SourceSandboxID,
 		Platform: t.TeamID == store.PlatformTeamID, CreatedAt: t.CreatedAt,
@@ -371,7 +284,7 @@ func templateView(t store.Template) templateJSON {
 }
 
 func writeTemplates(w http.ResponseWriter, ts []store.Template) {
-	out := make([]templateJSON, len(ts))
+	out := make([]apiwire.Template, len(ts))
 	for i, t := range ts {
 		out[i] = templateView(t)
 	}
@@ -397,10 +310,7 @@ func (s *server) adminTemplates(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) createSnapshot(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		SandboxID string `json:"sandbox_id"`
-		Name      string `json:"name"`
-	}
+	var in apiwire.CreateSnapshot
 	if err := decode(r, &in); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -34,31 +35,6 @@ type HostAdmin interface {
 // admit a host a month later.
 const maxTokenTTL = 7 * 24 * time.Hour
 
-type hostTokenJSON struct {
-	Token         string    `json:"token"`
-	ExpiresAt     time.Time `json:"expires_at"`
-	CAFingerprint string    `json:"ca_fingerprint"`
-}
-
-type hostResourcesJSON struct {
-	VCPUs    int `json:"vcpus"`
-	MemoryMB int `json:"memory_mb"`
-	DiskMB   int `json:"disk_mb"`
-}
-
-type hostJSON struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	Address       string            `json:"address"`
-	Status        string            `json:"status"`
-	Capacity      hostResourcesJSON `json:"capacity"`
-	Usage         hostResourcesJSON `json:"usage"`
-	SandboxCount  int               `json:"sandbox_count"` // as the agent last reported
-	Sandboxes     map[string]int    `json:"sandboxes"`     // store rows by status
-	LastHeartbeat *time.Time        `json:"last_heartbeat"`
-	CreatedAt     time.Time         `json:"created_at"`
-}
-
 func (s *server) hostAdmin(r *http.Request) (HostAdmin, error) {
 	if !principalFrom(r.Context()).IsAdmin {
 		return nil, service.PermissionDenied("platform admins only")
@@ -74,9 +50,7 @@ func (s *server) createHostToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in struct {
-		TTLS int `json:"ttl_s"`
-	}
+	var in apiwire.NewHostToken
 	if r.ContentLength != 0 {
 		if err := decode(r, &in); err != nil {
 			return err
@@ -91,7 +65,7 @@ func (s *server) createHostToken(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("create host token: %w", err)
 	}
 	s.log.Info("host registration token created", "by", principalFrom(r.Context()).UserID, "expires_at", exp)
-	writeJSON(w, http.StatusCreated, hostTokenJSON{Token: tok, ExpiresAt: exp.UTC(), CAFingerprint: ha.CAFingerprint()})
+	writeJSON(w, http.StatusCreated, apiwire.HostToken{Token: tok, ExpiresAt: exp.UTC(), CAFingerprint: ha.CAFingerprint()})
 	return nil
 }
 
@@ -104,7 +78,7 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("list hosts: %w", err)
 	}
-	out := make([]hostJSON, 0, len(hosts))
+	out := make([]apiwire.Host, 0, len(hosts))
 	for _, h := range hosts {
 		j, err := hostView(r.Context(), ha, h)
 		if err != nil {
@@ -118,19 +92,19 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 }
 
 // hostView is h on the wire, with its store sandboxes counted by status.
-func hostView(ctx context.Context, ha HostAdmin, h store.Host) (hostJSON, error) {
+func hostView(ctx context.Context, ha HostAdmin, h store.Host) (apiwire.Host, error) {
 	sbs, err := ha.ListSandboxesByHost(ctx, h.ID)
 	if err != nil {
-		return hostJSON{}, fmt.Errorf("list sandboxes of host %s: %w", h.ID, err)
+		return apiwire.Host{}, fmt.Errorf("list sandboxes of host %s: %w", h.ID, err)
 	}
 	counts := map[string]int{}
 	for _, sb := range sbs {
 		counts[string(sb.Status)]++
 	}
-	j := hostJSON{
+	j := apiwire.Host{
 		ID: h.ID, Name: h.Name, Address: h.Address, Status: string(h.Status),
-		Capacity:     hostResourcesJSON{VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskMB: h.DiskMB},
-		Usage:        hostResourcesJSON{VCPUs: h.UsedVCPUs, MemoryMB: h.UsedMemoryMB, DiskMB: h.UsedDiskMB},
+		Capacity:     apiwire.HostResources{VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskMB: h.DiskMB},
+		Usage:        apiwire.HostResources{VCPUs: h.UsedVCPUs, MemoryMB: h.UsedMemoryMB, DiskMB: h.UsedDiskMB},
 		SandboxCount: h.SandboxCount, Sandboxes: counts, CreatedAt: h.CreatedAt.UTC(),
 	}
 	if !h.LastHeartbeat.IsZero() {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -46,7 +47,7 @@ func TestAdminHostDrainAndRemove(t *testing.T) {
 
 		r := e.do("POST", "/v1/admin/hosts/h-1/drain", nil, bearer(admin.token))
 		e.want(r, http.StatusOK, "drain")
-		var h hostJSON
+		var h apiwire.Host
 		r.json(t, &h)
 		if h.ID != "h-1" || h.Status != "draining" || h.Sandboxes["running"] != 1 {
 			t.Fatalf("drained host %+v", h)
@@ -56,7 +57,7 @@ func TestAdminHostDrainAndRemove(t *testing.T) {
 
 		r = e.do("DELETE", "/v1/admin/hosts/h-1", nil, bearer(admin.token))
 		e.want(r, http.StatusConflict, "remove a host with a running sandbox")
-		var eb errorBody
+		var eb apiwire.Error
 		r.json(t, &eb)
 		if !strings.Contains(eb.Message, "1 running") {
 			t.Errorf("conflict message %q", eb.Message)
@@ -75,7 +76,7 @@ func TestAdminHostDrainAndRemove(t *testing.T) {
 		e.want(e.do("DELETE", "/v1/admin/hosts/h-1", nil, bearer(admin.token)), http.StatusNoContent, "remove")
 		e.want(e.do("DELETE", "/v1/admin/hosts/h-1", nil, bearer(admin.token)), http.StatusNotFound, "remove twice")
 		r = e.do("GET", "/v1/admin/hosts", nil, bearer(admin.token))
-		var hosts []hostJSON
+		var hosts []apiwire.Host
 		r.json(t, &hosts)
 		if len(hosts) != 0 {
 			t.Fatalf("hosts after removal %+v", hosts)

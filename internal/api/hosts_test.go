@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/hostreg"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
@@ -42,7 +43,7 @@ func TestAdminHosts(t *testing.T) {
 
 		r := e.do("POST", "/v1/admin/hosts", map[string]any{"ttl_s": 600}, bearer(admin.token))
 		e.want(r, http.StatusCreated, "create token")
-		var tok hostTokenJSON
+		var tok apiwire.HostToken
 		r.json(t, &tok)
 		if !strings.HasPrefix(tok.Token, hostreg.TokenPrefix) || tok.CAFingerprint != fl.CAFingerprint() ||
 			tok.ExpiresAt.Before(time.Now().Add(9*time.Minute)) || tok.ExpiresAt.After(time.Now().Add(11*time.Minute)) {
@@ -76,7 +77,7 @@ func TestAdminHosts(t *testing.T) {
 		}
 		r = e.do("GET", "/v1/admin/hosts", nil, bearer(admin.token))
 		e.want(r, http.StatusOK, "list hosts")
-		var hosts []hostJSON
+		var hosts []apiwire.Host
 		r.json(t, &hosts)
 		if len(hosts) != 2 || hosts[0].Name != "a" || hosts[1].Name != "b" {
 			t.Fatalf("hosts %+v", hosts)
@@ -85,7 +86,7 @@ func TestAdminHosts(t *testing.T) {
 		if a.Status != "unreachable" || a.LastHeartbeat != nil || len(a.Sandboxes) != 0 {
 			t.Errorf("host a: %+v", a)
 		}
-		if b.Status != "ready" || b.Capacity != (hostResourcesJSON{4, 8192, 100000}) || b.Usage.VCPUs != 2 || b.Usage.MemoryMB != 512 ||
+		if b.Status != "ready" || b.Capacity != (apiwire.HostResources{VCPUs: 4, MemoryMB: 8192, DiskMB: 100000}) || b.Usage.VCPUs != 2 || b.Usage.MemoryMB != 512 ||
 			b.SandboxCount != 2 || b.LastHeartbeat == nil || !b.LastHeartbeat.Equal(hb) ||
 			b.Sandboxes["running"] != 2 || b.Sandboxes["paused"] != 1 || len(b.Sandboxes) != 2 {
 			t.Errorf("host b: %+v", b)

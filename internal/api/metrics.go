@@ -2,22 +2,11 @@ package api
 
 import (
 	"net/http"
-	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
-
-// metricsView is the wire form of a sandbox's current usage.
-type metricsView struct {
-	Timestamp   time.Time `json:"timestamp"`
-	CPUCount    int       `json:"cpu_count"`
-	CPUUsedPct  float64   `json:"cpu_used_pct"`
-	MemUsedMB   int64     `json:"mem_used_mb"`
-	MemTotalMB  int64     `json:"mem_total_mb"`
-	DiskUsedMB  int64     `json:"disk_used_mb"`
-	DiskTotalMB int64     `json:"disk_total_mb"`
-}
 
 // sandboxMetrics answers a running sandbox's current CPU, memory and disk
 // usage, read live from envd in the guest. Another team's or a missing
@@ -38,7 +27,7 @@ func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request) error {
 		return service.Unavailable("sandbox metrics unavailable", err)
 	}
 	const mb = 1 << 20
-	writeJSON(w, http.StatusOK, metricsView{
+	writeJSON(w, http.StatusOK, apiwire.Metrics{
 		Timestamp: m.Timestamp.UTC(), CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
 		MemUsedMB: m.MemUsed / mb, MemTotalMB: m.MemTotal / mb,
 		DiskUsedMB: m.DiskUsed / mb, DiskTotalMB: m.DiskTotal / mb,

@@ -2,8 +2,8 @@ package api
 
 import (
 	"net/http"
-	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -11,15 +11,8 @@ import (
 // is the one in the path, whatever X-Team-ID says. Who may do what is the
 // service's decision (internal/service/teams.go).
 
-type memberJSON struct {
-	UserID   string    `json:"user_id"`
-	Email    string    `json:"email"`
-	Role     string    `json:"role"`
-	JoinedAt time.Time `json:"joined_at"`
-}
-
-func memberView(m store.TeamMember) memberJSON {
-	return memberJSON{UserID: m.UserID, Email: m.Email, Role: string(m.Role), JoinedAt: m.JoinedAt.UTC()}
+func memberView(m store.TeamMember) apiwire.TeamMember {
+	return apiwire.TeamMember{UserID: m.UserID, Email: m.Email, Role: string(m.Role), JoinedAt: m.JoinedAt.UTC()}
 }
 
 func (s *server) listTeamMembers(w http.ResponseWriter, r *http.Request) error {
@@ -27,7 +20,7 @@ func (s *server) listTeamMembers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]memberJSON, len(ms))
+	out := make([]apiwire.TeamMember, len(ms))
 	for i, m := range ms {
 		out[i] = memberView(m)
 	}
@@ -36,10 +29,7 @@ func (s *server) listTeamMembers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) addTeamMember(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Email string `json:"email"`
-		Role  string `json:"role"`
-	}
+	var in apiwire.AddTeamMember
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -52,9 +42,7 @@ func (s *server) addTeamMember(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) setTeamMemberRole(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Role string `json:"role"`
-	}
+	var in apiwire.SetRole
 	if err := decode(r, &in); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -21,15 +22,15 @@ func TestTeamMembers(t *testing.T) {
 		team := "/v1/teams/" + alice.teamID + "/members"
 		member := func(a account) string { return team + "/" + a.userID }
 
-		list := func(a account) []memberJSON {
+		list := func(a account) []apiwire.TeamMember {
 			t.Helper()
 			r := e.do("GET", team, nil, bearer(a.token))
 			e.want(r, http.StatusOK, "list members as "+a.email)
-			var ms []memberJSON
+			var ms []apiwire.TeamMember
 			r.json(t, &ms)
 			return ms
 		}
-		roles := func(ms []memberJSON) string {
+		roles := func(ms []apiwire.TeamMember) string {
 			var parts []string
 			for _, m := range ms {
 				parts = append(parts, strings.TrimSuffix(m.Email, "@example.com")+":"+m.Role)
@@ -68,7 +69,7 @@ func TestTeamMembers(t *testing.T) {
 		// Adding: by email, existing users only.
 		r := e.do("POST", team, map[string]string{"email": "Bob@Example.com"}, bearer(alice.token))
 		e.want(r, http.StatusCreated, "add bob")
-		var added memberJSON
+		var added apiwire.TeamMember
 		r.json(t, &added)
 		if added.UserID != bob.userID || added.Email != "bob@example.com" || added.Role != "member" {
 			t.Fatalf("added %+v", added)
@@ -76,7 +77,7 @@ func TestTeamMembers(t *testing.T) {
 		e.want(e.do("POST", team, map[string]string{"email": "bob@example.com", "role": "admin"}, bearer(alice.token)), http.StatusConflict, "add twice")
 		r = e.do("POST", team, map[string]string{"email": "nobody@example.com"}, bearer(alice.token))
 		e.want(r, http.StatusNotFound, "unknown email")
-		var eb errorBody
+		var eb apiwire.Error
 		r.json(t, &eb)
 		if eb.Message != "user not found" {
 			t.Errorf("unknown email message %q", eb.Message)
@@ -89,7 +90,7 @@ func TestTeamMembers(t *testing.T) {
 		// own team stays his default.
 		r = e.do("GET", "/v1/me", nil, bearer(bob.token))
 		var me struct {
-			Teams []meTeamJSON `json:"teams"`
+			Teams []apiwire.Team `json:"teams"`
 		}
 		r.json(t, &me)
 		if len(me.Teams) != 2 || me.Teams[0].ID != bob.teamID || me.Teams[1].ID != alice.teamID || me.Teams[1].Role != "member" {
@@ -113,7 +114,7 @@ func TestTeamMembers(t *testing.T) {
 		e.want(e.do("POST", team, map[string]string{"email": "carol@example.com", "role": "member"}, bearer(bob.token)), http.StatusCreated, "admin adds member")
 		r = e.do("PATCH", member(carol), map[string]string{"role": "admin"}, bearer(bob.token))
 		e.want(r, http.StatusOK, "admin promotes to admin")
-		var changed memberJSON
+		var changed apiwire.TeamMember
 		r.json(t, &changed)
 		if changed.UserID != carol.userID || changed.Role != "admin" {
 			t.Fatalf("changed %+v", changed)

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
@@ -229,10 +230,10 @@ func (r *runner) run(ctx context.Context) error {
 }
 
 // create creates one tagged sandbox and records it for cleanup.
-func (r *runner) create(ctx context.Context, tpl string) (cli.Sandbox, time.Duration, error) {
+func (r *runner) create(ctx context.Context, tpl string) (apiwire.Sandbox, time.Duration, error) {
 	timeout := 900
 	t0 := time.Now()
-	sb, err := r.c.CreateSandbox(ctx, cli.CreateSandbox{Template: tpl, Metadata: r.md, TimeoutS: &timeout})
+	sb, err := r.c.CreateSandbox(ctx, apiwire.CreateSandbox{Template: tpl, Metadata: r.md, TimeoutS: &timeout})
 	d := time.Since(t0)
 	if err == nil {
 		r.mu.Lock()
@@ -290,7 +291,7 @@ func (r *runner) exec(ctx context.Context, id string) error {
 	var ds []time.Duration
 	for range r.o.ExecN {
 		t0 := time.Now()
-		res, err := r.c.Exec(ctx, id, cli.ExecRequest{Cmd: r.o.ExecCmd})
+		res, err := r.c.Exec(ctx, id, apiwire.ExecRequest{Cmd: r.o.ExecCmd})
 		if err != nil {
 			return fmt.Errorf("exec %s: %w", r.o.ExecCmd, err)
 		}
@@ -366,7 +367,7 @@ func (r *runner) pauseResume(ctx context.Context, id string) error {
 		rs = append(rs, time.Since(t0))
 		r.logf("pause/resume %d/%d: %s / %s", i+1, r.o.PauseN, FormatMS(ms(ps[i])), FormatMS(ms(rs[i])))
 		// The sandbox must really be back, or resume figures mean nothing.
-		if res, err := r.c.Exec(ctx, id, cli.ExecRequest{Cmd: r.o.ExecCmd}); err != nil || res.ExitCode != 0 {
+		if res, err := r.c.Exec(ctx, id, apiwire.ExecRequest{Cmd: r.o.ExecCmd}); err != nil || res.ExitCode != 0 {
 			return fmt.Errorf("exec after resume %d: %v (exit %d)", i+1, err, res.ExitCode)
 		}
 	}

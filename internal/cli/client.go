@@ -22,7 +22,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 )
 
 // Client calls one hearth control plane. The zero HTTP uses
@@ -43,123 +44,13 @@ func NewClient(baseURL, apiKey, token string) *Client {
 	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), APIKey: apiKey, Token: token}
 }
 
-// ---- wire types (from openapi.yaml) ----
-
-// User is the signed-in person.
-type User struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	IsAdmin   bool      `json:"is_admin"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// Team is a team with the caller's role in it.
-type Team struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Role string `json:"role,omitempty"`
-}
-
-// Me is GET /v1/me.
-type Me struct {
-	User  User   `json:"user"`
-	Teams []Team `json:"teams"`
-}
-
-// APIKey is a team API key; Key is only set in the create response.
-type APIKey struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Prefix     string     `json:"prefix"`
-	Key        string     `json:"key,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	LastUsedAt *time.Time `json:"last_used_at"`
-}
-
-// CreateSandbox is the body of POST /v1/sandboxes. Nil pointers take the
-// server's defaults.
-type CreateSandbox struct {
-	Template      string            `json:"template"`
-	VCPUs         *int              `json:"vcpus,omitempty"`
-	MemoryMB      *int              `json:"memory_mb,omitempty"`
-	DiskSizeMB    *int              `json:"disk_size_mb,omitempty"`
-	TimeoutS      *int              `json:"timeout_s,omitempty"`
-	Env           map[string]string `json:"env,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	AutoPause     bool              `json:"auto_pause,omitempty"`
-	AutoResume    bool              `json:"auto_resume,omitempty"`
-	AllowInternet *bool             `json:"allow_internet,omitempty"`
-}
-
-// Sandbox is a sandbox as the API shows it.
-type Sandbox struct {
-	ID              string            `json:"id"`
-	TemplateID      string            `json:"template_id"`
-	Status          string            `json:"status"`
-	Host            string            `json:"host"`
-	VCPUs           int               `json:"vcpus"`
-	MemoryMB        int               `json:"memory_mb"`
-	DiskSizeMB      int               `json:"disk_size_mb"`
-	Metadata        map[string]string `json:"metadata"`
-	EnvKeys         []string          `json:"env_keys,omitempty"`
-	TimeoutS        int               `json:"timeout_s"`
-	EndAt           time.Time         `json:"end_at"`
-	CreatedAt       time.Time         `json:"created_at"`
-	AutoPause       bool              `json:"auto_pause"`
-	AutoResume      bool              `json:"auto_resume"`
-	AllowInternet   bool              `json:"allow_internet"`
-	Error           string            `json:"error,omitempty"`
-	EnvdAccessToken string            `json:"envd_access_token,omitempty"`
-}
+// ---- wire types: internal/apiwire; only the query below is the CLI's ----
 
 // SandboxFilter narrows GET /v1/sandboxes.
 type SandboxFilter struct {
 	Statuses []string
 	Metadata map[string]string
 	Limit    int
-}
-
-// ExecRequest is the body of POST /v1/sandboxes/{id}/exec. The command and
-// its arguments travel as a list: nothing is interpreted by a shell.
-type ExecRequest struct {
-	Cmd      string            `json:"cmd"`
-	Args     []string          `json:"args,omitempty"`
-	Env      map[string]string `json:"env,omitempty"`
-	Cwd      string            `json:"cwd,omitempty"`
-	TimeoutS int               `json:"timeout_s,omitempty"`
-}
-
-// ExecResult is a finished command.
-type ExecResult struct {
-	Stdout   string `json:"stdout"`
-	Stderr   string `json:"stderr"`
-	ExitCode int    `json:"exit_code"`
-}
-
-// ExecEvent is one line of a streamed exec (Accept: application/x-ndjson):
-// "stdout" and "stderr" carry Data; the last line is "exit" (ExitCode) or
-// "error" (Code, an HTTP status, and Message).
-type ExecEvent struct {
-	Type     string `json:"type"`
-	Data     string `json:"data,omitempty"`
-	ExitCode int    `json:"exit_code"`
-	Code     int    `json:"code,omitempty"`
-	Message  string `json:"message,omitempty"`
-}
-
-// Template is a base or snapshot template.
-type Template struct {
-	ID              string    `json:"id"`
-	TeamID          string    `json:"team_id"`
-	Name            string    `json:"name"`
-	Kind            string    `json:"kind"`
-	VCPUs           int       `json:"vcpus"`
-	MemoryMB        int       `json:"memory_mb"`
-	DiskSizeMB      int       `json:"disk_size_mb"`
-	Host            string    `json:"host,omitempty"`
-	SourceSandboxID string    `json:"source_sandbox_id,omitempty"`
-	Platform        bool      `json:"platform"`
-	CreatedAt       time.Time `json:"created_at"`
 }
 
 // ---- calls ----
@@ -171,37 +62,33 @@ func (c *Client) Healthz(ctx context.Context) error {
 
 // Login exchanges email and password for a session token.
 func (c *Client) Login(ctx context.Context, email, password string) (string, error) {
-	var out struct {
-		Token string `json:"token"`
-	}
-	err := c.do(ctx, http.MethodPost, "/v1/auth/login", authNone, map[string]string{"email": email, "password": password}, &out)
+	var out apiwire.Token
+	err := c.do(ctx, http.MethodPost, "/v1/auth/login", authNone, apiwire.Credentials{Email: email, Password: password}, &out)
 	return out.Token, err
 }
 
 // Signup creates a user and their team and returns a session token.
 func (c *Client) Signup(ctx context.Context, email, password string) (string, error) {
-	var out struct {
-		Token string `json:"token"`
-	}
-	err := c.do(ctx, http.MethodPost, "/v1/auth/signup", authNone, map[string]string{"email": email, "password": password}, &out)
+	var out apiwire.Signup
+	err := c.do(ctx, http.MethodPost, "/v1/auth/signup", authNone, apiwire.Credentials{Email: email, Password: password}, &out)
 	return out.Token, err
 }
 
 // Me returns the signed-in user (needs Token).
-func (c *Client) Me(ctx context.Context) (Me, error) {
-	var out Me
+func (c *Client) Me(ctx context.Context) (apiwire.Me, error) {
+	var out apiwire.Me
 	return out, c.do(ctx, http.MethodGet, "/v1/me", authUser, nil, &out)
 }
 
 // CreateAPIKey creates a key; the result's Key is shown only now.
-func (c *Client) CreateAPIKey(ctx context.Context, name string) (APIKey, error) {
-	var out APIKey
-	return out, c.do(ctx, http.MethodPost, "/v1/api-keys", authUser, map[string]string{"name": name}, &out)
+func (c *Client) CreateAPIKey(ctx context.Context, name string) (apiwire.APIKey, error) {
+	var out apiwire.APIKey
+	return out, c.do(ctx, http.MethodPost, "/v1/api-keys", authUser, apiwire.NewAPIKey{Name: name}, &out)
 }
 
 // ListAPIKeys lists the team's keys (no secrets).
-func (c *Client) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
-	var out []APIKey
+func (c *Client) ListAPIKeys(ctx context.Context) ([]apiwire.APIKey, error) {
+	var out []apiwire.APIKey
 	return out, c.do(ctx, http.MethodGet, "/v1/api-keys", authUser, nil, &out)
 }
 
@@ -211,13 +98,13 @@ func (c *Client) DeleteAPIKey(ctx context.Context, id string) error {
 }
 
 // CreateSandbox creates a sandbox and returns when it runs.
-func (c *Client) CreateSandbox(ctx context.Context, in CreateSandbox) (Sandbox, error) {
-	var out Sandbox
+func (c *Client) CreateSandbox(ctx context.Context, in apiwire.CreateSandbox) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
 	return out, c.do(ctx, http.MethodPost, "/v1/sandboxes", authTeam, in, &out)
 }
 
 // ListSandboxes lists the team's sandboxes.
-func (c *Client) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error) {
+func (c *Client) ListSandboxes(ctx context.Context, f SandboxFilter) ([]apiwire.Sandbox, error) {
 	q := url.Values{}
 	if len(f.Statuses) > 0 {
 		q.Set("status", strings.Join(f.Statuses, ","))
@@ -236,13 +123,13 @@ func (c *Client) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox,
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	var out []Sandbox
+	var out []apiwire.Sandbox
 	return out, c.do(ctx, http.MethodGet, path, authTeam, nil, &out)
 }
 
 // GetSandbox returns one sandbox.
-func (c *Client) GetSandbox(ctx context.Context, id string) (Sandbox, error) {
-	var out Sandbox
+func (c *Client) GetSandbox(ctx context.Context, id string) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
 	return out, c.do(ctx, http.MethodGet, sandboxPath(id, ""), authTeam, nil, &out)
 }
 
@@ -252,8 +139,8 @@ func (c *Client) DeleteSandbox(ctx context.Context, id string) error {
 }
 
 // Exec runs a command to completion in a sandbox.
-func (c *Client) Exec(ctx context.Context, id string, in ExecRequest) (ExecResult, error) {
-	var out ExecResult
+func (c *Client) Exec(ctx context.Context, id string, in apiwire.ExecRequest) (apiwire.ExecResult, error) {
+	var out apiwire.ExecResult
 	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/exec"), authTeam, in, &out)
 }
 
@@ -263,7 +150,7 @@ func (c *Client) Exec(ctx context.Context, id string, in ExecRequest) (ExecResul
 // after output began (the host lost mid-command) is an *APIError like any
 // other. A server that answers with the buffered JSON instead (one without
 // streaming) works too: the output is written when the command ends.
-func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdout, stderr io.Writer) (exitCode int, err error) {
+func (c *Client) ExecStream(ctx context.Context, id string, in apiwire.ExecRequest, stdout, stderr io.Writer) (exitCode int, err error) {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return 0, fmt.Errorf("encode request: %w", err)
@@ -290,7 +177,7 @@ func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdo
 		return 0, fmt.Errorf("%s %s: %s: %w", req.Method, req.URL.Path, what, err)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != ndjson {
-		var res ExecResult
+		var res apiwire.ExecResult
 		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 			return fail("decode response", err)
 		}
@@ -304,7 +191,7 @@ func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdo
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var ev ExecEvent
+		var ev apiwire.ExecEvent
 		if err := dec.Decode(&ev); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -312,13 +199,13 @@ func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdo
 			return fail("output stream ended before the exit status", err)
 		}
 		switch ev.Type {
-		case "stdout":
+		case apiwire.EventStdout:
 			_, err = io.WriteString(stdout, ev.Data)
-		case "stderr":
+		case apiwire.EventStderr:
 			_, err = io.WriteString(stderr, ev.Data)
-		case "exit":
+		case apiwire.EventExit:
 			return ev.ExitCode, nil
-		case "error":
+		case apiwire.EventError:
 			return 0, &APIError{Status: ev.Code, Message: ev.Message, Method: req.Method, Path: req.URL.Path}
 		}
 		// Unknown event types are skipped: newer servers may add some.
@@ -331,21 +218,21 @@ func (c *Client) ExecStream(ctx context.Context, id string, in ExecRequest, stdo
 const ndjson = "application/x-ndjson"
 
 // PauseSandbox pauses a sandbox (idempotent).
-func (c *Client) PauseSandbox(ctx context.Context, id string) (Sandbox, error) {
-	var out Sandbox
+func (c *Client) PauseSandbox(ctx context.Context, id string) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
 	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/pause"), authTeam, nil, &out)
 }
 
 // ResumeSandbox resumes a sandbox (idempotent).
-func (c *Client) ResumeSandbox(ctx context.Context, id string) (Sandbox, error) {
-	var out Sandbox
+func (c *Client) ResumeSandbox(ctx context.Context, id string) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
 	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/resume"), authTeam, nil, &out)
 }
 
 // SetTimeout makes the sandbox end seconds from now.
-func (c *Client) SetTimeout(ctx context.Context, id string, seconds int) (Sandbox, error) {
-	var out Sandbox
-	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/timeout"), authTeam, map[string]int{"timeout_s": seconds}, &out)
+func (c *Client) SetTimeout(ctx context.Context, id string, seconds int) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
+	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/timeout"), authTeam, apiwire.SetTimeout{TimeoutS: &seconds}, &out)
 }
 
 // ReadFile opens a file in the sandbox for reading. size is the length the
@@ -384,20 +271,20 @@ func (c *Client) WriteFile(ctx context.Context, id, path string, r io.Reader, si
 }
 
 // ListTemplates lists the team's and the platform's templates.
-func (c *Client) ListTemplates(ctx context.Context) ([]Template, error) {
-	var out []Template
+func (c *Client) ListTemplates(ctx context.Context) ([]apiwire.Template, error) {
+	var out []apiwire.Template
 	return out, c.do(ctx, http.MethodGet, "/v1/templates", authTeam, nil, &out)
 }
 
 // CreateSnapshot snapshots a sandbox into a named template.
-func (c *Client) CreateSnapshot(ctx context.Context, sandboxID, name string) (Template, error) {
-	var out Template
-	return out, c.do(ctx, http.MethodPost, "/v1/snapshots", authTeam, map[string]string{"sandbox_id": sandboxID, "name": name}, &out)
+func (c *Client) CreateSnapshot(ctx context.Context, sandboxID, name string) (apiwire.Template, error) {
+	var out apiwire.Template
+	return out, c.do(ctx, http.MethodPost, "/v1/snapshots", authTeam, apiwire.CreateSnapshot{SandboxID: sandboxID, Name: name}, &out)
 }
 
 // ListSnapshots lists snapshot templates.
-func (c *Client) ListSnapshots(ctx context.Context) ([]Template, error) {
-	var out []Template
+func (c *Client) ListSnapshots(ctx context.Context) ([]apiwire.Template, error) {
+	var out []apiwire.Template
 	return out, c.do(ctx, http.MethodGet, "/v1/snapshots", authTeam, nil, &out)
 }
 
@@ -407,7 +294,7 @@ func (c *Client) DeleteSnapshot(ctx context.Context, name string) error {
 }
 
 // TemplateNames maps template IDs to names, for showing sandboxes.
-func TemplateNames(ts []Template) map[string]string {
+func TemplateNames(ts []apiwire.Template) map[string]string {
 	m := make(map[string]string, len(ts))
 	for _, t := range ts {
 		m[t.ID] = t.Name
@@ -417,7 +304,7 @@ func TemplateNames(ts []Template) map[string]string {
 
 // SortSandboxes orders sandboxes newest first (ties by ID), for stable
 // listings.
-func SortSandboxes(sbs []Sandbox) {
+func SortSandboxes(sbs []apiwire.Sandbox) {
 	sort.SliceStable(sbs, func(i, j int) bool {
 		if !sbs[i].CreatedAt.Equal(sbs[j].CreatedAt) {
 			return sbs[i].CreatedAt.After(sbs[j].CreatedAt)
@@ -538,10 +425,7 @@ func (c *Client) roundTrip(req *http.Request, out any) error {
 func decodeError(req *http.Request, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &APIError{Status: resp.StatusCode, Method: req.Method, Path: req.URL.Path}
-	var body struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
+	var body apiwire.Error
 	if json.Unmarshal(b, &body) == nil && body.Message != "" {
 		e.Message = body.Message
 	} else {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/cli/clitest"
 )
@@ -39,7 +40,7 @@ func TestClientAgainstAPI(t *testing.T) {
 		t.Fatalf("templates = %+v", ts)
 	}
 
-	sb, err := c.CreateSandbox(ctx, cli.CreateSandbox{
+	sb, err := c.CreateSandbox(ctx, apiwire.CreateSandbox{
 		Template: "tiny", VCPUs: ptr(1), MemoryMB: ptr(200), DiskSizeMB: ptr(4096), TimeoutS: ptr(600),
 		Env: map[string]string{"A": "1"}, Metadata: map[string]string{"who": "ada"}, AutoPause: true,
 	})
@@ -54,7 +55,7 @@ func TestClientAgainstAPI(t *testing.T) {
 	if len(creates) != 1 || creates[0].DiskSizeMB != 4096 || creates[0].Env["A"] != "1" {
 		t.Fatalf("host got %+v", creates)
 	}
-	other, err := c.CreateSandbox(ctx, cli.CreateSandbox{Template: "base"})
+	other, err := c.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "base"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,13 +99,13 @@ func TestClientAgainstAPI(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		req          cli.ExecRequest
+		req          apiwire.ExecRequest
 		stdout, errs string
 		code         int
 	}{
-		{cli.ExecRequest{Cmd: "echo", Args: []string{"a b", "$HOME", ";", "c"}}, "a b $HOME ; c\n", "", 0},
-		{cli.ExecRequest{Cmd: "exit", Args: []string{"3"}}, "", "", 3},
-		{cli.ExecRequest{Cmd: "nope"}, "", "nope: command not found\n", 127},
+		{apiwire.ExecRequest{Cmd: "echo", Args: []string{"a b", "$HOME", ";", "c"}}, "a b $HOME ; c\n", "", 0},
+		{apiwire.ExecRequest{Cmd: "exit", Args: []string{"3"}}, "", "", 3},
+		{apiwire.ExecRequest{Cmd: "nope"}, "", "nope: command not found\n", 127},
 	} {
 		res, err := c.Exec(ctx, sb.ID, tc.req)
 		if err != nil {
@@ -221,7 +222,7 @@ func TestErrorRendering(t *testing.T) {
 	srv := clitest.New(t)
 	acct := srv.Signup(t)
 	good := cli.NewClient(srv.URL, acct.APIKey, "")
-	sb, err := good.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	sb, err := good.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,9 +256,9 @@ func TestErrorRendering(t *testing.T) {
 		{"key for a user route", func() error { _, err := good.ListAPIKeys(ctx); return err }, 0, "login session", "email and password", cli.ErrNoCredentials},
 		{"no URL", func() error { _, err := cli.NewClient("", "k", "").ListTemplates(ctx); return err }, 0, "no hearth URL", "HEARTH_URL", nil},
 		{"missing sandbox", func() error { _, err := good.GetSandbox(ctx, "nosuchsandbox"); return err }, 404, "not found", "hearth sandbox ls", nil},
-		{"missing template", func() error { _, err := good.CreateSandbox(ctx, cli.CreateSandbox{Template: "nope"}); return err }, 404, "template", "hearth template ls", nil},
+		{"missing template", func() error { _, err := good.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "nope"}); return err }, 404, "template", "hearth template ls", nil},
 		{"bad vcpus", func() error {
-			_, err := good.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny", VCPUs: ptr(99)})
+			_, err := good.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny", VCPUs: ptr(99)})
 			return err
 		}, 400, "vcpus", "--help", nil},
 		{"missing snapshot", func() error { return good.DeleteSnapshot(ctx, "nope") }, 404, "HTTP 404", "hearth snapshot ls", nil},

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/cli/clitest"
 )
@@ -48,11 +49,11 @@ func TestExecStream(t *testing.T) {
 	// A test that breaks streaming fails when this ends instead of hanging.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sb, err := c.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	sb, err := c.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := cli.ExecRequest{Cmd: "emit", Args: []string{"1:first", "2:warning", "1:second", "exit:3"}}
+	script := apiwire.ExecRequest{Cmd: "emit", Args: []string{"1:first", "2:warning", "1:second", "exit:3"}}
 
 	// Output and exit code.
 	var stdout, stderr strings.Builder
@@ -125,11 +126,11 @@ func TestExecStreamBufferedServer(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(cli.ExecResult{Stdout: "out\n", Stderr: "err\n", ExitCode: 5})
+		json.NewEncoder(w).Encode(apiwire.ExecResult{Stdout: "out\n", Stderr: "err\n", ExitCode: 5})
 	}))
 	defer srv.Close()
 	var stdout, stderr strings.Builder
-	code, err := cli.NewClient(srv.URL, "e2b_x", "").ExecStream(context.Background(), "sb1", cli.ExecRequest{Cmd: "x"}, &stdout, &stderr)
+	code, err := cli.NewClient(srv.URL, "e2b_x", "").ExecStream(context.Background(), "sb1", apiwire.ExecRequest{Cmd: "x"}, &stdout, &stderr)
 	if err != nil || code != 5 || stdout.String() != "out\n" || stderr.String() != "err\n" {
 		t.Fatalf("code %d, err %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
 	}

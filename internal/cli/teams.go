@@ -5,41 +5,30 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 )
 
 // Team members: /v1/teams/{team_id}/members (session token only).
 
-// TeamMember is a member of a team with their role.
-type TeamMember struct {
-	UserID   string    `json:"user_id"`
-	Email    string    `json:"email"`
-	Role     string    `json:"role"`
-	JoinedAt time.Time `json:"joined_at"`
-}
-
 func membersPath(teamID string) string { return "/v1/teams/" + url.PathEscape(teamID) + "/members" }
 
 // ListTeamMembers lists a team's members (any member may).
-func (c *Client) ListTeamMembers(ctx context.Context, teamID string) ([]TeamMember, error) {
-	var out []TeamMember
+func (c *Client) ListTeamMembers(ctx context.Context, teamID string) ([]apiwire.TeamMember, error) {
+	var out []apiwire.TeamMember
 	return out, c.do(ctx, http.MethodGet, membersPath(teamID), authUser, nil, &out)
 }
 
 // AddTeamMember adds the existing user with this email (role "" is member).
-func (c *Client) AddTeamMember(ctx context.Context, teamID, email, role string) (TeamMember, error) {
-	in := map[string]string{"email": email}
-	if role != "" {
-		in["role"] = role
-	}
-	var out TeamMember
-	return out, c.do(ctx, http.MethodPost, membersPath(teamID), authUser, in, &out)
+func (c *Client) AddTeamMember(ctx context.Context, teamID, email, role string) (apiwire.TeamMember, error) {
+	var out apiwire.TeamMember
+	return out, c.do(ctx, http.MethodPost, membersPath(teamID), authUser, apiwire.AddTeamMember{Email: email, Role: role}, &out)
 }
 
 // SetTeamMemberRole changes a member's role.
-func (c *Client) SetTeamMemberRole(ctx context.Context, teamID, userID, role string) (TeamMember, error) {
-	var out TeamMember
-	return out, c.do(ctx, http.MethodPatch, membersPath(teamID)+"/"+url.PathEscape(userID), authUser, map[string]string{"role": role}, &out)
+func (c *Client) SetTeamMemberRole(ctx context.Context, teamID, userID, role string) (apiwire.TeamMember, error) {
+	var out apiwire.TeamMember
+	return out, c.do(ctx, http.MethodPatch, membersPath(teamID)+"/"+url.PathEscape(userID), authUser, apiwire.SetRole{Role: role}, &out)
 }
 
 // RemoveTeamMember removes a member (or, for oneself, leaves the team).
@@ -49,7 +38,7 @@ func (c *Client) RemoveTeamMember(ctx context.Context, teamID, userID string) er
 
 // DefaultTeam is the team the server acts for when a session names none:
 // the first team the user owns, else their first.
-func DefaultTeam(me Me) (Team, bool) {
+func DefaultTeam(me apiwire.Me) (apiwire.Team, bool) {
 	for _, t := range me.Teams {
 		if t.Role == "owner" {
 			return t, true
@@ -58,11 +47,11 @@ func DefaultTeam(me Me) (Team, bool) {
 	if len(me.Teams) > 0 {
 		return me.Teams[0], true
 	}
-	return Team{}, false
+	return apiwire.Team{}, false
 }
 
 // FindTeam finds one of me's teams by ID or (case-insensitive) name.
-func FindTeam(me Me, idOrName string) (Team, bool) {
+func FindTeam(me apiwire.Me, idOrName string) (apiwire.Team, bool) {
 	for _, t := range me.Teams {
 		if t.ID == idOrName {
 			return t, true
@@ -73,5 +62,5 @@ func FindTeam(me Me, idOrName string) (Team, bool) {
 			return t, true
 		}
 	}
-	return Team{}, false
+	return apiwire.Team{}, false
 }

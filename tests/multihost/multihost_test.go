@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
@@ -311,11 +312,11 @@ func TestMultiHost(t *testing.T) {
 	})
 
 	// Placement spreads sandboxes; exec works in each through the control plane.
-	sbs := make([]cli.Sandbox, 3)
+	sbs := make([]apiwire.Sandbox, 3)
 	var wg sync.WaitGroup
 	errs := make([]error, len(sbs))
 	for i := range sbs {
-		wg.Go(func() { sbs[i], errs[i] = c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"}) })
+		wg.Go(func() { sbs[i], errs[i] = c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"}) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -328,8 +329,8 @@ func TestMultiHost(t *testing.T) {
 	if len(seen) != 3 {
 		t.Fatalf("sandboxes not spread: hosts %v", seen)
 	}
-	exec := func(sb cli.Sandbox) error {
-		res, err := c.client.Exec(ctx, sb.ID, cli.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", "echo hello from $(hostname)"}})
+	exec := func(sb apiwire.Sandbox) error {
+		res, err := c.client.Exec(ctx, sb.ID, apiwire.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", "echo hello from $(hostname)"}})
 		if err != nil {
 			return err
 		}
@@ -365,7 +366,7 @@ func TestMultiHost(t *testing.T) {
 		}
 	}
 	// Placement avoids the unreachable host.
-	extra, err := c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	extra, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +395,7 @@ func TestMultiHost(t *testing.T) {
 		t.Fatalf("restarted agent still has sandboxes %+v (%v)", left, err)
 	}
 	// The host takes sandboxes again (it is now the least loaded).
-	back, err := c.client.CreateSandbox(ctx, cli.CreateSandbox{Template: "tiny"})
+	back, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
