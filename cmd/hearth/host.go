@@ -21,6 +21,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 func newHostCmd() *cobra.Command {
@@ -165,7 +166,7 @@ wait for them to end.`,
 func sandboxCounts(h apiwire.Host) string {
 	var parts []string
 	for st, n := range h.Sandboxes {
-		if st != "stopped" && n > 0 {
+		if st != string(sandbox.StateStopped) && n > 0 {
 			parts = append(parts, st+" "+strconv.Itoa(n))
 		}
 	}

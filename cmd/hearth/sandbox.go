@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 func newSandboxCmd() *cobra.Command {
@@ -112,9 +113,10 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&tpl, "template", "t", "base", "template name or ID")
-	fl.IntVar(&vcpus, "vcpus", 0, "virtual CPUs, 1-16 (default: the template's)")
-	fl.IntVar(&memMB, "memory-mb", 0, "memory in MiB, 128-65536 (default: the template's)")
-	fl.IntVar(&diskMB, "disk-size-mb", 0, "root disk size in MiB (default 20480)")
+	lim := sandbox.Public()
+	fl.IntVar(&vcpus, "vcpus", 0, fmt.Sprintf("virtual CPUs, %d-%d (default: the template's)", lim.VCPUs.Min, lim.VCPUs.Max))
+	fl.IntVar(&memMB, "memory-mb", 0, fmt.Sprintf("memory in MiB, %d-%d (default: the template's)", lim.MemoryMB.Min, lim.MemoryMB.Max))
+	fl.IntVar(&diskMB, "disk-size-mb", 0, fmt.Sprintf("root disk size in MiB (default %d)", sandbox.DefaultDiskSizeMB))
 	fl.StringVar(&timeout, "timeout", "", "destroy (or pause, with --auto-pause) after this long: seconds or a duration like 10m (default 5m)")
 	fl.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringArrayVarP(&metadata, "metadata", "m", nil, "metadata KEY=VALUE (repeatable)")

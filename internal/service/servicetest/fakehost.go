@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -158,8 +159,8 @@ func (h *FakeHost) CreateSandbox(_ context.Context, req service.CreateSandboxReq
 	if _, ok := h.sandboxes[req.SandboxID]; ok {
 		return service.SandboxRuntime{}, fmt.Errorf("fakehost: sandbox %s exists", req.SandboxID)
 	}
-	h.sandboxes[req.SandboxID] = &fakeSandbox{state: "running", files: map[string][]byte{}, env: maps.Clone(req.Env)}
-	return service.SandboxRuntime{SandboxID: req.SandboxID, State: "running", Address: "127.0.0.1:49983", StartedAt: time.Now()}, nil
+	h.sandboxes[req.SandboxID] = &fakeSandbox{state: string(sandbox.StateRunning), files: map[string][]byte{}, env: maps.Clone(req.Env)}
+	return service.SandboxRuntime{SandboxID: req.SandboxID, State: string(sandbox.StateRunning), Address: "127.0.0.1:49983", StartedAt: time.Now()}, nil
 }
 
 func (h *FakeHost) DestroySandbox(_ context.Context, id string) error {
@@ -190,8 +191,8 @@ func (h *FakeHost) PauseSandbox(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if sb.state != "paused" {
-		sb.state = "paused"
+	if sb.state != string(sandbox.StatePaused) {
+		sb.state = string(sandbox.StatePaused)
 		h.pauses++
 	}
 	return nil
@@ -207,11 +208,11 @@ func (h *FakeHost) ResumeSandbox(_ context.Context, req service.ResumeSandboxReq
 	if err != nil {
 		return service.SandboxRuntime{}, err
 	}
-	if sb.state != "running" {
-		sb.state = "running"
+	if sb.state != string(sandbox.StateRunning) {
+		sb.state = string(sandbox.StateRunning)
 		h.resumes++
 	}
-	return service.SandboxRuntime{SandboxID: req.SandboxID, State: "running", StartedAt: time.Now()}, nil
+	return service.SandboxRuntime{SandboxID: req.SandboxID, State: string(sandbox.StateRunning), StartedAt: time.Now()}, nil
 }
 
 func (h *FakeHost) ListSandboxes(context.Context) ([]service.SandboxRuntime, error) {
@@ -322,7 +323,7 @@ func (h *FakeHost) run(id string, req service.ExecRequest) (out []chunk, exitCod
 	if err != nil {
 		return nil, 0, err
 	}
-	if sb.state != "running" {
+	if sb.state != string(sandbox.StateRunning) {
 		return nil, 0, fmt.Errorf("fakehost: sandbox %s is %s", id, sb.state)
 	}
 	stdout := func(s string) []chunk { return []chunk{{service.StreamStdout, s}} }
