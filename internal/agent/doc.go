@@ -1,7 +1,9 @@
 // Package agent is hearth's host agent: the sandbox manager (one state
-// machine per sandbox, see State) and its Connect RPC service
+// machine per sandbox, on sandbox.Host's table) and its Connect RPC service
 // (proto/hostagent/v1), plus the entry point through which the control
-// plane forwards traffic to sandbox ports.
+// plane forwards traffic to sandbox ports. It imports nothing of the
+// control plane (internal/layering pins that): the control plane's client
+// is internal/agentclient, what both share is internal/hostwire.
 //
 // HTTP surface of Handler (one listener, HTTP/1.1 and h2c):
 //
@@ -12,7 +14,7 @@
 //
 // The agent is meant to be reachable by the control plane only. When
 // Options.Token is set every request must carry it in the Hearth-Agent-Token
-// header (Client.WithToken sends it; not Authorization, which envd uses to
+// header (hostwire.TokenHeader; agentclient.WithToken sends it; not Authorization, which envd uses to
 // select the OS user and the proxy passes through); the proxy does not check the
 // sandbox's access token itself, the control plane's proxy does, and envd
 // checks it again on every call.
@@ -24,7 +26,8 @@
 //
 // # Lifecycle
 //
-// One state machine per sandbox (State, state.go):
+// One state machine per sandbox (the states and sandbox.Host's transition
+// table live in internal/sandbox, shared with the control plane):
 // creating → running → pausing → paused → resuming → running → stopping →
 // stopped, with error reachable from every transitional state. Lifecycle
 // operations on one sandbox are serialised by a per-sandbox semaphore;
@@ -60,8 +63,8 @@
 // # Pause, resume and snapshot templates (issue 4)
 //
 // The Snapshotter (deps.go) is internal/sandboxsnap, wired by default for
-// every driver that can restore (wire.go); see its package doc for the
-// storage layout and the QEMU/Firecracker mechanics.
+// every driver whose vmm.Capabilities declare snapshots (wire.go); see its
+// package doc for the storage layout and the QEMU/Firecracker mechanics.
 //
 //   - Boot: Snapshotter.PrepareBoot gives QEMU guests their RAM in a tmpfs
 //     file so they can be paused later.
