@@ -255,21 +255,7 @@ func (e *env) signup(email string) account {
 }
 
 // sandbox is the wire form, decoded.
-type sandbox struct {
-	ID              string            `json:"id"`
-	TemplateID      string            `json:"template_id"`
-	Status          string            `json:"status"`
-	Host            string            `json:"host"`
-	VCPUs           int               `json:"vcpus"`
-	MemoryMB        int               `json:"memory_mb"`
-	DiskSizeMB      int               `json:"disk_size_mb"`
-	Metadata        map[string]string `json:"metadata"`
-	EnvKeys         []string          `json:"env_keys"`
-	TimeoutS        int               `json:"timeout_s"`
-	EndAt           time.Time         `json:"end_at"`
-	AutoPause       bool              `json:"auto_pause"`
-	EnvdAccessToken string            `json:"envd_access_token"`
-}
+type sandbox = apiwire.Sandbox
 
 func (e *env) createSandbox(a account, req map[string]any) sandbox {
 	e.tb.Helper()

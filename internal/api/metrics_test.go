@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
@@ -47,15 +48,7 @@ func TestSandboxMetrics(t *testing.T) {
 			t.Fatalf("envd /init: %d", resp.StatusCode)
 		}
 
-		var m struct {
-			Timestamp   time.Time `json:"timestamp"`
-			CPUCount    int       `json:"cpu_count"`
-			CPUUsedPct  float64   `json:"cpu_used_pct"`
-			MemUsedMB   int64     `json:"mem_used_mb"`
-			MemTotalMB  int64     `json:"mem_total_mb"`
-			DiskUsedMB  int64     `json:"disk_used_mb"`
-			DiskTotalMB int64     `json:"disk_total_mb"`
-		}
+		var m apiwire.Metrics
 		for name, h := range map[string]hdr{"api key": apiKey(a.key), "bearer": bearer(a.token)} {
 			r := e.do("GET", path, nil, h)
 			e.want(r, http.StatusOK, "metrics by "+name)

@@ -73,13 +73,21 @@ func waitExit(m vmm.Machine) <-chan struct{} {
 	return ch
 }
 
-func TestBootTinyToEnvd(t *testing.T) {
+// tinyTCG returns a TCG driver and the images the tiny guest boots from,
+// or skips saying what is missing.
+func tinyTCG(t testing.TB) (*qemu.Driver, vmmtest.Images) {
+	t.Helper()
 	d := newTCG(t)
 	im := vmmtest.FindImages(t)
 	vmmtest.RequireFile(t, im.Tiny)
 	if im.Initrd == "" {
 		t.Skip("needs the initramfs next to the kernel (images/kernel/initramfs.cpio): it loads virtio_blk")
 	}
+	return d, im
+}
+
+func TestBootTinyToEnvd(t *testing.T) {
+	d, im := tinyTCG(t)
 	m, console := bootTiny(t, d, im, t.TempDir())
 	pid := m.PID()
 	t.Cleanup(func() { _ = m.Stop(context.Background()) })

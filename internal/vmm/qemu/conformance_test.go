@@ -16,12 +16,7 @@ import (
 // tiny image boots to envd in a network namespace, commands run through
 // envd, and the restored guest still holds what it wrote to tmpfs.
 func TestConformance(t *testing.T) {
-	d := newTCG(t)
-	im := vmmtest.FindImages(t)
-	vmmtest.RequireFile(t, im.Tiny)
-	if im.Initrd == "" {
-		t.Skip("needs the initramfs next to the kernel (images/kernel/initramfs.cpio): it loads virtio_blk")
-	}
+	d, im := tinyTCG(t)
 	vmmtest.Conformance(t, vmmtest.Target{
 		Driver: d,
 		Config: func(t *testing.T, dir string) vmm.Config {
