@@ -112,7 +112,7 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: %w", driver, err)
 	}
 	db := &DB{sql: sqldb, driver: driver, sealer: opts.Sealer, log: log}
-	if err := db.migrate(ctx, dialect); err != nil {
+	if err := db.migrate(ctx, dialect, opts.DSN); err != nil {
 		sqldb.Close()
 		return nil, err
 	}
@@ -154,12 +154,27 @@ func sqliteDSN(path string) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-func (db *DB) migrate(ctx context.Context, dialect goose.Dialect) error {
+func (db *DB) migrate(ctx context.Context, dialect goose.Dialect, dsn string) error {
 	sub, err := fs.Sub(migrationsFS, "migrations/"+db.driver)
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, db.sql, sub, goose.WithDisableGlobalRegistry(true))
+	popts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	switch db.driver {
+	case DriverPostgres:
+		locker, err := db.postgresMigrationLocker(ctx)
+		if err != nil {
+			return err
+		}
+		popts = append(popts, goose.WithSessionLocker(locker))
+	case DriverSQLite:
+		unlock, err := lockSQLiteMigrations(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	p, err := goose.NewProvider(dialect, db.sql, sub, popts...)
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}

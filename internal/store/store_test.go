@@ -486,3 +486,41 @@ func TestSQLitePragmas(t *testing.T) {
 		t.Fatal("foreign key not enforced")
 	}
 }
+
+// Two control planes starting at once on one new database must both come
+// up: migrations are serialised by an advisory lock on PostgreSQL (and by
+// SQLite's write lock), and each runs every migration exactly once.
+func TestConcurrentMigrations(t *testing.T) {
+	forEachEngineOpts(t, func(t *testing.T, opts store.Options) {
+		const n = 4
+		errs := make(chan error, n)
+		dbs := make(chan *store.DB, n)
+		for range n {
+			go func() {
+				c, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				db, err := store.Open(c, opts)
+				errs <- err
+				dbs <- db
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Errorf("concurrent open: %v", err)
+			}
+			if db := <-dbs; db != nil {
+				t.Cleanup(func() { db.Close() })
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		db := storetest.OpenWith(t, opts)
+		var applied, distinct int
+		want(t, store.RawSQL(db).QueryRowContext(ctx(t),
+			`SELECT COUNT(*), COUNT(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`).Scan(&applied, &distinct), nil)
+		if applied != distinct || applied < 1 {
+			t.Fatalf("goose_db_version has %d rows for %d versions: a migration ran twice", applied, distinct)
+		}
+	})
+}
