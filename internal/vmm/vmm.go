@@ -193,6 +193,22 @@ type Restorer interface {
 	Restore(ctx context.Context, cfg Config, snap RestoreSpec) (Snapshotter, error)
 }
 
+// Adopter is implemented by drivers that can take over a machine that an
+// earlier agent process started and that is still running (the agent
+// crashed or restarted; VMM processes run in their own session and outlive
+// it). cfg is the config the machine was started or restored with; pid is
+// its VMM process. The driver checks that pid really is that machine's VMM.
+type Adopter interface {
+	Adopt(ctx context.Context, cfg Config, pid int) (Snapshotter, error)
+}
+
+// RunStater is implemented by machines that can tell whether their guest
+// is executing: a crash-recovering agent must know whether a restored
+// guest was ever continued (its disk may then be newer than its snapshot).
+type RunStater interface {
+	GuestRunning(ctx context.Context) (bool, error)
+}
+
 // ProbeResult records one driver probe, for doctor output and logs.
 type ProbeResult struct {
 	Driver  string // e.g. "firecracker", "qemu-kvm", "qemu-tcg"

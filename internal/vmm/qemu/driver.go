@@ -61,6 +61,7 @@ type Driver struct {
 var (
 	_ vmm.Driver   = (*Driver)(nil)
 	_ vmm.Restorer = (*Driver)(nil)
+	_ vmm.Adopter  = (*Driver)(nil)
 )
 
 // New returns a driver. It does not probe.

@@ -37,7 +37,10 @@ type Machine struct {
 	stopped bool
 }
 
-var _ vmm.Snapshotter = (*Machine)(nil)
+var (
+	_ vmm.Snapshotter = (*Machine)(nil)
+	_ vmm.RunStater   = (*Machine)(nil)
+)
 
 // QMPSocket returns the path of the machine's QMP socket.
 func (m *Machine) QMPSocket() string { return filepath.Join(m.cfg.RunDir, qmpSockName) }
@@ -368,4 +371,50 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 		return fmt.Errorf("qemu snapshot: sync state: %w", err)
 	}
 	return f.Close()
+}
+
+// Adopt implements vmm.Adopter: it takes over the QEMU process pid started
+// (by an earlier agent) for cfg, reconnecting to its QMP socket. The pid is
+// trusted only when its command line names cfg's QMP socket: pids are
+// reused.
+func (d *Driver) Adopt(ctx context.Context, cfg vmm.Config, pid int) (vmm.Snapshotter, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	m := &Machine{d: d, cfg: cfg}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return nil, fmt.Errorf("qemu adopt %s: pid %d: %w", cfg.ID, pid, err)
+	}
+	if !strings.Contains(string(cmdline), "unix:"+qemuOpt(m.QMPSocket())+",") {
+		return nil, fmt.Errorf("qemu adopt %s: pid %d is not this machine's QEMU", cfg.ID, pid)
+	}
+	proc, err := vmmproc.Adopt(pid, filepath.Join(cfg.RunDir, vmm.PIDFileName))
+	if err != nil {
+		return nil, fmt.Errorf("qemu adopt %s: %w", cfg.ID, err)
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	q, err := DialQMP(dialCtx, m.QMPSocket())
+	if err != nil {
+		// Not ours to kill: the caller decides what a VM it cannot drive becomes.
+		return nil, fmt.Errorf("qemu adopt %s: %w", cfg.ID, err)
+	}
+	m.proc, m.qmp = proc, q
+	return m, nil
+}
+
+// GuestRunning implements vmm.RunStater (QMP query-status).
+func (m *Machine) GuestRunning(ctx context.Context) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.running()
+	if err != nil {
+		return false, err
+	}
+	st, err := q.QueryStatus(ctx)
+	if err != nil {
+		return false, err
+	}
+	return st.Status == "running", nil
 }

@@ -1,6 +1,6 @@
-// Package vmmproc runs a VMM binary as a child process: in its own process
-// group (so a kill takes any helpers with it and a terminal signal to the
-// agent does not), optionally inside a network namespace and a private mount
+// Package vmmproc runs a VMM binary as a child process: in its own session
+// and process group (so a kill takes any helpers with it, and neither a
+// terminal signal nor the agent's own death reaches it), optionally inside a network namespace and a private mount
 // namespace (Mounts: files bound at fixed paths), with a pid file, and
 // reaped exactly once so no zombie is left behind.
 package vmmproc
@@ -21,14 +21,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Process is a started VMM process.
+// Process is a started or adopted VMM process.
 type Process struct {
-	cmd     *exec.Cmd
+	pid     int
+	wait    func() error // blocks until the process has exited
 	pidFile string
 	done    chan struct{}
 	err     error // set before done is closed
 	once    sync.Once
 }
+
+// ErrAdoptedExit is the exit status of an adopted process: it is not this
+// process's child, so its status cannot be collected.
+var ErrAdoptedExit = errors.New("exited (status unknown: started by an earlier agent)")
 
 // Start starts cmd in its own process group inside the network namespace at
 // netnsPath (empty: the caller's) and writes its pid to pidFile (empty: no
@@ -123,7 +128,11 @@ func StartWith(cmd *exec.Cmd, o Options) (*Process, error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	cmd.SysProcAttr.Setpgid = true
+	// A new session makes the process a group leader too (kill(-pid)
+	// reaches its helpers) and detaches it from the agent's terminal: a
+	// VMM must outlive an agent that crashes or restarts, to be adopted.
+	cmd.SysProcAttr.Setsid = true
+	cmd.SysProcAttr.Setpgid = false
 	var err error
 	if o.Mounts != nil {
 		err = startInMountNS(cmd, o.NetNS, o.Mounts)
@@ -134,7 +143,7 @@ func StartWith(cmd *exec.Cmd, o Options) (*Process, error) {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	pidFile := o.PIDFile
-	p := &Process{cmd: cmd, pidFile: pidFile, done: make(chan struct{})}
+	p := &Process{pid: cmd.Process.Pid, wait: cmd.Wait, pidFile: pidFile, done: make(chan struct{})}
 	if pidFile != "" {
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 			_ = p.Kill()
@@ -266,7 +275,7 @@ func onDisposableThread(fn func() error) error {
 // reap waits for the process exactly once and removes the pid file.
 func (p *Process) reap() <-chan struct{} {
 	p.once.Do(func() {
-		p.err = p.cmd.Wait()
+		p.err = p.wait()
 		if p.pidFile != "" {
 			_ = os.Remove(p.pidFile)
 		}
@@ -276,7 +285,7 @@ func (p *Process) reap() <-chan struct{} {
 }
 
 // PID returns the process id.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
+func (p *Process) PID() int { return p.pid }
 
 // Done is closed once the process has exited and been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
@@ -309,7 +318,7 @@ func (p *Process) Kill() error {
 	if p.Exited() {
 		return nil
 	}
-	err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	err := syscall.Kill(-p.pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		return nil
 	}
@@ -327,4 +336,31 @@ func (p *Process) KillAndWait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Adopt takes over a VMM process that an earlier agent started (so not a
+// child of this one) and that is still running: its exit is observed
+// through a pidfd, which, unlike a pid, cannot come to name another
+// process. pidFile is removed once the process has exited.
+func Adopt(pid int, pidFile string) (*Process, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("adopt pid %d: %w", pid, err)
+	}
+	p := &Process{pid: pid, pidFile: pidFile, done: make(chan struct{}), wait: func() error {
+		defer unix.Close(fd)
+		// A pidfd polls readable once the process has exited.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			_, err := unix.Poll(fds, -1)
+			if err == nil && fds[0].Revents != 0 {
+				return ErrAdoptedExit
+			}
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				return fmt.Errorf("watch pid %d: %w", pid, err)
+			}
+		}
+	}}
+	go p.reap()
+	return p, nil
 }

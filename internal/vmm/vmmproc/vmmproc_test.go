@@ -2,6 +2,7 @@ package vmmproc
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestStartInNetNSOwnGroupNoZombie starts a process inside a fresh network
@@ -48,6 +51,9 @@ func TestStartInNetNSOwnGroupNoZombie(t *testing.T) {
 	if pgid, err := syscall.Getpgid(pid); err != nil || pgid != pid {
 		t.Fatalf("pgid %d (%v), want own group %d", pgid, err, pid)
 	}
+	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
+		t.Fatalf("session %d (%v), want own session %d (the VMM must outlive the agent)", sid, err, pid)
+	}
 	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 		t.Fatalf("pid file %q %v", b, err)
 	}
@@ -81,5 +87,50 @@ func TestStartBadNetNS(t *testing.T) {
 	_, err := Start(exec.Command("true"), "/nonexistent/netns", "")
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/netns") {
 		t.Fatalf("Start = %v, want an error naming the netns", err)
+	}
+}
+
+// TestAdoptWatchesAndKills adopts a process that is not this test's child
+// (as a restarted agent finds its VMMs): Done stays open while it runs,
+// KillAndWait kills its whole group and returns once it is gone, and the
+// pid file is removed.
+func TestAdoptWatchesAndKills(t *testing.T) {
+	// sh starts sleep in its own session and exits: sleep is reparented
+	// away from the test, like a VMM whose agent died.
+	out, err := exec.Command("sh", "-c", "setsid sleep 60 >/dev/null 2>&1 & echo $!").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	pidFile := filepath.Join(t.TempDir(), "vmm.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Adopt(pid, pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PID() != pid {
+		t.Fatalf("PID %d, want %d", p.PID(), pid)
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("adopted process reported exited while running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.KillAndWait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(p.Err(), ErrAdoptedExit) {
+		t.Fatalf("exit status %v, want ErrAdoptedExit", p.Err())
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Fatalf("pid file after exit: %v", err)
 	}
 }
