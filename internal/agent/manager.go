@@ -112,75 +112,6 @@ func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxesDir
 // snapshotDir is where a paused sandbox's memory snapshot lives.
 func snapshotDir(runDir string) string { return filepath.Join(runDir, "snapshot") }
 
-// recover runs at start-up (see NewManager).
-func (m *Manager) recover(ctx context.Context) error {
-	// No network slot survives a restart: paused sandboxes hold none, and
-	// running VMs of a crashed agent are not re-adopted (below).
-	if err := m.d.Net.CleanupStale(ctx); err != nil {
-		return fmt.Errorf("agent: clean stale network slots: %w", err)
-	}
-	entries, err := os.ReadDir(m.sandboxesDir())
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	live := map[string]bool{}
-	for _, e := range entries {
-		if !e.IsDir() || !validID.MatchString(e.Name()) {
-			continue
-		}
-		id, dir := e.Name(), m.runDir(e.Name())
-		md, err := readMeta(dir)
-		if err == nil && md.State == sbx.StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)) {
-			sb := newSandbox(md.Spec, dir, m.log)
-			sb.state = sbx.StatePaused
-			sb.startedAt = md.StartedAt
-			m.sandboxes[id] = sb
-			live[id] = true
-			m.log.Info("re-adopted paused sandbox", "sandbox", id)
-			continue
-		}
-		// A running VM of a crashed agent cannot be re-adopted: its envd
-		// session and exit watcher are gone and its network slot was just
-		// removed. The control plane's reconciler sees it missing.
-		for _, pid := range []int{md.VMMPID, readPIDFile(filepath.Join(dir, "vm", vmm.PIDFileName))} {
-			if pid > 0 {
-				killStale(pid, dir)
-			}
-		}
-		if err == nil && md.State == sbx.StateError {
-			// Recorded in error with its disk kept (e.g. a pause that
-			// failed at shutdown): it stays so, listed with its reason,
-			// until destroyed.
-			sb := newSandbox(md.Spec, dir, m.log)
-			sb.spec.ID = id
-			sb.state, sb.errMsg, sb.startedAt = sbx.StateError, md.Error, md.StartedAt
-			m.sandboxes[id] = sb
-			live[id] = true
-			m.log.Warn("re-adopted sandbox in error (disk kept until destroyed)", "sandbox", id, "error", md.Error)
-			continue
-		}
-		sb := newSandbox(md.Spec, dir, m.log)
-		sb.spec.ID = id
-		if err := m.cleanup(ctx, sb); err != nil {
-			return fmt.Errorf("agent: clean stale sandbox %s: %w", id, err)
-		}
-		m.log.Info("removed stale sandbox of a previous agent", "sandbox", id, "state", md.State)
-	}
-	m.cleanTemplateLeftovers()
-	if c, ok := m.d.Disks.(StaleCleaner); ok {
-		if err := c.CleanupStale(ctx, live); err != nil {
-			return fmt.Errorf("agent: clean stale root disks: %w", err)
-		}
-	}
-	if m.d.EnsureImageSizes != nil {
-		if err := m.d.EnsureImageSizes(ctx, sbx.DefaultDiskSizeMB*MiB); err != nil {
-			return fmt.Errorf("agent: ensure image sizes: %w", err)
-		}
-	}
-	m.pruneVariants(ctx)
-	return nil
-}
-
 // pruneVariants removes the root-disk backend's cached variants nothing
 // needs any more: variants of deleted templates, of replaced or removed
 // images. Kept: variants of the templates and images held here (current
@@ -477,6 +408,11 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 		closeEnvd(e)
 		return fmt.Errorf("envd init: %w", err)
 	}
+	// The guest's envd now holds this token: a restarted agent reconnects
+	// with it. Kept beside the VM, whose RAM file holds it anyway.
+	if err := writeFrozen(sb.runDir, frozenEnvd{Token: sb.spec.AccessToken, User: user}); err != nil {
+		sb.log.Warn("record envd token", "err", err)
+	}
 	sb.mu.Lock()
 	sb.envd = e
 	sb.user = user
@@ -640,6 +576,12 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	if err := sb.transition(sbx.StatePausing, sbx.StateRunning); err != nil {
 		return err
 	}
+	m.recordPauseStart(sb)
+	defer func() {
+		sb.mu.Lock()
+		sb.pauseFrom = nil
+		sb.mu.Unlock()
+	}()
 	sb.mu.Lock()
 	machine, exited, cfg, user := sb.machine, sb.exited, sb.cfg, sb.user
 	sb.mu.Unlock()
@@ -651,6 +593,10 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 		} else if terr := sb.transition(sbx.StateRunning, sbx.StatePausing); terr != nil {
 			return errors.Join(err, terr)
 		}
+		sb.mu.Lock()
+		sb.pauseFrom = nil
+		sb.mu.Unlock()
+		m.saveMeta(sb)
 		return err
 	}
 	select { // Pause's contract: the VMM process has exited
@@ -666,7 +612,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	}
 	sb.mu.Lock()
 	closeEnvd(sb.envd)
-	sb.machine, sb.envd = nil, nil
+	sb.machine, sb.envd, sb.pauseFrom = nil, nil, nil
 	sb.mu.Unlock()
 	// Free the slot now; a teardown failure leaks nothing for long: destroy
 	// and resume tear down unconditionally.
@@ -732,6 +678,12 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 	if user == "" {
 		user = m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
 	}
+	// The token the guest gets by /init: a restarted agent that finds this
+	// resume unfinished completes the /init with it.
+	if err := writeFrozen(sb.runDir, frozenEnvd{Token: sb.spec.AccessToken, User: user}); err != nil {
+		sb.log.Warn("record envd token", "err", err)
+	}
+	m.saveMeta(sb)
 	t0 := time.Now()
 	if err := m.restore(ctx, sb, snapshotDir(sb.runDir), user, prevToken); err != nil {
 		err = fmt.Errorf("resume sandbox %s: %w", id, err)
@@ -770,13 +722,18 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return err
 	}
+	// Recorded before the VMM starts, so that a restarted agent can adopt
+	// it (and knows, by its pid file, that it was started).
+	sb.mu.Lock()
+	sb.cfg = cfg
+	sb.mu.Unlock()
+	m.saveMeta(sb)
 	machine, err := m.d.Snapshots.Restore(ctx, cfg, dir)
 	if machine != nil {
 		// Recorded even on error: a restore that failed halfway may have
 		// left a process for releaseVM to stop.
 		sb.mu.Lock()
 		sb.machine = machine
-		sb.cfg = cfg
 		sb.mu.Unlock()
 		m.watch(sb, machine)
 	}

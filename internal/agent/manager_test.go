@@ -500,15 +500,17 @@ func TestShutdownPausesAndRestartReadopts(t *testing.T) {
 	h.assertClean()
 }
 
-func TestStartupCleansCrashedSandboxes(t *testing.T) {
+// TestStartupKeepsSandboxWhoseVMDied: the agent "crashes" and the VM dies
+// with it (the host went down): the restarted agent keeps the sandbox, in
+// error with the reason, disk kept, until it is destroyed. A leftover
+// without a meta file is removed.
+func TestStartupKeepsSandboxWhoseVMDied(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, false)
 	ctx := context.Background()
 	if _, err := h.m.Create(ctx, spec("crashed")); err != nil {
 		t.Fatal(err)
 	}
-	// The agent "crashes": its VM dies with it; the disk, slot and run
-	// dir stay behind. A leftover without a meta file is cleaned too.
 	h.driver.machines[0].crash()
 	if err := os.MkdirAll(filepath.Join(h.data, "sandboxes", "nometa"), 0o700); err != nil {
 		t.Fatal(err)
@@ -517,6 +519,22 @@ func TestStartupCleansCrashedSandboxes(t *testing.T) {
 	h.m = h.newManager()
 	if h.net.stale != stale+1 {
 		t.Error("CleanupStale not called at start-up")
+	}
+	in, err := h.m.Get("crashed")
+	if err != nil {
+		t.Fatalf("sandbox whose VM died is gone after restart: %v", err)
+	}
+	if in.State != sbx.StateError || !strings.Contains(in.Error, "VM exited while the agent was down") {
+		t.Fatalf("after restart: %+v, want error naming the dead VM", in)
+	}
+	if _, err := os.Stat(filepath.Join(h.data, "sandboxes", "nometa")); !os.IsNotExist(err) {
+		t.Errorf("leftover without meta still there: %v", err)
+	}
+	if _, err := h.disks.Lookup(ctx, "crashed"); err != nil {
+		t.Errorf("disk of the sandbox in error removed: %v", err)
+	}
+	if err := h.m.Destroy(ctx, "crashed"); err != nil {
+		t.Fatal(err)
 	}
 	h.assertClean()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
 // meta is what DATA/sandboxes/<id>/sandbox.json records so a restarted
@@ -26,6 +27,13 @@ type meta struct {
 	// Error is why a sandbox is in error; a sandbox recorded in error is
 	// re-adopted as such at start-up (its disk kept until destroyed).
 	Error string `json:"error,omitempty"`
+	// VM is the config the sandbox's VMM was (or is being) started with,
+	// recorded before the VMM starts so a restarted agent can adopt it.
+	VM *vmm.Config `json:"vm,omitempty"`
+	// PauseFrom is, while pausing, the sequence number of the snapshot the
+	// pause started from (nil: none): a higher committed one means the
+	// pause got through.
+	PauseFrom *uint64 `json:"pause_from,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -35,9 +43,13 @@ const metaFile = "sandbox.json"
 // must not fail the operation that changed the state.
 func (m *Manager) saveMeta(sb *sandbox) {
 	sb.mu.Lock()
-	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt, Error: sb.errMsg}
+	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt, Error: sb.errMsg, PauseFrom: sb.pauseFrom}
 	if sb.machine != nil {
 		md.VMMPID = sb.machine.PID()
+	}
+	if sb.cfg.RunDir != "" {
+		cfg := sb.cfg
+		md.VM = &cfg
 	}
 	sb.mu.Unlock()
 	md.Spec.AccessToken, md.Spec.Env = "", nil

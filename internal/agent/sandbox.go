@@ -81,6 +81,7 @@ type sandbox struct {
 	envd      Envd          // non-nil while running
 	user      string        // default OS user in the guest
 	startedAt time.Time
+	pauseFrom *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
 }
 
 func newSandbox(spec Spec, runDir string, log *slog.Logger) *sandbox {

@@ -110,7 +110,11 @@ func (a *Agent) wire(ctx context.Context) error {
 	return nil
 }
 
-var _ Snapshotter = (*sandboxsnap.Snapshotter)(nil)
+var (
+	_ Snapshotter      = (*sandboxsnap.Snapshotter)(nil)
+	_ SnapshotRecovery = (*sandboxsnap.Snapshotter)(nil)
+	_ NetAdopter       = netAdapter{}
+)
 
 // netAdapter adapts *netns.Manager to Network.
 type netAdapter struct{ m *netns.Manager }
@@ -125,6 +129,14 @@ func (n netAdapter) Setup(ctx context.Context, id string, o NetOptions) (NetSlot
 
 func (n netAdapter) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
 func (n netAdapter) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
+
+func (n netAdapter) Adopt(ctx context.Context, id string) (NetSlot, error) {
+	s, err := n.m.Adopt(ctx, id)
+	if err != nil {
+		return NetSlot{}, err
+	}
+	return NetSlot{Address: s.Address, TapName: s.TapName, NSPath: s.NamespacePath}, nil
+}
 
 // diskAdapter adds the package-level stale cleanup to a rootfs backend.
 type diskAdapter struct {

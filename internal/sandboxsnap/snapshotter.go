@@ -623,3 +623,28 @@ func (s *Snapshotter) Export(ctx context.Context, srcDir, dstDir string) (err er
 	}
 	return syncDir(filepath.Dir(dstDir))
 }
+
+// CommittedSeq returns the sequence number of dir's committed snapshot (a
+// memory header and its device state); ok is false when there is none.
+func (s *Snapshotter) CommittedSeq(dir string) (seq uint64, ok bool) {
+	if !Committed(dir) {
+		return 0, false
+	}
+	in, err := Stat(dir)
+	if err != nil {
+		return 0, false
+	}
+	return in.Seq, true
+}
+
+// ReleaseMemory removes the RAM file of a stopped shared-memory machine of
+// sandboxID (what Pause removes after a snapshot; a crash may have left
+// it). Nothing to do where the VMM holds guest memory itself.
+func (s *Snapshotter) ReleaseMemory(sandboxID string) {
+	if !s.sharedMemory() {
+		return
+	}
+	if err := os.Remove(s.MemoryFile(sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove RAM file", "sandbox", sandboxID, "err", err)
+	}
+}
