@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearth-sandbox/hearth/internal/agent"
 	"github.com/hearth-sandbox/hearth/internal/config"
@@ -38,6 +41,7 @@ type agentFlags struct {
 	name              string
 	caFingerprint     string
 	heartbeatInterval time.Duration
+	crashAt           string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -103,6 +107,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs.StringVar(&f.name, "name", f.name, "host name shown to operators (default: --address)")
 	fs.StringVar(&f.caFingerprint, "ca-fingerprint", f.caFingerprint, "pin of the control plane's CA (sha256:..., printed by hearth server); checked at registration")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", f.heartbeatInterval, "time between heartbeats (keep equal to the server's)")
+	addCrashAtFlag(fs, &f.crashAt)
 	config.BindCommand(cmd)
 	return cmd
 }
@@ -141,6 +146,7 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		RootfsBackend: f.rootfsBackend,
 		BootTimeout:   f.bootTimeout,
 		NetnsPrefix:   f.netnsPrefix,
+		CrashAt:       f.crashAt,
 		Logger:        log,
 	}
 	a, err := agent.New(ctx, opts)
@@ -192,4 +198,24 @@ func isLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// addCrashAtFlag adds the hidden --crash-at flag (HEARTH_CRASH_AT): the
+// agent kills itself with SIGKILL at that lifecycle step, so crash tests
+// can leave every operation half done (see agent.CrashSteps).
+func addCrashAtFlag(fs *pflag.FlagSet, p *string) {
+	fs.Var(&crashStep{p: p}, "crash-at", "crash tests only: SIGKILL this process at the named lifecycle step")
+	_ = fs.MarkHidden("crash-at")
+}
+
+type crashStep struct{ p *string }
+
+func (c *crashStep) String() string { return *c.p }
+func (c *crashStep) Type() string   { return "step" }
+func (c *crashStep) Set(v string) error {
+	if v != "" && !slices.Contains(agent.CrashSteps(), v) {
+		return fmt.Errorf("unknown step %q (one of: %s)", v, strings.Join(agent.CrashSteps(), ", "))
+	}
+	*c.p = v
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
@@ -49,7 +50,11 @@ type Options struct {
 	EnsureImageSizes ImageSizer
 
 	BootTimeout time.Duration
-	Logger      *slog.Logger
+	// CrashAt names a lifecycle step (one of CrashSteps) at which the
+	// process kills itself with SIGKILL: crash tests drive a real agent
+	// into each half-done state. Empty in production.
+	CrashAt string
+	Logger  *slog.Logger
 }
 
 // Agent is one host's agent: the Manager plus its RPC and proxy surface.
@@ -96,6 +101,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		Snapshots:        a.opts.Snapshots,
 		EnsureImageSizes: a.opts.EnsureImageSizes,
 		BootTimeout:      a.opts.BootTimeout,
+		Crash:            a.crashFunc(),
 		Log:              a.log,
 	})
 	if err != nil {
@@ -178,5 +184,21 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 		Protocols:         &p,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
+	}
+}
+
+// crashFunc returns the Deps.Crash of Options.CrashAt (nil when unset).
+func (a *Agent) crashFunc() func(step string) {
+	at := a.opts.CrashAt
+	if at == "" {
+		return nil
+	}
+	return func(step string) {
+		if step != at {
+			return
+		}
+		a.log.Warn("crash test: killing the process", "step", step)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // never returns: the signal is on its way
 	}
 }

@@ -60,7 +60,11 @@ type Deps struct {
 	// CleanupTimeout bounds each unwind/destroy when the caller's ctx is
 	// already cancelled (default 30 s).
 	CleanupTimeout time.Duration
-	Log            *slog.Logger
+	// Crash, when set, is called at named steps of lifecycle operations
+	// ("pause:started", ...; see crashSteps): crash tests kill the process
+	// there. nil in production.
+	Crash func(step string)
+	Log   *slog.Logger
 }
 
 // Manager owns the sandboxes of this host: one state machine each.
@@ -314,6 +318,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	if err := m.startMachine(ctx, sb, machine); err != nil {
 		return err
 	}
+	m.crash("create:vm-started")
 	user := m.d.Images.DefaultUser(ctx, spec.TemplateID)
 	if err := m.connectEnvd(ctx, sb, slot, user, "", t0); err != nil {
 		return err
@@ -535,6 +540,8 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	if err := sb.transition(sbx.StateStopping); err != nil {
 		return err
 	}
+	m.saveMeta(sb)
+	m.crash("destroy:started")
 	if err := m.cleanup(ctx, sb); err != nil {
 		err = fmt.Errorf("destroy sandbox %s: %w", id, err)
 		sb.fail(err)
@@ -577,6 +584,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 		return err
 	}
 	m.recordPauseStart(sb)
+	m.crash("pause:started")
 	defer func() {
 		sb.mu.Lock()
 		sb.pauseFrom = nil
@@ -603,6 +611,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	case <-exited:
 	case <-ctx.Done():
 	}
+	m.crash("pause:vm-stopped")
 	// The frozen envd holds this token: a later resume or a template made
 	// from this snapshot authenticates /init with it. The snapshot's memory
 	// holds it anyway, so keeping it beside that memory exposes nothing new
@@ -684,6 +693,7 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 		sb.log.Warn("record envd token", "err", err)
 	}
 	m.saveMeta(sb)
+	m.crash("resume:started")
 	t0 := time.Now()
 	if err := m.restore(ctx, sb, snapshotDir(sb.runDir), user, prevToken); err != nil {
 		err = fmt.Errorf("resume sandbox %s: %w", id, err)
@@ -694,6 +704,7 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 		}
 		return err
 	}
+	m.crash("resume:initialized")
 	if err := sb.transition(sbx.StateRunning, sbx.StateResuming); err != nil {
 		return err
 	}
@@ -741,6 +752,7 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 		return fmt.Errorf("restore: %w", err)
 	}
 	m.saveMeta(sb)
+	m.crash("restore:vm-started")
 	return m.connectEnvd(ctx, sb, slot, user, prevToken, t0)
 }
 
@@ -949,5 +961,25 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// CrashSteps lists the steps at which Deps.Crash is called, for crash
+// tests (Options.CrashAt). The "snapshot:" steps are the snapshotter's:
+// after a pause's device state is saved (memory not yet committed), and
+// after the commit while the VM still exists.
+func CrashSteps() []string {
+	return []string{
+		"create:vm-started",
+		"pause:started", "snapshot:state", "snapshot:committed", "pause:vm-stopped",
+		"resume:started", "restore:vm-started", "resume:initialized",
+		"template:written",
+		"destroy:started",
+	}
+}
+
+func (m *Manager) crash(step string) {
+	if m.d.Crash != nil {
+		m.d.Crash(step)
 	}
 }

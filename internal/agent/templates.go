@@ -175,6 +175,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("create snapshot %s of %s: %w", templateID, sandboxID, err)
 	}
+	m.crash("template:written")
 	sb.log.Info("snapshot template created", "template", templateID, "ms", time.Since(t0).Milliseconds())
 	return t.info(), nil
 }

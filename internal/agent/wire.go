@@ -96,7 +96,11 @@ func (a *Agent) wire(ctx context.Context) error {
 		// Every driver that can snapshot and restore gets
 		// pause/resume/templates.
 		if d, ok := o.Driver.(sandboxsnap.Driver); ok && d.Capabilities().Memory != vmm.MemoryNoSnapshot {
-			s, err := sandboxsnap.New(sandboxsnap.Options{Driver: d, DataDir: o.DataDir, Logger: o.Logger})
+			so := sandboxsnap.Options{Driver: d, DataDir: o.DataDir, Logger: o.Logger}
+			if crash := a.crashFunc(); crash != nil {
+				so.Crash = func(step string) { crash("snapshot:" + step) }
+			}
+			s, err := sandboxsnap.New(so)
 			if err != nil {
 				return fmt.Errorf("agent: snapshots: %w", err)
 			}

@@ -59,6 +59,10 @@ type Options struct {
 	// while the new generation is written) and aborts the pause with its
 	// error. For tests that inject failures; nil in production.
 	FailAt func(step string) error
+	// Crash, when set, is called after a pause's device state is saved
+	// ("state") and after its snapshot is committed, before the VM stops
+	// ("committed"): crash tests kill the process there. nil in production.
+	Crash  func(step string)
 	Logger *slog.Logger
 }
 
@@ -131,6 +135,12 @@ func (s *Snapshotter) PrepareBoot(cfg vmm.Config) (vmm.Config, error) {
 	return cfg, nil
 }
 
+func (s *Snapshotter) crash(step string) {
+	if s.o.Crash != nil {
+		s.o.Crash(step)
+	}
+}
+
 func (s *Snapshotter) step(name string) error {
 	if s.o.FailAt == nil {
 		return nil
@@ -174,6 +184,7 @@ func (s *Snapshotter) Pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, 
 		}
 		return err
 	}
+	s.crash("committed")
 	if err := sm.Stop(ctx); err != nil {
 		// The snapshot is committed; the caller's cleanup stops it again.
 		return fmt.Errorf("stop paused vm: %w", err)
@@ -211,6 +222,7 @@ func (s *Snapshotter) pauseQEMU(ctx context.Context, m vmm.Snapshotter, cfg vmm.
 		return st, fmt.Errorf("save device state: %w", err)
 	}
 	st.state = time.Since(t0)
+	s.crash("state")
 	if err := s.step("state"); err != nil {
 		return st, err
 	}
@@ -257,6 +269,7 @@ func (s *Snapshotter) pauseFirecracker(ctx context.Context, m vmm.Snapshotter, c
 		return st, fmt.Errorf("snapshot/create: %w", err)
 	}
 	st.state = time.Since(t0)
+	s.crash("state")
 	if err := s.step("state"); err != nil {
 		return st, err
 	}
