@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
+	"github.com/hearth-sandbox/hearth/internal/reconciler"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -61,7 +62,11 @@ type ControlPlane struct {
 	Tokens  *auth.Tokens
 	Fleet   *fleet.ControlPlaneSide // nil unless Options.Fleet
 	handler http.Handler
+	rec     *reconciler.Reconciler // single host only (a fleet has its own)
 }
+
+// reconcileEvery is the single host's reconciler interval.
+const reconcileEvery = 30 * time.Second
 
 // New opens the store (running migrations), loads or generates secrets and
 // builds the service and its HTTP handler.
@@ -121,6 +126,11 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	cp.Service, err = service.New(service.Deps{Store: cp.Store, Hosts: hosts, Passwords: passwords, Tokens: cp.Tokens, Logger: cp.log})
 	if err != nil {
 		return err
+	}
+	// A fleet runs its own reconciler; a single host needs one as much
+	// (a crash of the agent or of this process leaves rows behind).
+	if sh, ok := hosts.(service.SingleHost); ok && sh.Client != nil && cp.Fleet == nil {
+		cp.rec = &reconciler.Reconciler{Store: cp.Store, Hosts: sh, Logger: cp.log}
 	}
 	route := opts.SandboxRoute
 	if route == nil {
@@ -200,6 +210,15 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	if cp.rec != nil {
+		// Nothing is in flight before the first request: rows a crash
+		// left in a transitional state are settled now, not after Grace.
+		if rep, err := cp.rec.Settle(ctx); err != nil {
+			cp.log.Warn("start-up reconcile incomplete", "err", err)
+		} else if len(rep.Actions) > 0 {
+			cp.log.Info("start-up reconcile settled sandboxes", "actions", len(rep.Actions))
+		}
+	}
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	loopsDone := make(chan struct{})
 	go func() {
@@ -208,6 +227,9 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		loops.Go(func() { cp.Service.NewReaper(cp.cfg.ReapEvery).Run(loopCtx) })
 		if cp.Fleet != nil {
 			loops.Go(func() { cp.Fleet.Run(loopCtx) })
+		}
+		if cp.rec != nil {
+			loops.Go(func() { cp.rec.Run(loopCtx, reconcileEvery) })
 		}
 		loops.Wait()
 	}()

@@ -12,7 +12,15 @@
 //     finishes them); older ones become stopped (creating, stopping) or
 //     error (pausing, resuming: a snapshot may exist, an operator decides);
 //   - paused sandboxes are expected to be absent and are left alone, as are
-//     rows in stopped or error.
+//     rows in stopped or error;
+//   - a sandbox the host reports running, paused or error while the store
+//     says otherwise takes the host's state (a use case cut short by a
+//     crash of the control plane or the agent, a host that paused a
+//     sandbox at shutdown or recovered it after a crash); transitional rows
+//     only after Grace, as above, and a stopping row is destroyed again.
+//
+// Settle is a pass for start-up, before any use case runs: nothing is in
+// flight, so transitional rows are settled at once.
 //
 // Unreachable hosts are skipped entirely: nothing is concluded from a host
 // that cannot answer, and its sandboxes are left as they are until it
@@ -82,6 +90,24 @@ type Report struct {
 // Reconcile runs one pass. The error joins the failures (hosts that could
 // not be listed, actions that failed); the Report lists everything done.
 func (r *Reconciler) Reconcile(ctx context.Context) (Report, error) {
+	return r.pass(ctx, r.grace())
+}
+
+// Settle runs one pass in which every transitional row counts as settled
+// (no grace): only for when no use case can be in flight, such as a
+// control plane's start-up before it serves.
+func (r *Reconciler) Settle(ctx context.Context) (Report, error) {
+	return r.pass(ctx, 0)
+}
+
+func (r *Reconciler) grace() time.Duration {
+	if r.Grace <= 0 {
+		return 2 * time.Minute
+	}
+	return r.Grace
+}
+
+func (r *Reconciler) pass(ctx context.Context, grace time.Duration) (Report, error) {
 	var rep Report
 	hosts, err := r.Store.ListHosts(ctx)
 	if err != nil {
@@ -92,7 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (Report, error) {
 		if h.Status == store.HostUnreachable {
 			continue
 		}
-		if err := r.host(ctx, h.ID, &rep); err != nil {
+		if err := r.host(ctx, h.ID, grace, &rep); err != nil {
 			rep.Skipped = append(rep.Skipped, h.ID)
 			errs = append(errs, err)
 			continue
@@ -111,7 +137,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (Report, error) {
 }
 
 // host reconciles one host; an error means it was skipped.
-func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error {
+func (r *Reconciler) host(ctx context.Context, hostID string, grace time.Duration, rep *Report) error {
 	// Store first, host second (see the package comment).
 	rows, err := r.Store.ListSandboxesByHost(ctx, hostID)
 	if err != nil {
@@ -129,6 +155,7 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 	for _, s := range rows {
 		known[s.ID] = s
 	}
+	now := r.now()
 	present := make(map[string]bool, len(onHost))
 	for _, rt := range onHost {
 		present[rt.SandboxID] = true
@@ -137,6 +164,7 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 		}
 		s, ok := known[rt.SandboxID]
 		if ok && s.Status != sandbox.StateStopped {
+			r.settle(ctx, c, hostID, s, sandbox.State(rt.State), now.Sub(s.UpdatedAt) >= grace, rep)
 			continue
 		}
 		reason, stray := r.stray(ctx, hostID, rt.SandboxID)
@@ -149,12 +177,11 @@ func (r *Reconciler) host(ctx context.Context, hostID string, rep *Report) error
 		}
 		r.record(rep, a)
 	}
-	now := r.now()
 	for _, s := range rows {
 		if present[s.ID] {
 			continue
 		}
-		to, ok := r.lost(s, now)
+		to, ok := lost(s, now.Sub(s.UpdatedAt) >= grace)
 		if !ok {
 			continue
 		}
@@ -190,18 +217,50 @@ func (r *Reconciler) stray(ctx context.Context, hostID, id string) (string, bool
 	return "", false // created since the snapshot: not a stray
 }
 
-// lost says what a sandbox the host lacks becomes, if anything (a move of
-// sandbox.Reconciler, checked again by the status gate).
-func (r *Reconciler) lost(s store.Sandbox, now time.Time) (sandbox.State, bool) {
-	grace := r.Grace
-	if grace <= 0 {
-		grace = 2 * time.Minute
+// settle makes the store agree with a sandbox the host has in state h
+// (see the package comment). old: the row's last change is past Grace.
+func (r *Reconciler) settle(ctx context.Context, c service.HostClient, hostID string, s store.Sandbox, h sandbox.State, old bool, rep *Report) {
+	if h == s.Status || h.Transitional() || s.Status == sandbox.StateError {
+		return // agreed, the host is busy with it, or an operator decides
 	}
-	young := now.Sub(s.UpdatedAt) < grace
+	if s.Status.Transitional() && !old {
+		return // its use case may still be finishing it
+	}
+	if s.Status == sandbox.StateStopping {
+		// A destroy cut short: finish it; the row follows on a later pass.
+		a := Action{HostID: hostID, SandboxID: s.ID, Kind: "destroy", Reason: "destroy cut short (was stopping)"}
+		if err := c.DestroySandbox(ctx, s.ID); err != nil {
+			a.Err = fmt.Errorf("destroy %s on host %s: %w", s.ID, hostID, err)
+		}
+		r.record(rep, a)
+		return
+	}
+	if !sandbox.Reconciler().Allows(s.Status, h) {
+		return
+	}
+	reason := ""
+	if h == sandbox.StateError {
+		reason = fmt.Sprintf("host %s reports the sandbox in error (was %s)", hostID, s.Status)
+	}
+	a := Action{HostID: hostID, SandboxID: s.ID, Kind: string(h), Reason: fmt.Sprintf("host %s reports %s (store had %s)", hostID, h, s.Status)}
+	_, err := service.SetStatus(ctx, r.Store, sandbox.Reconciler(), s.ID, []sandbox.State{s.Status}, h, reason)
+	switch {
+	case errors.Is(err, store.ErrStaleState), errors.Is(err, store.ErrNotFound):
+		return // changed or gone since we read it: its use case decided
+	case err != nil:
+		a.Err = fmt.Errorf("mark %s %s: %w", s.ID, h, err)
+	}
+	r.record(rep, a)
+}
+
+// lost says what a sandbox the host lacks becomes, if anything (a move of
+// sandbox.Reconciler, checked again by the status gate). old: the row's
+// last change is past Grace.
+func lost(s store.Sandbox, old bool) (sandbox.State, bool) {
 	switch {
 	case s.Status == sandbox.StateRunning:
 		return sandbox.StateStopped, true
-	case young:
+	case !old:
 		return "", false
 	case slices.Contains([]sandbox.State{sandbox.StateCreating, sandbox.StateStopping}, s.Status):
 		return sandbox.StateStopped, true

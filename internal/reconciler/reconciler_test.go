@@ -155,6 +155,76 @@ func TestReconcile(t *testing.T) {
 	})
 }
 
+// TestSettleAgainstHost: sandboxes the host has in a settled state the
+// store disagrees with take the host's state (transitional rows only past
+// Grace, or at once in a start-up Settle pass); a stopping row is destroyed
+// again; rows in error and host-side transitional states are left alone.
+func TestSettleAgainstHost(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		store  sandbox.State
+		host   sandbox.State
+		young  bool // row changed within Grace
+		settle bool // a start-up Settle pass instead of Reconcile
+		want   sandbox.State
+		gone   bool // destroyed on the host
+	}{
+		{name: "pausing committed", store: sandbox.StatePausing, host: sandbox.StatePaused, want: sandbox.StatePaused},
+		{name: "pausing rolled back", store: sandbox.StatePausing, host: sandbox.StateRunning, want: sandbox.StateRunning},
+		{name: "resuming completed", store: sandbox.StateResuming, host: sandbox.StateRunning, want: sandbox.StateRunning},
+		{name: "resuming rolled back", store: sandbox.StateResuming, host: sandbox.StatePaused, want: sandbox.StatePaused},
+		{name: "creating done", store: sandbox.StateCreating, host: sandbox.StateRunning, want: sandbox.StateRunning},
+		{name: "young pausing waits", store: sandbox.StatePausing, host: sandbox.StatePaused, young: true, want: sandbox.StatePausing},
+		{name: "young pausing at start-up", store: sandbox.StatePausing, host: sandbox.StatePaused, young: true, settle: true, want: sandbox.StatePaused},
+		{name: "running paused by host", store: sandbox.StateRunning, host: sandbox.StatePaused, young: true, want: sandbox.StatePaused},
+		{name: "running died on host", store: sandbox.StateRunning, host: sandbox.StateError, young: true, want: sandbox.StateError},
+		{name: "paused resumed by host", store: sandbox.StatePaused, host: sandbox.StateRunning, young: true, want: sandbox.StateRunning},
+		{name: "host busy", store: sandbox.StateRunning, host: sandbox.StatePausing, want: sandbox.StateRunning},
+		{name: "error stays", store: sandbox.StateError, host: sandbox.StateRunning, want: sandbox.StateError},
+		{name: "stopping destroyed again", store: sandbox.StateStopping, host: sandbox.StateRunning, want: sandbox.StateStopping, gone: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := storetest.Open(t, storetest.SQLite)
+			ctx := context.Background()
+			if _, err := db.UpsertHost(ctx, store.Host{ID: "h1", Name: "h1", Address: "h1:1", Status: store.HostReady}); err != nil {
+				t.Fatal(err)
+			}
+			age := 10 * time.Minute
+			if tc.young {
+				age = time.Second
+			}
+			now := time.Now()
+			if _, err := db.CreateSandbox(ctx, store.Sandbox{ID: "s1", TeamID: store.PlatformTeamID, TemplateID: "base",
+				Status: tc.store, Host: "h1", VCPUs: 1, MemoryMB: 512, CreatedAt: now.Add(-age), UpdatedAt: now.Add(-age)}); err != nil {
+				t.Fatal(err)
+			}
+			h1 := &fakeHost{running: []service.SandboxRuntime{{SandboxID: "s1", State: string(tc.host)}}}
+			r := &reconciler.Reconciler{Store: db, Hosts: hosts{"h1": h1}, Grace: time.Minute}
+			pass := r.Reconcile
+			if tc.settle {
+				pass = r.Settle
+			}
+			if _, err := pass(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s, err := db.GetSandboxByID(ctx, "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Status != tc.want {
+				t.Errorf("store %s, host %s: now %s, want %s", tc.store, tc.host, s.Status, tc.want)
+			}
+			if gone := slices.Contains(h1.destroyed, "s1"); gone != tc.gone {
+				t.Errorf("destroyed on host: %v, want %v", gone, tc.gone)
+			}
+			if tc.want == sandbox.StateError && tc.store != sandbox.StateError && !strings.Contains(s.Error, "reports the sandbox in error") {
+				t.Errorf("error %q does not say why", s.Error)
+			}
+		})
+	}
+}
+
 // TestReconcileLostCAS: a sandbox stopped by its use case between the
 // store read and the CAS is not reported as reconciled.
 func TestReconcileLostCAS(t *testing.T) {

@@ -78,31 +78,37 @@ func Host() Table {
 // ControlPlane is the moves the control plane's use cases make on a
 // sandbox's stored status: each use case enters a transitional state with
 // a compare-and-set, then leaves it for its target, back where it came
-// from (the host refused without touching the VM) or error.
+// from (the host refused without touching the VM) or error. A destroy may
+// overtake a create, pause or resume in flight (or cut short by a crash):
+// the host serialises it after that operation.
 func ControlPlane() Table {
 	return Table{
-		StateCreating: {StateRunning, StateError},
+		StateCreating: {StateRunning, StateError, StateStopping},
 		StateRunning:  {StatePausing, StateStopping},
-		StatePausing:  {StatePaused, StateRunning, StateError},
+		StatePausing:  {StatePaused, StateRunning, StateError, StateStopping},
 		StatePaused:   {StateResuming, StateStopping},
-		StateResuming: {StateRunning, StatePaused, StateError},
+		StateResuming: {StateRunning, StatePaused, StateError, StateStopping},
 		StateStopping: {StateStopped, StateError},
 		StateStopped:  {},
 		StateError:    {StateStopping},
 	}
 }
 
-// Reconciler is the moves the reconciler makes on a sandbox its host no
+// Reconciler is the moves the reconciler makes. On a sandbox its host no
 // longer runs: running, creating and stopping sandboxes are over
 // (stopped); a pause or resume cut short may have left a snapshot, so an
 // operator decides (error). Paused sandboxes are expected to be absent.
+// On a sandbox its host reports in a settled state the store disagrees
+// with (a use case cut short by a crash, or a host that paused it, kept
+// it in error or recovered it): the store takes the host's state.
 func Reconciler() Table {
 	return Table{
-		StateRunning:  {StateStopped},
-		StateCreating: {StateStopped},
+		StateRunning:  {StateStopped, StatePaused, StateError},
+		StateCreating: {StateStopped, StateRunning, StateError},
 		StateStopping: {StateStopped},
-		StatePausing:  {StateError},
-		StateResuming: {StateError},
+		StatePausing:  {StateError, StatePaused, StateRunning},
+		StateResuming: {StateError, StateRunning, StatePaused},
+		StatePaused:   {StateRunning, StateError},
 	}
 }
 

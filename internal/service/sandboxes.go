@@ -201,16 +201,18 @@ func (s *Service) DestroySandbox(ctx context.Context, p Principal, id string) er
 
 func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 	switch sb.Status {
-	case sandbox.StateRunning, sandbox.StatePaused, sandbox.StateError:
+	case sandbox.StateStopping, sandbox.StateStopped:
+		// Retry of an interrupted destroy: carry on.
+	default:
+		// From any other state, a create, pause or resume in flight (or
+		// cut short by a crash) included: the host destroys the sandbox
+		// once that operation has finished with it, and the operation's
+		// own compare-and-set then finds the row stopping and gives up.
 		next, err := s.transition(ctx, sb.ID, []sandbox.State{sb.Status}, sandbox.StateStopping, "")
 		if err != nil {
 			return err
 		}
 		sb = next
-	case sandbox.StateStopping, sandbox.StateStopped:
-		// Retry of an interrupted destroy: carry on.
-	default:
-		return Conflict("sandbox %s is %s; retry when it settles", sb.ID, sb.Status)
 	}
 	if sb.Host != "" && sb.Status == sandbox.StateStopping {
 		hc, err := s.hosts.Get(ctx, sb.Host)

@@ -175,6 +175,9 @@ func TestConcurrentPauseIsSafe(t *testing.T) {
 	})
 }
 
+// Operations other than destroy refuse a sandbox in a transitional state;
+// destroy overtakes it (a crash may have left it there for good): the row
+// goes, and the host is asked to destroy the sandbox.
 func TestTransitionalStatesRefuseOperations(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, db *store.DB) {
 		t.Parallel()
@@ -185,15 +188,18 @@ func TestTransitionalStatesRefuseOperations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindConflict {
-				t.Errorf("destroy %s: %v, want conflict", st, err)
-			}
 			// Pause waits for the transition to settle; these never do.
 			if _, _, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindConflict {
 				t.Errorf("pause %s: %v, want conflict", st, err)
 			}
 			if _, err := f.svc.Exec(ctx, f.p, sb.ID, service.ExecRequest{Cmd: "echo"}); service.KindOf(err) != service.KindConflict {
 				t.Errorf("exec %s: %v, want conflict", st, err)
+			}
+			if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); err != nil {
+				t.Errorf("destroy %s: %v, want it to overtake the operation", st, err)
+			}
+			if _, err := f.svc.GetSandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindNotFound {
+				t.Errorf("after destroying a %s sandbox: %v, want not found", st, err)
 			}
 		}
 	})
