@@ -106,6 +106,7 @@ func NewManager(ctx context.Context, d Deps) (*Manager, error) {
 	if err := m.recover(ctx); err != nil {
 		return nil, err
 	}
+	m.resumeShutdownPaused(ctx)
 	return m, nil
 }
 
@@ -679,8 +680,13 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 			prevToken = accessToken
 		}
 	}
-	if accessToken != "" {
+	switch {
+	case accessToken != "":
 		sb.spec.AccessToken = accessToken // guarded by op: only lifecycle ops read spec's token
+	case sb.spec.AccessToken == "":
+		// Re-adopted after a restart (sandbox.json keeps no token) and
+		// resumed without a new one: it keeps the token it had.
+		sb.spec.AccessToken = prevToken
 	}
 	sb.spec.AllowInternet = allowInternet
 	user := frozen.User
@@ -705,6 +711,9 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 		return err
 	}
 	m.crash("resume:initialized")
+	sb.mu.Lock()
+	sb.resumeAtStart = false
+	sb.mu.Unlock()
 	if err := sb.transition(sbx.StateRunning, sbx.StateResuming); err != nil {
 		return err
 	}
@@ -897,6 +906,10 @@ func (m *Manager) shutdownPause(ctx context.Context, id string) error {
 		return nil
 	case sbx.StateRunning:
 		if cause = m.pauseLocked(ctx, sb); cause == nil {
+			sb.mu.Lock()
+			sb.resumeAtStart = true
+			sb.mu.Unlock()
+			m.saveMeta(sb)
 			return nil
 		}
 	default: // error (creating, pausing, resuming, stopping end before the op slot is free)

@@ -486,13 +486,22 @@ func TestShutdownPausesAndRestartReadopts(t *testing.T) {
 	if h.driver.live() != 0 {
 		t.Fatal("VM still running after shutdown")
 	}
+	restores := h.snaps.restores
 	h.m = h.newManager()
+	// Paused by the shutdown, not by its user: resumed at start-up, once.
 	in, err := h.m.Get("keep1")
-	if err != nil || in.State != sbx.StatePaused {
-		t.Fatalf("after restart: %+v, %v", in, err)
+	if err != nil || in.State != sbx.StateRunning {
+		t.Fatalf("after restart: %+v, %v; want it resumed", in, err)
 	}
-	if _, err := h.m.Resume(ctx, "keep1", "tok-keep1", false); err != nil {
+	if n := h.snaps.restores - restores; n != 1 {
+		t.Fatalf("restored %d times at start-up, want once", n)
+	}
+	if _, err := h.m.Pause(ctx, "keep1"); err != nil {
 		t.Fatal(err)
+	}
+	h.m = h.newManager() // paused by its user: stays paused
+	if in, err := h.m.Get("keep1"); err != nil || in.State != sbx.StatePaused {
+		t.Fatalf("user-paused sandbox after restart: %+v, %v; want paused", in, err)
 	}
 	if err := h.m.Destroy(ctx, "keep1"); err != nil {
 		t.Fatal(err)

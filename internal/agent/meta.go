@@ -34,6 +34,9 @@ type meta struct {
 	// pause started from (nil: none): a higher committed one means the
 	// pause got through.
 	PauseFrom *uint64 `json:"pause_from,omitempty"`
+	// ResumeAtStart: paused by the agent's shutdown, not by its user; the
+	// next agent resumes it at start-up.
+	ResumeAtStart bool `json:"resume_at_start,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -43,7 +46,7 @@ const metaFile = "sandbox.json"
 // must not fail the operation that changed the state.
 func (m *Manager) saveMeta(sb *sandbox) {
 	sb.mu.Lock()
-	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt, Error: sb.errMsg, PauseFrom: sb.pauseFrom}
+	md := meta{Spec: sb.spec, State: sb.state, StartedAt: sb.startedAt, Error: sb.errMsg, PauseFrom: sb.pauseFrom, ResumeAtStart: sb.resumeAtStart}
 	if sb.machine != nil {
 		md.VMMPID = sb.machine.PID()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
@@ -73,7 +74,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		sb.startedAt = md.StartedAt
 		switch {
 		case err == nil && md.State == sbx.StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)):
-			sb.state = sbx.StatePaused
+			sb.state, sb.resumeAtStart = sbx.StatePaused, md.ResumeAtStart
 			m.log.Info("re-adopted paused sandbox", "sandbox", id)
 		case err == nil && md.State == sbx.StateError:
 			// Recorded in error with its disk kept (e.g. a pause that
@@ -383,4 +384,32 @@ func (m *Manager) recordPauseStart(sb *sandbox) {
 		}
 	}
 	m.saveMeta(sb)
+}
+
+// resumeShutdownPaused resumes, at start-up, the sandboxes the previous
+// agent's shutdown paused (their users did not ask for it: a graceful
+// restart must not change what they see). One that fails stays paused,
+// resumable by its user.
+func (m *Manager) resumeShutdownPaused(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, in := range m.List() {
+		sb, err := m.get(in.ID)
+		if err != nil {
+			continue
+		}
+		sb.mu.Lock()
+		again, allow := sb.resumeAtStart, sb.spec.AllowInternet
+		sb.mu.Unlock()
+		if !again {
+			continue
+		}
+		wg.Go(func() {
+			if _, err := m.Resume(ctx, in.ID, "", allow); err != nil {
+				m.log.Warn("resume of a sandbox paused at shutdown failed: it stays paused", "sandbox", in.ID, "err", err)
+				return
+			}
+			m.log.Info("resumed sandbox paused at shutdown", "sandbox", in.ID)
+		})
+	}
+	wg.Wait()
 }

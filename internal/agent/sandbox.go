@@ -82,6 +82,8 @@ type sandbox struct {
 	user      string        // default OS user in the guest
 	startedAt time.Time
 	pauseFrom *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
+	// resumeAtStart: paused by the agent's shutdown (sandbox.json).
+	resumeAtStart bool
 }
 
 func newSandbox(spec Spec, runDir string, log *slog.Logger) *sandbox {

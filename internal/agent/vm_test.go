@@ -326,8 +326,8 @@ func TestVMBase(t *testing.T) {
 }
 
 // TestVMAgentCrashRecovery: an agent dies with a running sandbox; the next
-// agent on the same data dir kills the orphaned VM and frees its slot, disk
-// and files.
+// agent on the same data dir re-adopts the VM (same process, same guest),
+// and destroying it then frees its slot, disk and files.
 func TestVMAgentCrashRecovery(t *testing.T) {
 	e := newVMEnv(t, "tiny")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -338,8 +338,17 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := vmmPID(t, e.data, "vmcrash1")
+	vmExec(t, e.client, "vmcrash1", "echo $$ > /tmp/before")
 	// "Crash": the first agent is abandoned without Shutdown (its in-memory
-	// state is simply never used again). A second agent starts.
+	// state is simply never used again; its QMP connection dies as a
+	// killed process's would). A second agent starts.
+	sb, err := e.agent.Manager().get("vmcrash1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.mu.Lock()
+	sb.machine.(*qemu.Machine).QMP().Close()
+	sb.mu.Unlock()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	disks, err := rootfs.NewReflink(e.pool.Mount, log)
 	if err != nil {
@@ -359,8 +368,20 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := a2.Manager().List(); len(l) != 0 {
-		t.Errorf("new agent lists %+v", l)
+	if l := a2.Manager().List(); len(l) != 1 || l[0].ID != "vmcrash1" || l[0].State != sbx.StateRunning {
+		t.Fatalf("new agent lists %+v, want vmcrash1 re-adopted and running", l)
+	}
+	if got := vmmPID(t, e.data, "vmcrash1"); got != pid {
+		t.Fatalf("VMM pid %d after recovery, want the same process %d", got, pid)
+	}
+	srv := httptest.NewServer(a2.Handler())
+	defer srv.Close()
+	c2 := agentclient.NewClient(srv.URL, srv.Client())
+	if out := vmExec(t, c2, "vmcrash1", "cat /tmp/before"); strings.TrimSpace(out) == "" {
+		t.Fatal("the guest's file is gone after re-adoption")
+	}
+	if err := c2.DestroySandbox(ctx, "vmcrash1"); err != nil {
+		t.Fatal(err)
 	}
 	if err := a2.Close(); err != nil {
 		t.Fatal(err)

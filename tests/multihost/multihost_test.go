@@ -377,22 +377,28 @@ func TestMultiHost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Restart: the agent's start-up cleanup kills the orphaned VM, the host
-	// comes back ready, and the reconciler marks the lost sandbox stopped.
+	// Restart: the victim's VM outlived its agent (own session); the new
+	// agent re-adopts it, the host comes back ready, and the sandbox runs
+	// commands again without having been recreated.
 	agents[vi].start(t, ctx, c.url)
 	waitFor(t, "the restarted host to be ready", 3*time.Minute, func() bool {
 		return c.hosts()[agents[vi].addr()].Status == "ready"
-	})
-	waitFor(t, "the lost sandbox to be marked stopped", time.Minute, func() bool {
-		sb, err := c.db.GetSandboxByID(ctx, victim.ID)
-		return err == nil && sb.Status == sandbox.StateStopped
 	})
 	hc, err := c.fleet.Pool().Get(ctx, victim.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left, err := hc.ListSandboxes(ctx); err != nil || len(left) != 0 {
-		t.Fatalf("restarted agent still has sandboxes %+v (%v)", left, err)
+	if left, err := hc.ListSandboxes(ctx); err != nil || len(left) != 1 || left[0].SandboxID != victim.ID || left[0].State != string(sandbox.StateRunning) {
+		t.Fatalf("restarted agent has %+v (%v), want the victim re-adopted and running", left, err)
+	}
+	if sb, err := c.db.GetSandboxByID(ctx, victim.ID); err != nil || sb.Status != sandbox.StateRunning {
+		t.Fatalf("victim in the store: %+v, %v; want running", sb.Status, err)
+	}
+	if err := exec(victim); err != nil {
+		t.Fatalf("re-adopted sandbox: %v", err)
+	}
+	if err := c.client.DeleteSandbox(ctx, victim.ID); err != nil {
+		t.Fatal(err)
 	}
 	// The host takes sandboxes again (it is now the least loaded).
 	back, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
