@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 TEST_DATA_DIR=${TEST_DATA_DIR:-/var/tmp/hearth-test}
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
 # Packages whose tests boot VMs when HEARTH_IMAGES_DIR is set.
-VM_PACKAGES=(./tests/e2e/... ./tests/multihost/... ./internal/agent/... ./internal/vmm/... ./internal/image/... ./cmd/hearth/...)
+VM_PACKAGES=(./tests/e2e/... ./tests/crash/... ./tests/multihost/... ./internal/agent/... ./internal/vmm/... ./internal/image/... ./cmd/hearth/...)
 
 stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 

@@ -52,33 +52,11 @@ With --dev it starts its own control plane + agent in a temporary data dir
 			if noPause {
 				o.PauseN = -1
 			}
-			var c *cli.Client
-			if dev {
-				if err := cli.CheckFormat(f.output); err != nil {
-					return err
-				}
-				sp := cli.StartSpinner(cmd.ErrOrStderr(), "Starting an in-process hearth dev", !quiet && cli.IsTerminal(cmd.ErrOrStderr()))
-				d, err := bench.StartDev(ctx, imagesFrom, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
-				final := ""
-				if !quiet && err == nil {
-					final = "hearth dev on " + d.URL
-				}
-				sp.Stop(final)
-				if err != nil {
-					return err
-				}
-				defer func() {
-					if cerr := d.Close(ctx); cerr != nil {
-						err = errors.Join(err, fmt.Errorf("stop the dev stack: %w", cerr))
-					}
-				}()
-				c = cli.NewClient(d.URL, d.APIKey, "")
-			} else if c, err = f.client(); err != nil {
+			c, _, closeDev, err := benchTarget(cmd, f, dev, imagesFrom, quiet)
+			if err != nil {
 				return err
 			}
-			if c.APIKey == "" && c.Token == "" {
-				return cli.Usagef("run `hearth login`, pass --url and --api-key, or use --dev --images-from DIR", "no server to measure")
-			}
+			defer func() { err = errors.Join(err, closeDev()) }()
 			rep, runErr := bench.Run(ctx, c, o)
 			if dev {
 				rep.Notes = append(rep.Notes, "--dev: the server runs in this process, so the healthz baseline has no process hop")
@@ -109,6 +87,107 @@ With --dev it starts its own control plane + agent in a temporary data dir
 	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
 	fl.BoolVar(&o.NoSnapshot, "no-snapshot", false, "skip create-from-snapshot")
 	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")
+	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
+	cmd.AddCommand(newBenchLoadCmd())
+	return cmd
+}
+
+// benchTarget returns the client of the server a bench measures: an
+// in-process hearth dev (dev, with its data dir for leak inventories), or
+// the one --url/--api-key or `hearth login` names (no data dir). closeDev
+// stops the dev stack (a no-op otherwise).
+func benchTarget(cmd *cobra.Command, f apiFlags, dev bool, imagesFrom string, quiet bool) (c *cli.Client, dataDir string, closeDev func() error, err error) {
+	closeDev = func() error { return nil }
+	if !dev {
+		if c, err = f.client(); err != nil {
+			return nil, "", closeDev, err
+		}
+		if c.APIKey == "" && c.Token == "" {
+			return nil, "", closeDev, cli.Usagef("run `hearth login`, pass --url and --api-key, or use --dev --images-from DIR", "no server to measure")
+		}
+		return c, "", closeDev, nil
+	}
+	if err := cli.CheckFormat(f.output); err != nil {
+		return nil, "", closeDev, err
+	}
+	ctx := cmd.Context()
+	sp := cli.StartSpinner(cmd.ErrOrStderr(), "Starting an in-process hearth dev", !quiet && cli.IsTerminal(cmd.ErrOrStderr()))
+	d, err := bench.StartDev(ctx, imagesFrom, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	final := ""
+	if !quiet && err == nil {
+		final = "hearth dev on " + d.URL
+	}
+	sp.Stop(final)
+	if err != nil {
+		return nil, "", closeDev, err
+	}
+	closeDev = func() error {
+		if err := d.Close(ctx); err != nil {
+			return fmt.Errorf("stop the dev stack: %w", err)
+		}
+		return nil
+	}
+	return cli.NewClient(d.URL, d.APIKey, ""), d.DataDir(), closeDev, nil
+}
+
+func newBenchLoadCmd() *cobra.Command {
+	var (
+		f          apiFlags
+		o          bench.LoadOptions
+		dev        bool
+		imagesFrom string
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Load a hearth server: concurrent create/exec/file/pause/resume/destroy cycles",
+		Long: `Run --clients concurrent clients for --duration, each repeating one sandbox's
+life: create, exec, write a file and read it back (compared), pause, resume,
+exec, destroy. Prints throughput, p50/p99 latency per operation and every
+error, and exits non-zero when any operation failed.
+
+With --dev (an in-process hearth dev) or --data-dir (the agent's data dir on
+this machine) it also takes an inventory of what the host holds for the
+agent (VMM processes, network namespaces and links, loop devices, mounts,
+RAM files, run dirs) before and after: anything left behind is a leak and
+fails the run too.`,
+		Example: `  hearth bench load --dev --images-from /var/tmp/hearth-test --clients 4 --duration 2m
+  hearth bench load --url http://127.0.0.1:3000 --api-key e2b_... --data-dir /var/lib/hearth`,
+		Args: exactArgs(0, "bench load [--dev --images-from DIR | --url URL --api-key KEY] [--clients N] [--duration D]"),
+		RunE: explained(func(cmd *cobra.Command, _ []string) (err error) {
+			if !quiet {
+				o.Log = cmd.ErrOrStderr()
+			}
+			c, dataDir, closeDev, err := benchTarget(cmd, f, dev, imagesFrom, quiet)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, closeDev()) }()
+			if dataDir != "" {
+				o.DataDir = dataDir
+			}
+			rep, runErr := bench.Load(cmd.Context(), c, o)
+			if f.json() {
+				if err := cli.WriteJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else if err := bench.PrintLoad(cmd.OutOrStdout(), rep); err != nil {
+				return err
+			}
+			return runErr
+		}),
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.IntVar(&o.Clients, "clients", 4, "concurrent clients")
+	fl.DurationVar(&o.Duration, "duration", time.Minute, "how long clients start new cycles")
+	fl.IntVar(&o.MaxCycles, "max-cycles", 0, "stop after this many cycles in all (0: only --duration)")
+	fl.StringVar(&o.Template, "template", "tiny", "template of the sandboxes")
+	fl.BoolVar(&o.NoPause, "no-pause", false, "leave pause and resume out of the cycle")
+	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
+	fl.StringVar(&o.DataDir, "data-dir", "", "the agent's data dir on this machine, for the leak inventory")
+	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and load it")
 	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	return cmd

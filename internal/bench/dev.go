@@ -52,6 +52,9 @@ func StartDev(ctx context.Context, imagesFrom string, log *slog.Logger) (_ *Dev,
 	return d, nil
 }
 
+// DataDir is the stack's (throw-away) data dir.
+func (d *Dev) DataDir() string { return d.dir }
+
 // Close stops the stack (and any sandbox left), unmounts the rootfs pool
 // the agent mounted in the data dir, and removes the data dir.
 func (d *Dev) Close(ctx context.Context) error {

@@ -36,6 +36,7 @@ type Stage struct {
 	N       int     `json:"n"`
 	P50     float64 `json:"p50_ms"`
 	P95     float64 `json:"p95_ms"`
+	P99     float64 `json:"p99_ms"`
 	Min     float64 `json:"min_ms"`
 	Max     float64 `json:"max_ms"`
 	Mean    float64 `json:"mean_ms"`
@@ -62,7 +63,7 @@ func Summarize(name string, samples []time.Duration) Stage {
 	}
 	st.SamplesMS = slices.Clone(ms)
 	slices.Sort(ms)
-	st.P50, st.P95 = Percentile(ms, 50), Percentile(ms, 95)
+	st.P50, st.P95, st.P99 = Percentile(ms, 50), Percentile(ms, 95), Percentile(ms, 99)
 	st.Min, st.Max, st.Mean = ms[0], ms[len(ms)-1], sum/float64(len(ms))
 	return st
 }

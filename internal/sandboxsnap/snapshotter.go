@@ -79,6 +79,17 @@ type Snapshotter struct {
 	needFull map[vmm.Machine]bool
 }
 
+// DefaultMemoryDir is where the RAM files of the agent with this data dir
+// live when Options.MemoryDir is not set.
+func DefaultMemoryDir(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(abs))
+	return filepath.Join("/dev/shm", "hearth-"+hex.EncodeToString(h[:4])), nil
+}
+
 // New returns a Snapshotter for o.Driver.
 func New(o Options) (*Snapshotter, error) {
 	if o.Driver == nil {
@@ -96,12 +107,11 @@ func New(o Options) (*Snapshotter, error) {
 		o.Logger = slog.Default()
 	}
 	if o.MemoryDir == "" {
-		abs, err := filepath.Abs(o.DataDir)
+		dir, err := DefaultMemoryDir(o.DataDir)
 		if err != nil {
 			return nil, err
 		}
-		h := sha256.Sum256([]byte(abs))
-		o.MemoryDir = filepath.Join("/dev/shm", "hearth-"+hex.EncodeToString(h[:4]))
+		o.MemoryDir = dir
 	}
 	if o.MaxGenerations == 0 {
 		o.MaxGenerations = 8
