@@ -147,6 +147,17 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		m.saveMeta(sb)
 		m.log.Info("recovered sandbox of a previous agent", "sandbox", id, "recorded", md.State, "now", state, "how", how)
 	}
+	// paused settles on the committed snapshot: no VM, no memory, no slot.
+	paused := func(how string) {
+		if machine != nil {
+			m.stopAdopted(ctx, sb, machine)
+		}
+		if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok {
+			sr.ReleaseMemory(id)
+		}
+		_ = m.d.Net.Teardown(ctx, id)
+		settle(sbx.StatePaused, how)
+	}
 	fail := func(cause error) {
 		if machine != nil {
 			m.stopAdopted(ctx, sb, machine)
@@ -170,15 +181,8 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		settle(sbx.StateRunning, "VM adopted")
 	case sbx.StatePausing:
 		if m.pauseCommitted(sb, md) {
-			if machine != nil {
-				m.stopAdopted(ctx, sb, machine)
-			}
-			if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok {
-				sr.ReleaseMemory(id)
-			}
 			m.ensureFrozen(sb)
-			_ = m.d.Net.Teardown(ctx, id)
-			settle(sbx.StatePaused, "the pause had committed its snapshot")
+			paused("the pause had committed its snapshot")
 			return
 		}
 		if machine == nil {
@@ -200,8 +204,7 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 	case sbx.StateResuming:
 		if machine == nil && pid == 0 {
 			// The VM never started: the disk is as the snapshot left it.
-			_ = m.d.Net.Teardown(ctx, id)
-			settle(sbx.StatePaused, "unfinished resume had not started its VM")
+			paused("unfinished resume had not started its VM")
 			return
 		}
 		if machine == nil {
@@ -222,12 +225,7 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		}
 		if !running {
 			// Never continued: the disk is as the snapshot left it.
-			m.stopAdopted(ctx, sb, machine)
-			if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok {
-				sr.ReleaseMemory(id)
-			}
-			_ = m.d.Net.Teardown(ctx, id)
-			settle(sbx.StatePaused, "unfinished resume rolled back before the guest ran")
+			paused("unfinished resume rolled back before the guest ran")
 			return
 		}
 		if err := m.readopt(ctx, sb, machine, md, true); err != nil {

@@ -21,28 +21,11 @@ import (
 // refused.
 func TestAdoptRunningMachine(t *testing.T) {
 	d := newTCG(t)
-	im := vmmtest.FindImages(t)
 	dir := t.TempDir()
-	initrd := vmmtest.BusyboxInitramfs(t, dir, vmmtest.CounterInit)
-	cfg := vmm.Config{
-		ID: "adopt", RunDir: filepath.Join(dir, "run"),
-		KernelPath: im.Kernel, InitrdPath: initrd, KernelArgs: "quiet",
-		VCPUs: 1, MemoryMB: 256, MemoryFile: filepath.Join(dir, "mem.ram"),
-	}
-	m0, err := d.NewMachine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := m0.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m0.Stop(context.Background()) })
+	m0, cfg := startCounter(ctx, t, d, dir, "adopt", 2)
 	console := vmm.ConsoleLog(cfg.RunDir)
-	if log, err := vmmtest.WaitForConsole(ctx, console, 0, "hearth-test: tick 2 ", waitExit(m0)); err != nil {
-		t.Fatalf("%v\n%s", err, tail(log))
-	}
 	pid := m0.PID()
 	m0.(*qemu.Machine).QMP().Close() // the old agent's connection dies with it
 

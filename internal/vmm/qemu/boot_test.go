@@ -127,29 +127,12 @@ func lastTick(b []byte) (int, string) {
 // from where it stopped (not from 1) and prints the same secret.
 func TestPauseSnapshotRestoreKeepsGuestProcess(t *testing.T) {
 	d := newTCG(t)
-	im := vmmtest.FindImages(t)
 	dir := t.TempDir()
-	initrd := vmmtest.BusyboxInitramfs(t, dir, vmmtest.CounterInit)
-	cfg := vmm.Config{
-		ID: "counter", RunDir: filepath.Join(dir, "run"),
-		KernelPath: im.Kernel, InitrdPath: initrd, KernelArgs: "quiet",
-		VCPUs: 1, MemoryMB: 256, MemoryFile: filepath.Join(dir, "mem.ram"),
-	}
-	m0, err := d.NewMachine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := m0.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m0, cfg := startCounter(ctx, t, d, dir, "counter", 3)
 	m := m0.(vmm.Snapshotter)
-	t.Cleanup(func() { _ = m.Stop(context.Background()) })
 	console := vmm.ConsoleLog(cfg.RunDir)
-	if log, err := vmmtest.WaitForConsole(ctx, console, 0, "hearth-test: tick 3 ", waitExit(m)); err != nil {
-		t.Fatalf("%v\n%s", err, tail(log))
-	}
 
 	if err := m.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -185,7 +168,7 @@ func TestPauseSnapshotRestoreKeepsGuestProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m = r
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
 	want := fmt.Sprintf("hearth-test: tick %d %s", lastBefore+3, secret)
 	log, err := vmmtest.WaitForConsole(ctx, console, int64(len(before)), want, waitExit(r))
 	if err != nil {
@@ -205,6 +188,32 @@ func TestPauseSnapshotRestoreKeepsGuestProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, pid)
+}
+
+// startCounter boots a busybox guest whose shell keeps a random secret in
+// memory and prints "hearth-test: tick N secret" (RAM in a file, as pauses
+// need), and waits for tick `until`. The machine is stopped at cleanup.
+func startCounter(ctx context.Context, t *testing.T, d *qemu.Driver, dir, id string, until int) (vmm.Machine, vmm.Config) {
+	t.Helper()
+	im := vmmtest.FindImages(t)
+	initrd := vmmtest.BusyboxInitramfs(t, dir, vmmtest.CounterInit)
+	cfg := vmm.Config{
+		ID: id, RunDir: filepath.Join(dir, "run"),
+		KernelPath: im.Kernel, InitrdPath: initrd, KernelArgs: "quiet",
+		VCPUs: 1, MemoryMB: 256, MemoryFile: filepath.Join(dir, "mem.ram"),
+	}
+	m, err := d.NewMachine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	if log, err := vmmtest.WaitForConsole(ctx, vmm.ConsoleLog(cfg.RunDir), 0, fmt.Sprintf("hearth-test: tick %d ", until), waitExit(m)); err != nil {
+		t.Fatalf("%v\n%s", err, tail(log))
+	}
+	return m, cfg
 }
 
 func tail(s string) string {
