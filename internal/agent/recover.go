@@ -35,9 +35,10 @@ import (
 // pause either produced a complete new snapshot or left the previous one.
 
 // NetAdopter is implemented by networks that can take over the slot of a
-// sandbox whose VM survived an agent restart.
+// sandbox whose VM survived an agent restart; vmmPID is that VM's process,
+// which is inside the slot's namespace.
 type NetAdopter interface {
-	Adopt(ctx context.Context, sandboxID string) (NetSlot, error)
+	Adopt(ctx context.Context, sandboxID string, vmmPID int) (NetSlot, error)
 }
 
 // SnapshotRecovery is implemented by snapshotters that can tell what a
@@ -318,7 +319,7 @@ func (m *Manager) readopt(ctx context.Context, sb *sandbox, machine vmm.Machine,
 	if !ok {
 		return errors.New("the network cannot adopt slots")
 	}
-	slot, err := na.Adopt(ctx, id)
+	slot, err := na.Adopt(ctx, id, machine.PID())
 	if err != nil {
 		return fmt.Errorf("network slot: %w", err)
 	}

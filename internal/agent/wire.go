@@ -134,8 +134,8 @@ func (n netAdapter) Setup(ctx context.Context, id string, o NetOptions) (NetSlot
 func (n netAdapter) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
 func (n netAdapter) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
 
-func (n netAdapter) Adopt(ctx context.Context, id string) (NetSlot, error) {
-	s, err := n.m.Adopt(ctx, id)
+func (n netAdapter) Adopt(ctx context.Context, id string, memberPID int) (NetSlot, error) {
+	s, err := n.m.Adopt(ctx, id, memberPID)
 	if err != nil {
 		return NetSlot{}, err
 	}

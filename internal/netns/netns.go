@@ -481,12 +481,21 @@ func (m *Manager) indexOf(nsName string) (int, error) {
 }
 
 // Adopt takes over the slot of a sandbox that survived an agent restart,
-// after checking that its pieces are all there.
-func (m *Manager) Adopt(ctx context.Context, sandboxID string) (Slot, error) {
+// after checking that its pieces are all there. memberPID, when not 0, is a
+// process inside the sandbox's namespace (its VMM): when the name in
+// /run/netns no longer holds the namespace (the agent that named it ran in
+// a private mount namespace, as under `ip netns exec`, and took the bind
+// mount with it), the name is bound to that process's namespace again.
+func (m *Manager) Adopt(ctx context.Context, sandboxID string, memberPID int) (Slot, error) {
 	if !sandboxIDRE.MatchString(sandboxID) {
 		return Slot{}, fmt.Errorf("netns: invalid sandbox id %q", sandboxID)
 	}
 	name := m.nsName(sandboxID)
+	if memberPID > 0 {
+		if err := rebindName(name, memberPID); err != nil {
+			return Slot{}, fmt.Errorf("netns: adopt %s: %w", sandboxID, err)
+		}
+	}
 	idx, err := m.indexOf(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func TestAllocator(t *testing.T) {
@@ -511,7 +513,18 @@ func TestCrashAdoptAndCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve(t, fakeGuest(t, keep), GuestIP+":49983", "kept")
-	// m1 "crashes": it is dropped without teardown.
+	// m1 "crashes": it is dropped without teardown. It ran in a private
+	// mount namespace (as under `ip netns exec`), so the name of "keep"
+	// went with it; a process in the namespace (its VM) remains.
+	member := exec.Command("ip", "netns", "exec", keep.Namespace, "sleep", "300")
+	if err := member.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = member.Process.Kill(); _ = member.Wait() })
+	waitInNS(t, member.Process.Pid, keep.NamespacePath)
+	if err := unix.Unmount(keep.NamespacePath, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
 
 	m2, err := NewManager(ctx, cfg)
 	if err != nil {
@@ -525,14 +538,14 @@ func TestCrashAdoptAndCleanup(t *testing.T) {
 	if !slices.Equal(ids, []string{"keep", "lost"}) {
 		t.Fatalf("List = %v", ids)
 	}
-	got, err := m2.Adopt(ctx, "keep")
+	got, err := m2.Adopt(ctx, "keep", member.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != keep {
 		t.Fatalf("Adopt = %+v, want %+v", got, keep)
 	}
-	if _, err := m2.Adopt(ctx, "nosuch"); !errors.Is(err, ErrNotFound) {
+	if _, err := m2.Adopt(ctx, "nosuch", 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Adopt(nosuch) = %v, want ErrNotFound", err)
 	}
 	if err := m2.CleanupStale(ctx); err != nil {
@@ -626,4 +639,21 @@ func BenchmarkSetupTeardown(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// waitInNS waits (bounded) until pid has joined the namespace at nsPath.
+func waitInNS(t *testing.T, pid int, nsPath string) {
+	t.Helper()
+	var want unix.Stat_t
+	if err := unix.Stat(nsPath, &want); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		var got unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got) == nil && got.Ino == want.Ino {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("process %d never joined %s", pid, nsPath)
 }

@@ -1,10 +1,14 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // inNS runs fn on an OS thread that has joined ns. The thread is never
@@ -42,4 +46,32 @@ func newNamedNS(name string) (netns.NsHandle, error) {
 	}()
 	r := <-c
 	return r.h, r.err
+}
+
+// rebindName makes /run/netns/name hold the network namespace of process
+// pid when it holds no namespace (an empty mount-point file left by a bind
+// mount that is gone). A name that holds a namespace is left alone.
+func rebindName(name string, pid int) error {
+	path := filepath.Join(netnsDir, name)
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		if err := ensureNetnsDir(); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	} else if st.Type == unix.NSFS_MAGIC {
+		return nil
+	}
+	src := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s to %s: %w", src, path, err)
+	}
+	return nil
 }
