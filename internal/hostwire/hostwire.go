@@ -31,25 +31,34 @@ const FieldHeader = "Hearth-Field"
 // ChunkSize bounds each streamed file or output message.
 const ChunkSize = 1 << 20
 
-var statesPB = map[sandbox.State]pb.SandboxState{
-	sandbox.StateCreating: pb.SandboxState_SANDBOX_STATE_CREATING,
-	sandbox.StateRunning:  pb.SandboxState_SANDBOX_STATE_RUNNING,
-	sandbox.StatePausing:  pb.SandboxState_SANDBOX_STATE_PAUSING,
-	sandbox.StatePaused:   pb.SandboxState_SANDBOX_STATE_PAUSED,
-	sandbox.StateResuming: pb.SandboxState_SANDBOX_STATE_RESUMING,
-	sandbox.StateStopping: pb.SandboxState_SANDBOX_STATE_STOPPING,
-	sandbox.StateStopped:  pb.SandboxState_SANDBOX_STATE_STOPPED,
-	sandbox.StateError:    pb.SandboxState_SANDBOX_STATE_ERROR,
-}
-
 // StateToPB maps a state to its protocol value (unspecified when unknown).
-func StateToPB(s sandbox.State) pb.SandboxState { return statesPB[s] }
+func StateToPB(s sandbox.State) pb.SandboxState {
+	switch s {
+	case sandbox.StateCreating:
+		return pb.SandboxState_SANDBOX_STATE_CREATING
+	case sandbox.StateRunning:
+		return pb.SandboxState_SANDBOX_STATE_RUNNING
+	case sandbox.StatePausing:
+		return pb.SandboxState_SANDBOX_STATE_PAUSING
+	case sandbox.StatePaused:
+		return pb.SandboxState_SANDBOX_STATE_PAUSED
+	case sandbox.StateResuming:
+		return pb.SandboxState_SANDBOX_STATE_RESUMING
+	case sandbox.StateStopping:
+		return pb.SandboxState_SANDBOX_STATE_STOPPING
+	case sandbox.StateStopped:
+		return pb.SandboxState_SANDBOX_STATE_STOPPED
+	case sandbox.StateError:
+		return pb.SandboxState_SANDBOX_STATE_ERROR
+	}
+	return pb.SandboxState_SANDBOX_STATE_UNSPECIFIED
+}
 
 // StateFromPB maps a protocol value back; unknown values are "unknown".
 func StateFromPB(st pb.SandboxState) sandbox.State {
-	for k, v := range statesPB {
-		if v == st {
-			return k
+	for _, s := range sandbox.States() {
+		if StateToPB(s) == st {
+			return s
 		}
 	}
 	return "unknown"

@@ -10,7 +10,7 @@ import (
 // Every state and kind crosses the wire and comes back as itself.
 func TestRoundTrip(t *testing.T) {
 	seen := map[pb.SandboxState]bool{}
-	for _, s := range sandbox.States {
+	for _, s := range sandbox.States() {
 		p := StateToPB(s)
 		if p == pb.SandboxState_SANDBOX_STATE_UNSPECIFIED || seen[p] {
 			t.Errorf("state %s → %v (unmapped or shared)", s, p)

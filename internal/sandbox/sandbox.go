@@ -42,7 +42,9 @@ const (
 )
 
 // States lists every state, in lifecycle order.
-var States = []State{StateCreating, StateRunning, StatePausing, StatePaused, StateResuming, StateStopping, StateStopped, StateError}
+func States() []State {
+	return []State{StateCreating, StateRunning, StatePausing, StatePaused, StateResuming, StateStopping, StateStopped, StateError}
+}
 
 // Transitional reports whether s is a state an operation is in the middle of.
 func (s State) Transitional() bool {

@@ -7,7 +7,7 @@ import (
 
 func TestTablesCoverEveryState(t *testing.T) {
 	for name, tab := range map[string]Table{"host": Host(), "control plane": ControlPlane()} {
-		for _, s := range States {
+		for _, s := range States() {
 			if _, ok := tab[s]; !ok {
 				t.Errorf("%s table has no row for %s", name, s)
 			}
