@@ -79,3 +79,12 @@ func FlattenRootfs(ctx context.Context, disk Disk, dst string) error {
 	}
 	return nil
 }
+
+// ResizeImage makes the ext4 filesystem in the unmounted raw image at path
+// size bytes (a multiple of its block size), growing sparsely or shrinking.
+func ResizeImage(ctx context.Context, path string, size int64) error {
+	if err := resizeImage(ctx, path, size); err != nil {
+		return fmt.Errorf("rootfs: resize %s: %w", path, err)
+	}
+	return nil
+}
