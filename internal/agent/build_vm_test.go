@@ -1,0 +1,237 @@
+//go:build vm
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hearth-sandbox/hearth/internal/templatebuild"
+	"github.com/hearth-sandbox/hearth/internal/templatebuild/ocitest"
+)
+
+type buildLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *buildLog) add(x templatebuild.Log) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, x.Time.Format("15:04:05.000")+" "+x.Message)
+}
+
+func (l *buildLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// buildDockerfile writes a context dir with the files and builds it.
+func buildDockerfile(t *testing.T, ctx context.Context, m *Manager, artifact, ctxDir, df string) (BuildResult, *buildLog, error) {
+	t.Helper()
+	p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReadyCmd = "wget -q -O /dev/null http://127.0.0.1:8000/index.html"
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	return res, l, err
+}
+
+const serveDockerfile = `FROM tiny
+ENV GREETING=hello
+WORKDIR /srv
+COPY index.html ./
+RUN echo "$GREETING from RUN as $(id -un)" > /srv/run.txt
+CMD ["httpd", "-f", "-p", "8000", "-h", "/srv"]
+`
+
+func TestVMTemplateBuild(t *testing.T) {
+	e := newVMEnv(t, "tiny")
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctxDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	res, l, err := buildDockerfile(t, ctx, m, "t1", ctxDir, serveDockerfile)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	first := time.Since(t0)
+	t.Logf("first build %s\n%s", first, l)
+	if !res.Snapshot {
+		t.Fatalf("no snapshot template for a template with a start command: %+v", res)
+	}
+	for i, c := range res.Cached {
+		if c && i != 0 { // ENV is metadata
+			t.Errorf("first build: step %d cached", i+1)
+		}
+	}
+
+	// Create from the built template: the server answers at once, without
+	// a boot (a snapshot template).
+	t0 = time.Now()
+	if _, err := m.Create(ctx, Spec{ID: "fromtpl1", TemplateID: "t1", TemplateKind: KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	create := time.Since(t0)
+	out := vmExec(t, e.client, "fromtpl1", "wget -q -O - http://127.0.0.1:8000/run.txt; wget -q -O - http://127.0.0.1:8000/index.html")
+	if out != "hello from RUN as root\nv1\n" {
+		t.Errorf("served by the start command right after create: %q", out)
+	}
+	t.Logf("create from the snapshot template: %s", create)
+	if err := m.Destroy(ctx, "fromtpl1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Unchanged rebuild: every step cached.
+	t0 = time.Now()
+	res, l, err = buildDockerfile(t, ctx, m, "t2", ctxDir, serveDockerfile)
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, l)
+	}
+	t.Logf("cached rebuild %s (first %s, ratio %.2f)", time.Since(t0), first, float64(time.Since(t0))/float64(first))
+	for i, c := range res.Cached {
+		if !c {
+			t.Errorf("rebuild: step %d not cached\n%s", i+1, l)
+		}
+	}
+
+	// A changed COPY rebuilds from there on.
+	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, l, err = buildDockerfile(t, ctx, m, "t3", ctxDir, serveDockerfile)
+	if err != nil {
+		t.Fatalf("changed build: %v\n%s", err, l)
+	}
+	if want := []bool{true, true, false, false}; !equalCached(res.Cached, want) {
+		t.Errorf("changed build cached %v, want %v", res.Cached, want)
+	}
+	// The previous version stays usable.
+	if _, err := m.Create(ctx, Spec{ID: "fromtpl2", TemplateID: "t1", TemplateKind: KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := vmExec(t, e.client, "fromtpl2", "wget -q -O - http://127.0.0.1:8000/index.html"); out != "v1\n" {
+		t.Errorf("old version serves %q", out)
+	}
+	if err := m.Destroy(ctx, "fromtpl2"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A failing RUN: the step, its exit code and its output; nothing left.
+	_, l, err = buildDockerfile(t, ctx, m, "t4", ctxDir, "FROM tiny\nRUN echo first\nRUN echo boom >&2; exit 3\n")
+	var se *templatebuild.StepError
+	if !errors.As(err, &se) || se.Step != 2 || se.Line != 3 || se.ExitCode != 3 || !strings.Contains(strings.Join(se.Output, "\n"), "boom") {
+		t.Errorf("failing step: %v", err)
+	}
+	if exists(filepath.Join(e.data, "images", "t4")) || exists(m.templateDir("t4")) {
+		t.Error("a failed build left its artefact")
+	}
+
+	// A cancelled build stops its VM and leaves nothing.
+	cctx, ccancel := context.WithCancel(ctx)
+	go func() {
+		for !strings.Contains(l.String(), "RUN sleep") {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		ccancel()
+	}()
+	l = &buildLog{}
+	p, _ := templatebuild.ParseDockerfile([]byte("FROM tiny\nRUN sleep 600\n"), ctxDir, nil)
+	_, err = m.BuildTemplate(cctx, BuildRequest{ArtifactID: "t5", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled build: %v", err)
+	}
+	if exists(filepath.Join(e.data, "images", "t5")) {
+		t.Error("a cancelled build left its artefact")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.data, "builds", "vms")); len(ents) > 0 {
+		t.Errorf("build VMs left: %v", ents)
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.data, "builds", "cache", "*.tmp-*")); len(left) > 0 {
+		t.Errorf("staging files left: %v", left)
+	}
+	if out, _ := exec.Command("pgrep", "-f", filepath.Join(e.data, "builds")).Output(); len(out) > 0 {
+		t.Errorf("build VMM processes left: %s", out)
+	}
+}
+
+func equalCached(a, b []bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestVMTemplateBuildFromOCI builds from an image in an in-process registry
+// (the tiny root filesystem as one layer) with a RUN step in a VM.
+func TestVMTemplateBuildFromOCI(t *testing.T) {
+	e := newVMEnv(t, "tiny")
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop,ro", filepath.Join(e.data, "images", "tiny", "rootfs.ext4"), mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tiny: %v: %s", err, out)
+	}
+	layer := ocitest.DirLayer(t, mnt)
+	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v: %s", err, out)
+	}
+	reg := ocitest.Registry(t)
+	ocitest.Push(t, reg+"/lib/busybox:1", v1.Config{Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FROM_IMAGE=yes"}}, layer)
+
+	p, err := templatebuild.ParseDockerfile([]byte("FROM "+reg+"/lib/busybox:1\nRUN echo \"image env: $FROM_IMAGE\" > /built.txt\n"), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: "oci1", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	t.Logf("%s", l)
+	if res.Snapshot {
+		t.Error("snapshot without a start command")
+	}
+	if _, err := m.Create(ctx, Spec{ID: "fromoci", TemplateID: "oci1", VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := vmExec(t, e.client, "fromoci", "cat /built.txt; id -un"); out != "image env: yes\nuser\n" {
+		t.Errorf("sandbox from the OCI-built template: %q", out)
+	}
+	if err := m.Destroy(ctx, "fromoci"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A missing image fails fast, naming it and the registry's answer.
+	p.FromImage = reg + "/lib/busybox:nope"
+	t0 := time.Now()
+	_, err = m.BuildTemplate(ctx, BuildRequest{ArtifactID: "oci2", Plan: p, VCPUs: 1, MemoryMB: 256})
+	if err == nil || !strings.Contains(err.Error(), "busybox:nope") || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
+		t.Errorf("missing image: %v", err)
+	}
+	t.Logf("missing image failed in %s", time.Since(t0))
+}
