@@ -12,6 +12,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 )
 
@@ -181,7 +182,7 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, out tem
 	id := "bs" + randomHex(8)
 	logf("info", "starting the template: %s", out.StartCmd)
 	if _, err := m.Create(ctx, Spec{
-		ID: id, TemplateID: req.ArtifactID, TemplateKind: KindBase, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
+		ID: id, TemplateID: req.ArtifactID, TemplateKind: sbx.KindBase, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
 		Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true,
 	}); err != nil {
 		return fmt.Errorf("boot the template: %w", err)

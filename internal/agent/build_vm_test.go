@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild/ocitest"
 )
@@ -86,7 +87,7 @@ func TestVMTemplateBuild(t *testing.T) {
 	// Create from the built template: the server answers at once, without
 	// a boot (a snapshot template).
 	t0 = time.Now()
-	if _, err := m.Create(ctx, Spec{ID: "fromtpl1", TemplateID: "t1", TemplateKind: KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+	if _, err := m.Create(ctx, Spec{ID: "fromtpl1", TemplateID: "t1", TemplateKind: sbx.KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
 		t.Fatal(err)
 	}
 	create := time.Since(t0)
@@ -124,7 +125,7 @@ func TestVMTemplateBuild(t *testing.T) {
 		t.Errorf("changed build cached %v, want %v", res.Cached, want)
 	}
 	// The previous version stays usable.
-	if _, err := m.Create(ctx, Spec{ID: "fromtpl2", TemplateID: "t1", TemplateKind: KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+	if _, err := m.Create(ctx, Spec{ID: "fromtpl2", TemplateID: "t1", TemplateKind: sbx.KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
 		t.Fatal(err)
 	}
 	if out := vmExec(t, e.client, "fromtpl2", "wget -q -O - http://127.0.0.1:8000/index.html"); out != "v1\n" {
