@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
+	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 )
 
 // rpcServer implements the HostAgentService over a Manager.
@@ -255,12 +256,22 @@ func connectErr(err error) error {
 	}
 	var te *sbx.ErrTransition
 	var fe *FieldError
+	var (
+		ie *templatebuild.ImageError
+		se *templatebuild.SyntaxError
+		st *templatebuild.StepError
+	)
 	code := connect.CodeInternal
 	switch {
 	case errors.Is(err, context.Canceled):
 		code = connect.CodeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = connect.CodeDeadlineExceeded
+	case errors.As(err, &ie), errors.As(err, &se):
+		code = connect.CodeInvalidArgument
+	case errors.As(err, &st):
+		// The user's build failed; the host is fine.
+		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ErrNotFound):
 		code = connect.CodeNotFound
 	case errors.Is(err, ErrInvalid):

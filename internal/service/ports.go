@@ -7,6 +7,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
+	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 )
 
 // Store is what the use cases need from persistence. *store.DB implements it
@@ -184,4 +185,34 @@ type HostPool interface {
 	Pick(ctx context.Context, req PlacementRequest) (hostID string, c HostClient, err error)
 	// Get returns the client of a known host. Unknown: KindUnavailable.
 	Get(ctx context.Context, hostID string) (HostClient, error)
+}
+
+// TemplateBuilder is implemented by host clients whose hosts build
+// templates (the agent's client does); the service asks for it with a type
+// assertion so hosts and fakes that do not build need not say so.
+type TemplateBuilder interface {
+	// BuildTemplate runs a build on the host, handing it log lines as they
+	// come; a failed build leaves nothing on the host.
+	BuildTemplate(ctx context.Context, req BuildTemplateRequest, log func(templatebuild.Log)) (BuildTemplateResult, error)
+	// DeleteBuild removes a build's artefacts; idempotent.
+	DeleteBuild(ctx context.Context, artifactID string) error
+}
+
+// BuildTemplateRequest is one build for a host.
+type BuildTemplateRequest struct {
+	ArtifactID    string
+	Plan          templatebuild.Plan
+	VCPUs         int
+	MemoryMB      int
+	DiskSizeMB    int
+	SkipCache     bool
+	Auth          templatebuild.RegistryAuth
+	Files         map[string][]byte // COPY archives (tar.gz) by files hash
+	ReadyTimeoutS int
+}
+
+// BuildTemplateResult is a finished build.
+type BuildTemplateResult struct {
+	Snapshot bool // sandboxes restore the snapshot template taken after the ready check
+	Result   templatebuild.Result
 }

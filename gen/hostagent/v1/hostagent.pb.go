@@ -1702,6 +1702,413 @@ func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
+type BuildTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the result on the host (chosen by the control plane, one per
+	// build).
+	ArtifactId string `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	// The build plan, internal/templatebuild.Plan as JSON: the build engine
+	// owns that contract.
+	PlanJson         []byte `protobuf:"bytes,2,opt,name=plan_json,json=planJson,proto3" json:"plan_json,omitempty"`
+	Vcpus            int32  `protobuf:"varint,3,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	MemoryMb         int32  `protobuf:"varint,4,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
+	DiskSizeMb       int32  `protobuf:"varint,5,opt,name=disk_size_mb,json=diskSizeMb,proto3" json:"disk_size_mb,omitempty"`
+	SkipCache        bool   `protobuf:"varint,6,opt,name=skip_cache,json=skipCache,proto3" json:"skip_cache,omitempty"`
+	RegistryUsername string `protobuf:"bytes,7,opt,name=registry_username,json=registryUsername,proto3" json:"registry_username,omitempty"`
+	RegistryPassword string `protobuf:"bytes,8,opt,name=registry_password,json=registryPassword,proto3" json:"registry_password,omitempty"`
+	// COPY sources: gzipped tar archives by the hash the steps name in
+	// files_hash.
+	Files         map[string][]byte `protobuf:"bytes,9,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ReadyTimeoutS int32             `protobuf:"varint,10,opt,name=ready_timeout_s,json=readyTimeoutS,proto3" json:"ready_timeout_s,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateRequest) Reset() {
+	*x = BuildTemplateRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateRequest) ProtoMessage() {}
+
+func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
+func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BuildTemplateRequest) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetPlanJson() []byte {
+	if x != nil {
+		return x.PlanJson
+	}
+	return nil
+}
+
+func (x *BuildTemplateRequest) GetVcpus() int32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetMemoryMb() int32 {
+	if x != nil {
+		return x.MemoryMb
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetDiskSizeMb() int32 {
+	if x != nil {
+		return x.DiskSizeMb
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetSkipCache() bool {
+	if x != nil {
+		return x.SkipCache
+	}
+	return false
+}
+
+func (x *BuildTemplateRequest) GetRegistryUsername() string {
+	if x != nil {
+		return x.RegistryUsername
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetRegistryPassword() string {
+	if x != nil {
+		return x.RegistryPassword
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetFiles() map[string][]byte {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *BuildTemplateRequest) GetReadyTimeoutS() int32 {
+	if x != nil {
+		return x.ReadyTimeoutS
+	}
+	return 0
+}
+
+type BuildLogLine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Level         string                 `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	Step          int32                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildLogLine) Reset() {
+	*x = BuildLogLine{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildLogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildLogLine) ProtoMessage() {}
+
+func (x *BuildLogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildLogLine.ProtoReflect.Descriptor instead.
+func (*BuildLogLine) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *BuildLogLine) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *BuildLogLine) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *BuildLogLine) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *BuildLogLine) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BuildTemplateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*BuildTemplateResponse_Log
+	//	*BuildTemplateResponse_Result
+	Event         isBuildTemplateResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateResponse) Reset() {
+	*x = BuildTemplateResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateResponse) ProtoMessage() {}
+
+func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
+func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *BuildTemplateResponse) GetLog() *BuildLogLine {
+	if x != nil {
+		if x, ok := x.Event.(*BuildTemplateResponse_Log); ok {
+			return x.Log
+		}
+	}
+	return nil
+}
+
+func (x *BuildTemplateResponse) GetResult() *BuildTemplateResult {
+	if x != nil {
+		if x, ok := x.Event.(*BuildTemplateResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isBuildTemplateResponse_Event interface {
+	isBuildTemplateResponse_Event()
+}
+
+type BuildTemplateResponse_Log struct {
+	Log *BuildLogLine `protobuf:"bytes,1,opt,name=log,proto3,oneof"`
+}
+
+type BuildTemplateResponse_Result struct {
+	Result *BuildTemplateResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*BuildTemplateResponse_Log) isBuildTemplateResponse_Event() {}
+
+func (*BuildTemplateResponse_Result) isBuildTemplateResponse_Event() {}
+
+type BuildTemplateResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A snapshot template was taken after the ready check: sandboxes are
+	// created from it (kind SNAPSHOT), else the root disk boots (BASE).
+	Snapshot bool `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// internal/templatebuild.Result as JSON.
+	ResultJson    []byte `protobuf:"bytes,2,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateResult) Reset() {
+	*x = BuildTemplateResult{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateResult) ProtoMessage() {}
+
+func (x *BuildTemplateResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateResult.ProtoReflect.Descriptor instead.
+func (*BuildTemplateResult) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BuildTemplateResult) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *BuildTemplateResult) GetResultJson() []byte {
+	if x != nil {
+		return x.ResultJson
+	}
+	return nil
+}
+
+type DeleteBuildRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ArtifactId    string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBuildRequest) Reset() {
+	*x = DeleteBuildRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBuildRequest) ProtoMessage() {}
+
+func (x *DeleteBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBuildRequest.ProtoReflect.Descriptor instead.
+func (*DeleteBuildRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeleteBuildRequest) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+type DeleteBuildResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBuildResponse) Reset() {
+	*x = DeleteBuildResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBuildResponse) ProtoMessage() {}
+
+func (x *DeleteBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBuildResponse.ProtoReflect.Descriptor instead.
+func (*DeleteBuildResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -1828,7 +2235,43 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15DeleteSnapshotRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\tR\n" +
 	"templateId\"\x18\n" +
-	"\x16DeleteSnapshotResponse*\x85\x02\n" +
+	"\x16DeleteSnapshotResponse\"\xc9\x03\n" +
+	"\x14BuildTemplateRequest\x12\x1f\n" +
+	"\vartifact_id\x18\x01 \x01(\tR\n" +
+	"artifactId\x12\x1b\n" +
+	"\tplan_json\x18\x02 \x01(\fR\bplanJson\x12\x14\n" +
+	"\x05vcpus\x18\x03 \x01(\x05R\x05vcpus\x12\x1b\n" +
+	"\tmemory_mb\x18\x04 \x01(\x05R\bmemoryMb\x12 \n" +
+	"\fdisk_size_mb\x18\x05 \x01(\x05R\n" +
+	"diskSizeMb\x12\x1d\n" +
+	"\n" +
+	"skip_cache\x18\x06 \x01(\bR\tskipCache\x12+\n" +
+	"\x11registry_username\x18\a \x01(\tR\x10registryUsername\x12+\n" +
+	"\x11registry_password\x18\b \x01(\tR\x10registryPassword\x12C\n" +
+	"\x05files\x18\t \x03(\v2-.hostagent.v1.BuildTemplateRequest.FilesEntryR\x05files\x12&\n" +
+	"\x0fready_timeout_s\x18\n" +
+	" \x01(\x05R\rreadyTimeoutS\x1a8\n" +
+	"\n" +
+	"FilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x82\x01\n" +
+	"\fBuildLogLine\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x05R\x04step\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x8d\x01\n" +
+	"\x15BuildTemplateResponse\x12.\n" +
+	"\x03log\x18\x01 \x01(\v2\x1a.hostagent.v1.BuildLogLineH\x00R\x03log\x12;\n" +
+	"\x06result\x18\x02 \x01(\v2!.hostagent.v1.BuildTemplateResultH\x00R\x06resultB\a\n" +
+	"\x05event\"R\n" +
+	"\x13BuildTemplateResult\x12\x1a\n" +
+	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12\x1f\n" +
+	"\vresult_json\x18\x02 \x01(\fR\n" +
+	"resultJson\"5\n" +
+	"\x12DeleteBuildRequest\x12\x1f\n" +
+	"\vartifact_id\x18\x01 \x01(\tR\n" +
+	"artifactId\"\x15\n" +
+	"\x13DeleteBuildResponse*\x85\x02\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_CREATING\x10\x01\x12\x19\n" +
@@ -1842,7 +2285,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fTemplateKind\x12\x1d\n" +
 	"\x19TEMPLATE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TEMPLATE_KIND_BASE\x10\x01\x12\x1a\n" +
-	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\xab\a\n" +
+	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\xdb\b\n" +
 	"\x10HostAgentService\x12X\n" +
 	"\rCreateSandbox\x12\".hostagent.v1.CreateSandboxRequest\x1a#.hostagent.v1.CreateSandboxResponse\x12[\n" +
 	"\x0eDestroySandbox\x12#.hostagent.v1.DestroySandboxRequest\x1a$.hostagent.v1.DestroySandboxResponse\x12U\n" +
@@ -1854,7 +2297,9 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bReadFile\x12\x1d.hostagent.v1.ReadFileRequest\x1a\x1e.hostagent.v1.ReadFileResponse0\x01\x12N\n" +
 	"\tWriteFile\x12\x1e.hostagent.v1.WriteFileRequest\x1a\x1f.hostagent.v1.WriteFileResponse(\x01\x12[\n" +
 	"\x0eCreateSnapshot\x12#.hostagent.v1.CreateSnapshotRequest\x1a$.hostagent.v1.CreateSnapshotResponse\x12[\n" +
-	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponseB?Z=github.com/hearth-sandbox/hearth/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12Z\n" +
+	"\rBuildTemplate\x12\".hostagent.v1.BuildTemplateRequest\x1a#.hostagent.v1.BuildTemplateResponse0\x01\x12R\n" +
+	"\vDeleteBuild\x12 .hostagent.v1.DeleteBuildRequest\x1a!.hostagent.v1.DeleteBuildResponseB?Z=github.com/hearth-sandbox/hearth/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -1869,7 +2314,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: hostagent.v1.SandboxState
 	(TemplateKind)(0),              // 1: hostagent.v1.TemplateKind
@@ -1899,51 +2344,66 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*CreateSnapshotResponse)(nil), // 25: hostagent.v1.CreateSnapshotResponse
 	(*DeleteSnapshotRequest)(nil),  // 26: hostagent.v1.DeleteSnapshotRequest
 	(*DeleteSnapshotResponse)(nil), // 27: hostagent.v1.DeleteSnapshotResponse
-	nil,                            // 28: hostagent.v1.CreateSandboxRequest.EnvEntry
-	nil,                            // 29: hostagent.v1.ExecRequest.EnvEntry
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(*BuildTemplateRequest)(nil),   // 28: hostagent.v1.BuildTemplateRequest
+	(*BuildLogLine)(nil),           // 29: hostagent.v1.BuildLogLine
+	(*BuildTemplateResponse)(nil),  // 30: hostagent.v1.BuildTemplateResponse
+	(*BuildTemplateResult)(nil),    // 31: hostagent.v1.BuildTemplateResult
+	(*DeleteBuildRequest)(nil),     // 32: hostagent.v1.DeleteBuildRequest
+	(*DeleteBuildResponse)(nil),    // 33: hostagent.v1.DeleteBuildResponse
+	nil,                            // 34: hostagent.v1.CreateSandboxRequest.EnvEntry
+	nil,                            // 35: hostagent.v1.ExecRequest.EnvEntry
+	nil,                            // 36: hostagent.v1.BuildTemplateRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	30, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	37, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: hostagent.v1.CreateSandboxRequest.template_kind:type_name -> hostagent.v1.TemplateKind
-	28, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
+	34, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
 	2,  // 4: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 5: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 6: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 7: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
 	14, // 8: hostagent.v1.PingResponse.capacity:type_name -> hostagent.v1.Resources
 	14, // 9: hostagent.v1.PingResponse.usage:type_name -> hostagent.v1.Resources
-	29, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
+	35, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
 	18, // 11: hostagent.v1.ExecResponse.exit:type_name -> hostagent.v1.ExitStatus
 	22, // 12: hostagent.v1.WriteFileRequest.header:type_name -> hostagent.v1.WriteFileHeader
-	3,  // 13: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
-	5,  // 14: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
-	7,  // 15: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
-	9,  // 16: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
-	11, // 17: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
-	13, // 18: hostagent.v1.HostAgentService.Ping:input_type -> hostagent.v1.PingRequest
-	16, // 19: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
-	19, // 20: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
-	21, // 21: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
-	24, // 22: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
-	26, // 23: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	4,  // 24: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	6,  // 25: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	8,  // 26: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	10, // 27: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	12, // 28: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	15, // 29: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
-	17, // 30: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	20, // 31: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	23, // 32: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	25, // 33: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	27, // 34: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	36, // 13: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
+	37, // 14: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
+	29, // 15: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
+	31, // 16: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
+	3,  // 17: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
+	5,  // 18: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
+	7,  // 19: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
+	9,  // 20: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
+	11, // 21: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
+	13, // 22: hostagent.v1.HostAgentService.Ping:input_type -> hostagent.v1.PingRequest
+	16, // 23: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
+	19, // 24: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
+	21, // 25: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
+	24, // 26: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	26, // 27: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	28, // 28: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
+	32, // 29: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
+	4,  // 30: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	6,  // 31: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	8,  // 32: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	10, // 33: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	12, // 34: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	15, // 35: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
+	17, // 36: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	20, // 37: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	23, // 38: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	25, // 39: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	27, // 40: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	30, // 41: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	33, // 42: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -1960,13 +2420,17 @@ func file_hostagent_v1_hostagent_proto_init() {
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
+	file_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{
+		(*BuildTemplateResponse_Log)(nil),
+		(*BuildTemplateResponse_Result)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -68,6 +68,12 @@ const (
 	// HostAgentServiceDeleteSnapshotProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteSnapshot RPC.
 	HostAgentServiceDeleteSnapshotProcedure = "/hostagent.v1.HostAgentService/DeleteSnapshot"
+	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// BuildTemplate RPC.
+	HostAgentServiceBuildTemplateProcedure = "/hostagent.v1.HostAgentService/BuildTemplate"
+	// HostAgentServiceDeleteBuildProcedure is the fully-qualified name of the HostAgentService's
+	// DeleteBuild RPC.
+	HostAgentServiceDeleteBuildProcedure = "/hostagent.v1.HostAgentService/DeleteBuild"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -105,6 +111,14 @@ type HostAgentServiceClient interface {
 	// DeleteSnapshot removes a snapshot template's files. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on it.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// BuildTemplate builds a template on this host (RUN steps in microVMs of
+	// the image being built) into the artefacts named artifact_id. The
+	// stream carries the build log and ends with the result; a failed build
+	// ends with an error naming the step and leaves no artefact.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
+	// DeleteBuild removes a built template's artefacts. FAILED_PRECONDITION
+	// when sandboxes on this host still depend on them; idempotent.
+	DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -184,6 +198,18 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateResponse](
+			httpClient,
+			baseURL+HostAgentServiceBuildTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteBuild: connect.NewClient[v1.DeleteBuildRequest, v1.DeleteBuildResponse](
+			httpClient,
+			baseURL+HostAgentServiceDeleteBuildProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteBuild")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -200,6 +226,8 @@ type hostAgentServiceClient struct {
 	writeFile      *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
 	createSnapshot *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	deleteBuild    *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
 }
 
 // CreateSandbox calls hostagent.v1.HostAgentService.CreateSandbox.
@@ -257,6 +285,16 @@ func (c *hostAgentServiceClient) DeleteSnapshot(ctx context.Context, req *connec
 	return c.deleteSnapshot.CallUnary(ctx, req)
 }
 
+// BuildTemplate calls hostagent.v1.HostAgentService.BuildTemplate.
+func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error) {
+	return c.buildTemplate.CallServerStream(ctx, req)
+}
+
+// DeleteBuild calls hostagent.v1.HostAgentService.DeleteBuild.
+func (c *hostAgentServiceClient) DeleteBuild(ctx context.Context, req *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error) {
+	return c.deleteBuild.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox boots a sandbox (template_kind BASE) or restores one from
@@ -292,6 +330,14 @@ type HostAgentServiceHandler interface {
 	// DeleteSnapshot removes a snapshot template's files. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on it.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// BuildTemplate builds a template on this host (RUN steps in microVMs of
+	// the image being built) into the artefacts named artifact_id. The
+	// stream carries the build log and ends with the result; a failed build
+	// ends with an error naming the step and leaves no artefact.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
+	// DeleteBuild removes a built template's artefacts. FAILED_PRECONDITION
+	// when sandboxes on this host still depend on them; idempotent.
+	DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -367,6 +413,18 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceBuildTemplateHandler := connect.NewServerStreamHandler(
+		HostAgentServiceBuildTemplateProcedure,
+		svc.BuildTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceDeleteBuildHandler := connect.NewUnaryHandler(
+		HostAgentServiceDeleteBuildProcedure,
+		svc.DeleteBuild,
+		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteBuild")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -391,6 +449,10 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceCreateSnapshotHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteSnapshotProcedure:
 			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
+		case HostAgentServiceBuildTemplateProcedure:
+			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceDeleteBuildProcedure:
+			hostAgentServiceDeleteBuildHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -442,4 +504,12 @@ func (UnimplementedHostAgentServiceHandler) CreateSnapshot(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteSnapshot is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteBuild is not implemented"))
 }

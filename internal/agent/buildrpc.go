@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
+	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/templatebuild"
+)
+
+var _ service.TemplateBuilder = (*Client)(nil)
+
+func (s *rpcServer) BuildTemplate(ctx context.Context, req *connect.Request[pb.BuildTemplateRequest], st *connect.ServerStream[pb.BuildTemplateResponse]) error {
+	r := req.Msg
+	var plan templatebuild.Plan
+	if err := json.Unmarshal(r.PlanJson, &plan); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("plan: %w", err))
+	}
+	if err := s.m().attachFiles(&plan, r.Files); err != nil {
+		return connectErr(err)
+	}
+	// Log lines go out from one goroutine; a client that went away cancels
+	// the build through ctx.
+	res, err := s.m().BuildTemplate(ctx, BuildRequest{
+		ArtifactID: r.ArtifactId, Plan: plan, VCPUs: int(r.Vcpus), MemoryMB: int(r.MemoryMb),
+		DiskSizeMB: int(r.DiskSizeMb), SkipCache: r.SkipCache, ReadyTimeout: secs(r.ReadyTimeoutS),
+		Auth: templatebuild.RegistryAuth{Username: r.RegistryUsername, Password: r.RegistryPassword},
+		Log: func(l templatebuild.Log) {
+			_ = st.Send(&pb.BuildTemplateResponse{Event: &pb.BuildTemplateResponse_Log{Log: &pb.BuildLogLine{
+				Time: timestamppb.New(l.Time), Level: l.Level, Step: int32(l.Step), Message: l.Message,
+			}}})
+		},
+	})
+	if err != nil {
+		return connectErr(err)
+	}
+	b, err := json.Marshal(res.Result)
+	if err != nil {
+		return connectErr(err)
+	}
+	return st.Send(&pb.BuildTemplateResponse{Event: &pb.BuildTemplateResponse_Result{Result: &pb.BuildTemplateResult{
+		Snapshot: res.Snapshot, ResultJson: b,
+	}}})
+}
+
+func (s *rpcServer) DeleteBuild(ctx context.Context, req *connect.Request[pb.DeleteBuildRequest]) (*connect.Response[pb.DeleteBuildResponse], error) {
+	if err := s.m().DeleteBuild(ctx, req.Msg.ArtifactId); err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&pb.DeleteBuildResponse{}), nil
+}
+
+var validHash = regexp.MustCompile(`^[A-Za-z0-9]{8,128}$`)
+
+// attachFiles unpacks the COPY archives into DATA/builds/files/<hash>/
+// (kept: the same hash is the same content) and points the steps that
+// name them there.
+func (m *Manager) attachFiles(p *templatebuild.Plan, files map[string][]byte) error {
+	dirs := map[string]string{}
+	for h, archive := range files {
+		if !validHash.MatchString(h) {
+			return fmt.Errorf("files hash %q: %w", h, ErrInvalid)
+		}
+		dir := filepath.Join(m.d.DataDir, "builds", "files", h)
+		if !exists(dir) {
+			if err := unpackArchive(archive, dir); err != nil {
+				return fmt.Errorf("files %s: %w: %w", h, err, ErrInvalid)
+			}
+		}
+		dirs[h] = dir
+	}
+	for i, s := range p.Steps {
+		if s.Type != templatebuild.StepCopy || s.Context != "" {
+			continue
+		}
+		dir, ok := dirs[s.FilesHash]
+		if !ok {
+			return fmt.Errorf("step %d (%s): no files uploaded for hash %q: %w", i+1, s, s.FilesHash, ErrInvalid)
+		}
+		p.Steps[i].Context = dir
+	}
+	return nil
+}
+
+// unpackArchive extracts a gzipped tar into a new directory dst
+// (regular files, directories and symlinks; nothing escapes dst).
+func unpackArchive(archive []byte, dst string) error {
+	tmp := dst + ".tmp-" + randomHex(4)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	root, err := os.OpenRoot(tmp)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	zr, err := gzip.NewReader(bytes.NewReader(archive))
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Clean("/" + h.Name)[1:]
+		if name == "" {
+			continue
+		}
+		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+			return err
+		}
+		mode := os.FileMode(h.Mode) & os.ModePerm
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return err
+			}
+			if err := root.Chmod(name, mode|0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			if err := root.Chmod(name, mode); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return err
+			}
+		}
+	}
+	return os.Rename(tmp, dst)
+}
+
+// BuildTemplate runs a build on the agent, handing each log line to log.
+func (c *Client) BuildTemplate(ctx context.Context, req service.BuildTemplateRequest, log func(templatebuild.Log)) (service.BuildTemplateResult, error) {
+	plan, err := json.Marshal(req.Plan)
+	if err != nil {
+		return service.BuildTemplateResult{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.rpc.BuildTemplate(ctx, connect.NewRequest(&pb.BuildTemplateRequest{
+		ArtifactId: req.ArtifactID, PlanJson: plan, Vcpus: int32(req.VCPUs), MemoryMb: int32(req.MemoryMB),
+		DiskSizeMb: int32(req.DiskSizeMB), SkipCache: req.SkipCache, Files: req.Files,
+		RegistryUsername: req.Auth.Username, RegistryPassword: req.Auth.Password, ReadyTimeoutS: int32(req.ReadyTimeoutS),
+	}))
+	if err != nil {
+		return service.BuildTemplateResult{}, serviceErr("build template", err)
+	}
+	defer st.Close()
+	for st.Receive() {
+		switch ev := st.Msg().Event.(type) {
+		case *pb.BuildTemplateResponse_Log:
+			log(templatebuild.Log{Time: ev.Log.Time.AsTime(), Level: ev.Log.Level, Step: int(ev.Log.Step), Message: ev.Log.Message})
+		case *pb.BuildTemplateResponse_Result:
+			out := service.BuildTemplateResult{Snapshot: ev.Result.Snapshot}
+			if err := json.Unmarshal(ev.Result.ResultJson, &out.Result); err != nil {
+				return out, fmt.Errorf("build result: %w", err)
+			}
+			return out, nil
+		}
+	}
+	if err := st.Err(); err != nil {
+		return service.BuildTemplateResult{}, serviceErr("build template", err)
+	}
+	return service.BuildTemplateResult{}, errors.New("build template: stream ended without a result")
+}
+
+func (c *Client) DeleteBuild(ctx context.Context, artifactID string) error {
+	_, err := c.rpc.DeleteBuild(ctx, connect.NewRequest(&pb.DeleteBuildRequest{ArtifactId: artifactID}))
+	return serviceErr("delete build", err)
+}
