@@ -78,6 +78,56 @@ type Template struct {
 	Host            string // host ID holding the snapshot files (snapshot kind)
 	SourceSandboxID string // sandbox it was taken from (snapshot kind)
 	CreatedAt       time.Time
+	// Built templates: ArtifactID names the current version's files on its
+	// host ("" : the ID itself); Config is the JSON of its env, user,
+	// workdir and start command; BuildStatus is BuildStatusBuilding until
+	// the first build succeeds.
+	ArtifactID  string
+	Config      string
+	BuildStatus string
+}
+
+// HostTemplateID is the template ID a host knows the current version by.
+func (t Template) HostTemplateID() string {
+	if t.ArtifactID != "" {
+		return t.ArtifactID
+	}
+	return t.ID
+}
+
+// Build statuses (templates use Building, Ready and Error).
+const (
+	BuildStatusWaiting   = "waiting"
+	BuildStatusBuilding  = "building"
+	BuildStatusReady     = "ready"
+	BuildStatusError     = "error"
+	BuildStatusCancelled = "cancelled"
+)
+
+// Build is one build of a template.
+type Build struct {
+	ID         string
+	TemplateID string
+	TeamID     string
+	Status     string
+	Spec       string // JSON of the build request
+	Error      string
+	Host       string
+	Kind       sandbox.TemplateKind // of the result, once ready
+	VCPUs      int
+	MemoryMB   int
+	DiskSizeMB int
+	CreatedAt  time.Time
+	FinishedAt time.Time
+}
+
+// BuildLog is one line of a build's log; Seq orders them from 1.
+type BuildLog struct {
+	Seq     int
+	Time    time.Time
+	Level   string
+	Step    int
+	Message string
 }
 
 type Sandbox struct {
