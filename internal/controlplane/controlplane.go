@@ -123,9 +123,16 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	if err := EnsurePlatformTemplates(ctx, cp.Store, DefaultPlatformTemplates()); err != nil {
 		return err
 	}
-	cp.Service, err = service.New(service.Deps{Store: cp.Store, Hosts: hosts, Passwords: passwords, Tokens: cp.Tokens, Logger: cp.log})
+	cp.Service, err = service.New(service.Deps{
+		Store: cp.Store, Hosts: hosts, Passwords: passwords, Tokens: cp.Tokens, Logger: cp.log,
+		BuildFilesDir: filepath.Join(cp.cfg.DataDir, "build-files"),
+	})
 	if err != nil {
 		return err
+	}
+	// Builds a previous process ran died with it.
+	if err := cp.Service.RecoverBuilds(ctx); err != nil {
+		return fmt.Errorf("recover template builds: %w", err)
 	}
 	// A fleet runs its own reconciler; a single host needs one as much
 	// (a crash of the agent or of this process leaves rows behind).

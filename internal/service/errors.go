@@ -22,6 +22,8 @@ const (
 	// KindUnimplemented: the operation cannot be done here at all (a host
 	// whose VMM cannot snapshot cannot pause), as opposed to "not now".
 	KindUnimplemented
+	// KindTooLarge: an upload over its limit (a build context).
+	KindTooLarge
 )
 
 func (k Kind) String() string {
@@ -40,6 +42,8 @@ func (k Kind) String() string {
 		return "unavailable"
 	case KindUnimplemented:
 		return "unimplemented"
+	case KindTooLarge:
+		return "too_large"
 	default:
 		return "internal"
 	}
@@ -99,6 +103,11 @@ func Unavailable(msg string, cause error) error {
 // should not retry); cause goes to logs.
 func Unimplemented(msg string, cause error) error {
 	return &Error{Kind: KindUnimplemented, Message: msg, Err: cause}
+}
+
+// TooLarge is an upload over its limit.
+func TooLarge(format string, args ...any) error {
+	return &Error{Kind: KindTooLarge, Message: fmt.Sprintf(format, args...)}
 }
 
 // KindOf returns the kind of err; plain errors are KindInternal.

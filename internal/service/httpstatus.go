@@ -22,6 +22,8 @@ func HTTPStatus(k Kind) int {
 		return http.StatusServiceUnavailable
 	case KindUnimplemented:
 		return http.StatusNotImplemented
+	case KindTooLarge:
+		return http.StatusRequestEntityTooLarge
 	default:
 		return http.StatusInternalServerError
 	}

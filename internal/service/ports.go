@@ -28,6 +28,8 @@ type Store interface {
 	GetMembership(ctx context.Context, teamID, userID string) (store.TeamMembership, error)
 	// Team members (teams.go).
 	MembersStore
+	// Template builds (builds.go).
+	BuildStore
 
 	// API keys.
 	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, error)

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,10 +34,14 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if in.Template == "" {
 		return store.Sandbox{}, InvalidArgument("template", "is required")
 	}
-	tpl, err := s.store.GetTemplateByTeam(ctx, p.TeamID, in.Template)
+	tpl, err := s.resolveTemplate(ctx, p, in.Template)
 	if err != nil {
-		return store.Sandbox{}, fromStore(err, "template", "")
+		return store.Sandbox{}, err
 	}
+	if tpl.BuildStatus != store.BuildStatusReady {
+		return store.Sandbox{}, Conflict("template %s has no finished build yet (%s)", tpl.Name, tpl.BuildStatus)
+	}
+	in.Env = withTemplateEnv(tpl, in.Env)
 	sb, err := sandboxShape(tpl, in)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -59,7 +64,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	s.logTransition(ctx, sb, "", sandbox.StateCreating, "")
 
 	hostID, hc, err := s.hosts.Pick(ctx, PlacementRequest{
-		TemplateID: tpl.ID, TemplateHost: tpl.Host,
+		TemplateID: tpl.HostTemplateID(), TemplateHost: tpl.Host,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 	})
 	if err != nil {
@@ -75,7 +80,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	}
 	sb.Host = hostID
 	_, err = hc.CreateSandbox(ctx, CreateSandboxRequest{
-		SandboxID: sb.ID, TemplateID: tpl.ID, TemplateKind: tpl.Kind,
+		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, AllowInternet: sb.AllowInternet,
 	})
@@ -438,4 +443,24 @@ func statusList(ss []sandbox.State) string {
 		return out[0]
 	}
 	return fmt.Sprint(out)
+}
+
+// withTemplateEnv is a built template's environment overlaid by the
+// request's.
+func withTemplateEnv(tpl store.Template, env map[string]string) map[string]string {
+	if tpl.Config == "" {
+		return env
+	}
+	var c TemplateConfig
+	if json.Unmarshal([]byte(tpl.Config), &c) != nil || len(c.Env) == 0 {
+		return env
+	}
+	out := make(map[string]string, len(c.Env)+len(env))
+	for k, v := range c.Env {
+		out[k] = v
+	}
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
 }

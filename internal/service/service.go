@@ -21,6 +21,9 @@ type Deps struct {
 	Tokens    *auth.Tokens
 	Logger    *slog.Logger     // nil: discard
 	Now       func() time.Time // nil: time.Now
+	// BuildFilesDir keeps uploaded build contexts and COPY archives
+	// (empty: template builds with files are refused).
+	BuildFilesDir string
 	// SettleTimeout bounds waiting for another caller's pause, resume or
 	// create of the same sandbox (0: DefaultSettleTimeout).
 	SettleTimeout time.Duration
@@ -36,6 +39,8 @@ type Service struct {
 	now       func() time.Time
 	// settleTimeout: see Deps.SettleTimeout.
 	settleTimeout time.Duration
+	buildFilesDir string
+	builds        builds
 }
 
 // New checks deps and returns the service.
@@ -57,7 +62,8 @@ func New(d Deps) (*Service, error) {
 	}
 	return &Service{
 		store: d.Store, hosts: d.Hosts, passwords: d.Passwords, tokens: d.Tokens, log: d.Logger, now: d.Now,
-		settleTimeout: d.SettleTimeout,
+		settleTimeout: d.SettleTimeout, buildFilesDir: d.BuildFilesDir,
+		builds: builds{cancel: map[string]context.CancelCauseFunc{}},
 	}, nil
 }
 
