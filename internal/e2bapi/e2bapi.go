@@ -18,7 +18,15 @@
 //	POST   /sandboxes/{id}/resume                  legacy resume (201); 409 when running
 //	POST   /sandboxes/{id}/connect, /v2/...        200 running, 201 resumed
 //	GET    /sandboxes/{id}/metrics                 current sample from envd
-//	GET    /templates                              team + platform templates
+//	GET    /templates, /v2/templates               team + platform templates
+//	POST   /v3/templates                           reserve a build (202: templateID, buildID)
+//	GET    /templates/{id}/files/{hash}            upload link for a COPY archive; PUT to it
+//	POST   /v2/templates/{id}/builds/{buildID}     start the build with its steps (202)
+//	GET    /templates/{id}/builds/{buildID}/status status + logs from logsOffset
+//	GET    /templates/{id}/builds/{buildID}/logs   logs from cursor
+//	GET/PATCH/DELETE /templates/{id}           builds; public (unchangeable); delete
+//	GET    /templates/aliases/{alias}              200 or 404 (Template.exists)
+//	POST/DELETE /templates/tags, GET /templates/{id}/tags
 //
 // Choices (see docs/e2b.md): listing is ordered by creation time, oldest
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
@@ -92,11 +100,13 @@ const EnvdVersion = envd.Version
 // Paths are the path patterns this handler serves, for composing it with
 // the native API, the sandbox proxy and the dashboard on one mux.
 func Paths() []string {
-	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates"}
+	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates", "/templates/",
+		"/v2/templates", "/v2/templates/", "/v3/templates"}
 }
 
 type server struct {
 	svc      Service
+	tpl      TemplateService
 	metrics  MetricsSource
 	domain   string
 	clientID string
@@ -130,6 +140,15 @@ func New(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		mux.Handle(rt.pattern, s.endpoint(rt.handle))
+	}
+	// Template routes need a service that builds; uploads get their own
+	// body limit.
+	if ts, ok := d.Service.(TemplateService); ok {
+		s.tpl = ts
+		for _, rt := range s.templateRoutes() {
+			mux.Handle(rt.pattern, s.endpoint(rt.handle))
+		}
+		mux.Handle("PUT /templates/{templateID}/files/{hash}", s.endpointLimit(s.uploadFiles, service.MaxBuildFilesBytes))
 	}
 	// Unknown paths and methods under this handler answer in E2B's error
 	// shape, never the mux's plain text.
@@ -167,13 +186,16 @@ func (s *server) routes() []route {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, p service.Principal) error
 
 // endpoint authenticates with X-API-KEY and bounds the body.
-func (s *server) endpoint(h handlerFunc) http.Handler {
+func (s *server) endpoint(h handlerFunc) http.Handler { return s.endpointLimit(h, s.maxJSON) }
+
+// endpointLimit is endpoint with a body limit of its own.
+func (s *server) endpointLimit(h handlerFunc, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > s.maxJSON {
+		if r.ContentLength > limit {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.maxJSON)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		key := r.Header.Get("X-API-Key")
 		if key == "" {
 			s.respondError(w, r, service.Unauthenticated("missing X-API-KEY header (a hearth team API key)"))

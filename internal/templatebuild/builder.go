@@ -360,6 +360,9 @@ func (r *run) runStep(ctx context.Context, n int, s Step, disk string) error {
 		}
 	}
 	user := r.cfg.User
+	if s.User != "" {
+		user = s.User
+	}
 	if user == "" {
 		user = "root"
 	}
@@ -455,7 +458,7 @@ func stage(dst string, build func(tmp string) error) error {
 }
 
 func stepKey(parent string, s Step, cfg Config) string {
-	parts := []string{"step", parent, s.Type, fmt.Sprint(s.Exec), s.Chown, s.FilesHash, cfg.User, cfg.Workdir}
+	parts := []string{"step", parent, s.Type, fmt.Sprint(s.Exec), s.Chown, s.Mode, s.User, s.FilesHash, cfg.User, cfg.Workdir}
 	parts = append(parts, s.Args...)
 	parts = append(parts, "env")
 	parts = append(parts, cfg.envList()...)

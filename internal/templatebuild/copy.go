@@ -110,6 +110,14 @@ func copyStep(dst *os.Root, s Step, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var mode fs.FileMode
+	if s.Mode != "" {
+		m, err := strconv.ParseUint(s.Mode, 8, 32)
+		if err != nil || m > 0o7777 {
+			return fmt.Errorf("COPY mode %q: want octal permissions like 0755", s.Mode)
+		}
+		mode = fs.FileMode(m)
+	}
 	destDir := strings.HasSuffix(dest, "/") || len(matched) > 1
 	dest = strings.TrimPrefix(resolveDir(cfg.Workdir, dest), "/")
 	if dest == "" {
@@ -145,7 +153,13 @@ func copyStep(dst *os.Root, s Step, cfg Config) error {
 			if rel != "" {
 				out = path.Join(target, rel)
 			}
-			return copyEntry(src, dst, p, out, uid, gid)
+			if err := copyEntry(src, dst, p, out, uid, gid); err != nil {
+				return err
+			}
+			if mode != 0 && !d.IsDir() && d.Type()&fs.ModeSymlink == 0 {
+				return dst.Chmod(out, mode)
+			}
+			return nil
 		})
 		if err != nil {
 			return err

@@ -59,6 +59,10 @@ type Step struct {
 	ArgEnv []string
 	// Chown (COPY): user[:group] owning the copied files.
 	Chown string
+	// Mode (COPY): octal permissions for the copied files ("" keeps theirs).
+	Mode string
+	// User (RUN): run as this user instead of the current USER.
+	User string
 	// Context (COPY): the directory the sources are relative to.
 	Context string
 	// FilesHash (COPY): the content hash of the sources; computed when empty.
