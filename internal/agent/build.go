@@ -217,10 +217,13 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, out tem
 				}
 				return nil
 			})
-		if err == nil {
-			err = fmt.Errorf("the start command exited (code %d) before the template was ready", res.Code)
+		// A start command that daemonises exits 0: the ready check decides.
+		if err == nil && res.Code != 0 {
+			err = fmt.Errorf("the start command failed with exit code %d before the template was ready", res.Code)
 		}
-		startDone <- err
+		if err != nil && startCtx.Err() == nil {
+			startDone <- err
+		}
 	}()
 	if err := m.waitReady(ctx, e, req, out, user, cwd, startDone, logf); err != nil {
 		return err

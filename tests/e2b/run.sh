@@ -104,4 +104,4 @@ unset E2B_DOMAIN E2B_DEBUG
 sdk_version=$(node -e 'console.log(require(process.argv[1]).version)' "$here/node_modules/e2b/package.json")
 log "running the conformance suite with e2b $sdk_version"
 cd "$here"
-node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs
+node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs
