@@ -88,7 +88,9 @@ func (m *Manager) attachFiles(p *templatebuild.Plan, files map[string][]byte) er
 		if !ok {
 			return fmt.Errorf("step %d (%s): no files uploaded for hash %q: %w", i+1, s, s.FilesHash, ErrInvalid)
 		}
-		p.Steps[i].Context = dir
+		// The engine hashes the sources it copies itself: a whole build
+		// context's hash would rebuild every COPY when any file changed.
+		p.Steps[i].Context, p.Steps[i].FilesHash = dir, ""
 	}
 	return nil
 }

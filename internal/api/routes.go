@@ -59,6 +59,13 @@ func (s *server) routes() []route {
 		{method: http.MethodPut, path: "/v1/sandboxes/{id}/files", auth: authTeam, body: bodyUpload, handle: s.writeFile},
 
 		{method: http.MethodGet, path: "/v1/templates", auth: authTeam, handle: s.listTemplates},
+		{method: http.MethodDelete, path: "/v1/templates/{name}", auth: authTeam, handle: s.deleteTemplate},
+		{method: http.MethodPut, path: "/v1/build-contexts", auth: authTeam, body: bodyUpload, handle: s.uploadBuildContext},
+		{method: http.MethodPost, path: "/v1/templates/{name}/builds", auth: authTeam, handle: s.createBuild},
+		{method: http.MethodGet, path: "/v1/templates/{name}/builds", auth: authTeam, handle: s.listBuilds},
+		{method: http.MethodGet, path: "/v1/templates/{name}/builds/{build_id}", auth: authTeam, handle: s.getBuild},
+		{method: http.MethodGet, path: "/v1/templates/{name}/builds/{build_id}/logs", auth: authTeam, handle: s.buildLogs},
+		{method: http.MethodPost, path: "/v1/templates/{name}/builds/{build_id}/cancel", auth: authTeam, handle: s.cancelBuild},
 		{method: http.MethodPost, path: "/v1/snapshots", auth: authTeam, handle: s.createSnapshot},
 		{method: http.MethodGet, path: "/v1/snapshots", auth: authTeam, handle: s.listSnapshots},
 		{method: http.MethodDelete, path: "/v1/snapshots/{name}", auth: authTeam, handle: s.deleteSnapshot},

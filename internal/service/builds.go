@@ -589,3 +589,50 @@ func (s *Service) RecoverBuilds(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DockerfileBuildInput is a build from a Dockerfile and an uploaded build
+// context (PutBuildFiles; "" when the Dockerfile copies nothing).
+type DockerfileBuildInput struct {
+	NewBuildInput
+	Dockerfile    string
+	ContextHash   string
+	BuildArgs     map[string]string
+	SkipCache     bool
+	ReadyCmd      string
+	ReadyTimeoutS int
+}
+
+// BuildDockerfile parses a Dockerfile (a syntax error is InvalidArgument
+// naming the line), reserves a build and starts it.
+func (s *Service) BuildDockerfile(ctx context.Context, p Principal, in DockerfileBuildInput) (store.Template, store.Build, error) {
+	plan, err := templatebuild.ParseDockerfile([]byte(in.Dockerfile), "", in.BuildArgs)
+	var se *templatebuild.SyntaxError
+	if errors.As(err, &se) {
+		return store.Template{}, store.Build{}, InvalidArgument("dockerfile", "%s", se.Error())
+	}
+	if err != nil {
+		return store.Template{}, store.Build{}, err
+	}
+	for i, st := range plan.Steps {
+		if st.Type == templatebuild.StepCopy {
+			if in.ContextHash == "" {
+				return store.Template{}, store.Build{}, InvalidArgument("context", "Dockerfile line %d copies files: upload a build context", st.Line)
+			}
+			plan.Steps[i].FilesHash = in.ContextHash
+		}
+	}
+	plan.ReadyCmd = in.ReadyCmd
+	tpl, b, err := s.NewBuild(ctx, p, in.NewBuildInput)
+	if err != nil {
+		return store.Template{}, store.Build{}, err
+	}
+	started, err := s.StartBuild(ctx, p, tpl.ID, b.ID, StartBuildInput{Plan: plan, SkipCache: in.SkipCache, ReadyTimeoutS: in.ReadyTimeoutS})
+	if err != nil {
+		// The reservation goes: the build never ran.
+		if _, cerr := s.store.UpdateBuildStatus(context.WithoutCancel(ctx), b.ID, []string{store.BuildStatusWaiting}, store.BuildStatusError, "", err.Error()); cerr != nil {
+			s.log.WarnContext(ctx, "drop unstarted build", "err", cerr)
+		}
+		return store.Template{}, store.Build{}, err
+	}
+	return tpl, started, nil
+}
