@@ -279,7 +279,8 @@ func templateView(t store.Template) apiwire.Template {
 	return apiwire.Template{
 		ID: t.ID, TeamID: t.TeamID, Name: t.Name, Kind: string(t.Kind), VCPUs: t.VCPUs, MemoryMB: t.MemoryMB,
 		DiskSizeMB: t.DiskSizeMB, Host: t.Host, SourceSandboxID: t.SourceSandboxID,
-		Platform: t.TeamID == store.PlatformTeamID, CreatedAt: t.CreatedAt,
+		Platform: t.TeamID == store.PlatformTeamID, CreatedAt: t.CreatedAt, BuildStatus: t.BuildStatus,
+		StartCmd: service.TemplateStartCmd(t),
 	}
 }
 

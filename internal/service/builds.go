@@ -636,3 +636,12 @@ func (s *Service) BuildDockerfile(ctx context.Context, p Principal, in Dockerfil
 	}
 	return tpl, started, nil
 }
+
+// TemplateStartCmd is a built template's start command ("" for others).
+func TemplateStartCmd(t store.Template) string {
+	var c TemplateConfig
+	if t.Config == "" || json.Unmarshal([]byte(t.Config), &c) != nil {
+		return ""
+	}
+	return c.StartCmd
+}
