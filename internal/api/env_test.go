@@ -88,7 +88,7 @@ func newEnv(tb testing.TB, db *store.DB, o envOpts) *env {
 	if o.noHosts {
 		pool = service.SingleHost{}
 	}
-	svc, err := service.New(service.Deps{Store: db, Hosts: pool, Passwords: pw, Tokens: tokens, Logger: testLogger(tb)})
+	svc, err := service.New(service.Deps{Store: db, Hosts: pool, Passwords: pw, Tokens: tokens, Logger: testLogger(tb), BuildFilesDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}
