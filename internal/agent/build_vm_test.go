@@ -5,9 +5,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +237,72 @@ func TestVMTemplateBuildFromOCI(t *testing.T) {
 		t.Errorf("missing image: %v", err)
 	}
 	t.Logf("missing image failed in %s", time.Since(t0))
+}
+
+// BenchmarkVMTemplateBuild measures, in one run: a first build (every step
+// run: skipCache) against an unchanged rebuild (every step cached; the
+// start command and snapshot still run), and a create from the built
+// snapshot template (its server already serving) against a cold boot of
+// its base image. Run with -benchtime=1x; each iteration builds twice and
+// creates 3 sandboxes of each kind.
+func BenchmarkVMTemplateBuild(b *testing.B) {
+	e := newVMEnv(b, "tiny")
+	m := e.agent.Manager()
+	ctx := context.Background()
+	ctxDir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v1\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p, err := templatebuild.ParseDockerfile([]byte(serveDockerfile), ctxDir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.ReadyCmd = "wget -q -O /dev/null http://127.0.0.1:8000/index.html"
+	var first, cached, spawn, cold []time.Duration
+	n := 0
+	for b.Loop() {
+		build := func(skip bool) time.Duration {
+			n++
+			t0 := time.Now()
+			if _, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: fmt.Sprintf("bench%d", n), Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, SkipCache: skip}); err != nil {
+				b.Fatal(err)
+			}
+			return time.Since(t0)
+		}
+		first = append(first, build(true))
+		cached = append(cached, build(false))
+		artifact := fmt.Sprintf("bench%d", n)
+		for i := 0; i < 3; i++ {
+			for _, kind := range []sbx.TemplateKind{sbx.KindSnapshot, sbx.KindBase} {
+				tpl := artifact
+				if kind == sbx.KindBase {
+					tpl = "tiny"
+				}
+				id := fmt.Sprintf("bc%s%d%d", kind[:1], n, i)
+				t0 := time.Now()
+				if _, err := m.Create(ctx, Spec{ID: id, TemplateID: tpl, TemplateKind: kind, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+					b.Fatal(err)
+				}
+				d := time.Since(t0)
+				if kind == sbx.KindSnapshot {
+					spawn = append(spawn, d)
+				} else {
+					cold = append(cold, d)
+				}
+				if err := m.Destroy(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	med := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return d[len(d)/2].Seconds()
+	}
+	b.ReportMetric(med(first), "first-build-s")
+	b.ReportMetric(med(cached), "cached-build-s")
+	b.ReportMetric(med(cached)/med(first), "cached/first")
+	b.ReportMetric(med(spawn)*1000, "create-from-template-ms")
+	b.ReportMetric(med(cold)*1000, "cold-boot-tiny-ms")
+	b.ReportMetric(med(spawn)/med(cold), "template/cold")
 }
