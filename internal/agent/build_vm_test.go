@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +18,27 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/hearth-sandbox/hearth/internal/netns"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild/ocitest"
 )
+
+// newBuildVMEnv is newVMEnv on network objects and addresses of its own:
+// other engineers' VM tests on this host use e2eNetPrefix and the default
+// pool, and a shared guest address answers with someone else's envd.
+func newBuildVMEnv(tb testing.TB) *vmEnv {
+	tb.Helper()
+	return newVMEnvWith(tb, func(o *Options) {
+		nm, err := netns.NewManager(context.Background(), netns.Config{
+			Prefix: "htpl-", Pool: netip.MustParsePrefix("10.201.0.0/16"), Logger: o.Logger,
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		o.Net = netAdapter{nm}
+	}, "tiny")
+}
 
 type buildLog struct {
 	mu    sync.Mutex
@@ -61,7 +79,7 @@ CMD ["httpd", "-f", "-p", "8000", "-h", "/srv"]
 `
 
 func TestVMTemplateBuild(t *testing.T) {
-	e := newVMEnv(t, "tiny")
+	e := newBuildVMEnv(t)
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -191,7 +209,7 @@ func equalCached(a, b []bool) bool {
 // TestVMTemplateBuildFromOCI builds from an image in an in-process registry
 // (the tiny root filesystem as one layer) with a RUN step in a VM.
 func TestVMTemplateBuildFromOCI(t *testing.T) {
-	e := newVMEnv(t, "tiny")
+	e := newBuildVMEnv(t)
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -246,7 +264,7 @@ func TestVMTemplateBuildFromOCI(t *testing.T) {
 // its base image. Run with -benchtime=1x; each iteration builds twice and
 // creates 3 sandboxes of each kind.
 func BenchmarkVMTemplateBuild(b *testing.B) {
-	e := newVMEnv(b, "tiny")
+	e := newBuildVMEnv(b)
 	m := e.agent.Manager()
 	ctx := context.Background()
 	ctxDir := b.TempDir()

@@ -186,8 +186,9 @@ type Template struct {
 	SourceSandboxID string    `json:"source_sandbox_id,omitempty"`
 	Platform        bool      `json:"platform"`
 	CreatedAt       time.Time `json:"created_at"`
-	// Built templates (template builds): BuildStatus is building until the
+	// Built templates (template builds, Built): BuildStatus is building until the
 	// first build succeeds; StartCmd serves when a sandbox starts.
+	Built       bool   `json:"built"`
 	BuildStatus string `json:"build_status,omitempty"`
 	StartCmd    string `json:"start_cmd,omitempty"`
 }

@@ -83,7 +83,15 @@ func (s *Service) ListSnapshots(ctx context.Context, p Principal) ([]store.Templ
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
-	return ts, nil
+	// Built templates frozen after their start command are snapshots too,
+	// but they belong to their builds (hearth template ...).
+	out := ts[:0]
+	for _, t := range ts {
+		if t.SourceSandboxID != "" {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // DeleteSnapshot removes a team's snapshot template by name (or ID), unless
@@ -95,7 +103,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 	}
 	// Platform templates are visible, not deletable; base templates are not
 	// snapshots. Both look missing, like any other template not yours.
-	if tpl.TeamID != p.TeamID || tpl.Kind != sandbox.KindSnapshot {
+	if tpl.TeamID != p.TeamID || tpl.Kind != sandbox.KindSnapshot || tpl.SourceSandboxID == "" {
 		return NotFound("snapshot")
 	}
 	n, err := s.store.CountSandboxesUsingTemplate(ctx, tpl.ID)

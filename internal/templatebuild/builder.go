@@ -374,7 +374,7 @@ func (r *run) runStep(ctx context.Context, n int, s Step, disk string) error {
 	code, err := g.Exec(ctx, Command{Args: args, Env: env, Cwd: cwd, User: user}, func(_ bool, p []byte) { lw.write(p) })
 	lw.flush()
 	if err != nil {
-		if !s.Exec && strings.Contains(err.Error(), "/bin/sh") {
+		if msg := err.Error(); !s.Exec && strings.Contains(msg, "/bin/sh") && (strings.Contains(msg, "no such file") || strings.Contains(msg, "not found")) {
 			err = fmt.Errorf("the image has no /bin/sh, which a shell-form RUN needs (use the exec form [\"/path/cmd\", \"arg\"] or an image with a shell): %w", err)
 		}
 		return &StepError{Step: n, Line: s.Line, Text: s.String(), Err: err, Output: lw.last}

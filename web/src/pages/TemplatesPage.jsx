@@ -4,6 +4,7 @@ import { api } from '../api.js';
 import { dateTime, mb } from '../format.js';
 import { Button, Card, Empty, ErrorBanner, Loading, PageHeader, useAction } from '../components/ui.jsx';
 import Icon from '../components/Icon.jsx';
+import BuildsCard from './BuildsCard.jsx';
 
 export function TemplateTable({ templates, actions, showTeam, testid }) {
   return (
@@ -56,6 +57,7 @@ export function TemplateTable({ templates, actions, showTeam, testid }) {
 
 export default function TemplatesPage() {
   const [templates, setTemplates] = useState(null);
+  const [all, setAll] = useState([]);
   const [snapshots, setSnapshots] = useState(null);
   const [sandboxes, setSandboxes] = useState([]);
   const [error, setError] = useState(null);
@@ -66,6 +68,7 @@ export default function TemplatesPage() {
     setError(null);
     try {
       const [t, s, sbs] = await Promise.all([api.get('/v1/templates'), api.get('/v1/snapshots'), api.get('/v1/sandboxes')]);
+      setAll(t);
       setTemplates(t.filter((x) => x.kind !== 'snapshot'));
       setSnapshots(s);
       setSandboxes(sbs.filter((x) => x.status === 'running' || x.status === 'paused'));
@@ -147,6 +150,8 @@ export default function TemplatesPage() {
           />
         )}
       </Card>
+
+      <BuildsCard templates={all.filter((x) => x.built)} onChange={load} />
 
       <Card title="Base templates" className="card-flush-body">
         {!templates && !error && <Loading label="Loading templates…" />}
