@@ -280,7 +280,7 @@ func templateView(t store.Template) apiwire.Template {
 		ID: t.ID, TeamID: t.TeamID, Name: t.Name, Kind: string(t.Kind), VCPUs: t.VCPUs, MemoryMB: t.MemoryMB,
 		DiskSizeMB: t.DiskSizeMB, Host: t.Host, SourceSandboxID: t.SourceSandboxID,
 		Platform: t.TeamID == store.PlatformTeamID, CreatedAt: t.CreatedAt, BuildStatus: t.BuildStatus,
-		Built: t.ArtifactID != "" || t.BuildStatus != store.BuildStatusReady,
+		Built:    t.ArtifactID != "" || t.BuildStatus != store.BuildStatusReady,
 		StartCmd: service.TemplateStartCmd(t),
 	}
 }
