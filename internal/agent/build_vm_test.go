@@ -282,7 +282,9 @@ func BenchmarkVMTemplateBuild(b *testing.B) {
 		build := func(skip bool) time.Duration {
 			n++
 			t0 := time.Now()
-			if _, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: fmt.Sprintf("bench%d", n), Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, SkipCache: skip}); err != nil {
+			l := &buildLog{}
+			defer func() { b.Logf("build %d (skipCache %v):\n%s", n, skip, l) }()
+			if _, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: fmt.Sprintf("bench%d", n), Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, SkipCache: skip, Log: l.add}); err != nil {
 				b.Fatal(err)
 			}
 			return time.Since(t0)

@@ -135,10 +135,16 @@ func (s *Service) NewBuild(ctx context.Context, p Principal, in NewBuildInput) (
 		return store.Template{}, store.Build{}, Conflict("%q is a snapshot of a sandbox, not a built template; pick another name", name)
 	}
 	spec, _ := json.Marshal(BuildSpec{Tags: in.Tags})
-	b, err := s.store.CreateBuild(ctx, store.Build{
-		TemplateID: tpl.ID, TeamID: team, Spec: string(spec),
-		VCPUs: shape.VCPUs, MemoryMB: shape.MemoryMB, DiskSizeMB: shape.DiskSizeMB,
-	})
+	newBuild := func() (store.Build, error) {
+		return s.store.CreateBuild(ctx, store.Build{
+			TemplateID: tpl.ID, TeamID: team, Spec: string(spec), CreatedAt: s.now(),
+			VCPUs: shape.VCPUs, MemoryMB: shape.MemoryMB, DiskSizeMB: shape.DiskSizeMB,
+		})
+	}
+	b, err := newBuild()
+	if errors.Is(err, store.ErrConflict) && s.dropAbandonedBuilds(ctx, tpl.ID) {
+		b, err = newBuild()
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return store.Template{}, store.Build{}, Conflict("template %q already has a build in progress; wait for it or cancel it", name)
 	}
@@ -644,4 +650,27 @@ func TemplateStartCmd(t store.Template) string {
 		return ""
 	}
 	return c.StartCmd
+}
+
+// AbandonedBuildAfter is how long a reserved build may wait for its start
+// (the E2B SDK reserves, uploads files, then starts) before a new build of
+// the template replaces it.
+const AbandonedBuildAfter = 15 * time.Minute
+
+// dropAbandonedBuilds cancels the template's builds still waiting for
+// their start after AbandonedBuildAfter (a client that went away between
+// reserving and starting); it reports whether it cancelled any.
+func (s *Service) dropAbandonedBuilds(ctx context.Context, templateID string) bool {
+	bs, err := s.store.ListBuilds(ctx, templateID)
+	if err != nil {
+		return false
+	}
+	dropped := false
+	for _, b := range bs {
+		if b.Status == store.BuildStatusWaiting && s.now().Sub(b.CreatedAt) > AbandonedBuildAfter {
+			_, err := s.store.UpdateBuildStatus(ctx, b.ID, []string{store.BuildStatusWaiting}, store.BuildStatusCancelled, "", "never started: replaced by a new build")
+			dropped = dropped || err == nil
+		}
+	}
+	return dropped
 }
