@@ -6,26 +6,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
-type buildJSON struct {
-	ID         string     `json:"id"`
-	TemplateID string     `json:"template_id"`
-	Template   string     `json:"template"`
-	Status     string     `json:"status"`
-	Error      string     `json:"error,omitempty"`
-	Host       string     `json:"host,omitempty"`
-	Kind       string     `json:"kind,omitempty"`
-	VCPUs      int        `json:"vcpus"`
-	MemoryMB   int        `json:"memory_mb"`
-	CreatedAt  time.Time  `json:"created_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-}
-
-func buildView(t store.Template, b store.Build) buildJSON {
-	out := buildJSON{
+func buildView(t store.Template, b store.Build) apiwire.Build {
+	out := apiwire.Build{
 		ID: b.ID, TemplateID: t.ID, Template: t.Name, Status: b.Status, Error: b.Error, Host: b.Host, Kind: string(b.Kind),
 		VCPUs: b.VCPUs, MemoryMB: b.MemoryMB, CreatedAt: b.CreatedAt,
 	}
@@ -34,14 +21,6 @@ func buildView(t store.Template, b store.Build) buildJSON {
 		out.FinishedAt = &f
 	}
 	return out
-}
-
-type buildLogJSON struct {
-	Seq     int       `json:"seq"`
-	Time    time.Time `json:"time"`
-	Level   string    `json:"level"`
-	Step    int       `json:"step,omitempty"`
-	Message string    `json:"message"`
 }
 
 func (s *server) uploadBuildContext(w http.ResponseWriter, r *http.Request) error {
@@ -57,18 +36,7 @@ func (s *server) uploadBuildContext(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (s *server) createBuild(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Dockerfile    string            `json:"dockerfile"`
-		ContextHash   string            `json:"context_hash"`
-		BuildArgs     map[string]string `json:"build_args"`
-		VCPUs         int               `json:"vcpus"`
-		MemoryMB      int               `json:"memory_mb"`
-		SkipCache     bool              `json:"skip_cache"`
-		Platform      bool              `json:"platform"`
-		ReadyCmd      string            `json:"ready_cmd"`
-		ReadyTimeoutS int               `json:"ready_timeout_s"`
-		Tags          []string          `json:"tags"`
-	}
+	var in apiwire.BuildRequest
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -89,7 +57,7 @@ func (s *server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]buildJSON, len(bs))
+	out := make([]apiwire.Build, len(bs))
 	for i, b := range bs {
 		out[i] = buildView(t, b)
 	}
@@ -142,9 +110,9 @@ func (s *server) buildLogs(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		out := make([]buildLogJSON, len(logs))
+		out := make([]apiwire.BuildLog, len(logs))
 		for i, l := range logs {
-			out[i] = buildLogJSON{Seq: l.Seq, Time: l.Time, Level: l.Level, Step: l.Step, Message: l.Message}
+			out[i] = apiwire.BuildLog{Seq: l.Seq, Time: l.Time, Level: l.Level, Step: l.Step, Message: l.Message}
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
@@ -167,7 +135,7 @@ func (s *server) buildLogs(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		for _, l := range logs {
-			if enc.Encode(buildLogJSON{Seq: l.Seq, Time: l.Time, Level: l.Level, Step: l.Step, Message: l.Message}) != nil {
+			if enc.Encode(apiwire.BuildLog{Seq: l.Seq, Time: l.Time, Level: l.Level, Step: l.Step, Message: l.Message}) != nil {
 				return nil
 			}
 			after = l.Seq

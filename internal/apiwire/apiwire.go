@@ -262,3 +262,44 @@ type (
 		Role string `json:"role"`
 	}
 )
+
+// Build is one build of a template.
+type Build struct {
+	ID         string     `json:"id"`
+	TemplateID string     `json:"template_id"`
+	Template   string     `json:"template"`
+	Status     string     `json:"status"` // waiting, building, ready, error, cancelled
+	Error      string     `json:"error,omitempty"`
+	Host       string     `json:"host,omitempty"`
+	Kind       string     `json:"kind,omitempty"`
+	VCPUs      int        `json:"vcpus"`
+	MemoryMB   int        `json:"memory_mb"`
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Finished reports whether the build has ended (ready, error, cancelled).
+func (b Build) Finished() bool { return b.Status != "waiting" && b.Status != "building" }
+
+// BuildLog is one line of a build's log; Seq orders them from 1.
+type BuildLog struct {
+	Seq     int       `json:"seq"`
+	Time    time.Time `json:"time"`
+	Level   string    `json:"level"`
+	Step    int       `json:"step,omitempty"`
+	Message string    `json:"message"`
+}
+
+// BuildRequest is the body of POST /v1/templates/{name}/builds.
+type BuildRequest struct {
+	Dockerfile    string            `json:"dockerfile"`
+	ContextHash   string            `json:"context_hash,omitempty"`
+	BuildArgs     map[string]string `json:"build_args,omitempty"`
+	VCPUs         int               `json:"vcpus,omitempty"`
+	MemoryMB      int               `json:"memory_mb,omitempty"`
+	SkipCache     bool              `json:"skip_cache,omitempty"`
+	Platform      bool              `json:"platform,omitempty"`
+	ReadyCmd      string            `json:"ready_cmd,omitempty"`
+	ReadyTimeoutS int               `json:"ready_timeout_s,omitempty"`
+	Tags          []string          `json:"tags,omitempty"`
+}

@@ -15,47 +15,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/apiwire"
 )
 
-// Build is a template build.
-type Build struct {
-	ID         string     `json:"id"`
-	TemplateID string     `json:"template_id"`
-	Template   string     `json:"template"`
-	Status     string     `json:"status"`
-	Error      string     `json:"error,omitempty"`
-	Host       string     `json:"host,omitempty"`
-	Kind       string     `json:"kind,omitempty"`
-	VCPUs      int        `json:"vcpus"`
-	MemoryMB   int        `json:"memory_mb"`
-	CreatedAt  time.Time  `json:"created_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-}
-
-// Finished reports whether the build has ended (ready, error, cancelled).
-func (b Build) Finished() bool { return b.Status != "waiting" && b.Status != "building" }
-
-// BuildLog is one build log line.
-type BuildLog struct {
-	Seq     int       `json:"seq"`
-	Time    time.Time `json:"time"`
-	Level   string    `json:"level"`
-	Step    int       `json:"step,omitempty"`
-	Message string    `json:"message"`
-}
-
-// BuildRequest starts a build from a Dockerfile.
-type BuildRequest struct {
-	Dockerfile  string            `json:"dockerfile"`
-	ContextHash string            `json:"context_hash,omitempty"`
-	BuildArgs   map[string]string `json:"build_args,omitempty"`
-	VCPUs       int               `json:"vcpus,omitempty"`
-	MemoryMB    int               `json:"memory_mb,omitempty"`
-	SkipCache   bool              `json:"skip_cache,omitempty"`
-	Platform    bool              `json:"platform,omitempty"`
-	ReadyCmd    string            `json:"ready_cmd,omitempty"`
-	Tags        []string          `json:"tags,omitempty"`
-}
+// Build wire types: internal/apiwire.
+type (
+	Build        = apiwire.Build
+	BuildLog     = apiwire.BuildLog
+	BuildRequest = apiwire.BuildRequest
+)
 
 func buildsPath(name string, suffix string) string {
 	return "/v1/templates/" + url.PathEscape(name) + "/builds" + suffix
