@@ -1,16 +1,12 @@
 package agent
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 
@@ -95,68 +91,20 @@ func (m *Manager) attachFiles(p *templatebuild.Plan, files map[string][]byte) er
 	return nil
 }
 
-// unpackArchive extracts a gzipped tar into a new directory dst
-// (regular files, directories and symlinks; nothing escapes dst).
+// unpackArchive extracts a gzipped tar into a new directory dst,
+// appearing by rename once complete.
 func unpackArchive(archive []byte, dst string) error {
 	tmp := dst + ".tmp-" + randomHex(4)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	root, err := os.OpenRoot(tmp)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
 	zr, err := gzip.NewReader(bytes.NewReader(archive))
 	if err != nil {
 		return err
 	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		name := path.Clean("/" + h.Name)[1:]
-		if name == "" {
-			continue
-		}
-		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
-			return err
-		}
-		mode := os.FileMode(h.Mode) & os.ModePerm
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
-				return err
-			}
-			if err := root.Chmod(name, mode|0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			f, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-			if err := root.Chmod(name, mode); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			if err := root.Symlink(h.Linkname, name); err != nil {
-				return err
-			}
-		}
+	if err := templatebuild.Unpack(tmp, zr); err != nil {
+		return err
 	}
 	return os.Rename(tmp, dst)
 }

@@ -154,10 +154,11 @@ func (s *Service) NewBuild(ctx context.Context, p Principal, in NewBuildInput) (
 	return tpl, b, nil
 }
 
-// buildOf returns a build of a template p may see and change: another
-// team's (and, for non-admins, a platform template's) is not found.
-func (s *Service) buildOf(ctx context.Context, p Principal, templateID, buildID string) (store.Template, store.Build, error) {
-	tpl, err := s.templateOf(ctx, p, templateID, true)
+// buildOf returns a build of a template p may see (write: and change):
+// another team's (and, to change, a platform template's for non-admins) is
+// not found.
+func (s *Service) buildOf(ctx context.Context, p Principal, templateID, buildID string, write bool) (store.Template, store.Build, error) {
+	tpl, err := s.templateOf(ctx, p, templateID, write)
 	if err != nil {
 		return store.Template{}, store.Build{}, err
 	}
@@ -243,7 +244,7 @@ type StartBuildInput struct {
 // StartBuild validates a waiting build's plan and runs it in the
 // background; follow it with GetBuild and BuildLogs.
 func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, buildID string, in StartBuildInput) (store.Build, error) {
-	tpl, b, err := s.buildOf(ctx, p, templateID, buildID)
+	tpl, b, err := s.buildOf(ctx, p, templateID, buildID, true)
 	if err != nil {
 		return store.Build{}, err
 	}
@@ -392,7 +393,7 @@ func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Buil
 // CancelBuild stops a waiting or running build; it ends as cancelled and
 // leaves nothing behind.
 func (s *Service) CancelBuild(ctx context.Context, p Principal, templateID, buildID string) (store.Build, error) {
-	_, b, err := s.buildOf(ctx, p, templateID, buildID)
+	_, b, err := s.buildOf(ctx, p, templateID, buildID, true)
 	if err != nil {
 		return store.Build{}, err
 	}
@@ -422,15 +423,7 @@ func (s *Service) CancelBuild(ctx context.Context, p Principal, templateID, buil
 
 // GetBuild returns a build of a template p can see.
 func (s *Service) GetBuild(ctx context.Context, p Principal, templateID, buildID string) (store.Template, store.Build, error) {
-	tpl, err := s.templateOf(ctx, p, templateID, false)
-	if err != nil {
-		return store.Template{}, store.Build{}, err
-	}
-	b, err := s.store.GetBuild(ctx, buildID)
-	if err != nil || b.TemplateID != tpl.ID {
-		return store.Template{}, store.Build{}, NotFound("build")
-	}
-	return tpl, b, nil
+	return s.buildOf(ctx, p, templateID, buildID, false)
 }
 
 // BuildLogs returns up to limit log lines after seq `after`.

@@ -443,7 +443,9 @@ func withMounted(ctx context.Context, img, workDir string, fn func(*os.Root) err
 	return fn(root)
 }
 
-// stage builds dst through a temporary file renamed into place.
+// stage builds dst through a temporary file renamed into place. Not
+// rootfs's stageFile: its staging name is per process, and builds in one
+// process stage concurrently.
 func stage(dst string, build func(tmp string) error) error {
 	tmp := dst + ".tmp-" + randHex()
 	if err := build(tmp); err != nil {

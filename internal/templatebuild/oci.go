@@ -119,6 +119,17 @@ func (o *ociImage) unpack(ctx context.Context, tree string, logf func(string, ..
 	return nil
 }
 
+// Unpack extracts a tar stream into the existing directory dir with the
+// layer rules (owners and modes kept; nothing escapes dir).
+func Unpack(dir string, r io.Reader) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return applyLayer(root, r, func(string, ...any) {})
+}
+
 const (
 	whiteoutPrefix = ".wh."
 	whiteoutOpaque = ".wh..wh..opq"
