@@ -520,10 +520,10 @@ func (s *server) templates(w http.ResponseWriter, r *http.Request, p service.Pri
 			disk = sandbox.DefaultDiskSizeMB
 		}
 		out[i] = templateJSON{
-			TemplateID: t.ID, BuildID: t.ID, CPUCount: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: disk,
+			TemplateID: t.ID, BuildID: t.HostTemplateID(), CPUCount: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: disk,
 			Public: t.TeamID == store.PlatformTeamID, Aliases: []string{t.Name}, Names: []string{t.Name},
 			CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.CreatedAt.UTC(), BuildCount: 1,
-			EnvdVersion: EnvdVersion, BuildStatus: "ready",
+			EnvdVersion: EnvdVersion, BuildStatus: e2bBuildStatus(t.BuildStatus),
 		}
 	}
 	slices.SortFunc(out, func(a, b templateJSON) int { return strings.Compare(a.Names[0], b.Names[0]) })

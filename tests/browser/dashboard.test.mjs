@@ -92,6 +92,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
   let sandboxId;
   const snapName = `snap-${randomBytes(3).toString('hex')}`;
   let snapshotCreated = false;
+  let apiKeyValue;
 
   await t.test('signup logs the new user in', async () => {
     await page.goto(`${BASE}/sandboxes`);
@@ -120,6 +121,7 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     await page.getByTestId('create-key').click();
     const key = (await page.getByTestId('new-key-value').textContent()).trim();
     assert.match(key, /^e2b_[0-9a-f]{40}$/);
+    apiKeyValue = key;
     await page.locator('[data-testid=key-row][data-name=browser-test]').waitFor();
     await shot(page, 'api-keys');
     await page.reload();
@@ -239,6 +241,29 @@ test('dashboard: signup, keys, sandbox, terminal, files, pause/resume, snapshot,
     await actions.getByRole('button', { name: 'Resume' }).click();
     await page.locator('.page-header [data-status=running]').waitFor({ timeout: VM_TIMEOUT });
     await page.locator('[data-testid=terminal-state][data-phase=open]').waitFor({ timeout: 60_000 });
+  });
+
+  await t.test('templates: a build started over the API shows its status and live log', { timeout: 2 * VM_TIMEOUT }, async (st) => {
+    const name = `built-${randomBytes(3).toString('hex')}`;
+    const res = await fetch(`${SERVER.replace(/\/$/, '')}/v1/templates/${name}/builds`, {
+      method: 'POST',
+      headers: { 'X-API-Key': apiKeyValue, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ dockerfile: 'FROM tiny\nRUN echo output-of-the-run-step\n', vcpus: 1, memory_mb: 256 }),
+    });
+    assert.equal(res.status, 202, await res.text());
+    await page.goto(`${BASE}/templates`);
+    const row = page.locator(`[data-testid=built-row][data-name=${name}]`);
+    await row.waitFor();
+    await row.getByRole('button', { name: 'Builds' }).click();
+    const log = page.getByTestId('build-log');
+    await log.filter({ hasText: /build ready|cannot build templates/ }).waitFor({ timeout: 2 * VM_TIMEOUT - 10_000 });
+    if ((await log.textContent()).includes('cannot build templates')) {
+      st.skip('this stack has no host that builds templates (devserver)');
+      return;
+    }
+    assert.match(await log.textContent(), /output-of-the-run-step/);
+    await page.locator('[data-testid=build-row] .tag-build-ready').first().waitFor();
+    await shot(page, 'template-builds');
   });
 
   await t.test('list, templates, team pages; phone width has no horizontal scroll', async () => {
