@@ -69,7 +69,7 @@ export default function TemplatesPage() {
     try {
       const [t, s, sbs] = await Promise.all([api.get('/v1/templates'), api.get('/v1/snapshots'), api.get('/v1/sandboxes')]);
       setAll(t);
-      setTemplates(t.filter((x) => x.kind !== 'snapshot'));
+      setTemplates(t.filter((x) => x.kind !== 'snapshot' && !x.built));
       setSnapshots(s);
       setSandboxes(sbs.filter((x) => x.status === 'running' || x.status === 'paused'));
     } catch (e) {
