@@ -247,6 +247,23 @@ func TestVMTemplateBuildFromOCI(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An image without a shell: COPY works, a shell-form RUN says what it
+	// needs.
+	ocitest.Push(t, reg+"/lib/scratch:1", v1.Config{}, ocitest.Layer(t, ocitest.Entry{Name: "app", Dir: true}, ocitest.Entry{Name: "app/run", Body: "x", Mode: 0o755}))
+	sctx := t.TempDir()
+	if err := os.WriteFile(filepath.Join(sctx, "data.txt"), []byte("d"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := templatebuild.ParseDockerfile([]byte("FROM "+reg+"/lib/scratch:1\nCOPY data.txt /app/\nRUN echo hi\n"), sctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.BuildTemplate(ctx, BuildRequest{ArtifactID: "oci3", Plan: sp, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 256})
+	var se *templatebuild.StepError
+	if !errors.As(err, &se) || se.Step != 2 || !strings.Contains(err.Error(), "no /bin/sh") {
+		t.Errorf("shell-form RUN in an image without a shell: %v", err)
+	}
+
 	// A missing image fails fast, naming it and the registry's answer.
 	p.FromImage = reg + "/lib/busybox:nope"
 	t0 := time.Now()

@@ -213,6 +213,18 @@ func TestBuildBadInput(t *testing.T) {
 	ocitest.Push(t, reg+"/hearth/min:1", v1.Config{}, ocitest.Layer(t, ocitest.Entry{Name: "etc", Dir: true}))
 	b := newBuilder(t)
 	ctxDir := t.TempDir()
+	// An image with no account database still gets root and user.
+	p, err := ParseDockerfile([]byte("FROM "+reg+"/hearth/min:1\n"), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if _, err := b.Build(context.Background(), Request{Plan: p, Output: out, DiskSizeMB: 128}); err != nil {
+		t.Fatal(err)
+	}
+	if pw := debugfsCat(t, out, "/etc/passwd"); !strings.HasPrefix(pw, "root:x:0:0:") || !strings.Contains(pw, "\nuser:x:1000:1000:") {
+		t.Errorf("passwd of a minimal image: %q", pw)
+	}
 	for _, tc := range []struct {
 		name, df string
 		want     []string
