@@ -10,10 +10,13 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
 // A built template's artefacts on this host, named by its artefact ID
@@ -306,4 +309,31 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// cleanBuildLeftovers removes what builds of a crashed agent left: build
+// VMs (their VMMs outlive the agent) and staging files. Their network
+// slots go with the stale-slot cleanup that follows; the control plane
+// marks the builds failed.
+func (m *Manager) cleanBuildLeftovers() {
+	builds := filepath.Join(m.d.DataDir, "builds")
+	vms, _ := os.ReadDir(filepath.Join(builds, "vms"))
+	for _, e := range vms {
+		dir := filepath.Join(builds, "vms", e.Name())
+		if pid := readPIDFile(filepath.Join(dir, "vm", vmm.PIDFileName)); pid > 0 {
+			killStale(pid, dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			m.log.Warn("build: remove a crashed build's VM dir", "dir", dir, "err", err)
+		}
+	}
+	staged, _ := filepath.Glob(filepath.Join(builds, "cache", "*.tmp-*"))
+	work, _ := filepath.Glob(filepath.Join(builds, "work", "*"))
+	for _, p := range append(staged, work...) {
+		// A COPY step's loop mount: detach it before removing anything.
+		_ = unix.Unmount(p, unix.MNT_DETACH)
+		if err := os.RemoveAll(p); err != nil {
+			m.log.Warn("build: remove a crashed build's files", "path", p, "err", err)
+		}
+	}
 }

@@ -99,6 +99,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.sandboxes[id] = sb
 		live[id] = true
 	}
+	m.cleanBuildLeftovers()
 	// After the adoptions: every slot not adopted is stale.
 	if err := m.d.Net.CleanupStale(ctx); err != nil {
 		return fmt.Errorf("agent: clean stale network slots: %w", err)

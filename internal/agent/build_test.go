@@ -1,0 +1,61 @@
+package agent
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// A build cut short by an agent crash leaves its VM running (VMMs outlive
+// the agent) and staging files; the next start removes them.
+func TestBuildLeftoversRemovedAtStart(t *testing.T) {
+	h := newHarness(t, false)
+	builds := filepath.Join(h.data, "builds")
+	vmDir := filepath.Join(builds, "vms", "bld0123456789ab")
+	if err := os.MkdirAll(filepath.Join(vmDir, "vm"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in VMM: a process whose command line names the VM's run dir,
+	// as a real one's does.
+	vmmProc := exec.Command("/bin/sh", "-c", "sleep 60; : "+vmDir+"/vm/disk")
+	if err := vmmProc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- vmmProc.Wait() }()
+	if err := os.WriteFile(filepath.Join(vmDir, "vm", "vmm.pid"), []byte(strconv.Itoa(vmmProc.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(builds, "cache", "k.ext4.tmp-abc"), filepath.Join(builds, "work", "tree-1", "f")} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := filepath.Join(builds, "cache", "k.ext4")
+	if err := os.WriteFile(keep, []byte("cached step"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	h.newManager()
+
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		vmmProc.Process.Kill()
+		t.Fatal("the crashed build's VMM is still running")
+	}
+	for _, p := range []string{vmDir, filepath.Join(builds, "cache", "k.ext4.tmp-abc"), filepath.Join(builds, "work", "tree-1")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s survived the restart", p)
+		}
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a finished cache entry went: %v", err)
+	}
+}
