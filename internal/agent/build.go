@@ -186,7 +186,7 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, out tem
 	logf("info", "starting the template: %s", out.StartCmd)
 	if _, err := m.Create(ctx, Spec{
 		ID: id, TemplateID: req.ArtifactID, TemplateKind: sbx.KindBase, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
-		Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true,
+		Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true, Internal: true,
 	}); err != nil {
 		return fmt.Errorf("boot the template: %w", err)
 	}

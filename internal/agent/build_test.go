@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,5 +59,32 @@ func TestBuildLeftoversRemovedAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("a finished cache entry went: %v", err)
+	}
+}
+
+// A build's start-command sandbox is the agent's own: the control plane
+// does not see it (its reconciler would destroy a sandbox it never made),
+// and after a crash it is removed, not re-adopted.
+func TestInternalSandboxesUnlistedAndDroppedAfterCrash(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+	for _, sp := range []Spec{
+		{ID: "user1", TemplateID: "base", VCPUs: 1, MemoryMB: 128, AccessToken: "t"},
+		{ID: "bsbuild1", TemplateID: "base", VCPUs: 1, MemoryMB: 128, AccessToken: "t", Internal: true},
+	} {
+		if _, err := h.m.Create(ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := h.m.List(); len(l) != 1 || l[0].ID != "user1" {
+		t.Fatalf("List = %+v, want only user1", l)
+	}
+	// A new manager on the same data dir, as after a crash.
+	m2 := h.newManager()
+	if _, err := m2.Get("bsbuild1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("internal sandbox after a restart: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.data, "sandboxes", "bsbuild1")); err == nil {
+		t.Error("internal sandbox's run dir survived the restart")
 	}
 }

@@ -812,7 +812,9 @@ func (m *Manager) List() []Info {
 	m.mu.Lock()
 	sbs := make([]*sandbox, 0, len(m.sandboxes))
 	for _, sb := range m.sandboxes {
-		sbs = append(sbs, sb)
+		if !sb.spec.Internal {
+			sbs = append(sbs, sb)
+		}
 	}
 	m.mu.Unlock()
 	out := make([]Info, 0, len(sbs))

@@ -73,7 +73,15 @@ func (m *Manager) recover(ctx context.Context) error {
 		sb := newSandbox(md.Spec, dir, m.log)
 		sb.spec.ID = id
 		sb.startedAt = md.StartedAt
+		internal := err == nil && md.Spec.Internal
 		switch {
+		case internal:
+			m.killVMM(md, dir)
+			if err := m.cleanup(ctx, sb); err != nil {
+				return fmt.Errorf("agent: clean a crashed build's sandbox %s: %w", id, err)
+			}
+			m.log.Info("removed a crashed build's sandbox", "sandbox", id)
+			continue
 		case err == nil && md.State == sbx.StatePaused && m.d.Snapshots != nil && exists(snapshotDir(dir)):
 			sb.state, sb.resumeAtStart = sbx.StatePaused, md.ResumeAtStart
 			m.log.Info("re-adopted paused sandbox", "sandbox", id)

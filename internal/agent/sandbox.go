@@ -24,6 +24,10 @@ type Spec struct {
 	AccessToken   string
 	TimeoutS      int
 	AllowInternet bool
+	// Internal: the agent's own (a template build's start-command VM).
+	// Not listed to the control plane, whose reconciler would destroy a
+	// sandbox it never created; a crashed agent's is removed at start-up.
+	Internal bool
 }
 
 // sameRequest reports whether two create requests ask for the same sandbox,
