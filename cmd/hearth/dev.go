@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,7 +34,7 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 			if err != nil {
 				return err
 			}
-			printDevBanner(cmd.OutOrStdout(), s)
+			printDevBanner(cmd.OutOrStdout(), s, cfg.Domain)
 			werr := s.Wait(ctx)
 			log.Info("shutting down: stopping sandboxes")
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -54,7 +55,7 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 	return cmd
 }
 
-func printDevBanner(w io.Writer, s *devstack.Stack) {
+func printDevBanner(w io.Writer, s *devstack.Stack, domain string) {
 	c := s.Credentials
 	fmt.Fprintf(w, `
 hearth dev is running.
@@ -72,8 +73,18 @@ Run a command in a new sandbox:
 
 Use the E2B SDKs unmodified:
 
-  export E2B_API_URL=%[1]s E2B_SANDBOX_URL=%[1]s E2B_API_KEY=%[4]s
+  %[5]s
 
 Press Ctrl-C to stop (running sandboxes are stopped with it).
-`, s.URL, c.Email, c.Password, c.APIKey)
+`, s.URL, c.Email, c.Password, c.APIKey, sdkEnv(s.URL, domain, c.APIKey))
+}
+
+// sdkEnv is what E2B SDKs need: every generation finds a TLS deployment
+// from its domain (https://api.<domain>, https://<port>-<id>.<domain>);
+// another port or plain HTTP only with the 2.x SDKs' URL overrides.
+func sdkEnv(url, domain, apiKey string) string {
+	if strings.HasPrefix(url, "https://") && strings.HasSuffix(url, "."+domain) {
+		return "export E2B_DOMAIN=" + domain + " E2B_API_KEY=" + apiKey + "   # all SDK versions"
+	}
+	return "export E2B_API_URL=" + url + " E2B_SANDBOX_URL=" + url + " E2B_API_KEY=" + apiKey + "   # SDK 2.x"
 }

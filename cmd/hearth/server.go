@@ -89,8 +89,8 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	log.Info("hearth server listening", "addr", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir,
-		"docs", "http://"+ln.Addr().String()+"/docs/")
+	log.Info("hearth server listening", "addr", ln.Addr().String(), "url", cp.URL(ln), "data_dir", cfg.DataDir,
+		"docs", cp.URL(ln)+"/docs/")
 	return cp.Serve(ctx, ln)
 }
 
@@ -107,7 +107,7 @@ func runFleetServer(ctx context.Context, cfg config.Config, ff fleetFlags, log *
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	log.Info("hearth server listening (fleet mode)", "addr", "http://"+ln.Addr().String(), "data_dir", cfg.DataDir,
+	log.Info("hearth server listening (fleet mode)", "addr", ln.Addr().String(), "url", cp.URL(ln), "data_dir", cfg.DataDir,
 		"ca_fingerprint", cp.Fleet.CAFingerprint(), "add_host", "hearth host add")
 	return cp.Serve(ctx, ln)
 }

@@ -48,6 +48,15 @@ type Config struct {
 	MaxUploadMB int64
 	// MetricsToken guards /metrics; empty: loopback clients only.
 	MetricsToken string
+	// TLSCert and TLSKey (PEM files for Domain and *.Domain) make Listen
+	// serve HTTPS; empty: plain HTTP.
+	TLSCert, TLSKey string
+	// RedirectListen is a plain-HTTP address that only redirects to HTTPS
+	// (usually :80); empty: none.
+	RedirectListen string
+	// TrustedProxies are the CIDRs whose X-Forwarded-For/-Proto are
+	// believed (a reverse proxy in front); empty: nobody's.
+	TrustedProxies []string
 }
 
 // Default returns the configuration before flags and environment.
@@ -89,7 +98,11 @@ func AddServerFlags(fs *pflag.FlagSet, c *Config) {
 	AddStoreFlags(fs, c)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address host:port")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "HS256 signing secret for sessions; empty: generated into the data dir")
-	fs.StringVar(&c.Domain, "domain", c.Domain, "domain for sandbox traffic (<port>-<id>.<domain>)")
+	fs.StringVar(&c.Domain, "domain", c.Domain, "domain: api.<domain> is the API, <port>-<id>.<domain> sandbox traffic, <domain> or app.<domain> the dashboard")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) for <domain> and *.<domain>: --listen serves HTTPS; reloaded when the file changes")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of --tls-cert")
+	fs.StringVar(&c.RedirectListen, "redirect-listen", c.RedirectListen, "plain-HTTP address (e.g. :80) that redirects everything to HTTPS; needs --tls-cert")
+	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxy", c.TrustedProxies, "CIDR or IP of a reverse proxy whose X-Forwarded-For/-Proto are believed (repeatable, comma-separated)")
 	fs.StringVar(&c.AgentURL, "agent-url", c.AgentURL, "host agent URL; empty: no hosts (sandbox creation answers 503)")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "bearer token the host agent expects")
 	fs.StringVar(&c.AgentID, "agent-id", c.AgentID, "host ID of the agent at --agent-url (stable across restarts)")

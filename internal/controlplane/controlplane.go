@@ -24,12 +24,14 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/dashboard"
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
+	"github.com/hearth-sandbox/hearth/internal/forwarded"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/reconciler"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxmetrics"
 	"github.com/hearth-sandbox/hearth/internal/service"
+	"github.com/hearth-sandbox/hearth/internal/sitetls"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
 
@@ -63,6 +65,7 @@ type ControlPlane struct {
 	Fleet   *fleet.ControlPlaneSide // nil unless Options.Fleet
 	handler http.Handler
 	rec     *reconciler.Reconciler // single host only (a fleet has its own)
+	tls     *sitetls.Reloader      // nil: plain HTTP
 }
 
 // reconcileEvery is the single host's reconciler interval.
@@ -75,11 +78,17 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Listener configuration is checked before anything is created, so a
+	// wrong certificate fails the start with nothing half set up.
+	site, trusted, err := checkFront(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	db, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{cfg: cfg, log: log, Store: db}
+	cp := &ControlPlane{cfg: cfg, log: log, Store: db, tls: site}
 	if opts.Fleet != nil {
 		fo := *opts.Fleet
 		fo.Store, fo.Logger = db, log
@@ -96,6 +105,8 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		db.Close()
 		return nil, err
 	}
+	// Always: with no trusted proxy it strips forged X-Forwarded-* headers.
+	cp.handler = trusted.Handler(cp.handler)
 	return cp, nil
 }
 
@@ -207,15 +218,45 @@ func (cp *ControlPlane) counts(ctx context.Context) (metrics.Counts, error) {
 // Handler is the control plane's whole HTTP surface.
 func (cp *ControlPlane) Handler() http.Handler { return cp.handler }
 
-// Serve answers HTTP on ln and runs the background loops until ctx ends,
-// then shuts down gracefully. It does not close the store (Close does).
+// URL is how clients reach the control plane listening on ln:
+// https://api.<domain> (with the port unless 443) when serving TLS.
+func (cp *ControlPlane) URL(ln net.Listener) string {
+	if cp.tls == nil {
+		return "http://" + ln.Addr().String()
+	}
+	host := "api." + cp.cfg.Domain
+	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && port != "443" {
+		host = net.JoinHostPort(host, port)
+	}
+	return "https://" + host
+}
+
+// Serve answers on ln (HTTPS when a certificate is configured, plus the
+// redirect listener) and runs the background loops until ctx ends, then
+// shuts down gracefully. It does not close the store (Close does).
 func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           cp.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+	}
+	srv := newServer(cp.handler)
+	servers := []*http.Server{srv}
+	serveErr := make(chan error, 2)
+	if cp.cfg.RedirectListen != "" {
+		rln, err := net.Listen("tcp", cp.cfg.RedirectListen)
+		if err != nil {
+			return fmt.Errorf("--redirect-listen %s: %w", cp.cfg.RedirectListen, err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		rsrv := newServer(sitetls.RedirectHandler(port))
+		servers = append(servers, rsrv)
+		cp.log.Info("redirecting plain HTTP to HTTPS", "addr", rln.Addr().String())
+		go func() { serveErr <- rsrv.Serve(rln) }()
 	}
 	if cp.rec != nil {
 		// Nothing is in flight before the first request: rows a crash
@@ -241,22 +282,72 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		loops.Wait()
 	}()
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	var err error
-	select {
-	case err = <-serveErr:
-	case <-ctx.Done():
-		shCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		err = srv.Shutdown(shCtx)
-		cancel()
+	go func() {
+		if cp.tls != nil {
+			srv.TLSConfig = cp.tls.ServerConfig()
+			serveErr <- srv.ServeTLS(ln, "", "") // certificates come from TLSConfig
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
+	// Errors that are only "the server was shut down" are the normal end.
+	var errs []error
+	keep := func(err error) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
+	select {
+	case err := <-serveErr:
+		keep(err)
+	case <-ctx.Done():
+	}
+	shCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	for _, s := range servers {
+		keep(s.Shutdown(shCtx))
+	}
+	cancel()
 	stopLoops()
 	<-loopsDone
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	return errors.Join(errs...)
+}
+
+// checkFront validates the listener settings: the certificate (see
+// sitetls.Check), the trusted proxies, and warns when a real domain is
+// served in plain HTTP on a non-loopback address with no proxy in front
+// (the 1.x E2B SDKs speak only https://api.<domain>).
+func checkFront(cfg config.Config, log *slog.Logger) (*sitetls.Reloader, forwarded.Trusted, error) {
+	trusted, err := forwarded.Parse(cfg.TrustedProxies)
+	if err != nil {
+		return nil, trusted, err
 	}
-	return err
+	if cfg.TLSCert == "" && cfg.TLSKey == "" {
+		if cfg.RedirectListen != "" {
+			return nil, trusted, errors.New("--redirect-listen redirects to HTTPS: it needs --tls-cert and --tls-key")
+		}
+		if cfg.Domain != "" && cfg.Domain != "localhost" && trusted.Empty() && !loopbackListen(cfg.Listen) {
+			log.Warn("serving --domain "+cfg.Domain+" over plain HTTP on a non-loopback address: SDKs expect https://api."+cfg.Domain+
+				"; give --tls-cert/--tls-key, or put a TLS proxy in front and name it with --trusted-proxy", "listen", cfg.Listen)
+		}
+		return nil, trusted, nil
+	}
+	if cfg.Domain == "" {
+		return nil, trusted, errors.New("--tls-cert needs --domain (the certificate is checked against it)")
+	}
+	site, err := sitetls.Load(sitetls.Options{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, Domain: cfg.Domain, Logger: log})
+	return site, trusted, err
+}
+
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Close releases the store.

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/forwarded"
 )
 
 const (
@@ -152,7 +154,9 @@ func (h *handler) setSessionCookies(w http.ResponseWriter, r *http.Request, jwt 
 	return &exp, nil
 }
 
-func (h *handler) secureFor(r *http.Request) bool { return h.secure || r.TLS != nil }
+func (h *handler) secureFor(r *http.Request) bool {
+	return h.secure || forwarded.Scheme(r) == "https"
+}
 
 // jwtExpiry reads the exp claim of a token the API just issued (so it is not
 // verified here; the API verifies it on every use).

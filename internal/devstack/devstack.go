@@ -130,7 +130,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	s.URL = "http://" + ln.Addr().String()
+	s.URL = s.ControlPlane.URL(ln)
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	go func() { s.serveDone <- s.ControlPlane.Serve(serveCtx, ln) }()

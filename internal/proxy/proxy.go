@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hearth-sandbox/hearth/internal/forwarded"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
 )
 
@@ -248,6 +249,8 @@ func rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	pr.SetXForwarded()
+	// Behind a TLS proxy the client's scheme is the (trusted) header's.
+	pr.Out.Header.Set("X-Forwarded-Proto", forwarded.Scheme(pr.In))
 }
 
 func validID(id string) bool {
