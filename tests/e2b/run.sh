@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# E2B conformance: the official `e2b` npm SDK (version pinned in
-# package-lock.json), unmodified, against a `hearth dev` started here.
+# E2B conformance: the official `e2b` npm SDKs (versions pinned in
+# package-lock.json), unmodified, against `hearth dev` started here, twice:
+#
+#   1. conformance.test.mjs with e2b 2.x over plain HTTP (E2B_API_URL and
+#      E2B_SANDBOX_URL, the 2.x overrides);
+#   2. generations.test.mjs with e2b 2.x and e2b 1.x ("e2b-v1") over HTTPS on
+#      the test domain hearth.test, the way hosted E2B is reached: only
+#      E2B_DOMAIN is set, so the SDKs call https://api.hearth.test and
+#      https://<port>-<id>.hearth.test on port 443. hearth listens on
+#      <random 127.x.y.z>:443 with a certificate from a CA made for the run
+#      (NODE_EXTRA_CA_CERTS) and resolve.cjs maps *.hearth.test to that
+#      address (binding port 443 needs root or CAP_NET_BIND_SERVICE).
 #
 #   tests/e2b/run.sh                 # uses $HEARTH_IMAGES_DIR, else /var/tmp/hearth-test
 #   HEARTH_IMAGES_DIR=DIR tests/e2b/run.sh
+#   E2B_SUITES=generations tests/e2b/run.sh   # one stage (conformance, generations)
+#   E2B_SDKS=e2b-v1 E2B_SUITES=generations tests/e2b/run.sh   # one SDK
 #
 # Guest images are reused from $HEARTH_IMAGES_DIR/images (built there once
 # with `bin/hearth image build --data-dir DIR` when missing). The server gets
@@ -37,14 +49,13 @@ fi
 log "installing the SDK from the lockfile"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
-data=$(mktemp -d "${TMPDIR:-/tmp}/hearth-e2b.XXXXXX")
-port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-url=http://127.0.0.1:$port
-server_log=$data/hearth.log
+root_tmp=$(mktemp -d "${TMPDIR:-/tmp}/hearth-e2b.XXXXXX")
+suites=${E2B_SUITES:-conformance generations}
 pid=
+data=
+server_log=
 
-cleanup() {
-	local rc=$?
+stop_hearth() {
 	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
 		log "stopping hearth dev (pid $pid)"
 		kill -INT "$pid" 2>/dev/null || true
@@ -55,53 +66,94 @@ cleanup() {
 		fi
 		wait "$pid" 2>/dev/null || true
 	fi
-	if [[ $rc -ne 0 && -f $server_log ]]; then
+	pid=
+}
+
+cleanup() {
+	local rc=$?
+	stop_hearth
+	if [[ $rc -ne 0 && -n $server_log && -f $server_log ]]; then
 		log "last lines of the server log ($server_log):"
 		tail -n 40 "$server_log" >&2 || true
 	fi
 	if [[ ${KEEP_DATA:-} == 1 ]]; then
-		log "data dir kept: $data"
+		log "data dirs kept: $root_tmp"
 	else
 		# The agent may leave its rootfs pool (an xfs loop mount) mounted
-		# for the next start; this data dir has no next start.
+		# for the next start; these data dirs have no next start.
 		if command -v findmnt >/dev/null; then
 			# (grep finds nothing when the agent released the pool itself)
-			findmnt -rn -o TARGET | { grep -F "$data/" || true; } | sort -r | while read -r m; do
+			findmnt -rn -o TARGET | { grep -F "$root_tmp/" || true; } | sort -r | while read -r m; do
 				umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
 			done
 		fi
-		rm -rf "$data" 2>/dev/null || log "could not remove all of $data"
+		rm -rf "$root_tmp" 2>/dev/null || log "could not remove all of $root_tmp"
 	fi
 	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "starting hearth dev on $url (data $data, images from $images_dir)"
-"$hearth" dev --data-dir "$data" --listen "127.0.0.1:$port" --images-from "$images_dir" >"$server_log" 2>&1 &
-pid=$!
+# start_hearth NAME HEALTH_URL [CURL_ARGS...] -- [HEARTH_DEV_ARGS...]:
+# hearth dev with a fresh data dir, waited for until HEALTH_URL answers.
+start_hearth() {
+	local name=$1 health=$2
+	shift 2
+	local curl_args=()
+	while [[ $1 != -- ]]; do curl_args+=("$1"); shift; done
+	shift
+	data=$root_tmp/$name
+	mkdir -p "$data"
+	server_log=$data/hearth.log
+	log "starting hearth dev ($name, data $data, images from $images_dir): $*"
+	"$hearth" dev --data-dir "$data" --images-from "$images_dir" "$@" >"$server_log" 2>&1 &
+	pid=$!
+	for i in $(seq 1 600); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "hearth dev exited during start-up"
+			exit 1
+		fi
+		if curl -fsS "${curl_args[@]}" "$health" >/dev/null 2>&1 && [[ -s $data/dev-credentials.json ]]; then
+			break
+		fi
+		if [[ $i -eq 600 ]]; then
+			log "hearth dev did not become healthy in 120 s"
+			exit 1
+		fi
+		sleep 0.2
+	done
+	api_key=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).api_key)' "$data/dev-credentials.json")
+}
 
-for i in $(seq 1 600); do
-	if ! kill -0 "$pid" 2>/dev/null; then
-		log "hearth dev exited during start-up"
-		exit 1
-	fi
-	if curl -fsS "$url/healthz" >/dev/null 2>&1 && [[ -s $data/dev-credentials.json ]]; then
-		break
-	fi
-	if [[ $i -eq 600 ]]; then
-		log "hearth dev did not become healthy in 120 s"
-		exit 1
-	fi
-	sleep 0.2
-done
+sdk_version() { node -e 'console.log(require(process.argv[1]).version)' "$here/node_modules/$1/package.json"; }
 
-api_key=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).api_key)' "$data/dev-credentials.json")
-export E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$api_key
 # Make sure nothing sends sandbox traffic elsewhere.
-unset E2B_DOMAIN E2B_DEBUG
+unset E2B_DOMAIN E2B_DEBUG E2B_API_URL E2B_SANDBOX_URL
 
-sdk_version=$(node -e 'console.log(require(process.argv[1]).version)' "$here/node_modules/e2b/package.json")
-log "running the conformance suite with e2b $sdk_version"
-cd "$here"
-node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs
+if [[ " $suites " == *" conformance "* ]]; then
+	port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+	url=http://127.0.0.1:$port
+	start_hearth plain "$url/healthz" -- --listen "127.0.0.1:$port"
+	log "conformance suite with e2b $(sdk_version e2b) over $url"
+	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$api_key \
+		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs)
+	stop_hearth
+fi
+
+if [[ " $suites " == *" generations "* ]]; then
+	domain=hearth.test
+	certs=$root_tmp/certs
+	mkdir -p "$certs"
+	(cd "$root" && go run ./tests/e2b/gencert "$certs" "$domain")
+	# A loopback address of its own, so port 443 is free whatever else runs.
+	ip=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
+	start_hearth tls "https://api.$domain/healthz" --cacert "$certs/ca.pem" --resolve "api.$domain:443:$ip" -- \
+		--listen "$ip:443" --domain "$domain" --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem"
+	for sdk in ${E2B_SDKS:-e2b e2b-v1}; do
+		log "generations suite with $sdk $(sdk_version "$sdk") over https://api.$domain ($ip:443)"
+		(cd "$here" && E2B_SDK=$sdk E2B_DOMAIN=$domain E2B_API_KEY=$api_key \
+			NODE_EXTRA_CA_CERTS=$certs/ca.pem HEARTH_TEST_DOMAIN=$domain HEARTH_TEST_IP=$ip \
+			node --require ./resolve.cjs --test --test-concurrency=1 --test-reporter=spec "$@" generations.test.mjs)
+	done
+	stop_hearth
+fi
