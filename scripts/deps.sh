@@ -3,15 +3,18 @@
 # are missing: QEMU (microVMs under TCG or KVM), the image builder's tools
 # (debootstrap, busybox-static, e2fsprogs, cpio, xz, zstd, lz4), the root
 # disk and network tools (xfsprogs, iptables, iproute2, kmod) and
-# PostgreSQL (store tests), Chromium (dashboard browser tests) and Node.js
-# with npm when the machine has none (front-end build, E2B SDK suite).
+# PostgreSQL (store tests), Chromium (dashboard browser tests), Node.js
+# with npm when the machine has none (front-end build, E2B SDK suite), and
+# the deployment tests' tools: Caddy (reverse proxy in front of hearth),
+# podman with runc (the container image; crun cannot run under hybrid
+# cgroups), dpkg and systemd-analyze (the .deb and its units).
 # Quiet when all are present.
 # Usage: scripts/deps.sh   (as root, or with sudo available)
 set -eu
 
 PKGS="qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs xfsprogs \
 iptables iproute2 kmod cpio xz-utils zstd lz4 ca-certificates postgresql \
-chromium curl"
+chromium curl caddy podman runc systemd"
 
 # Go is not taken from apt (Debian 12 ships 1.19; hearth needs 1.26).
 if ! command -v go >/dev/null 2>&1; then
