@@ -21,6 +21,12 @@ stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 stage "unit, store and API tests (SQLite and PostgreSQL)"
 scripts/pgtest.sh go test -count=1 ./...
 
+# deploy/ is its own module (nfpm, go-containerregistry, Helm, Kubernetes
+# types): the .deb installs and its units verify, the image answers under
+# podman, the chart renders and validates.
+stage "deployment: .deb, container image, Helm chart"
+(cd deploy && go test -count=1 ./...)
+
 if [[ "${HEARTH_SKIP_VM:-}" != 1 ]]; then
 	stage "guest images in $TEST_DATA_DIR"
 	bin/hearth image build --data-dir "$TEST_DATA_DIR"
