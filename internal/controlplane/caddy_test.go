@@ -67,21 +67,10 @@ func TestCaddyInFront(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs syncBuffer
 			cfg := config.Default()
-			cfg.Domain, cfg.TrustedProxies, cfg.DataDir = domain, tt.trusted, t.TempDir()
-			cp, err := controlplane.New(context.Background(), controlplane.Options{
+			cfg.Domain, cfg.TrustedProxies = domain, tt.trusted
+			_, ln := serveOpts(t, controlplane.Options{
 				Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- cp.Serve(ctx, ln) }()
-			defer func() { cancel(); <-done; cp.Close() }()
 
 			httpsAddr, httpAddr := freeAddr(t), freeAddr(t)
 			_, httpsPort, _ := net.SplitHostPort(httpsAddr)

@@ -18,11 +18,16 @@ import (
 const domain = "hearth.test"
 
 // serve starts a control plane with cfg on a loopback port and returns its
-// address; it stops with the test.
+// listener; it stops with the test.
 func serve(t *testing.T, cfg config.Config) (*controlplane.ControlPlane, net.Listener) {
 	t.Helper()
-	cfg.DataDir = t.TempDir()
-	cp, err := controlplane.New(context.Background(), controlplane.Options{Config: cfg})
+	return serveOpts(t, controlplane.Options{Config: cfg})
+}
+
+func serveOpts(t *testing.T, opts controlplane.Options) (*controlplane.ControlPlane, net.Listener) {
+	t.Helper()
+	opts.Config.DataDir = t.TempDir()
+	cp, err := controlplane.New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
