@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -200,4 +201,34 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// A real domain in plain HTTP on a public address starts, with a warning
+// that says what to do; loopback or a trusted proxy in front do not warn.
+func TestPlainHTTPDomainWarning(t *testing.T) {
+	tests := []struct {
+		name, listen string
+		trusted      []string
+		warn         bool
+	}{
+		{"public address", "0.0.0.0:3000", nil, true},
+		{"loopback", "127.0.0.1:3000", nil, false},
+		{"behind a trusted proxy", "0.0.0.0:3000", []string{"10.0.0.0/8"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			cfg := config.Default()
+			cfg.Domain, cfg.Listen, cfg.TrustedProxies, cfg.DataDir = "sandbox.example.com", tt.listen, tt.trusted, t.TempDir()
+			cp, err := controlplane.New(context.Background(), controlplane.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp.Close()
+			got := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "give --tls-cert/--tls-key")
+			if got != tt.warn {
+				t.Fatalf("warning logged = %v, want %v:\n%s", got, tt.warn, logs.String())
+			}
+		})
+	}
 }
