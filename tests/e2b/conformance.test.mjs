@@ -6,6 +6,7 @@
 // killed in `after` even when a test fails.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { eventually } from './helpers.mjs'
 import { randomUUID } from 'node:crypto'
 import {
   AuthenticationError,
@@ -55,20 +56,6 @@ async function pauseOrSkip(t, sbx) {
     }
     throw err
   }
-}
-
-async function eventually(fn, what, tries = 100, delayMs = 100) {
-  let last
-  for (let i = 0; i < tries; i++) {
-    try {
-      const v = await fn()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    await new Promise((r) => setTimeout(r, delayMs))
-  }
-  throw new Error(`${what} did not happen${last ? `: ${last.message}` : ''}`)
 }
 
 describe('sandbox with commands and files', () => {

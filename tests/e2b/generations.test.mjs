@@ -7,6 +7,7 @@
 // pointing the domain at hearth's loopback address.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { eventually } from './helpers.mjs'
 import { randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 
@@ -41,20 +42,6 @@ async function create(opts = {}) {
 after(async () => {
   await Promise.allSettled([...created].map((id) => Sandbox.kill(id)))
 })
-
-async function eventually(fn, what, tries = 100, delayMs = 100) {
-  let last
-  for (let i = 0; i < tries; i++) {
-    try {
-      const v = await fn()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    await new Promise((r) => setTimeout(r, delayMs))
-  }
-  throw new Error(`${what} did not happen${last ? `: ${last.message}` : ''}`)
-}
 
 // The E2B REST API, called directly: e2b 1.x has no pause/resume methods
 // and its getInfo has no state.
