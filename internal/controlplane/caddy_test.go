@@ -48,14 +48,7 @@ func TestCaddyInFront(t *testing.T) {
 	if err != nil {
 		t.Fatal("caddy is not installed: scripts/deps.sh installs Debian's caddy")
 	}
-	ca, err := sitetlstest.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certFile, keyFile, err := ca.WriteSite(t.TempDir(), domain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, certFile, keyFile := sitetlstest.Site(t, domain)
 	for _, tt := range []struct {
 		name       string
 		trusted    []string

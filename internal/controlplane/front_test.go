@@ -65,14 +65,7 @@ func client(addr string, tlsConf *tls.Config) *http.Client {
 }
 
 func TestHTTPSDomainRouting(t *testing.T) {
-	ca, err := sitetlstest.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certFile, keyFile, err := ca.WriteSite(t.TempDir(), domain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, certFile, keyFile := sitetlstest.Site(t, domain)
 	redirect := freeAddr(t)
 	cfg := config.Default()
 	cfg.Domain, cfg.TLSCert, cfg.TLSKey, cfg.RedirectListen = domain, certFile, keyFile, redirect

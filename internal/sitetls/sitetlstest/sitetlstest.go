@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -117,4 +118,18 @@ func pemBlock(typ string, der []byte) []byte {
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	return n
+}
+
+// Site is NewCA and WriteSite into a temporary directory for a test.
+func Site(t testing.TB, domain string) (ca *CA, certFile, keyFile string) {
+	t.Helper()
+	ca, err := NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, certFile, keyFile, err = ca.WriteSite(t.TempDir(), domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, certFile, keyFile
 }
