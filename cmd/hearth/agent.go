@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ type agentFlags struct {
 	// Fleet mode (set by --control-plane).
 	controlPlane      string
 	register          string
+	registerFile      string
 	address           string
 	name              string
 	caFingerprint     string
@@ -103,6 +105,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default: derived from --data-dir; at most 8 of [a-z0-9-])")
 	fs.StringVar(&f.controlPlane, "control-plane", f.controlPlane, "control plane URL: join its fleet (mTLS, heartbeats) instead of single-host mode")
 	fs.StringVar(&f.register, "register", f.register, "one-time registration token from `hearth host add` (first start only)")
+	fs.StringVar(&f.registerFile, "register-file", f.registerFile, "file holding the --register token (e.g. a Kubernetes Secret key named after the node); a missing file is ignored")
 	fs.StringVar(&f.address, "address", f.address, "host:port the control plane dials this agent at (default: --listen)")
 	fs.StringVar(&f.name, "name", f.name, "host name shown to operators (default: --address)")
 	fs.StringVar(&f.caFingerprint, "ca-fingerprint", f.caFingerprint, "pin of the control plane's CA (sha256:..., printed by hearth server); checked at registration")
@@ -113,12 +116,15 @@ start-up cleanup removes every network object with the prefix.`,
 }
 
 func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
+	var err error
+	if f.register, err = registerToken(f.register, f.registerFile); err != nil {
+		return err
+	}
 	var side *fleet.AgentSide
 	if f.controlPlane != "" {
 		if f.address == "" {
 			f.address = f.listen
 		}
-		var err error
 		side, err = fleet.JoinAgent(ctx, fleet.AgentOptions{
 			IdentityDir:       filepath.Join(f.dataDir, "identity"),
 			ControlPlaneURL:   f.controlPlane,
@@ -218,4 +224,21 @@ func (c *crashStep) Set(v string) error {
 	}
 	*c.p = v
 	return nil
+}
+
+// registerToken is --register, else the content of --register-file. A
+// missing file is no error: a DaemonSet mounts one Secret with a token per
+// node, and nodes that already joined have none (nor need one).
+func registerToken(token, file string) (string, error) {
+	if token != "" || file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("--register-file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

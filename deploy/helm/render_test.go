@@ -228,8 +228,21 @@ func TestChartProductionValues(t *testing.T) {
 	if cn := m.ingresses[0].Spec.IngressClassName; cn == nil || *cn != "nginx" {
 		t.Errorf("ingressClassName %v", cn)
 	}
-	if e := env(m.daemonSets[0].Spec.Template.Spec.Containers[0], "HEARTH_REGISTER"); e == nil || e.ValueFrom.SecretKeyRef.Name != "hearth-agent-register" {
-		t.Errorf("agent registration token not from its Secret: %+v", e)
+	// Each node reads its own token: the Secret's key named after the node.
+	ds := m.daemonSets[0].Spec.Template.Spec
+	if e := env(ds.Containers[0], "HEARTH_REGISTER_FILE"); e == nil || e.Value != "/etc/hearth/register/$(NODE_NAME)" {
+		t.Errorf("HEARTH_REGISTER_FILE = %+v", e)
+	}
+	mounted := false
+	for _, v := range ds.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "hearth-agent-register" {
+			for _, vm := range ds.Containers[0].VolumeMounts {
+				mounted = mounted || (vm.Name == v.Name && vm.MountPath == "/etc/hearth/register")
+			}
+		}
+	}
+	if !mounted {
+		t.Error("the registration Secret is not mounted at /etc/hearth/register")
 	}
 }
 
