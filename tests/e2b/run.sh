@@ -141,6 +141,10 @@ if [[ " $suites " == *" conformance "* ]]; then
 fi
 
 if [[ " $suites " == *" generations "* ]]; then
+	if [[ $(id -u) -ne 0 ]] && (($(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024) > 443)); then
+		log "the generations stage serves HTTPS on port 443, as the 1.x SDKs require: run as root, or E2B_SUITES=conformance"
+		exit 1
+	fi
 	domain=hearth.test
 	certs=$root_tmp/certs
 	mkdir -p "$certs"
