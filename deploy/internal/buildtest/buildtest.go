@@ -1,39 +1,23 @@
 // Package buildtest builds the hearth binary of the enclosing repository
-// for the packaging tests (once per test binary).
+// for the packaging tests.
 package buildtest
 
 import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 )
 
-var (
-	once sync.Once
-	path string
-	err  error
-	out  []byte
-)
-
-// Hearth returns a statically linked hearth built from ../cmd/hearth; the
-// build cache keeps repeated runs fast.
+// Hearth returns a statically linked hearth built from ../cmd/hearth into
+// the test's temporary directory; Go's build cache keeps it quick.
 func Hearth(t *testing.T) string {
 	t.Helper()
-	once.Do(func() {
-		var dir string
-		dir, err = os.MkdirTemp("", "hearth-package-test-")
-		if err != nil {
-			return
-		}
-		path = filepath.Join(dir, "hearth")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/hearth")
-		cmd.Dir = repoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err = cmd.CombinedOutput()
-	})
-	if err != nil {
+	path := filepath.Join(t.TempDir(), "hearth")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/hearth")
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build hearth: %v\n%s", err, out)
 	}
 	return path
