@@ -7,14 +7,17 @@
 # with npm when the machine has none (front-end build, E2B SDK suite), and
 # the deployment tests' tools: Caddy (reverse proxy in front of hearth),
 # podman with runc (the container image; crun cannot run under hybrid
-# cgroups), dpkg and systemd-analyze (the .deb and its units).
+# cgroups), dpkg and systemd-analyze (the .deb and its units), and the
+# code interpreter's Python packages (its server's tests run real Jupyter
+# kernels on the host).
 # Quiet when all are present.
 # Usage: scripts/deps.sh   (as root, or with sudo available)
 set -eu
 
 PKGS="qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs xfsprogs \
 iptables iproute2 kmod cpio xz-utils zstd lz4 ca-certificates postgresql \
-chromium curl caddy podman runc systemd"
+chromium curl caddy podman runc systemd \
+python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib"
 
 # Go is not taken from apt (Debian 12 ships 1.19; hearth needs 1.26).
 if ! command -v go >/dev/null 2>&1; then

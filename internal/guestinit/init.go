@@ -12,8 +12,9 @@
 //     exec /sbin/init of the root filesystem.
 //   - stage 2, /sbin/init of the root filesystem: finish the mounts,
 //     configure lo and eth0 from the kernel command line, set the hostname
-//     and resolv.conf, then supervise /usr/bin/envd (restart with backoff),
-//     reap orphans, and power off on SIGTERM/SIGUSR2/SIGPWR/SIGINT.
+//     and resolv.conf, then supervise /usr/bin/envd and the image's
+//     services in /etc/hearth/services (restart with backoff), reap
+//     orphans, and power off on SIGTERM/SIGUSR2/SIGPWR/SIGINT.
 //
 // Stage 2 makes no assumption about stage 1 (it re-checks every mount), so
 // a root filesystem also boots without the initramfs on a kernel with

@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// ServicesDir holds executables an image wants running beside envd (the
+// code-interpreter image's server): the init starts each after envd, with
+// envd's environment, as root, and restarts it when it exits.
+const ServicesDir = "/etc/hearth/services"
 
 // baseEnv is the environment envd (and so every sandbox command) starts
 // with; envd's /init call adds the user's variables on top.
@@ -85,53 +91,64 @@ func cutEnv(kv string) (string, string, bool) {
 	return kv, "", false
 }
 
-// Restart backoff for envd: a daemon that keeps dying right away is
-// restarted at most every maxBackoff; one that ran for a while is
-// restarted at once.
+// Restart backoff for envd and the services: a daemon that keeps dying
+// right away is restarted at most every maxBackoff; one that ran for a
+// while is restarted at once.
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
 	stableRun  = 10 * time.Second
 )
 
-// supervise runs envd, restarts it when it exits, reaps every other child
-// (orphans re-parented to PID 1), and powers off on a shutdown signal.
-// Reaping and starting happen in this one goroutine so a fast-exiting envd
-// cannot be reaped before its PID is known. It only returns via powerOff.
+// program is one supervised daemon.
+type program struct {
+	path    string
+	pid     int
+	started time.Time
+	backoff time.Duration
+}
+
+// supervise runs envd and the image's services (ServicesDir), restarts
+// each when it exits, reaps every other child (orphans re-parented to PID
+// 1), and powers off on a shutdown signal. Reaping and starting happen in
+// this one goroutine so a fast-exiting program cannot be reaped before its
+// PID is known (timers only post to due). It only returns via powerOff.
 func supervise(l *logger, envd string, env []string) {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGPWR, unix.SIGUSR1, unix.SIGUSR2, unix.SIGHUP)
-	var (
-		pid     int
-		started time.Time
-		backoff = minBackoff
-		restart = time.NewTimer(0) // start now
-	)
+	progs := []*program{{path: envd, backoff: minBackoff}}
+	for _, s := range services(l) {
+		progs = append(progs, &program{path: s, backoff: minBackoff})
+	}
+	due := make(chan *program, len(progs))
+	for _, p := range progs {
+		due <- p // start now, envd first
+	}
 	for {
 		select {
-		case <-restart.C:
-			p, err := startEnvd(envd, env)
+		case p := <-due:
+			pid, err := startProgram(p.path, env)
 			if err != nil {
-				l.printf("start %s: %v (retry in %s)", envd, err, backoff)
-				restart.Reset(backoff)
-				backoff = min(2*backoff, maxBackoff)
+				l.printf("start %s: %v (retry in %s)", p.path, err, p.backoff)
+				p.retryLater(due)
 				continue
 			}
-			pid, started = p, time.Now()
-			l.printf("envd pid %d at %.3fs", pid, uptime().Seconds())
-			fmt.Fprintln(os.Stderr, EnvdStartedMarker)
+			p.pid, p.started = pid, time.Now()
+			l.printf("%s pid %d at %.3fs", p.path, pid, uptime().Seconds())
+			if p.path == envd {
+				fmt.Fprintln(os.Stderr, EnvdStartedMarker)
+			}
 		case s := <-sigs:
 			switch s {
 			case unix.SIGCHLD:
-				if reapAll(pid) && pid != 0 {
-					ran := time.Since(started)
-					l.printf("envd exited after %s", ran.Round(time.Millisecond))
-					pid = 0
+				for _, p := range reapAll(progs) {
+					ran := time.Since(p.started)
+					l.printf("%s exited after %s", p.path, ran.Round(time.Millisecond))
+					p.pid = 0
 					if ran >= stableRun {
-						backoff = minBackoff
+						p.backoff = minBackoff
 					}
-					restart.Reset(backoff)
-					backoff = min(2*backoff, maxBackoff)
+					p.retryLater(due)
 				}
 			case unix.SIGHUP:
 				// ignored: a hang-up on the console must not stop the VM
@@ -143,9 +160,36 @@ func supervise(l *logger, envd string, env []string) {
 	}
 }
 
-// reapAll collects every exited child; it reports whether watched exited.
-func reapAll(watched int) bool {
-	hit := false
+// retryLater posts p to due after its backoff and doubles the backoff.
+func (p *program) retryLater(due chan<- *program) {
+	time.AfterFunc(p.backoff, func() { due <- p })
+	p.backoff = min(2*p.backoff, maxBackoff)
+}
+
+// services lists the executables in ServicesDir, sorted by name.
+func services(l *logger) []string {
+	ents, err := os.ReadDir(ServicesDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			l.printf("%s: %v", ServicesDir, err)
+		}
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
+			continue
+		}
+		out = append(out, filepath.Join(ServicesDir, e.Name()))
+	}
+	return out
+}
+
+// reapAll collects every exited child; it returns the supervised
+// programs among them.
+func reapAll(progs []*program) []*program {
+	var exited []*program
 	for {
 		var ws unix.WaitStatus
 		p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -153,15 +197,17 @@ func reapAll(watched int) bool {
 			continue
 		}
 		if err != nil || p <= 0 {
-			return hit
+			return exited
 		}
-		if p == watched {
-			hit = true
+		for _, prog := range progs {
+			if prog.pid == p {
+				exited = append(exited, prog)
+			}
 		}
 	}
 }
 
-func startEnvd(path string, env []string) (int, error) {
+func startProgram(path string, env []string) (int, error) {
 	return syscall.ForkExec(path, []string{path}, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   env,

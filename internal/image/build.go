@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,8 +19,9 @@ const builderVersion = "hearth-image-1"
 // Options configure Build.
 type Options struct {
 	DataDir string
-	// Images to build ("base", "tiny"); empty means both (tiny first: it
-	// is ready in seconds). The kernel and initramfs are always built.
+	// Images to build ("base", "tiny", "code-interpreter"); empty means
+	// all (tiny first: it is ready in seconds; code-interpreter last: it
+	// is the biggest). The kernel and initramfs are always built.
 	Images []string
 	// Progress receives step lines; nil discards them.
 	Progress io.Writer
@@ -52,11 +54,11 @@ func Build(ctx context.Context, o Options) (err error) {
 		return errors.New("image build: no data dir")
 	}
 	if len(o.Images) == 0 {
-		o.Images = []string{Tiny, Base}
+		o.Images = []string{Tiny, Base, CodeInterpreter}
 	}
 	for _, n := range o.Images {
 		if !contains(Names, n) {
-			return fmt.Errorf("image build: unknown image %q (known: tiny, base)", n)
+			return fmt.Errorf("image build: unknown image %q (known: %s)", n, strings.Join(Names, ", "))
 		}
 	}
 	if os.Geteuid() != 0 {

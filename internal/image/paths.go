@@ -2,7 +2,9 @@
 // the kernel (an uncompressed vmlinux for PVH/Firecracker boot, extracted
 // from linux-image-cloud-amd64), an initramfs holding the guest init and
 // the virtio/vsock modules, and ext4 root filesystems ("base": Debian
-// minbase with python3; "tiny": busybox-static) with envd and the init.
+// minbase with python3; "tiny": busybox-static; "code-interpreter": base
+// plus Jupyter, numpy, pandas, matplotlib and the code-interpreter server)
+// with envd and the init.
 //
 // Layout under DataDir:
 //
@@ -28,19 +30,24 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/codeinterp"
 )
 
 // Image names.
 const (
 	Base = "base"
 	Tiny = "tiny"
+	// CodeInterpreter is base plus Debian's Jupyter kernel, numpy, pandas
+	// and matplotlib and hearth's code-interpreter server (codeinterp).
+	CodeInterpreter = codeinterp.ImageName
 )
 
 // KernelName is the directory of the kernel + initramfs artefact.
 const KernelName = "kernel"
 
 // Names lists the root filesystem images the builder knows.
-var Names = []string{Base, Tiny}
+var Names = []string{Base, Tiny, CodeInterpreter}
 
 func imagesDir(dataDir string) string { return filepath.Join(dataDir, "images") }
 

@@ -56,16 +56,23 @@ func (b *builder) buildRootfs(ctx context.Context, name string, k kernelResult) 
 			}
 			return TinySizeMB, nil
 		}
-	case Base:
+	case Base, CodeInterpreter:
 		mirror, suite, err := b.mirror()
 		if err != nil {
 			return err
 		}
-		packages = map[string]string{"debootstrap": suite + " minbase +" + strings.Join(BaseIncludes, ",")}
-		treeKey := inputsHash(builderVersion, "debootstrap", suite, mirror, strings.Join(BaseIncludes, ","))
+		includes, prefix := BaseIncludes, "debootstrap-"
+		if name == CodeInterpreter {
+			includes, prefix = CodeInterpreterIncludes(), "debootstrap-ci-"
+		}
+		packages = map[string]string{"debootstrap": suite + " minbase +" + strings.Join(includes, ",")}
+		treeKey := inputsHash(builderVersion, "debootstrap", suite, mirror, strings.Join(includes, ","))
 		hash = inputsHash(treeKey, b.bins.initSum, b.bins.envdSum)
+		if name == CodeInterpreter {
+			hash = inputsHash(hash, codeInterpreterSum())
+		}
 		makeTree = func(ctx context.Context) (string, func(), error) {
-			tree, err := b.debootstrapTree(ctx, treeKey, suite, mirror)
+			tree, err := b.debootstrapTree(ctx, prefix, treeKey, suite, mirror, includes)
 			return tree, func() {}, err
 		}
 		sizeMB = func(tree string) (int64, error) {
@@ -87,8 +94,13 @@ func (b *builder) buildRootfs(ctx context.Context, name string, k kernelResult) 
 		return err
 	}
 	defer cleanup()
-	if err := installGuest(tree, b.bins, name == Base); err != nil {
+	if err := installGuest(tree, b.bins, name != Tiny); err != nil {
 		return fmt.Errorf("install init/envd into %s: %w", name, err)
+	}
+	if name == CodeInterpreter {
+		if err := installCodeInterpreter(tree); err != nil {
+			return fmt.Errorf("install the code interpreter into %s: %w", name, err)
+		}
 	}
 	size, err := sizeMB(tree)
 	if err != nil {
@@ -127,24 +139,27 @@ func (b *builder) mirror() (string, string, error) {
 	return uri, suite, nil
 }
 
-// debootstrapTree returns cache/debootstrap-<key>, creating it with
+// debootstrapTree returns cache/<prefix><key>, creating it with
 // debootstrap if missing. The tree is kept between builds: installing a
-// new envd then takes seconds instead of a fresh ~40 s debootstrap.
-func (b *builder) debootstrapTree(ctx context.Context, key, suite, mirror string) (string, error) {
-	tree := filepath.Join(b.cacheDir(), "debootstrap-"+key)
+// new envd then takes seconds instead of a fresh debootstrap.
+func (b *builder) debootstrapTree(ctx context.Context, prefix, key, suite, mirror string, includes []string) (string, error) {
+	tree := filepath.Join(b.cacheDir(), prefix+key)
 	if !b.o.Force && exists(filepath.Join(tree, ".hearth-complete")) {
 		b.p.logf("reusing debootstrap tree %s", filepath.Base(tree))
 		return tree, nil
 	}
-	// Old trees (other suites/include lists) are 275 MB each: drop them.
-	old, _ := filepath.Glob(filepath.Join(b.cacheDir(), "debootstrap-*"))
-	for _, o := range old {
+	// Old trees of this image (other suites/include lists) are hundreds
+	// of MB each: drop them. The pattern is exact (prefix + a key's 32
+	// characters) so one image never drops another's tree.
+	old, _ := filepath.Glob(filepath.Join(b.cacheDir(), prefix+strings.Repeat("?", len(key))))
+	old2, _ := filepath.Glob(filepath.Join(b.cacheDir(), prefix+strings.Repeat("?", len(key))+".partial"))
+	for _, o := range append(old, old2...) {
 		_ = os.RemoveAll(o)
 	}
 	partial := tree + ".partial"
-	b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(BaseIncludes, ","))
+	b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(includes, ","))
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(BaseIncludes, ","), suite, partial, mirror)
+		"--include="+strings.Join(includes, ","), suite, partial, mirror)
 	w := &debootstrapWatcher{p: b.p}
 	var tail bytes.Buffer
 	cmd.Stdout = w
