@@ -49,6 +49,7 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 	fs := cmd.Flags()
 	fs.StringVar(&opts.ImagesFrom, "images-from", "", "reuse the guest images of another data dir (links DATA_DIR/images to it)")
 	fs.StringVar(&opts.AgentOptions.VMM, "vmm", "", "restrict the VMM: firecracker, qemu-kvm, qemu-tcg or qemu (default: probe)")
+	fs.BoolVar(&opts.CodeInterpreter, "code-interpreter", true, "bake the code-interpreter-v1 template (E2B code interpreter) at start when the code-interpreter image is built")
 	fs.StringVar(&opts.AgentOptions.RootfsBackend, "rootfs-backend", "", "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	addCrashAtFlag(fs, &opts.AgentOptions.CrashAt)
 	config.BindCommand(cmd)

@@ -47,11 +47,11 @@ from jupyter_client.manager import KernelManager
 PORT = int(os.environ.get("HEARTH_CI_PORT", "49999"))
 ENVD_URL = os.environ.get("HEARTH_CI_ENVD_URL", "http://127.0.0.1:49983")
 USER = os.environ.get("HEARTH_CI_USER", "user")
-# Stream output and results of one execution beyond this many bytes are
-# dropped after a marker: a runaway print loop must not exhaust the
+# Stream output (and, separately, results) of one execution beyond this
+# many bytes are dropped after a marker: a runaway print loop must not exhaust the
 # server's memory (nor the client's).
 OUTPUT_LIMIT = int(os.environ.get("HEARTH_CI_OUTPUT_LIMIT", str(1 << 20)))
-TRUNCATED_MARKER = "[hearth: output truncated: this execution printed more than %d bytes; the rest is dropped]\n"
+TRUNCATED_MARKER = "[hearth: output truncated: this execution %s more than %d bytes; the rest is dropped]\n"
 KERNEL_START_TIMEOUT = 120
 # Code the default kernel runs once so the first user cell needs no
 # imports from disk (under TCG a cold `import pandas` takes seconds).
@@ -247,15 +247,17 @@ class Context:
 
 
 class Budget:
-    """Caps what one execution sends (OUTPUT_LIMIT bytes of output and
-    results), then sends one marker and drops the rest."""
+    """Caps what one execution sends: OUTPUT_LIMIT bytes of stdout/stderr
+    and as much again of results, each followed by one marker once
+    exceeded; the rest is dropped (a final small result still arrives
+    after a flood of prints)."""
 
     def __init__(self, limit, emit):
-        self.left = limit
         self.limit = limit
+        self.left = {"stream": limit, "result": limit}
+        self.cut = set()
         self.emit = emit
         self.muted = False
-        self.truncated = False
 
     def mute(self):
         self.muted = True
@@ -264,31 +266,27 @@ class Budget:
         if not self.muted:
             self.emit(msg)
 
-    def _spend(self, n):
-        if self.truncated:
-            return False
-        if n <= self.left:
-            self.left -= n
-            return True
-        self.truncated = True
-        self.send({"type": "stderr", "text": TRUNCATED_MARKER % self.limit, "timestamp": now_iso()})
-        return False
+    def _truncate(self, kind):
+        self.cut.add(kind)
+        what = "printed" if kind == "stream" else "displayed results of"
+        self.send({"type": "stderr", "text": TRUNCATED_MARKER % (what, self.limit), "timestamp": now_iso()})
 
     def stream(self, name, text):
-        if self.truncated:
+        if "stream" in self.cut:
             return
-        if len(text) > self.left:
-            # Keep what fits, then the marker.
-            part = text[: self.left]
-            if part:
-                self.left = 0
-                self.send({"type": name, "text": part, "timestamp": now_iso()})
-            self._spend(len(text))
+        left = self.left["stream"]
+        if len(text) <= left:
+            self.left["stream"] = left - len(text)
+            self.send({"type": name, "text": text, "timestamp": now_iso()})
             return
-        self._spend(len(text))
-        self.send({"type": name, "text": text, "timestamp": now_iso()})
+        if left > 0:  # keep what fits, then the marker
+            self.left["stream"] = 0
+            self.send({"type": name, "text": text[:left], "timestamp": now_iso()})
+        self._truncate("stream")
 
     def result(self, data, is_main):
+        if "result" in self.cut:
+            return
         msg = {"type": "result", "is_main_result": is_main}
         extra = {}
         for mime, value in data.items():
@@ -300,8 +298,11 @@ class Budget:
         if extra:
             msg["extra"] = extra
         size = len(json.dumps(msg))
-        if self._spend(size):
-            self.send(msg)
+        if size > self.left["result"]:
+            self._truncate("result")
+            return
+        self.left["result"] -= size
+        self.send(msg)
 
 
 def now_iso():

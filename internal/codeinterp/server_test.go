@@ -265,6 +265,11 @@ func TestServer(t *testing.T) {
 					t.Errorf("stdout %d bytes, stderr %q", len(r.stdout()), r.stderr())
 				}
 			}},
+			{"results still come after truncated output", "for _ in range(100):\n    print('x' * 1000)\n'done'", nil, func(t *testing.T, r run) {
+				if m := r.main(); m == nil || m.Text != "'done'" || !strings.Contains(r.stderr(), "output truncated") {
+					t.Errorf("main %+v, stderr %q", m, r.stderr())
+				}
+			}},
 			{"unknown context", "1", map[string]any{"context_id": "nope"}, func(t *testing.T, r run) {
 				if r.status != http.StatusNotFound {
 					t.Errorf("status %d, want 404", r.status)

@@ -46,6 +46,10 @@ type Options struct {
 	// by Start).
 	AgentOptions agent.Options
 	Logger       *slog.Logger
+	// CodeInterpreter bakes the platform template code-interpreter-v1 in
+	// the background once the stack serves, when the code-interpreter
+	// image exists (citemplate; reused across starts of this data dir).
+	CodeInterpreter bool
 }
 
 // Credentials are the developer account and key created on first start.
@@ -66,6 +70,8 @@ type Stack struct {
 
 	log        *slog.Logger
 	agentSrv   *http.Server
+	bakeCancel context.CancelFunc
+	bakeDone   chan struct{}
 	cancel     context.CancelFunc
 	serveDone  chan error
 	closedOnce bool
@@ -134,6 +140,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	go func() { s.serveDone <- s.ControlPlane.Serve(serveCtx, ln) }()
+	if opts.CodeInterpreter {
+		s.startCodeInterpreterBake(ctx)
+	}
 	return s, nil
 }
 
@@ -156,6 +165,10 @@ func (s *Stack) Close(ctx context.Context) error {
 	}
 	s.closedOnce = true
 	var errs []error
+	if s.bakeCancel != nil {
+		s.bakeCancel()
+		<-s.bakeDone // it removes its sandbox before the agent stops
+	}
 	if s.cancel != nil {
 		s.cancel()
 		errs = append(errs, <-s.serveDone)

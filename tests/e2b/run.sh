@@ -2,8 +2,9 @@
 # E2B conformance: the official `e2b` npm SDKs (versions pinned in
 # package-lock.json), unmodified, against `hearth dev` started here, twice:
 #
-#   1. conformance.test.mjs with e2b 2.x over plain HTTP (E2B_API_URL and
-#      E2B_SANDBOX_URL, the 2.x overrides);
+#   1. conformance.test.mjs and template.test.mjs with e2b 2.x, and
+#      codeinterp.test.mjs with @e2b/code-interpreter, over plain HTTP
+#      (E2B_API_URL and E2B_SANDBOX_URL, the 2.x overrides);
 #   2. generations.test.mjs with e2b 2.x and e2b 1.x ("e2b-v1") over HTTPS on
 #      the test domain hearth.test, the way hosted E2B is reached: only
 #      E2B_DOMAIN is set, so the SDKs call https://api.hearth.test and
@@ -41,8 +42,8 @@ if [[ ! -x $hearth ]]; then
 	log "building bin/hearth"
 	go build -o "$hearth" ./cmd/hearth
 fi
-if [[ ! -d $images_dir/images ]]; then
-	log "no guest images in $images_dir/images: building them (once)"
+if [[ ! -d $images_dir/images || ! -f $images_dir/images/code-interpreter/manifest.json ]]; then
+	log "no (or no code-interpreter) guest images in $images_dir/images: building them (once)"
 	"$hearth" image build --data-dir "$images_dir"
 fi
 
@@ -134,9 +135,11 @@ if [[ " $suites " == *" conformance "* ]]; then
 	port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 	url=http://127.0.0.1:$port
 	start_hearth plain "$url/healthz" -- --listen "127.0.0.1:$port"
-	log "conformance suite with e2b $(sdk_version e2b) over $url"
+	# This hearth dev bakes code-interpreter-v1 at start (the
+	# code-interpreter suite waits for it).
+	log "conformance suite with e2b $(sdk_version e2b) and @e2b/code-interpreter $(sdk_version @e2b/code-interpreter) over $url"
 	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$api_key \
-		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs)
+		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs codeinterp.test.mjs)
 	stop_hearth
 fi
 
@@ -152,7 +155,7 @@ if [[ " $suites " == *" generations "* ]]; then
 	# A loopback address of its own, so port 443 is free whatever else runs.
 	ip=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
 	start_hearth tls "https://api.$domain/healthz" --cacert "$certs/ca.pem" --resolve "api.$domain:443:$ip" -- \
-		--listen "$ip:443" --domain "$domain" --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem"
+		--listen "$ip:443" --domain "$domain" --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem" --code-interpreter=false
 	for sdk in ${E2B_SDKS:-e2b e2b-v1}; do
 		log "generations suite with $sdk $(sdk_version "$sdk") over https://api.$domain ($ip:443)"
 		(cd "$here" && E2B_SDK=$sdk E2B_DOMAIN=$domain E2B_API_KEY=$api_key \

@@ -1,0 +1,73 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/citemplate"
+	"github.com/hearth-sandbox/hearth/internal/codeinterp"
+	"github.com/hearth-sandbox/hearth/internal/image"
+	"github.com/hearth-sandbox/hearth/internal/proxy"
+)
+
+// codeInterpreterStateFile records what code-interpreter-v1 was baked from.
+const codeInterpreterStateFile = "code-interpreter-template.json"
+
+// startCodeInterpreterBake bakes code-interpreter-v1 in the background
+// when the image is built; Close cancels and waits for it.
+func (s *Stack) startCodeInterpreterBake(ctx context.Context) {
+	m, err := image.ReadManifest(s.DataDir, image.CodeInterpreter)
+	if err != nil {
+		s.log.Info("code interpreter: no code-interpreter image, so no "+codeinterp.TemplateName+
+			" template (build it with: hearth image build --only code-interpreter)", "err", err)
+		return
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.bakeCancel, s.bakeDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.bakeDone)
+		err := citemplate.Ensure(bctx, citemplate.Options{
+			Service: s.ControlPlane.Service, Store: s.ControlPlane.Store,
+			ImageVersion: m.InputsHash, StateFile: filepath.Join(s.DataDir, codeInterpreterStateFile),
+			Ready: s.codeInterpreterReady, Logger: s.log,
+		})
+		if err != nil && !errors.Is(bctx.Err(), context.Canceled) {
+			s.log.Error("code interpreter: no "+codeinterp.TemplateName+" template", "err", err)
+		}
+	}()
+}
+
+// codeInterpreterReady polls the sandbox's code interpreter /health through
+// the control plane's own sandbox proxy (the route the SDK takes) until it
+// answers 200: the server is up and its default kernel warm.
+func (s *Stack) codeInterpreterReady(ctx context.Context, sandboxID string) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/health", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set(proxy.HeaderSandboxID, sandboxID)
+		req.Header.Set(proxy.HeaderSandboxPort, strconv.Itoa(codeinterp.Port))
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/health: %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
