@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/codeinterp"
+	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -95,7 +96,7 @@ func Ensure(ctx context.Context, o Options) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if _, err := o.Store.UpsertPlatformTemplate(ctx, store.Template{
-		ID: ImageTemplate, Name: ImageTemplate, Kind: store.KindBase, VCPUs: VCPUs, MemoryMB: MemoryMB,
+		ID: ImageTemplate, Name: ImageTemplate, Kind: sandbox.KindBase, VCPUs: VCPUs, MemoryMB: MemoryMB,
 	}); err != nil {
 		return fmt.Errorf("platform template %s: %w", ImageTemplate, err)
 	}
@@ -105,7 +106,7 @@ func Ensure(ctx context.Context, o Options) error {
 	}
 	tpl, err := o.Store.GetTemplateByTeam(ctx, store.PlatformTeamID, codeinterp.TemplateName)
 	switch {
-	case err == nil && tpl.TeamID == store.PlatformTeamID && tpl.Kind == store.KindSnapshot &&
+	case err == nil && tpl.TeamID == store.PlatformTeamID && tpl.Kind == sandbox.KindSnapshot &&
 		st.ImageVersion == o.ImageVersion && st.TemplateID == tpl.ID:
 		log.Info("code interpreter: template is current, reusing it", "template", codeinterp.TemplateName,
 			"template_id", tpl.ID, "image_version", o.ImageVersion, "baked_at", st.BakedAt)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/citemplate"
 	"github.com/hearth-sandbox/hearth/internal/codeinterp"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/image"
-	"github.com/hearth-sandbox/hearth/internal/proxy"
 )
 
 // codeInterpreterStateFile records what code-interpreter-v1 was baked from.
@@ -53,8 +53,8 @@ func (s *Stack) codeInterpreterReady(ctx context.Context, sandboxID string) erro
 		if err != nil {
 			return err
 		}
-		req.Header.Set(proxy.HeaderSandboxID, sandboxID)
-		req.Header.Set(proxy.HeaderSandboxPort, strconv.Itoa(codeinterp.Port))
+		req.Header.Set(hostwire.HeaderSandboxID, sandboxID)
+		req.Header.Set(hostwire.HeaderSandboxPort, strconv.Itoa(codeinterp.Port))
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()

@@ -20,7 +20,7 @@ const module = "github.com/hearth-sandbox/hearth/"
 // excluded).
 var (
 	hostSide     = []string{"agent", "vmm", "rootfs", "netns", "sandboxsnap", "pagesrv", "snapshot", "templatebuild"}
-	controlPlane = []string{"service", "store", "proxy", "api", "e2bapi", "controlplane", "scheduler", "reconciler", "dashboard", "fleet"}
+	controlPlane = []string{"service", "store", "proxy", "api", "e2bapi", "controlplane", "scheduler", "reconciler", "dashboard", "fleet", "citemplate"}
 )
 
 func TestHostSideImportsNoControlPlane(t *testing.T) {
