@@ -15,7 +15,7 @@ import (
 func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Build and list guest images (kernel, initramfs, base and tiny root filesystems)",
+		Short: "Build and list guest images (kernel, initramfs, tiny, base and code-interpreter root filesystems)",
 	}
 	cmd.AddCommand(newImageBuildCmd(), newImageListCmd())
 	return cmd
@@ -31,8 +31,10 @@ func newImageBuildCmd() *cobra.Command {
 		Short: "Build the guest kernel, initramfs and root filesystems from Debian's apt registry",
 		Long: `Build the guest kernel (vmlinux extracted from linux-image-cloud-amd64),
 the initramfs (guest init + virtio/vsock modules) and the root filesystems
-"tiny" (busybox-static) and "base" (Debian minbase + python3) with envd and
-the guest init installed. Idempotent: artefacts whose inputs did not change
+"tiny" (busybox-static), "base" (Debian minbase + python3) and
+"code-interpreter" (base + Debian's Jupyter kernel, numpy, pandas,
+matplotlib and the code-interpreter server) with envd and the guest init
+installed. Idempotent: artefacts whose inputs did not change
 are reused; --force rebuilds them. Needs root and the packages installed by
 scripts/deps.sh.`,
 		Args: cobra.NoArgs,
@@ -51,7 +53,7 @@ scripts/deps.sh.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.DataDir, "data-dir", config.DefaultDataDir(), "hearth data directory (images go to DATA_DIR/images)")
-	f.StringSliceVar(&only, "only", nil, "build only these images (tiny, base); default both")
+	f.StringSliceVar(&only, "only", nil, "build only these images (tiny, base, code-interpreter); default all")
 	f.BoolVar(&o.Force, "force", false, "rebuild even if the inputs did not change")
 	f.StringVar(&o.InitBinary, "init", "", "prebuilt static hearth-init binary (default: go build ./cmd/hearth-init)")
 	f.StringVar(&o.EnvdBinary, "envd", "", "prebuilt static envd binary (default: go build ./cmd/envd)")

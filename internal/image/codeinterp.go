@@ -1,8 +1,12 @@
 package image
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/hearth-sandbox/hearth/internal/codeinterp"
@@ -10,17 +14,72 @@ import (
 )
 
 // codeInterpreterPackages are what the code-interpreter image adds to
-// base, all from Debian (debootstrap resolves their dependencies): the
-// Jupyter kernel and client the server drives, and the libraries model-
-// written analysis code expects.
+// base, all from Debian: the Jupyter kernel and client the server drives,
+// and the libraries model-written analysis code expects.
+//
+// python3-munkres is there for its place in an alternative:
+// python3-fonttools (matplotlib) depends on "python3-scipy |
+// python3-munkres", and taking scipy brings pythran, g++ and the boost
+// headers (about 700 MB) into the image.
 var codeInterpreterPackages = []string{
 	"python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas", "python3-matplotlib",
+	"python3-munkres",
 }
 
-// CodeInterpreterIncludes is the debootstrap include list of the
-// code-interpreter image.
-func CodeInterpreterIncludes() []string {
-	return append(append([]string{}, BaseIncludes...), codeInterpreterPackages...)
+// codeInterpreterTree returns cache/debootstrap-ci-<key>: a copy of the
+// base debootstrap tree with the packages installed by apt-get in a
+// chroot. Not debootstrap --include: its resolver always takes the first
+// alternative of a dependency and knows no virtual packages (python3-zmq
+// needs python3-cffi-backend-api-min), where apt resolves both.
+func (b *builder) codeInterpreterTree(ctx context.Context, key, baseTree string) (string, error) {
+	prefix := "debootstrap-ci-"
+	tree := filepath.Join(b.cacheDir(), prefix+key)
+	if !b.o.Force && exists(filepath.Join(tree, ".hearth-complete")) {
+		b.p.logf("reusing code-interpreter tree %s", filepath.Base(tree))
+		return tree, nil
+	}
+	removeOldTrees(b.cacheDir(), prefix, len(key))
+	partial := tree + ".partial"
+	if _, err := run(ctx, "", "cp", "-a", "--reflink=auto", baseTree, partial); err != nil {
+		return "", err
+	}
+	// apt in the chroot resolves the mirror's name with the host's
+	// resolver; the guest init writes its own resolv.conf at boot.
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(partial, "etc", "resolv.conf"), resolv, 0o644); err != nil {
+		return "", err
+	}
+	apt := func(args ...string) error {
+		b.p.logf("chroot apt-get %s", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{partial, "apt-get", "-q", "-o", "Dpkg::Use-Pty=0"}, args...)...)
+		cmd.Env = []string{"DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("chroot apt-get %s: %w: %s", args[0], err, lastLines(string(out), 10))
+		}
+		return nil
+	}
+	if err := apt("update"); err != nil {
+		return "", err
+	}
+	if err := apt(append([]string{"install", "-y", "--no-install-recommends"}, codeInterpreterPackages...)...); err != nil {
+		return "", err
+	}
+	if err := apt("clean"); err != nil {
+		return "", err
+	}
+	_ = os.Remove(filepath.Join(partial, "etc", "resolv.conf"))
+	cleanDir(filepath.Join(partial, "var/lib/apt/lists"), "_Packages", "_InRelease", "_Release", "_Translation-en")
+	if err := os.WriteFile(filepath.Join(partial, ".hearth-complete"), nil, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(partial, tree); err != nil {
+		return "", err
+	}
+	return tree, nil
 }
 
 // codeInterpreterService is the guest init's service file: an executable

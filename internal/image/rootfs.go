@@ -61,19 +61,28 @@ func (b *builder) buildRootfs(ctx context.Context, name string, k kernelResult) 
 		if err != nil {
 			return err
 		}
-		includes, prefix := BaseIncludes, "debootstrap-"
-		if name == CodeInterpreter {
-			includes, prefix = CodeInterpreterIncludes(), "debootstrap-ci-"
+		packages = map[string]string{"debootstrap": suite + " minbase +" + strings.Join(BaseIncludes, ",")}
+		treeKey := inputsHash(builderVersion, "debootstrap", suite, mirror, strings.Join(BaseIncludes, ","))
+		makeTree = func(ctx context.Context) (string, func(), error) {
+			tree, err := b.debootstrapTree(ctx, treeKey, suite, mirror)
+			return tree, func() {}, err
 		}
-		packages = map[string]string{"debootstrap": suite + " minbase +" + strings.Join(includes, ",")}
-		treeKey := inputsHash(builderVersion, "debootstrap", suite, mirror, strings.Join(includes, ","))
+		if name == CodeInterpreter {
+			packages["apt-get install"] = strings.Join(codeInterpreterPackages, ",")
+			baseKey := treeKey
+			treeKey = inputsHash(baseKey, "apt-get install", strings.Join(codeInterpreterPackages, ","))
+			makeTree = func(ctx context.Context) (string, func(), error) {
+				base, err := b.debootstrapTree(ctx, baseKey, suite, mirror)
+				if err != nil {
+					return "", nil, err
+				}
+				tree, err := b.codeInterpreterTree(ctx, treeKey, base)
+				return tree, func() {}, err
+			}
+		}
 		hash = inputsHash(treeKey, b.bins.initSum, b.bins.envdSum)
 		if name == CodeInterpreter {
 			hash = inputsHash(hash, codeInterpreterSum())
-		}
-		makeTree = func(ctx context.Context) (string, func(), error) {
-			tree, err := b.debootstrapTree(ctx, prefix, treeKey, suite, mirror, includes)
-			return tree, func() {}, err
 		}
 		sizeMB = func(tree string) (int64, error) {
 			used, err := treeSize(tree)
@@ -139,27 +148,21 @@ func (b *builder) mirror() (string, string, error) {
 	return uri, suite, nil
 }
 
-// debootstrapTree returns cache/<prefix><key>, creating it with
+// debootstrapTree returns cache/debootstrap-<key>, creating it with
 // debootstrap if missing. The tree is kept between builds: installing a
-// new envd then takes seconds instead of a fresh debootstrap.
-func (b *builder) debootstrapTree(ctx context.Context, prefix, key, suite, mirror string, includes []string) (string, error) {
+// new envd then takes seconds instead of a fresh ~40 s debootstrap.
+func (b *builder) debootstrapTree(ctx context.Context, key, suite, mirror string) (string, error) {
+	prefix := "debootstrap-"
 	tree := filepath.Join(b.cacheDir(), prefix+key)
 	if !b.o.Force && exists(filepath.Join(tree, ".hearth-complete")) {
 		b.p.logf("reusing debootstrap tree %s", filepath.Base(tree))
 		return tree, nil
 	}
-	// Old trees of this image (other suites/include lists) are hundreds
-	// of MB each: drop them. The pattern is exact (prefix + a key's 32
-	// characters) so one image never drops another's tree.
-	old, _ := filepath.Glob(filepath.Join(b.cacheDir(), prefix+strings.Repeat("?", len(key))))
-	old2, _ := filepath.Glob(filepath.Join(b.cacheDir(), prefix+strings.Repeat("?", len(key))+".partial"))
-	for _, o := range append(old, old2...) {
-		_ = os.RemoveAll(o)
-	}
+	removeOldTrees(b.cacheDir(), prefix, len(key))
 	partial := tree + ".partial"
-	b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(includes, ","))
+	b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(BaseIncludes, ","))
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(includes, ","), suite, partial, mirror)
+		"--include="+strings.Join(BaseIncludes, ","), suite, partial, mirror)
 	w := &debootstrapWatcher{p: b.p}
 	var tail bytes.Buffer
 	cmd.Stdout = w
@@ -183,6 +186,19 @@ func (b *builder) debootstrapTree(ctx context.Context, prefix, key, suite, mirro
 		return "", err
 	}
 	return tree, nil
+}
+
+// removeOldTrees drops the cached trees prefix+<key> (and their partial
+// builds) of other inputs: hundreds of MB each. The pattern is exact
+// (prefix + keyLen characters) so one image's trees never match another's
+// prefix ("debootstrap-" vs "debootstrap-ci-").
+func removeOldTrees(cacheDir, prefix string, keyLen int) {
+	pattern := filepath.Join(cacheDir, prefix+strings.Repeat("?", keyLen))
+	old, _ := filepath.Glob(pattern)
+	partial, _ := filepath.Glob(pattern + ".partial")
+	for _, o := range append(old, partial...) {
+		_ = os.RemoveAll(o)
+	}
 }
 
 // cleanDir removes files in dir whose names end with one of suffixes.
