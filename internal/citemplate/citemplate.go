@@ -56,7 +56,14 @@ type Service interface {
 type Store interface {
 	GetTemplateByTeam(ctx context.Context, teamID, idOrName string) (store.Template, error)
 	UpsertPlatformTemplate(ctx context.Context, t store.Template) (store.Template, error)
+	DeleteTemplate(ctx context.Context, teamID, id string) error
 }
+
+// stagingName is the template's name while it is baked: the snapshot use
+// case reserves its name before the host has written a byte, and a
+// sandbox created from code-interpreter-v1 in that window would fail.
+// The row gets the real name once the snapshot exists.
+const stagingName = codeinterp.TemplateName + "-baking"
 
 var (
 	_ Service = (*service.Service)(nil)
@@ -99,6 +106,10 @@ func Ensure(ctx context.Context, o Options) error {
 		ID: ImageTemplate, Name: ImageTemplate, Kind: sandbox.KindBase, VCPUs: VCPUs, MemoryMB: MemoryMB,
 	}); err != nil {
 		return fmt.Errorf("platform template %s: %w", ImageTemplate, err)
+	}
+	// A bake that died half-way leaves its staging template behind.
+	if err := o.Service.DeleteSnapshot(ctx, platform, stagingName); err != nil && service.KindOf(err) != service.KindNotFound {
+		log.Warn("code interpreter: remove a leftover staging template", "template", stagingName, "err", err)
 	}
 	var st state
 	if b, err := os.ReadFile(o.StateFile); err == nil {
@@ -150,9 +161,20 @@ func bake(ctx context.Context, o Options, log *slog.Logger) error {
 		return fmt.Errorf("bake %s: the code interpreter in sandbox %s never got ready: %w", codeinterp.TemplateName, sb.ID, err)
 	}
 	warm := time.Now()
-	tpl, err := o.Service.CreateSnapshot(ctx, platform, sb.ID, codeinterp.TemplateName)
+	staged, err := o.Service.CreateSnapshot(ctx, platform, sb.ID, stagingName)
 	if err != nil {
 		return fmt.Errorf("bake %s: snapshot: %w", codeinterp.TemplateName, err)
+	}
+	// The host holds the files under the staged ID: the row is renamed by
+	// replacing it with one of the same ID under the real name.
+	if err := o.Store.DeleteTemplate(ctx, store.PlatformTeamID, staged.ID); err != nil {
+		return fmt.Errorf("bake %s: rename the staged template: %w", codeinterp.TemplateName, err)
+	}
+	final := staged
+	final.Name = codeinterp.TemplateName
+	tpl, err := o.Store.UpsertPlatformTemplate(ctx, final)
+	if err != nil {
+		return fmt.Errorf("bake %s: rename the staged template %s: %w", codeinterp.TemplateName, staged.ID, err)
 	}
 	st := state{ImageVersion: o.ImageVersion, TemplateID: tpl.ID, BakedAt: time.Now().UTC(), BakeSeconds: time.Since(t0).Seconds()}
 	b, _ := json.MarshalIndent(st, "", "  ")
