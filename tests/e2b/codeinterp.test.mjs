@@ -172,7 +172,7 @@ describe('runCode in one sandbox', () => {
     assert.equal(ctx.language, 'python')
     const e = await sbx.runCode("import os\nos.getcwd(), 'shared' in dir()", { context: ctx })
     assert.equal(e.text, "('/tmp', False)")
-    assert.equal((await sbx.runCode('os.getcwd()')).text, "'/home/user'")
+    assert.equal((await sbx.runCode('import os\nos.getcwd()')).text, "'/home/user'")
     const listed = await sbx.listCodeContexts()
     assert.ok(listed.some((c) => c.id === ctx.id), JSON.stringify(listed))
 
