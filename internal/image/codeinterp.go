@@ -32,54 +32,41 @@ var codeInterpreterPackages = []string{
 // alternative of a dependency and knows no virtual packages (python3-zmq
 // needs python3-cffi-backend-api-min), where apt resolves both.
 func (b *builder) codeInterpreterTree(ctx context.Context, key, baseTree string) (string, error) {
-	prefix := "debootstrap-ci-"
-	tree := filepath.Join(b.cacheDir(), prefix+key)
-	if !b.o.Force && exists(filepath.Join(tree, ".hearth-complete")) {
-		b.p.logf("reusing code-interpreter tree %s", filepath.Base(tree))
-		return tree, nil
-	}
-	removeOldTrees(b.cacheDir(), prefix, len(key))
-	partial := tree + ".partial"
-	if _, err := run(ctx, "", "cp", "-a", "--reflink=auto", baseTree, partial); err != nil {
-		return "", err
-	}
-	// apt in the chroot resolves the mirror's name with the host's
-	// resolver; the guest init writes its own resolv.conf at boot.
-	resolv, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(partial, "etc", "resolv.conf"), resolv, 0o644); err != nil {
-		return "", err
-	}
-	apt := func(args ...string) error {
-		b.p.logf("chroot apt-get %s", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "chroot", append([]string{partial, "apt-get", "-q", "-o", "Dpkg::Use-Pty=0"}, args...)...)
-		cmd.Env = []string{"DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("chroot apt-get %s: %w: %s", args[0], err, lastLines(string(out), 10))
+	return b.cachedTree("debootstrap-ci-", key, "code-interpreter tree", func(partial string) error {
+		if _, err := run(ctx, "", "cp", "-a", "--reflink=auto", baseTree, partial); err != nil {
+			return err
 		}
+		// apt in the chroot resolves the mirror's name with the host's
+		// resolver; the guest init writes its own resolv.conf at boot.
+		resolv, err := os.ReadFile("/etc/resolv.conf")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(partial, "etc", "resolv.conf"), resolv, 0o644); err != nil {
+			return err
+		}
+		apt := func(args ...string) error {
+			b.p.logf("chroot apt-get %s", strings.Join(args, " "))
+			cmd := exec.CommandContext(ctx, "chroot", append([]string{partial, "apt-get", "-q", "-o", "Dpkg::Use-Pty=0"}, args...)...)
+			cmd.Env = []string{"DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("chroot apt-get %s: %w: %s", args[0], err, lastLines(string(out), 10))
+			}
+			return nil
+		}
+		for _, args := range [][]string{
+			{"update"},
+			append([]string{"install", "-y", "--no-install-recommends"}, codeInterpreterPackages...),
+			{"clean"},
+		} {
+			if err := apt(args...); err != nil {
+				return err
+			}
+		}
+		_ = os.Remove(filepath.Join(partial, "etc", "resolv.conf"))
+		cleanDir(filepath.Join(partial, "var/lib/apt/lists"), "_Packages", "_InRelease", "_Release", "_Translation-en")
 		return nil
-	}
-	if err := apt("update"); err != nil {
-		return "", err
-	}
-	if err := apt(append([]string{"install", "-y", "--no-install-recommends"}, codeInterpreterPackages...)...); err != nil {
-		return "", err
-	}
-	if err := apt("clean"); err != nil {
-		return "", err
-	}
-	_ = os.Remove(filepath.Join(partial, "etc", "resolv.conf"))
-	cleanDir(filepath.Join(partial, "var/lib/apt/lists"), "_Packages", "_InRelease", "_Release", "_Translation-en")
-	if err := os.WriteFile(filepath.Join(partial, ".hearth-complete"), nil, 0o644); err != nil {
-		return "", err
-	}
-	if err := os.Rename(partial, tree); err != nil {
-		return "", err
-	}
-	return tree, nil
+	})
 }
 
 // codeInterpreterService is the guest init's service file: an executable

@@ -152,32 +152,44 @@ func (b *builder) mirror() (string, string, error) {
 // debootstrap if missing. The tree is kept between builds: installing a
 // new envd then takes seconds instead of a fresh ~40 s debootstrap.
 func (b *builder) debootstrapTree(ctx context.Context, key, suite, mirror string) (string, error) {
-	prefix := "debootstrap-"
+	return b.cachedTree("debootstrap-", key, "debootstrap tree", func(partial string) error {
+		b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(BaseIncludes, ","))
+		cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
+			"--include="+strings.Join(BaseIncludes, ","), suite, partial, mirror)
+		w := &debootstrapWatcher{p: b.p}
+		var tail bytes.Buffer
+		cmd.Stdout = w
+		cmd.Stderr = &tail
+		if err := cmd.Run(); err != nil {
+			log, _ := os.ReadFile(filepath.Join(partial, "debootstrap", "debootstrap.log"))
+			return fmt.Errorf("debootstrap: %w: %s %s", err, lastLines(tail.String(), 5), lastLines(string(log), 10))
+		}
+		// Host-specific files debootstrap copies in; the guest init writes
+		// its own at boot.
+		for _, f := range []string{"etc/hostname", "etc/resolv.conf"} {
+			_ = os.Remove(filepath.Join(partial, f))
+		}
+		for _, d := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
+			cleanDir(filepath.Join(partial, d), ".deb", "_Packages", "_InRelease", "_Release")
+		}
+		return nil
+	})
+}
+
+// cachedTree returns cache/<prefix><key>, a root tree kept between builds.
+// When it is missing (or Force is set) fill builds it into a partial
+// directory, which is marked complete and renamed into place, so a tree
+// exists completely or not at all; other keys' trees of this prefix go.
+func (b *builder) cachedTree(prefix, key, what string, fill func(partial string) error) (string, error) {
 	tree := filepath.Join(b.cacheDir(), prefix+key)
 	if !b.o.Force && exists(filepath.Join(tree, ".hearth-complete")) {
-		b.p.logf("reusing debootstrap tree %s", filepath.Base(tree))
+		b.p.logf("reusing %s %s", what, filepath.Base(tree))
 		return tree, nil
 	}
 	removeOldTrees(b.cacheDir(), prefix, len(key))
 	partial := tree + ".partial"
-	b.p.logf("debootstrap --variant=minbase %s (%s)", suite, strings.Join(BaseIncludes, ","))
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(BaseIncludes, ","), suite, partial, mirror)
-	w := &debootstrapWatcher{p: b.p}
-	var tail bytes.Buffer
-	cmd.Stdout = w
-	cmd.Stderr = &tail
-	if err := cmd.Run(); err != nil {
-		log, _ := os.ReadFile(filepath.Join(partial, "debootstrap", "debootstrap.log"))
-		return "", fmt.Errorf("debootstrap: %w: %s %s", err, lastLines(tail.String(), 5), lastLines(string(log), 10))
-	}
-	// Host-specific files debootstrap copies in; the guest init writes
-	// its own at boot.
-	for _, f := range []string{"etc/hostname", "etc/resolv.conf"} {
-		_ = os.Remove(filepath.Join(partial, f))
-	}
-	for _, d := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
-		cleanDir(filepath.Join(partial, d), ".deb", "_Packages", "_InRelease", "_Release")
+	if err := fill(partial); err != nil {
+		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(partial, ".hearth-complete"), nil, 0o644); err != nil {
 		return "", err
