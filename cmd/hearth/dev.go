@@ -76,6 +76,10 @@ Use the E2B SDKs unmodified:
 
   %[5]s
 
+The E2B code interpreter (@e2b/code-interpreter) uses the template
+code-interpreter-v1, baked in the background at start when the
+code-interpreter image is built (watch the log for "code interpreter").
+
 Press Ctrl-C to stop (running sandboxes are stopped with it).
 `, s.URL, c.Email, c.Password, c.APIKey, sdkEnv(s.URL, domain, c.APIKey))
 }
