@@ -99,7 +99,9 @@ if [[ -z ${HEARTH_URL:-} ]]; then
 			exit 1
 		fi
 		echo "starting hearth dev on $HEARTH_URL (images from $images)"
-		bin/hearth dev --data-dir "$work/data" --listen "127.0.0.1:$port" --images-from "$images" >"$log" 2>&1 &
+		# No code-interpreter-v1 bake: its platform sandbox would show on
+		# the admin pages and take a core for a minute; nothing here uses it.
+		bin/hearth dev --data-dir "$work/data" --listen "127.0.0.1:$port" --images-from "$images" --code-interpreter=false >"$log" 2>&1 &
 		pid=$!
 		;;
 	devserver)
