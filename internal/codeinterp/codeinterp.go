@@ -33,4 +33,7 @@ const (
 	// ServiceName names the guest init's service file
 	// (/etc/hearth/services/<ServiceName>) that starts the server.
 	ServiceName = "code-interpreter"
+	// ListeningMarker starts the line the server prints on its stderr (the
+	// guest console) once it listens.
+	ListeningMarker = "code-interpreter: listening on"
 )

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/codeinterp"
 	"github.com/hearth-sandbox/hearth/internal/guestinit"
 )
 
@@ -78,9 +79,9 @@ func hostTSCkHz() (int, error) {
 }
 
 // bootToMarker boots image name under QEMU microvm/TCG without network
-// and returns the time from process start until the init prints the
-// envd marker on the serial console, plus the console log.
-func bootToMarker(ctx context.Context, dataDir, name, serial string) (time.Duration, string, error) {
+// and returns the time from process start until marker shows on the
+// serial console, plus the console log.
+func bootToMarker(ctx context.Context, dataDir, name, serial, marker string) (time.Duration, string, error) {
 	khz, err := hostTSCkHz()
 	if err != nil {
 		return 0, "", err
@@ -113,12 +114,12 @@ func bootToMarker(ctx context.Context, dataDir, name, serial string) (time.Durat
 	defer tick.Stop()
 	for {
 		log, _ := os.ReadFile(serial)
-		if bytes.Contains(log, []byte(guestinit.EnvdStartedMarker)) {
+		if bytes.Contains(log, []byte(marker)) {
 			return time.Since(start), string(log), nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, string(log), fmt.Errorf("no %q on the console: %w", guestinit.EnvdStartedMarker, ctx.Err())
+			return 0, string(log), fmt.Errorf("no %q on the console: %w", marker, ctx.Err())
 		case err := <-exited:
 			exited <- err
 			log, _ := os.ReadFile(serial)
@@ -129,21 +130,27 @@ func bootToMarker(ctx context.Context, dataDir, name, serial string) (time.Durat
 }
 
 func TestBootToEnvd(t *testing.T) {
-	for _, name := range []string{Tiny, Base} {
+	for _, tc := range []struct{ name, marker string }{
+		{Tiny, guestinit.EnvdStartedMarker},
+		{Base, guestinit.EnvdStartedMarker},
+		// The init starts the image's service and the server comes up.
+		{CodeInterpreter, codeinterp.ListeningMarker},
+	} {
+		name := tc.name
 		t.Run(name, func(t *testing.T) {
 			dir := imagesForTest(t, name)
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
 			defer cancel()
 			serial := filepath.Join(t.TempDir(), "serial.log")
-			d, log, err := bootToMarker(ctx, dir, name, serial)
+			d, log, err := bootToMarker(ctx, dir, name, serial, tc.marker)
 			if err != nil {
 				t.Fatalf("%v\nconsole:\n%s", err, log)
 			}
 			if strings.Contains(log, "hearth-init: fatal") {
 				t.Fatalf("init reported a fatal error:\n%s", log)
 			}
-			t.Logf("%s: envd marker after %s", name, d.Round(time.Millisecond))
+			t.Logf("%s: %q after %s", name, tc.marker, d.Round(time.Millisecond))
 		})
 	}
 }
@@ -157,7 +164,7 @@ func BenchmarkBootToEnvd(b *testing.B) {
 			var ds []time.Duration
 			for i := 0; i < b.N; i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
-				d, log, err := bootToMarker(ctx, dir, name, filepath.Join(b.TempDir(), "serial.log"))
+				d, log, err := bootToMarker(ctx, dir, name, filepath.Join(b.TempDir(), "serial.log"), guestinit.EnvdStartedMarker)
 				cancel()
 				if err != nil {
 					b.Fatalf("%v\nconsole:\n%s", err, log)
