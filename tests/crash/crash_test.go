@@ -94,7 +94,9 @@ func newDev(t *testing.T) *dev {
 // until it serves.
 func (d *dev) start(crashAt string) {
 	d.t.Helper()
-	d.cmd = exec.Command(hearthBin, "dev", "--data-dir", d.data, "--listen", d.listen, "--images-from", imagesDir)
+	// No code-interpreter-v1 bake: its sandbox would reach the crash
+	// points (and the leak inventory) before the test's own.
+	d.cmd = exec.Command(hearthBin, "dev", "--data-dir", d.data, "--listen", d.listen, "--images-from", imagesDir, "--code-interpreter=false")
 	d.cmd.Env = append(os.Environ(), "HEARTH_CRASH_AT="+crashAt)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
