@@ -93,7 +93,8 @@ type state struct {
 	BakeSeconds  float64   `json:"bake_seconds"`
 }
 
-var platform = service.Principal{TeamID: store.PlatformTeamID}
+// platform acts as the platform team, which owns both templates.
+func platform() service.Principal { return service.Principal{TeamID: store.PlatformTeamID} }
 
 // Ensure makes sure the platform templates exist and the snapshot is baked
 // from the current image, baking it when needed.
@@ -108,7 +109,7 @@ func Ensure(ctx context.Context, o Options) error {
 		return fmt.Errorf("platform template %s: %w", ImageTemplate, err)
 	}
 	// A bake that died half-way leaves its staging template behind.
-	if err := o.Service.DeleteSnapshot(ctx, platform, stagingName); err != nil && service.KindOf(err) != service.KindNotFound {
+	if err := o.Service.DeleteSnapshot(ctx, platform(), stagingName); err != nil && service.KindOf(err) != service.KindNotFound {
 		log.Warn("code interpreter: remove a leftover staging template", "template", stagingName, "err", err)
 	}
 	var st state
@@ -125,7 +126,7 @@ func Ensure(ctx context.Context, o Options) error {
 	case err == nil && tpl.TeamID == store.PlatformTeamID:
 		log.Info("code interpreter: template is stale (image rebuilt), replacing it", "template", codeinterp.TemplateName,
 			"template_id", tpl.ID, "image_version", o.ImageVersion, "was", st.ImageVersion)
-		if err := o.Service.DeleteSnapshot(ctx, platform, codeinterp.TemplateName); err != nil {
+		if err := o.Service.DeleteSnapshot(ctx, platform(), codeinterp.TemplateName); err != nil {
 			return fmt.Errorf("replace %s: %w (the old template stays)", codeinterp.TemplateName, err)
 		}
 	case err != nil && !errors.Is(err, store.ErrNotFound):
@@ -145,14 +146,14 @@ func bake(ctx context.Context, o Options, log *slog.Logger) error {
 	log.Info("code interpreter: baking the template (boot the image, warm the kernel, snapshot)",
 		"template", codeinterp.TemplateName, "image", ImageTemplate, "image_version", o.ImageVersion)
 	vcpus, mem, timeoutS := VCPUs, MemoryMB, int(timeout/time.Second)+60
-	sb, err := o.Service.CreateSandbox(ctx, platform, service.CreateSandboxInput{
+	sb, err := o.Service.CreateSandbox(ctx, platform(), service.CreateSandboxInput{
 		Template: ImageTemplate, VCPUs: &vcpus, MemoryMB: &mem, TimeoutS: &timeoutS,
 	})
 	if err != nil {
 		return fmt.Errorf("bake %s: boot %s: %w", codeinterp.TemplateName, ImageTemplate, err)
 	}
 	defer func() {
-		if err := o.Service.DestroySandbox(context.WithoutCancel(ctx), platform, sb.ID); err != nil {
+		if err := o.Service.DestroySandbox(context.WithoutCancel(ctx), platform(), sb.ID); err != nil {
 			log.Warn("code interpreter: remove the baking sandbox", "sandbox_id", sb.ID, "err", err)
 		}
 	}()
@@ -161,7 +162,7 @@ func bake(ctx context.Context, o Options, log *slog.Logger) error {
 		return fmt.Errorf("bake %s: the code interpreter in sandbox %s never got ready: %w", codeinterp.TemplateName, sb.ID, err)
 	}
 	warm := time.Now()
-	staged, err := o.Service.CreateSnapshot(ctx, platform, sb.ID, stagingName)
+	staged, err := o.Service.CreateSnapshot(ctx, platform(), sb.ID, stagingName)
 	if err != nil {
 		return fmt.Errorf("bake %s: snapshot: %w", codeinterp.TemplateName, err)
 	}

@@ -21,9 +21,11 @@ import (
 // python3-fonttools (matplotlib) depends on "python3-scipy |
 // python3-munkres", and taking scipy brings pythran, g++ and the boost
 // headers (about 700 MB) into the image.
-var codeInterpreterPackages = []string{
-	"python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas", "python3-matplotlib",
-	"python3-munkres",
+func codeInterpreterPackages() []string {
+	return []string{
+		"python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas", "python3-matplotlib",
+		"python3-munkres",
+	}
 }
 
 // codeInterpreterTree returns cache/debootstrap-ci-<key>: a copy of the
@@ -56,7 +58,7 @@ func (b *builder) codeInterpreterTree(ctx context.Context, key, baseTree string)
 		}
 		for _, args := range [][]string{
 			{"update"},
-			append([]string{"install", "-y", "--no-install-recommends"}, codeInterpreterPackages...),
+			append([]string{"install", "-y", "--no-install-recommends"}, codeInterpreterPackages()...),
 			{"clean"},
 		} {
 			if err := apt(args...); err != nil {
@@ -71,7 +73,7 @@ func (b *builder) codeInterpreterTree(ctx context.Context, key, baseTree string)
 
 // codeInterpreterService is the guest init's service file: an executable
 // the init starts after envd and restarts when it exits.
-var codeInterpreterService = "#!/bin/sh\n# Started (and restarted) by hearth-init; see internal/codeinterp.\nexec /usr/bin/python3 " +
+const codeInterpreterService = "#!/bin/sh\n# Started (and restarted) by hearth-init; see internal/codeinterp.\nexec /usr/bin/python3 " +
 	codeinterp.ServerPath + "\n"
 
 // codeInterpreterSum is the part of the image's inputs hash that is not

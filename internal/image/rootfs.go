@@ -68,9 +68,9 @@ func (b *builder) buildRootfs(ctx context.Context, name string, k kernelResult) 
 			return tree, func() {}, err
 		}
 		if name == CodeInterpreter {
-			packages["apt-get install"] = strings.Join(codeInterpreterPackages, ",")
+			packages["apt-get install"] = strings.Join(codeInterpreterPackages(), ",")
 			baseKey := treeKey
-			treeKey = inputsHash(baseKey, "apt-get install", strings.Join(codeInterpreterPackages, ","))
+			treeKey = inputsHash(baseKey, "apt-get install", strings.Join(codeInterpreterPackages(), ","))
 			makeTree = func(ctx context.Context) (string, func(), error) {
 				base, err := b.debootstrapTree(ctx, baseKey, suite, mirror)
 				if err != nil {
