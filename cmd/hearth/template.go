@@ -142,7 +142,7 @@ func newSnapshotCmd() *cobra.Command {
 func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 	var (
 		name, dockerfile, readyCmd string
-		vcpus, memMB               int
+		vcpus, memMB, diskMB       int
 		skipCache, platform        bool
 		buildArgs                  []string
 	)
@@ -187,7 +187,7 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 				return err
 			}
 			b, err := c.CreateBuild(ctx, name, cli.BuildRequest{
-				Dockerfile: string(df), ContextHash: hash, BuildArgs: bargs, VCPUs: vcpus, MemoryMB: memMB,
+				Dockerfile: string(df), ContextHash: hash, BuildArgs: bargs, VCPUs: vcpus, MemoryMB: memMB, DiskSizeMB: diskMB,
 				SkipCache: skipCache, Platform: platform, ReadyCmd: readyCmd,
 			})
 			if err != nil {
@@ -212,6 +212,7 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 	cmd.Flags().StringVar(&readyCmd, "ready-cmd", "", "shell command that exits 0 once the start command (CMD/ENTRYPOINT) is ready")
 	cmd.Flags().IntVar(&vcpus, "cpus", 0, "vCPUs of the template (default 2)")
 	cmd.Flags().IntVar(&memMB, "memory", 0, "memory in MiB of the template (default 1024)")
+	cmd.Flags().IntVar(&diskMB, "disk-mb", 0, "root disk in MiB of the template, baked in (default 20480)")
 	cmd.Flags().BoolVar(&skipCache, "no-cache", false, "rebuild every step")
 	cmd.Flags().BoolVar(&platform, "platform", false, "build a platform template every team can use (platform admins)")
 	cmd.Flags().StringArrayVar(&buildArgs, "build-arg", nil, "KEY=VALUE for an ARG (repeatable)")

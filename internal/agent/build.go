@@ -32,7 +32,8 @@ const buildMetaFile = "build.json"
 
 type buildMeta struct {
 	templatebuild.Result
-	Snapshot bool `json:"snapshot"`
+	Snapshot   bool `json:"snapshot"`
+	DiskSizeMB int  `json:"disk_size_mb"`
 }
 
 // BuildRequest is one template build on this host.
@@ -43,7 +44,12 @@ type BuildRequest struct {
 	VCPUs      int
 	MemoryMB   int
 	DiskSizeMB int // the working disk while steps run (0: 4096)
-	SkipCache  bool
+	// TemplateDiskMB is the template's root disk (0: see MinFreeDiskMB).
+	TemplateDiskMB int
+	// MinFreeDiskMB (E2B's minFreeDiskMb), when set and TemplateDiskMB is
+	// 0, makes the disk the built file system plus this much.
+	MinFreeDiskMB *int
+	SkipCache     bool
 	// ReadyTimeout bounds the wait for the ready check (0: 5 minutes).
 	ReadyTimeout time.Duration
 	Log          func(templatebuild.Log)
@@ -55,6 +61,8 @@ type BuildResult struct {
 	// Snapshot: the template has a start command and was frozen after its
 	// ready check: create it with KindSnapshot and the artefact ID.
 	Snapshot bool
+	// DiskSizeMB is the template's root disk: sandboxes of it get it.
+	DiskSizeMB int
 }
 
 // BuildTemplate builds req.Plan into the artefacts of req.ArtifactID. FROM
@@ -114,16 +122,41 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 	if err := writeJSON(image.ManifestPath(m.d.DataDir, req.ArtifactID), meta); err != nil {
 		return res, err
 	}
+	if res.DiskSizeMB, err = templateDisk(req, out.DiskBytes); err != nil {
+		return res, err
+	}
+	logf("info", "template disk %d MiB", res.DiskSizeMB)
 	if out.StartCmd != "" {
-		if err := m.snapshotStarted(ctx, req, out, logf); err != nil {
+		if err := m.snapshotStarted(ctx, req, res.DiskSizeMB, out, logf); err != nil {
 			return res, err
 		}
 		res.Snapshot = true
 	}
-	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot}); err != nil {
+	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot, DiskSizeMB: res.DiskSizeMB}); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// templateDisk decides the template's root disk size from the request and
+// the built file system's size (the flattened disk, shrunk to its
+// contents): an explicit size must hold the file system; E2B's
+// minFreeDiskMb is free space on top of it; neither is the default
+// sandbox disk (or the file system when that is larger).
+func templateDisk(req BuildRequest, fsBytes int64) (int, error) {
+	fsMB := int((fsBytes + 1<<20 - 1) >> 20)
+	switch {
+	case req.TemplateDiskMB > 0:
+		if req.TemplateDiskMB < fsMB {
+			return 0, &FieldError{Field: "disk_size_mb", Msg: fmt.Sprintf("%d: the built root file system needs %d MiB; ask for more", req.TemplateDiskMB, fsMB)}
+		}
+		return req.TemplateDiskMB, nil
+	case req.MinFreeDiskMB != nil:
+		// At least the smallest disk a sandbox may ask for, so sandboxes
+		// of the template pass the control plane's bounds.
+		return max(fsMB+max(*req.MinFreeDiskMB, 0), sbx.Public().DiskSizeMB.Min), nil
+	}
+	return max(fsMB, sbx.DefaultDiskSizeMB), nil
 }
 
 // resolveFrom decides whether FROM is a template of this host or an OCI
@@ -181,12 +214,12 @@ func (m *Manager) guestBinariesImage() string {
 // snapshotStarted boots the built disk as a sandbox, starts the start
 // command, waits for the ready check and freezes the result as the
 // snapshot template of the artefact.
-func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, out templatebuild.Result, logf func(string, string, ...any)) error {
+func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB int, out templatebuild.Result, logf func(string, string, ...any)) error {
 	id := "bs" + randomHex(8)
 	logf("info", "starting the template: %s", out.StartCmd)
 	if _, err := m.Create(ctx, Spec{
 		ID: id, TemplateID: req.ArtifactID, TemplateKind: sbx.KindBase, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
-		Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true, Internal: true,
+		DiskSizeMB: diskMB, Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true, Internal: true,
 	}); err != nil {
 		return fmt.Errorf("boot the template: %w", err)
 	}

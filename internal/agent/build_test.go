@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
 // A build cut short by an agent crash leaves its VM running (VMMs outlive
@@ -86,5 +88,31 @@ func TestInternalSandboxesUnlistedAndDroppedAfterCrash(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.data, "sandboxes", "bsbuild1")); err == nil {
 		t.Error("internal sandbox's run dir survived the restart")
+	}
+}
+
+func TestTemplateDisk(t *testing.T) {
+	zero, free := 0, 500
+	for _, tc := range []struct {
+		name    string
+		req     BuildRequest
+		fsBytes int64
+		want    int
+		wantErr bool
+	}{
+		{"default", BuildRequest{}, 300 << 20, sbx.DefaultDiskSizeMB, false},
+		{"default under a bigger file system", BuildRequest{}, 30000 << 20, 30000, false},
+		{"explicit", BuildRequest{TemplateDiskMB: 4096}, 300 << 20, 4096, false},
+		{"explicit wins over min free", BuildRequest{TemplateDiskMB: 4096, MinFreeDiskMB: &free}, 300 << 20, 4096, false},
+		{"explicit smaller than the file system", BuildRequest{TemplateDiskMB: 1024}, 2000 << 20, 0, true},
+		{"min free on top (rounded up to MiB)", BuildRequest{MinFreeDiskMB: &free}, 1000<<20 + 1, 1501, false},
+		{"min free 0: the sandbox minimum", BuildRequest{MinFreeDiskMB: &zero}, 300 << 20, 1024, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := templateDisk(tc.req, tc.fsBytes)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Errorf("templateDisk = %d, %v; want %d (error: %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
 	}
 }

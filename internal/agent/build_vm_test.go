@@ -343,3 +343,73 @@ func BenchmarkVMTemplateBuild(b *testing.B) {
 	b.ReportMetric(med(cold)*1000, "cold-boot-tiny-ms")
 	b.ReportMetric(med(spawn)/med(cold), "template/cold")
 }
+
+// TestVMTemplateDiskSize: a build's disk size is baked into the template
+// and its sandboxes see it in the guest (df /): an explicit size for a
+// snapshot template (frozen with that disk), E2B's minFreeDiskMb on top of
+// the built file system for a disk-only one.
+func TestVMTemplateDiskSize(t *testing.T) {
+	e := newBuildVMEnv(t)
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctxDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfSize := func(id string) string {
+		f := strings.Fields(vmExec(t, e.client, id, "df -B1 / | tail -1"))
+		if len(f) < 2 {
+			t.Fatalf("df / in %s: %q", id, f)
+		}
+		return f[1]
+	}
+
+	p, err := templatebuild.ParseDockerfile([]byte(serveDockerfile), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReadyCmd = "wget -q -O /dev/null http://127.0.0.1:8000/index.html"
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: "d1", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, TemplateDiskMB: 3072, Log: l.add})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	if !res.Snapshot || res.DiskSizeMB != 3072 {
+		t.Fatalf("snapshot template: %+v, want a snapshot with a 3072 MiB disk", res)
+	}
+	if _, err := m.Create(ctx, Spec{ID: "disk1", TemplateID: "d1", TemplateKind: sbx.KindSnapshot, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 3072, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dfSize("disk1"); !sizeNear(got, 3072) {
+		t.Errorf("df / of a sandbox of a 3072 MiB snapshot template: %s bytes", got)
+	}
+	if err := m.Destroy(ctx, "disk1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// No start command: the flattened disk, grown to the template's size
+	// when a sandbox boots from it.
+	p, err = templatebuild.ParseDockerfile([]byte("FROM tiny\nRUN echo hi > /hi\n"), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := 1500
+	res, err = m.BuildTemplate(ctx, BuildRequest{ArtifactID: "d2", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, MinFreeDiskMB: &free, Log: l.add})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	fsMB := int((res.DiskBytes + 1<<20 - 1) >> 20)
+	if res.Snapshot || res.DiskSizeMB != fsMB+free {
+		t.Fatalf("disk template: %+v, want no snapshot and %d+%d MiB", res, fsMB, free)
+	}
+	if _, err := m.Create(ctx, Spec{ID: "disk2", TemplateID: "d2", TemplateKind: sbx.KindBase, VCPUs: 1, MemoryMB: 256, DiskSizeMB: res.DiskSizeMB, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dfSize("disk2"); !sizeNear(got, int64(res.DiskSizeMB)) {
+		t.Errorf("df / of a sandbox of a %d MiB template: %s bytes", res.DiskSizeMB, got)
+	}
+	if err := m.Destroy(ctx, "disk2"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -30,8 +30,9 @@ func (s *rpcServer) BuildTemplate(ctx context.Context, req *connect.Request[pb.B
 	// the build through ctx.
 	res, err := s.m().BuildTemplate(ctx, BuildRequest{
 		ArtifactID: r.ArtifactId, Plan: plan, VCPUs: int(r.Vcpus), MemoryMB: int(r.MemoryMb),
-		DiskSizeMB: int(r.DiskSizeMb), SkipCache: r.SkipCache, ReadyTimeout: secs(r.ReadyTimeoutS),
-		Auth: templatebuild.RegistryAuth{Username: r.RegistryUsername, Password: r.RegistryPassword},
+		DiskSizeMB: int(r.DiskSizeMb), TemplateDiskMB: int(r.TemplateDiskMb), SkipCache: r.SkipCache, ReadyTimeout: secs(r.ReadyTimeoutS),
+		Auth:          templatebuild.RegistryAuth{Username: r.RegistryUsername, Password: r.RegistryPassword},
+		MinFreeDiskMB: optInt(r.MinFreeDiskMb),
 		Log: func(l templatebuild.Log) {
 			_ = st.Send(&pb.BuildTemplateResponse{Event: &pb.BuildTemplateResponse_Log{Log: &pb.BuildLogLine{
 				Time: timestamppb.New(l.Time), Level: l.Level, Step: int32(l.Step), Message: l.Message,
@@ -46,7 +47,7 @@ func (s *rpcServer) BuildTemplate(ctx context.Context, req *connect.Request[pb.B
 		return connectErr(err)
 	}
 	return st.Send(&pb.BuildTemplateResponse{Event: &pb.BuildTemplateResponse_Result{Result: &pb.BuildTemplateResult{
-		Snapshot: res.Snapshot, ResultJson: b,
+		Snapshot: res.Snapshot, ResultJson: b, DiskSizeMb: int32(res.DiskSizeMB),
 	}}})
 }
 
@@ -107,4 +108,12 @@ func unpackArchive(archive []byte, dst string) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+func optInt(p *int32) *int {
+	if p == nil {
+		return nil
+	}
+	v := int(*p)
+	return &v
 }

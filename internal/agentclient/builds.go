@@ -25,7 +25,7 @@ func (c *Client) BuildTemplate(ctx context.Context, req service.BuildTemplateReq
 	defer cancel()
 	st, err := c.rpc.BuildTemplate(ctx, connect.NewRequest(&pb.BuildTemplateRequest{
 		ArtifactId: req.ArtifactID, PlanJson: plan, Vcpus: int32(req.VCPUs), MemoryMb: int32(req.MemoryMB),
-		DiskSizeMb: int32(req.DiskSizeMB), SkipCache: req.SkipCache, Files: req.Files,
+		DiskSizeMb: int32(req.DiskSizeMB), TemplateDiskMb: int32(req.TemplateDiskMB), MinFreeDiskMb: optInt32(req.MinFreeDiskMB), SkipCache: req.SkipCache, Files: req.Files,
 		RegistryUsername: req.Auth.Username, RegistryPassword: req.Auth.Password, ReadyTimeoutS: int32(req.ReadyTimeoutS),
 	}))
 	if err != nil {
@@ -37,7 +37,7 @@ func (c *Client) BuildTemplate(ctx context.Context, req service.BuildTemplateReq
 		case *pb.BuildTemplateResponse_Log:
 			log(templatebuild.Log{Time: ev.Log.Time.AsTime(), Level: ev.Log.Level, Step: int(ev.Log.Step), Message: ev.Log.Message})
 		case *pb.BuildTemplateResponse_Result:
-			out := service.BuildTemplateResult{Snapshot: ev.Result.Snapshot}
+			out := service.BuildTemplateResult{Snapshot: ev.Result.Snapshot, DiskSizeMB: int(ev.Result.DiskSizeMb)}
 			if err := json.Unmarshal(ev.Result.ResultJson, &out.Result); err != nil {
 				return out, fmt.Errorf("build result: %w", err)
 			}
@@ -53,4 +53,12 @@ func (c *Client) BuildTemplate(ctx context.Context, req service.BuildTemplateReq
 func (c *Client) DeleteBuild(ctx context.Context, artifactID string) error {
 	_, err := c.rpc.DeleteBuild(ctx, connect.NewRequest(&pb.DeleteBuildRequest{ArtifactId: artifactID}))
 	return serviceErr("delete build", err)
+}
+
+func optInt32(p *int) *int32 {
+	if p == nil {
+		return nil
+	}
+	v := int32(*p)
+	return &v
 }

@@ -41,7 +41,7 @@ func (s *server) createBuild(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	t, b, err := s.svc.BuildDockerfile(r.Context(), principalFrom(r.Context()), service.DockerfileBuildInput{
-		NewBuildInput: service.NewBuildInput{Name: r.PathValue("name"), Tags: in.Tags, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, Platform: in.Platform},
+		NewBuildInput: service.NewBuildInput{Name: r.PathValue("name"), Tags: in.Tags, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, DiskSizeMB: in.DiskSizeMB, Platform: in.Platform},
 		Dockerfile:    in.Dockerfile, ContextHash: in.ContextHash, BuildArgs: in.BuildArgs, SkipCache: in.SkipCache,
 		ReadyCmd: in.ReadyCmd, ReadyTimeoutS: in.ReadyTimeoutS,
 	})

@@ -292,14 +292,17 @@ type BuildLog struct {
 
 // BuildRequest is the body of POST /v1/templates/{name}/builds.
 type BuildRequest struct {
-	Dockerfile    string            `json:"dockerfile"`
-	ContextHash   string            `json:"context_hash,omitempty"`
-	BuildArgs     map[string]string `json:"build_args,omitempty"`
-	VCPUs         int               `json:"vcpus,omitempty"`
-	MemoryMB      int               `json:"memory_mb,omitempty"`
-	SkipCache     bool              `json:"skip_cache,omitempty"`
-	Platform      bool              `json:"platform,omitempty"`
-	ReadyCmd      string            `json:"ready_cmd,omitempty"`
-	ReadyTimeoutS int               `json:"ready_timeout_s,omitempty"`
-	Tags          []string          `json:"tags,omitempty"`
+	Dockerfile  string            `json:"dockerfile"`
+	ContextHash string            `json:"context_hash,omitempty"`
+	BuildArgs   map[string]string `json:"build_args,omitempty"`
+	VCPUs       int               `json:"vcpus,omitempty"`
+	MemoryMB    int               `json:"memory_mb,omitempty"`
+	// DiskSizeMB is the template's root disk (default 20480, at least the
+	// built file system); sandboxes of the template get it.
+	DiskSizeMB    int      `json:"disk_size_mb,omitempty"`
+	SkipCache     bool     `json:"skip_cache,omitempty"`
+	Platform      bool     `json:"platform,omitempty"`
+	ReadyCmd      string   `json:"ready_cmd,omitempty"`
+	ReadyTimeoutS int      `json:"ready_timeout_s,omitempty"`
+	Tags          []string `json:"tags,omitempty"`
 }

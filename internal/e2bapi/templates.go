@@ -56,6 +56,9 @@ type requestBuildBody struct {
 	Tags     []string `json:"tags"`
 	CPUCount int      `json:"cpuCount"`
 	MemoryMB int      `json:"memoryMB"`
+	// MinFreeDiskMb: free space on the template's disk after the steps
+	// (omitted: hearth's default disk size).
+	MinFreeDiskMb *int `json:"minFreeDiskMb"`
 }
 
 func (s *server) requestBuild(w http.ResponseWriter, r *http.Request, p service.Principal) error {
@@ -66,7 +69,7 @@ func (s *server) requestBuild(w http.ResponseWriter, r *http.Request, p service.
 	if in.Name == "" {
 		in.Name = in.Alias
 	}
-	tpl, b, err := s.tpl.NewBuild(r.Context(), p, service.NewBuildInput{Name: in.Name, Tags: in.Tags, VCPUs: in.CPUCount, MemoryMB: in.MemoryMB})
+	tpl, b, err := s.tpl.NewBuild(r.Context(), p, service.NewBuildInput{Name: in.Name, Tags: in.Tags, VCPUs: in.CPUCount, MemoryMB: in.MemoryMB, MinFreeDiskMB: in.MinFreeDiskMb})
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,11 @@ type BuildSpec struct {
 	ReadyTimeoutS int                `json:"ready_timeout_s,omitempty"`
 	// FilesHashes are the uploaded archives the COPY steps use.
 	FilesHashes []string `json:"files_hashes,omitempty"`
+	// DiskSizeMB (explicit) or MinFreeDiskMB (E2B's minFreeDiskMb) decide
+	// the template's disk; the host computes it once the file system is
+	// built (the build's DiskSizeMB is then that result).
+	DiskSizeMB    int  `json:"disk_size_mb,omitempty"`
+	MinFreeDiskMB *int `json:"min_free_disk_mb,omitempty"`
 }
 
 // TemplateConfig is what a built template carries (the template's Config
@@ -69,11 +74,14 @@ type TemplateConfig struct {
 
 // NewBuildInput asks for a build of a (new or existing) template.
 type NewBuildInput struct {
-	Name       string
-	Tags       []string
-	VCPUs      int
-	MemoryMB   int
-	DiskSizeMB int
+	Name     string
+	Tags     []string
+	VCPUs    int
+	MemoryMB int
+	// DiskSizeMB is the template's root disk (0: the default, or the
+	// built file system plus MinFreeDiskMB when that is set).
+	DiskSizeMB    int
+	MinFreeDiskMB *int
 	// Platform makes a template every team can use (platform admins only).
 	Platform bool
 }
@@ -118,6 +126,11 @@ func (s *Service) NewBuild(ctx context.Context, p Principal, in NewBuildInput) (
 	if err := validShape(shape); err != nil {
 		return store.Template{}, store.Build{}, err
 	}
+	if in.MinFreeDiskMB != nil {
+		if err := inRange("minFreeDiskMb", *in.MinFreeDiskMB, 0, sandbox.Public().DiskSizeMB.Max); err != nil {
+			return store.Template{}, store.Build{}, err
+		}
+	}
 	tpl, err := s.store.GetTemplateByTeam(ctx, team, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound) || err == nil && tpl.TeamID != team:
@@ -134,7 +147,7 @@ func (s *Service) NewBuild(ctx context.Context, p Principal, in NewBuildInput) (
 	case tpl.Kind == sandbox.KindSnapshot && tpl.ArtifactID == "" && tpl.SourceSandboxID != "":
 		return store.Template{}, store.Build{}, Conflict("%q is a snapshot of a sandbox, not a built template; pick another name", name)
 	}
-	spec, _ := json.Marshal(BuildSpec{Tags: in.Tags})
+	spec, _ := json.Marshal(BuildSpec{Tags: in.Tags, DiskSizeMB: in.DiskSizeMB, MinFreeDiskMB: in.MinFreeDiskMB})
 	newBuild := func() (store.Build, error) {
 		return s.store.CreateBuild(ctx, store.Build{
 			TemplateID: tpl.ID, TeamID: team, Spec: string(spec), CreatedAt: s.now(),
@@ -256,6 +269,7 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 	spec.Plan, spec.SkipCache, spec.ReadyTimeoutS = in.Plan, in.SkipCache, in.ReadyTimeoutS
 	req := BuildTemplateRequest{
 		ArtifactID: b.ID, Plan: in.Plan, VCPUs: b.VCPUs, MemoryMB: b.MemoryMB, DiskSizeMB: 4096,
+		TemplateDiskMB: spec.DiskSizeMB, MinFreeDiskMB: spec.MinFreeDiskMB,
 		SkipCache: in.SkipCache, Auth: in.Auth, Files: map[string][]byte{}, ReadyTimeoutS: in.ReadyTimeoutS,
 	}
 	// FROM: a template this team can use wins over an OCI image.
@@ -369,6 +383,9 @@ func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Buil
 		return
 	}
 	b.Host, b.Kind = hostID, sandbox.KindBase
+	if res.DiskSizeMB > 0 {
+		b.DiskSizeMB = res.DiskSizeMB
+	}
 	if res.Snapshot {
 		b.Kind = sandbox.KindSnapshot
 	}

@@ -202,19 +202,24 @@ type TemplateBuilder interface {
 
 // BuildTemplateRequest is one build for a host.
 type BuildTemplateRequest struct {
-	ArtifactID    string
-	Plan          templatebuild.Plan
-	VCPUs         int
-	MemoryMB      int
-	DiskSizeMB    int
-	SkipCache     bool
-	Auth          templatebuild.RegistryAuth
-	Files         map[string][]byte // COPY archives (tar.gz) by files hash
-	ReadyTimeoutS int
+	ArtifactID string
+	Plan       templatebuild.Plan
+	VCPUs      int
+	MemoryMB   int
+	DiskSizeMB int // the working disk while steps run
+	// TemplateDiskMB and MinFreeDiskMB decide the template's disk (see
+	// the host-agent proto's BuildTemplateRequest).
+	TemplateDiskMB int
+	MinFreeDiskMB  *int
+	SkipCache      bool
+	Auth           templatebuild.RegistryAuth
+	Files          map[string][]byte // COPY archives (tar.gz) by files hash
+	ReadyTimeoutS  int
 }
 
 // BuildTemplateResult is a finished build.
 type BuildTemplateResult struct {
-	Snapshot bool // sandboxes restore the snapshot template taken after the ready check
-	Result   templatebuild.Result
+	Snapshot   bool // sandboxes restore the snapshot template taken after the ready check
+	Result     templatebuild.Result
+	DiskSizeMB int // the template's root disk, as the host decided it
 }

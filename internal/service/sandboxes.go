@@ -107,7 +107,10 @@ func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, err
 		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: true,
 	}
 	shape := sandbox.Shape{VCPUs: tpl.VCPUs, MemoryMB: tpl.MemoryMB}.WithDefaults()
-	if tpl.Kind == sandbox.KindSnapshot && tpl.DiskSizeMB > 0 {
+	// Snapshot and built templates bake their disk in: it is the default
+	// and the minimum (a built file system may fill it).
+	fixedDisk := (tpl.Kind == sandbox.KindSnapshot || tpl.ArtifactID != "") && tpl.DiskSizeMB > 0
+	if fixedDisk {
 		shape.DiskSizeMB = tpl.DiskSizeMB
 	}
 	if in.VCPUs != nil {
@@ -133,6 +136,9 @@ func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, err
 			// A snapshot's file system already fills its disk; it cannot shrink.
 			return sb, InvalidArgument("disk_size_mb", "snapshot template %s needs at least %d MiB", tpl.Name, tpl.DiskSizeMB)
 		}
+	}
+	if fixedDisk && shape.DiskSizeMB < tpl.DiskSizeMB {
+		return sb, InvalidArgument("disk_size_mb", "template %s needs at least %d MiB", tpl.Name, tpl.DiskSizeMB)
 	}
 	sb.VCPUs, sb.MemoryMB, sb.DiskSizeMB = shape.VCPUs, shape.MemoryMB, shape.DiskSizeMB
 	if in.TimeoutS != nil {

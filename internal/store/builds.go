@@ -113,8 +113,8 @@ func (db *DB) FinishBuild(ctx context.Context, b Build, config string) error {
 		return wrap("finish build", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, db.q(`UPDATE template_builds SET status = ?, kind = ?, host = ?, finished_at = ? WHERE id = ? AND status = ?`),
-		BuildStatusReady, string(b.Kind), b.Host, db.ts(now()), b.ID, BuildStatusBuilding)
+	res, err := tx.ExecContext(ctx, db.q(`UPDATE template_builds SET status = ?, kind = ?, host = ?, disk_size_mb = ?, finished_at = ? WHERE id = ? AND status = ?`),
+		BuildStatusReady, string(b.Kind), b.Host, b.DiskSizeMB, db.ts(now()), b.ID, BuildStatusBuilding)
 	if err != nil {
 		return wrap("finish build", err)
 	}

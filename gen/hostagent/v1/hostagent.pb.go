@@ -1720,8 +1720,14 @@ type BuildTemplateRequest struct {
 	// files_hash.
 	Files         map[string][]byte `protobuf:"bytes,9,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ReadyTimeoutS int32             `protobuf:"varint,10,opt,name=ready_timeout_s,json=readyTimeoutS,proto3" json:"ready_timeout_s,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The template's root disk, baked into it: template_disk_mb when set
+	// (at least the built file system), else the built file system plus
+	// min_free_disk_mb when that is set, else the default sandbox disk.
+	// disk_size_mb above is only the working disk while steps run.
+	TemplateDiskMb int32  `protobuf:"varint,11,opt,name=template_disk_mb,json=templateDiskMb,proto3" json:"template_disk_mb,omitempty"`
+	MinFreeDiskMb  *int32 `protobuf:"varint,12,opt,name=min_free_disk_mb,json=minFreeDiskMb,proto3,oneof" json:"min_free_disk_mb,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BuildTemplateRequest) Reset() {
@@ -1820,6 +1826,20 @@ func (x *BuildTemplateRequest) GetFiles() map[string][]byte {
 func (x *BuildTemplateRequest) GetReadyTimeoutS() int32 {
 	if x != nil {
 		return x.ReadyTimeoutS
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetTemplateDiskMb() int32 {
+	if x != nil {
+		return x.TemplateDiskMb
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetMinFreeDiskMb() int32 {
+	if x != nil && x.MinFreeDiskMb != nil {
+		return *x.MinFreeDiskMb
 	}
 	return 0
 }
@@ -1980,7 +2000,9 @@ type BuildTemplateResult struct {
 	// created from it (kind SNAPSHOT), else the root disk boots (BASE).
 	Snapshot bool `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// internal/templatebuild.Result as JSON.
-	ResultJson    []byte `protobuf:"bytes,2,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	ResultJson []byte `protobuf:"bytes,2,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	// The template's root disk size (see BuildTemplateRequest).
+	DiskSizeMb    int32 `protobuf:"varint,3,opt,name=disk_size_mb,json=diskSizeMb,proto3" json:"disk_size_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2027,6 +2049,13 @@ func (x *BuildTemplateResult) GetResultJson() []byte {
 		return x.ResultJson
 	}
 	return nil
+}
+
+func (x *BuildTemplateResult) GetDiskSizeMb() int32 {
+	if x != nil {
+		return x.DiskSizeMb
+	}
+	return 0
 }
 
 type DeleteBuildRequest struct {
@@ -2235,7 +2264,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15DeleteSnapshotRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\tR\n" +
 	"templateId\"\x18\n" +
-	"\x16DeleteSnapshotResponse\"\xc9\x03\n" +
+	"\x16DeleteSnapshotResponse\"\xb6\x04\n" +
 	"\x14BuildTemplateRequest\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x12\x1b\n" +
@@ -2250,11 +2279,14 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x11registry_password\x18\b \x01(\tR\x10registryPassword\x12C\n" +
 	"\x05files\x18\t \x03(\v2-.hostagent.v1.BuildTemplateRequest.FilesEntryR\x05files\x12&\n" +
 	"\x0fready_timeout_s\x18\n" +
-	" \x01(\x05R\rreadyTimeoutS\x1a8\n" +
+	" \x01(\x05R\rreadyTimeoutS\x12(\n" +
+	"\x10template_disk_mb\x18\v \x01(\x05R\x0etemplateDiskMb\x12,\n" +
+	"\x10min_free_disk_mb\x18\f \x01(\x05H\x00R\rminFreeDiskMb\x88\x01\x01\x1a8\n" +
 	"\n" +
 	"FilesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01B\x13\n" +
+	"\x11_min_free_disk_mb\"\x82\x01\n" +
 	"\fBuildLogLine\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\tR\x05level\x12\x12\n" +
@@ -2263,11 +2295,13 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15BuildTemplateResponse\x12.\n" +
 	"\x03log\x18\x01 \x01(\v2\x1a.hostagent.v1.BuildLogLineH\x00R\x03log\x12;\n" +
 	"\x06result\x18\x02 \x01(\v2!.hostagent.v1.BuildTemplateResultH\x00R\x06resultB\a\n" +
-	"\x05event\"R\n" +
+	"\x05event\"t\n" +
 	"\x13BuildTemplateResult\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12\x1f\n" +
 	"\vresult_json\x18\x02 \x01(\fR\n" +
-	"resultJson\"5\n" +
+	"resultJson\x12 \n" +
+	"\fdisk_size_mb\x18\x03 \x01(\x05R\n" +
+	"diskSizeMb\"5\n" +
 	"\x12DeleteBuildRequest\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\"\x15\n" +
@@ -2420,6 +2454,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
+	file_hostagent_v1_hostagent_proto_msgTypes[26].OneofWrappers = []any{}
 	file_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
