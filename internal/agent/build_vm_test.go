@@ -60,14 +60,32 @@ func (l *buildLog) String() string {
 // buildDockerfile writes a context dir with the files and builds it.
 func buildDockerfile(t *testing.T, ctx context.Context, m *Manager, artifact, ctxDir, df string) (BuildResult, *buildLog, error) {
 	t.Helper()
+	return buildDockerfileWith(t, ctx, m, BuildRequest{ArtifactID: artifact}, ctxDir, df)
+}
+
+// buildDockerfileWith builds df with req's artefact and disk fields (1
+// vCPU, 256 MiB, a 512 MiB working disk).
+func buildDockerfileWith(t *testing.T, ctx context.Context, m *Manager, req BuildRequest, ctxDir, df string) (BuildResult, *buildLog, error) {
+	t.Helper()
 	p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.ReadyCmd = "wget -q -O /dev/null http://127.0.0.1:8000/index.html"
 	l := &buildLog{}
-	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	req.Plan, req.VCPUs, req.MemoryMB, req.DiskSizeMB, req.Log = p, 1, 256, 512, l.add
+	res, err := m.BuildTemplate(ctx, req)
 	return res, l, err
+}
+
+// serveContext is a build context with index.html ("v1").
+func serveContext(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 const serveDockerfile = `FROM tiny
@@ -83,10 +101,7 @@ func TestVMTemplateBuild(t *testing.T) {
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	ctxDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	ctxDir := serveContext(t)
 
 	t0 := time.Now()
 	res, l, err := buildDockerfile(t, ctx, m, "t1", ctxDir, serveDockerfile)
@@ -353,10 +368,7 @@ func TestVMTemplateDiskSize(t *testing.T) {
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	ctxDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(ctxDir, "index.html"), []byte("v1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	ctxDir := serveContext(t)
 	dfSize := func(id string) string {
 		f := strings.Fields(vmExec(t, e.client, id, "df -B1 / | tail -1"))
 		if len(f) < 2 {
@@ -365,13 +377,7 @@ func TestVMTemplateDiskSize(t *testing.T) {
 		return f[1]
 	}
 
-	p, err := templatebuild.ParseDockerfile([]byte(serveDockerfile), ctxDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ReadyCmd = "wget -q -O /dev/null http://127.0.0.1:8000/index.html"
-	l := &buildLog{}
-	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: "d1", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, TemplateDiskMB: 3072, Log: l.add})
+	res, l, err := buildDockerfileWith(t, ctx, m, BuildRequest{ArtifactID: "d1", TemplateDiskMB: 3072}, ctxDir, serveDockerfile)
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, l)
 	}
@@ -390,12 +396,8 @@ func TestVMTemplateDiskSize(t *testing.T) {
 
 	// No start command: the flattened disk, grown to the template's size
 	// when a sandbox boots from it.
-	p, err = templatebuild.ParseDockerfile([]byte("FROM tiny\nRUN echo hi > /hi\n"), ctxDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	free := 1500
-	res, err = m.BuildTemplate(ctx, BuildRequest{ArtifactID: "d2", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, MinFreeDiskMB: &free, Log: l.add})
+	res, l, err = buildDockerfileWith(t, ctx, m, BuildRequest{ArtifactID: "d2", MinFreeDiskMB: &free}, ctxDir, "FROM tiny\nRUN echo hi > /hi\n")
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, l)
 	}

@@ -28,10 +28,12 @@
 // # Affinity
 //
 // Request.RequiredHost (resume: the host holding the paused sandbox's
-// snapshot) is the only candidate. Request.TemplateHost (a snapshot
-// template's files) is the only host that can run it as is; when it cannot
-// take the sandbox, Place answers with a *NeedsTemplateCopyError naming the
-// best other host, which can run it once the template is copied there.
+// snapshot) is the only candidate. Request.TemplateHosts (the hosts holding
+// a snapshot or built template's files) are preferred: the least loaded of
+// them that fits. When none fits (full, draining, unreachable), the best
+// other host is chosen, and the caller copies the template there from a
+// holder; a template whose holders are all unreachable or gone cannot be
+// placed.
 package scheduler
 
 import (
@@ -68,9 +70,9 @@ type Request struct {
 	MemoryMB   int
 	DiskMB     int
 	TemplateID string // for messages
-	// TemplateHost holds the snapshot template's files ("" for base
-	// templates, which every host has).
-	TemplateHost string
+	// TemplateHosts hold the template's files (none for base templates,
+	// which every host has).
+	TemplateHosts []string
 	// RequiredHost, when set, is the only acceptable host (resume).
 	RequiredHost string
 }
@@ -111,41 +113,43 @@ type Decision struct {
 // ErrNoCapacity: no candidate can take the request. Wrapped with details.
 var ErrNoCapacity = errors.New("no host can take the sandbox")
 
-// NeedsTemplateCopyError says the template's host cannot take the sandbox
-// but To can once the template is copied there from From.
-type NeedsTemplateCopyError struct {
-	TemplateID string
-	From, To   string
-	Reason     string // why From was refused
-}
-
-func (e *NeedsTemplateCopyError) Error() string {
-	return fmt.Sprintf("template %s lives on host %s, which %s; copy it to host %s first", e.TemplateID, e.From, e.Reason, e.To)
-}
-
 // Place chooses a host for req among hosts (see the package comment).
 func Place(hosts []Candidate, req Request, p Policy) (Decision, error) {
 	p = p.withDefaults()
 	if req.RequiredHost != "" {
 		return placeOn(hosts, req.RequiredHost, req, p, "the sandbox's snapshot")
 	}
-	if req.TemplateHost == "" {
-		return best(hosts, req, p, "")
+	if len(req.TemplateHosts) == 0 {
+		return best(hosts, req, p)
 	}
-	d, err := placeOn(hosts, req.TemplateHost, req, p, "template "+req.TemplateID)
+	var holders, others []Candidate
+	for _, c := range hosts {
+		if slices.Contains(req.TemplateHosts, c.ID) {
+			holders = append(holders, c)
+		} else {
+			others = append(others, c)
+		}
+	}
+	d, err := best(holders, req, p)
 	if err == nil {
 		return d, nil
 	}
 	reason := strings.TrimPrefix(err.Error(), ErrNoCapacity.Error()+": ")
-	alt, altErr := best(hosts, req, p, req.TemplateHost)
+	if len(holders) == 0 {
+		reason = "are not registered"
+	}
+	canSend := slices.ContainsFunc(holders, func(c Candidate) bool {
+		return c.Status == store.HostReady || c.Status == store.HostDraining
+	})
+	if !canSend {
+		return Decision{}, fmt.Errorf("%w: the hosts holding template %s (%s) %s; none can send a copy", ErrNoCapacity, req.TemplateID, strings.Join(req.TemplateHosts, ", "), reason)
+	}
+	alt, altErr := best(others, req, p)
 	if altErr != nil {
-		return Decision{}, fmt.Errorf("%w (%s; no other host has room either)", err, reason)
+		return Decision{}, fmt.Errorf("%w: the hosts holding template %s cannot take it (%s); no other host has room either (%s)",
+			ErrNoCapacity, req.TemplateID, reason, strings.TrimPrefix(altErr.Error(), ErrNoCapacity.Error()+": "))
 	}
-	if c, ok := find(hosts, req.TemplateHost); !ok || c.Status == store.HostUnreachable {
-		// Nothing to copy from.
-		return Decision{}, err
-	}
-	return Decision{}, &NeedsTemplateCopyError{TemplateID: req.TemplateID, From: req.TemplateHost, To: alt.HostID, Reason: reason}
+	return alt, nil
 }
 
 func find(hosts []Candidate, id string) (Candidate, bool) {
@@ -169,8 +173,8 @@ func placeOn(hosts []Candidate, id string, req Request, p Policy, what string) (
 	return Decision{HostID: id, Load: load(c, req, p)}, nil
 }
 
-// best is the least-loaded fitting host, skipping skip.
-func best(hosts []Candidate, req Request, p Policy, skip string) (Decision, error) {
+// best is the least-loaded fitting host.
+func best(hosts []Candidate, req Request, p Policy) (Decision, error) {
 	var (
 		chosen *Candidate
 		score  float64
@@ -178,9 +182,6 @@ func best(hosts []Candidate, req Request, p Policy, skip string) (Decision, erro
 	)
 	for i := range hosts {
 		c := &hosts[i]
-		if c.ID == skip {
-			continue
-		}
 		if r := refuse(*c, req, p); r != "" {
 			why[r]++
 			continue

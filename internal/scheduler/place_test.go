@@ -27,7 +27,6 @@ func TestPlace(t *testing.T) {
 		policy scheduler.Policy
 		want   string // host ID; "" when an error is expected
 		errHas string
-		copyTo string // expected NeedsTemplateCopyError.To
 	}{
 		{name: "least loaded by memory", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 6000), host("b", 8, 8192, 0, 1000)}, req: small, want: "b"},
 		{name: "least loaded by cpu", hosts: []scheduler.Candidate{host("a", 8, 8192, 20, 1000), host("b", 8, 8192, 2, 1000)}, req: small, want: "b"},
@@ -54,17 +53,19 @@ func TestPlace(t *testing.T) {
 			with(host("a", 8, 8192, 0, 0), func(c *scheduler.Candidate) { c.Status = store.HostUnreachable }),
 			host("b", 8, 1024, 0, 512), host("c", 8, 1024, 0, 512)}, req: small, errHas: "1 is unreachable, 2 lacks memory"},
 		{name: "template host preferred over emptier host", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), host("b", 8, 8192, 6, 6000)},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "b"}, want: "b"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b"}}, want: "b"},
 		{name: "template host full: copy to best other", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 4000), host("b", 8, 8192, 0, 8000), host("c", 8, 8192, 0, 0)},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "b"}, copyTo: "c", errHas: "copy it to host c first"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b"}}, want: "c"},
 		{name: "template host draining: copy", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), with(host("b", 8, 8192, 0, 0), func(c *scheduler.Candidate) { c.Status = store.HostDraining })},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "b"}, copyTo: "a"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b"}}, want: "a"},
+		{name: "a copy holder is preferred", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), host("b", 8, 8192, 0, 8000), host("c", 8, 8192, 4, 4000)},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b", "c"}}, want: "c"},
 		{name: "template host unreachable: nothing to copy from", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), with(host("b", 8, 8192, 0, 0), func(c *scheduler.Candidate) { c.Status = store.HostUnreachable })},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "b"}, errHas: "holding template t1 is unreachable"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b"}}, errHas: "1 is unreachable; none can send a copy"},
 		{name: "template host full and no other room", hosts: []scheduler.Candidate{host("a", 8, 1024, 0, 1024), host("b", 8, 1024, 0, 1024)},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "b"}, errHas: "no other host has room"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"b"}}, errHas: "no other host has room"},
 		{name: "template host unknown", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0)},
-			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHost: "gone"}, errHas: "not registered"},
+			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, TemplateID: "t1", TemplateHosts: []string{"gone"}}, errHas: "are not registered; none can send a copy"},
 		{name: "resume on the snapshot's host even if busier", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), host("b", 8, 8192, 6, 6000)},
 			req: scheduler.Request{VCPUs: 1, MemoryMB: 512, RequiredHost: "b"}, want: "b"},
 		{name: "resume host full: no copy offered", hosts: []scheduler.Candidate{host("a", 8, 8192, 0, 0), host("b", 8, 8192, 0, 8000)},
@@ -86,14 +87,7 @@ func TestPlace(t *testing.T) {
 			if tc.errHas != "" && !strings.Contains(err.Error(), tc.errHas) {
 				t.Fatalf("error %q lacks %q", err, tc.errHas)
 			}
-			var cp *scheduler.NeedsTemplateCopyError
-			if tc.copyTo != "" {
-				if !errors.As(err, &cp) || cp.To != tc.copyTo || cp.From != tc.req.TemplateHost {
-					t.Fatalf("error %v; want a copy to %s", err, tc.copyTo)
-				}
-			} else if errors.As(err, &cp) {
-				t.Fatalf("unexpected copy decision %v", err)
-			} else if !errors.Is(err, scheduler.ErrNoCapacity) {
+			if !errors.Is(err, scheduler.ErrNoCapacity) {
 				t.Fatalf("error %v is not ErrNoCapacity", err)
 			}
 		})

@@ -61,15 +61,16 @@ func NewPool(st HostStore, factory ClientFactory, policy Policy) *Pool {
 		clients: map[string]cachedClient{}, reserved: map[string][]reservation{}}
 }
 
-// Pick implements service.HostPool. No host: a KindUnavailable error; when
-// the template's host is full but another could run the sandbox after a
-// copy, the error wraps a *NeedsTemplateCopyError (errors.As).
+// Pick implements service.HostPool. No host: a KindUnavailable error. A
+// host that lacks the template (none of req.TemplateHosts could take the
+// sandbox) is returned all the same: the service copies the template there
+// from a holder first.
 func (p *Pool) Pick(ctx context.Context, req service.PlacementRequest) (string, service.HostClient, error) {
 	hosts, err := p.st.ListHosts(ctx)
 	if err != nil {
 		return "", nil, service.Unavailable("cannot list hosts", err)
 	}
-	r := Request{VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskSizeMB, TemplateID: req.TemplateID, TemplateHost: req.TemplateHost}
+	r := Request{VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskSizeMB, TemplateID: req.TemplateID, TemplateHosts: req.TemplateHosts}
 
 	p.mu.Lock()
 	now := p.now()
@@ -86,10 +87,6 @@ func (p *Pool) Pick(ctx context.Context, req service.PlacementRequest) (string, 
 	p.mu.Unlock()
 
 	if err != nil {
-		var cp *NeedsTemplateCopyError
-		if errors.As(err, &cp) {
-			return "", nil, service.Unavailable(cp.Error(), err)
-		}
 		return "", nil, service.Unavailable("no host can take the sandbox", err)
 	}
 	c, err := p.client(byID[d.HostID])

@@ -278,6 +278,7 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 		from = in.Plan.FromImage
 	}
 	place := PlacementRequest{TemplateID: "", VCPUs: b.VCPUs, MemoryMB: b.MemoryMB, DiskSizeMB: req.DiskSizeMB}
+	var fromTpl store.Template // FROM a template: its files must be on the build's host
 	if from == "" {
 		return store.Build{}, InvalidArgument("fromImage", "a build needs a base: a template (fromTemplate) or an image (fromImage)")
 	}
@@ -286,7 +287,11 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 			return store.Build{}, InvalidArgument("fromTemplate", "%q has no finished build to start from", from)
 		}
 		req.Plan.FromTemplate, req.Plan.FromImage = base.HostTemplateID(), ""
-		place.TemplateID, place.TemplateHost = base.HostTemplateID(), base.Host
+		place.TemplateID = base.HostTemplateID()
+		if place.TemplateHosts, err = s.templateHolders(ctx, base); err != nil {
+			return store.Build{}, err
+		}
+		fromTpl = base
 	} else if in.Plan.FromTemplate != "" {
 		return store.Build{}, InvalidArgument("fromTemplate", "no template %q", in.Plan.FromTemplate)
 	}
@@ -321,7 +326,7 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 	go func() {
 		defer s.builds.wg.Done()
 		defer s.dropBuild(b.ID)
-		s.runBuild(bctx, tpl, b, spec, req, place)
+		s.runBuild(bctx, tpl, b, spec, req, place, fromTpl)
 	}()
 	return b, nil
 }
@@ -336,7 +341,7 @@ func (s *Service) dropBuild(id string) {
 }
 
 // runBuild places the build on a host and records its log and outcome.
-func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Build, spec BuildSpec, req BuildTemplateRequest, place PlacementRequest) {
+func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Build, spec BuildSpec, req BuildTemplateRequest, place PlacementRequest, from store.Template) {
 	logLine := func(level, msg string) {
 		if _, err := s.store.AppendBuildLogs(context.WithoutCancel(ctx), b.ID, []store.BuildLog{{Time: s.now(), Level: level, Message: msg}}); err != nil {
 			s.log.WarnContext(ctx, "build log", "build_id", b.ID, "err", err)
@@ -367,6 +372,10 @@ func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Buil
 	tb, ok := hc.(TemplateBuilder)
 	if !ok {
 		fail(fmt.Errorf("host %s cannot build templates", hostID))
+		return
+	}
+	if err := s.ensureTemplate(ctx, from, place.TemplateHosts, hostID, hc); err != nil {
+		fail(err)
 		return
 	}
 	if _, err := s.store.UpdateBuildStatus(ctx, b.ID, []string{store.BuildStatusBuilding}, store.BuildStatusBuilding, hostID, ""); err != nil {
@@ -564,13 +573,19 @@ func (s *Service) DeleteTemplate(ctx context.Context, p Principal, idOrName stri
 		if b.Status != store.BuildStatusReady || b.Host == "" {
 			continue
 		}
-		hc, err := s.hosts.Get(ctx, b.Host)
+		holders, err := s.holders(ctx, b.Host, b.ID)
 		if err != nil {
 			return err
 		}
-		if tb, ok := hc.(TemplateBuilder); ok {
-			if err := tb.DeleteBuild(ctx, b.ID); err != nil {
-				return hostErrFor("delete the template's files", err)
+		for _, h := range holders { // the build's host and every copy
+			hc, err := s.hosts.Get(ctx, h)
+			if err != nil {
+				return err
+			}
+			if tb, ok := hc.(TemplateBuilder); ok {
+				if err := tb.DeleteBuild(ctx, b.ID); err != nil {
+					return hostErrFor("delete the template's files", err)
+				}
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"slices"
 )
 
 // SingleHost is a HostPool of at most one host. A zero SingleHost (nil
@@ -17,7 +18,7 @@ func (p SingleHost) Pick(_ context.Context, req PlacementRequest) (string, HostC
 	if p.Client == nil {
 		return "", nil, Unavailable("no hosts available", nil)
 	}
-	if req.TemplateHost != "" && req.TemplateHost != p.ID {
+	if len(req.TemplateHosts) > 0 && !slices.Contains(req.TemplateHosts, p.ID) {
 		return "", nil, Unavailable("the host holding template "+req.TemplateID+" is not available", nil)
 	}
 	return p.ID, p.Client, nil

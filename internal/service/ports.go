@@ -53,6 +53,11 @@ type Store interface {
 	DeleteTemplate(ctx context.Context, teamID, id string) error
 	// CountSandboxesUsingTemplate counts non-stopped sandboxes created from it.
 	CountSandboxesUsingTemplate(ctx context.Context, templateID string, statuses ...sandbox.State) (int, error)
+	// AddTemplateCopy records a copy of a template's files on hostID;
+	// TemplateCopyHosts lists those hosts (templates.host is the first
+	// holder and not among them).
+	AddTemplateCopy(ctx context.Context, templateID, hostTemplateID, hostID string) error
+	TemplateCopyHosts(ctx context.Context, hostTemplateID string) ([]string, error)
 
 	// Sandboxes.
 	CreateSandbox(ctx context.Context, s store.Sandbox) (store.Sandbox, error)
@@ -171,12 +176,13 @@ type HostInfo struct {
 // PlacementRequest is what a HostPool needs to choose a host.
 type PlacementRequest struct {
 	TemplateID string
-	// TemplateHost, when set, is the only host that can run the sandbox
-	// (snapshot templates live on one host).
-	TemplateHost string
-	VCPUs        int
-	MemoryMB     int
-	DiskSizeMB   int
+	// TemplateHosts hold the template's files (snapshot and built
+	// templates); a host picked outside them needs a copy first
+	// (TemplateCopier). None: every host can run it.
+	TemplateHosts []string
+	VCPUs         int
+	MemoryMB      int
+	DiskSizeMB    int
 }
 
 // HostPool chooses hosts for new sandboxes and finds the host of existing
@@ -187,6 +193,15 @@ type HostPool interface {
 	Pick(ctx context.Context, req PlacementRequest) (hostID string, c HostClient, err error)
 	// Get returns the client of a known host. Unknown: KindUnavailable.
 	Get(ctx context.Context, hostID string) (HostClient, error)
+}
+
+// TemplateCopier is implemented by host clients whose hosts can send a
+// template's files to another host (the agent's client does).
+type TemplateCopier interface {
+	// CopyTemplateTo streams templateID's files from this host to dst's
+	// host, which checks their hash and only then puts them in place; it
+	// returns the bytes copied.
+	CopyTemplateTo(ctx context.Context, templateID string, dst HostClient) (int64, error)
 }
 
 // TemplateBuilder is implemented by host clients whose hosts build

@@ -63,8 +63,12 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	}
 	s.logTransition(ctx, sb, "", sandbox.StateCreating, "")
 
+	holders, err := s.templateHolders(ctx, tpl)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
 	hostID, hc, err := s.hosts.Pick(ctx, PlacementRequest{
-		TemplateID: tpl.HostTemplateID(), TemplateHost: tpl.Host,
+		TemplateID: tpl.HostTemplateID(), TemplateHosts: holders,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 	})
 	if err != nil {
@@ -79,6 +83,9 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		return store.Sandbox{}, s.fail(ctx, sb, fmt.Errorf("record host: %w", err))
 	}
 	sb.Host = hostID
+	if err := s.ensureTemplate(ctx, tpl, holders, hostID, hc); err != nil {
+		return store.Sandbox{}, s.fail(ctx, sb, err)
+	}
 	_, err = hc.CreateSandbox(ctx, CreateSandboxRequest{
 		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,

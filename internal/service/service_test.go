@@ -232,7 +232,7 @@ func TestSingleHostPool(t *testing.T) {
 	if id, c, err := p.Pick(ctx, service.PlacementRequest{}); err != nil || id != "h1" || c == nil {
 		t.Fatalf("pick: %q %v", id, err)
 	}
-	if _, _, err := p.Pick(ctx, service.PlacementRequest{TemplateHost: "h2"}); service.KindOf(err) != service.KindUnavailable {
+	if _, _, err := p.Pick(ctx, service.PlacementRequest{TemplateHosts: []string{"h2"}}); service.KindOf(err) != service.KindUnavailable {
 		t.Fatalf("pick for a template on another host: %v", err)
 	}
 	if _, err := p.Get(ctx, "h2"); service.KindOf(err) != service.KindUnavailable {

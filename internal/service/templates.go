@@ -113,8 +113,12 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 	if n > 0 {
 		return Conflict("snapshot %s is used by %d sandbox(es); destroy them first", tpl.Name, n)
 	}
-	if tpl.Host != "" {
-		hc, err := s.hosts.Get(ctx, tpl.Host)
+	holders, err := s.templateHolders(ctx, tpl)
+	if err != nil {
+		return err
+	}
+	for _, h := range holders { // the first host and every copy
+		hc, err := s.hosts.Get(ctx, h)
 		if err != nil {
 			return err
 		}

@@ -146,3 +146,30 @@ func (db *DB) CountSandboxesUsingTemplate(ctx context.Context, templateID string
 	err := db.sql.QueryRowContext(ctx, db.q(query), args...).Scan(&n)
 	return n, wrap("count sandboxes", err)
 }
+
+// AddTemplateCopy records that hostID holds a copy of templateID's files
+// (named hostTemplateID on hosts); recording it twice is fine.
+func (db *DB) AddTemplateCopy(ctx context.Context, templateID, hostTemplateID, hostID string) error {
+	_, err := db.sql.ExecContext(ctx, db.q(`INSERT INTO template_copies (host_template_id, host_id, template_id, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (host_template_id, host_id) DO NOTHING`), hostTemplateID, hostID, templateID, db.ts(now()))
+	return wrap("add template copy", err)
+}
+
+// TemplateCopyHosts lists the hosts holding a copy of hostTemplateID, in
+// the order they got it.
+func (db *DB) TemplateCopyHosts(ctx context.Context, hostTemplateID string) ([]string, error) {
+	rows, err := db.sql.QueryContext(ctx, db.q(`SELECT host_id FROM template_copies WHERE host_template_id = ? ORDER BY created_at, host_id`), hostTemplateID)
+	if err != nil {
+		return nil, wrap("list template copies", err)
+	}
+	defer rows.Close()
+	var hosts []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, wrap("list template copies", err)
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts, wrap("list template copies", rows.Err())
+}

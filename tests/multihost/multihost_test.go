@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -215,6 +216,46 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) t
 	return time.Since(start)
 }
 
+// startAgents registers n agents (nodes 0..n-1 of nw), each with a fresh
+// token, waits until all are ready, and stops them when the test ends
+// (printing their logs if it failed). hostOf maps host IDs to indexes.
+func startAgents(t *testing.T, ctx context.Context, c *cluster, nw *testnet.Net, logDir string, n int) (agents []*agentProc, tokens []tokenAnswer, hostOf map[string]int) {
+	t.Helper()
+	agents = make([]*agentProc, n)
+	for i := range agents {
+		agents[i] = &agentProc{node: nw.Nodes[i], dataDir: newAgentDir(t), prefix: fmt.Sprintf("hm%d-", i),
+			logPath: filepath.Join(logDir, fmt.Sprintf("agent%d.log", i))}
+	}
+	t.Cleanup(func() {
+		for i, a := range agents {
+			a.stop()
+			if t.Failed() {
+				t.Logf("agent %d log:\n%s", i, a.log())
+			}
+		}
+	})
+	tokens = make([]tokenAnswer, n)
+	for i, a := range agents {
+		tokens[i] = c.newToken()
+		a.start(t, ctx, c.url, "--register", tokens[i].Token, "--ca-fingerprint", tokens[i].CAFingerprint, "--name", fmt.Sprintf("node%d", i))
+	}
+	waitFor(t, "ready hosts with their capacity reported", 3*time.Minute, func() bool {
+		hs := c.hosts()
+		for _, a := range agents {
+			if hs[a.addr()].Status != "ready" {
+				return false
+			}
+		}
+		rows, err := c.db.ListHosts(ctx)
+		return err == nil && !slices.ContainsFunc(rows, func(h store.Host) bool { return h.VCPUs == 0 })
+	})
+	hostOf = map[string]int{}
+	for i, a := range agents {
+		hostOf[c.hosts()[a.addr()].ID] = i
+	}
+	return agents, tokens, hostOf
+}
+
 func TestMultiHost(t *testing.T) {
 	if skip != "" {
 		t.Skip(skip)
@@ -225,20 +266,7 @@ func TestMultiHost(t *testing.T) {
 	c := startControlPlane(t, ctx, nw.Gateway.String())
 	logDir := t.TempDir()
 
-	agents := make([]*agentProc, 3)
-	for i := range agents {
-		agents[i] = &agentProc{node: nw.Nodes[i], dataDir: newAgentDir(t), prefix: fmt.Sprintf("hm%d-", i),
-			logPath: filepath.Join(logDir, fmt.Sprintf("agent%d.log", i))}
-	}
-	defer func() {
-		for i, a := range agents {
-			a.stop()
-			if t.Failed() {
-				t.Logf("agent %d log:\n%s", i, a.log())
-			}
-		}
-	}()
-
+	agents, tokens, hostOf := startAgents(t, ctx, c, nw, logDir, 3)
 	// Admin routes: platform admins only.
 	var nonAdmin string
 	{
@@ -250,26 +278,6 @@ func TestMultiHost(t *testing.T) {
 	}
 	if st := c.adminDo("POST", "/v1/admin/hosts", nonAdmin, nil); st != http.StatusForbidden {
 		t.Fatalf("non-admin creates a token: %d", st)
-	}
-
-	// Registration: a fresh token per agent.
-	tokens := make([]tokenAnswer, len(agents))
-	for i, a := range agents {
-		tokens[i] = c.newToken()
-		a.start(t, ctx, c.url, "--register", tokens[i].Token, "--ca-fingerprint", tokens[i].CAFingerprint, "--name", fmt.Sprintf("node%d", i))
-	}
-	waitFor(t, "three ready hosts", 3*time.Minute, func() bool {
-		hs := c.hosts()
-		for _, a := range agents {
-			if hs[a.addr()].Status != "ready" {
-				return false
-			}
-		}
-		return true
-	})
-	hostOf := map[string]int{} // host ID → agent index
-	for i, a := range agents {
-		hostOf[c.hosts()[a.addr()].ID] = i
 	}
 
 	// A registration token works once.
@@ -444,5 +452,107 @@ func rogueIdentity(t *testing.T, dir, hostID, addr string) {
 	}
 	if _, err := pki.SaveIdentity(dir, cert, ca.CertPEM()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTemplateCopy: a snapshot template lives on the host that took it;
+// with that host draining, a sandbox of the template is placed on another
+// host, the template copied there over the agents' RPC first, and it runs
+// the frozen state. The store records the copy; a later sandbox uses a
+// holder without copying again; deleting the template removes every copy.
+func TestTemplateCopy(t *testing.T) {
+	if skip != "" {
+		t.Skip(skip)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nw := testnet.Setup(t, 3)
+	c := startControlPlane(t, ctx, nw.Gateway.String())
+	agents, _, hostOf := startAgents(t, ctx, c, nw, t.TempDir(), 3)
+
+	src, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(id, script string) string {
+		t.Helper()
+		res, err := c.client.Exec(ctx, id, apiwire.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", script}})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("exec %q in %s: %+v, %v", script, id, res, err)
+		}
+		return res.Stdout
+	}
+	run(src.ID, "echo frozen on $(hostname) > ~/marker; sync")
+	tpl, err := c.client.CreateSnapshot(ctx, src.ID, "copied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.client.DeleteSandbox(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	a := hostOf[src.Host]
+	tplDir := func(i int) string { return filepath.Join(agents[i].dataDir, "templates", tpl.ID) }
+	if _, err := os.Stat(tplDir(a)); err != nil {
+		t.Fatalf("snapshot template not on its host: %v", err)
+	}
+	if _, err := c.fleet.DrainHost(ctx, src.Host); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	sb, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "copied"})
+	if err != nil {
+		t.Fatalf("create from the template of a draining host: %v\n%s", err, agents[a].log())
+	}
+	withCopy := time.Since(t0)
+	if sb.Host == src.Host {
+		t.Fatalf("placed on the draining host %s", sb.Host)
+	}
+	b := hostOf[sb.Host]
+	if got := run(sb.ID, "cat ~/marker"); !strings.HasPrefix(got, "frozen on ") {
+		t.Errorf("the copied template's state: %q", got)
+	}
+	copies, err := c.db.TemplateCopyHosts(ctx, tpl.ID)
+	if err != nil || len(copies) != 1 || copies[0] != sb.Host {
+		t.Errorf("recorded copies %v (%v), want [%s]", copies, err, sb.Host)
+	}
+	if _, err := os.Stat(filepath.Join(tplDir(b), "template.json")); err != nil {
+		t.Errorf("no template on the target: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(agents[b].dataDir, "templates", ".staging-*")); len(left) > 0 {
+		t.Errorf("staging left on the target: %v", left)
+	}
+
+	// The next sandbox goes to the ready holder, the copy, although the
+	// third host is emptier: no second copy.
+	t0 = time.Now()
+	sb2, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "copied"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := time.Since(t0)
+	t.Logf("MEASURED create with a template copy %s, on a holder %s: ratio %.2f",
+		withCopy.Round(time.Millisecond), held.Round(time.Millisecond), float64(withCopy)/float64(held))
+	if sb2.Host != sb.Host {
+		t.Errorf("second sandbox on %s, want the copy's host %s", sb2.Host, sb.Host)
+	}
+	if copies, _ := c.db.TemplateCopyHosts(ctx, tpl.ID); len(copies) != 1 {
+		t.Errorf("copies after the second sandbox: %v", copies)
+	}
+	if got := run(sb2.ID, "cat ~/marker"); !strings.HasPrefix(got, "frozen on ") {
+		t.Errorf("second sandbox of the template: %q", got)
+	}
+	for _, id := range []string{sb.ID, sb2.ID} {
+		if err := c.client.DeleteSandbox(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.client.DeleteSnapshot(ctx, "copied"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range agents {
+		if _, err := os.Stat(tplDir(i)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("agent %d keeps the deleted template (%v)", i, err)
+		}
 	}
 }

@@ -2138,6 +2138,207 @@ func (*DeleteBuildResponse) Descriptor() ([]byte, []int) {
 	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
+type ExportTemplateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TemplateId    string                 `protobuf:"bytes,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTemplateRequest) Reset() {
+	*x = ExportTemplateRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTemplateRequest) ProtoMessage() {}
+
+func (x *ExportTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTemplateRequest.ProtoReflect.Descriptor instead.
+func (*ExportTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ExportTemplateRequest) GetTemplateId() string {
+	if x != nil {
+		return x.TemplateId
+	}
+	return ""
+}
+
+// TemplateChunk is one piece of a template's files. A file's first chunk
+// has its size and mode (the file is created at that size, so skipped
+// holes stay holes); dir creates a directory.
+type TemplateChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the agent's data dir: images/<id>/... or templates/<id>/...
+	Path   string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Offset int64  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data   []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Size   int64  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Mode   uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	Dir    bool   `protobuf:"varint,6,opt,name=dir,proto3" json:"dir,omitempty"`
+	First  bool   `protobuf:"varint,7,opt,name=first,proto3" json:"first,omitempty"`
+	// Last message only (no path): SHA-256 over every chunk before it.
+	Sha256        []byte `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	TemplateId    string `protobuf:"bytes,9,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateChunk) Reset() {
+	*x = TemplateChunk{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateChunk) ProtoMessage() {}
+
+func (x *TemplateChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateChunk.ProtoReflect.Descriptor instead.
+func (*TemplateChunk) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *TemplateChunk) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TemplateChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TemplateChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *TemplateChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TemplateChunk) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *TemplateChunk) GetDir() bool {
+	if x != nil {
+		return x.Dir
+	}
+	return false
+}
+
+func (x *TemplateChunk) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
+func (x *TemplateChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *TemplateChunk) GetTemplateId() string {
+	if x != nil {
+		return x.TemplateId
+	}
+	return ""
+}
+
+type ImportTemplateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportTemplateResponse) Reset() {
+	*x = ImportTemplateResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportTemplateResponse) ProtoMessage() {}
+
+func (x *ImportTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportTemplateResponse.ProtoReflect.Descriptor instead.
+func (*ImportTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ImportTemplateResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -2305,7 +2506,23 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x12DeleteBuildRequest\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\"\x15\n" +
-	"\x13DeleteBuildResponse*\x85\x02\n" +
+	"\x13DeleteBuildResponse\"8\n" +
+	"\x15ExportTemplateRequest\x12\x1f\n" +
+	"\vtemplate_id\x18\x01 \x01(\tR\n" +
+	"templateId\"\xd8\x01\n" +
+	"\rTemplateChunk\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03dir\x18\x06 \x01(\bR\x03dir\x12\x14\n" +
+	"\x05first\x18\a \x01(\bR\x05first\x12\x16\n" +
+	"\x06sha256\x18\b \x01(\fR\x06sha256\x12\x1f\n" +
+	"\vtemplate_id\x18\t \x01(\tR\n" +
+	"templateId\".\n" +
+	"\x16ImportTemplateResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes*\x85\x02\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_CREATING\x10\x01\x12\x19\n" +
@@ -2319,7 +2536,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fTemplateKind\x12\x1d\n" +
 	"\x19TEMPLATE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TEMPLATE_KIND_BASE\x10\x01\x12\x1a\n" +
-	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\xdb\b\n" +
+	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\x88\n" +
+	"\n" +
 	"\x10HostAgentService\x12X\n" +
 	"\rCreateSandbox\x12\".hostagent.v1.CreateSandboxRequest\x1a#.hostagent.v1.CreateSandboxResponse\x12[\n" +
 	"\x0eDestroySandbox\x12#.hostagent.v1.DestroySandboxRequest\x1a$.hostagent.v1.DestroySandboxResponse\x12U\n" +
@@ -2333,7 +2551,9 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0eCreateSnapshot\x12#.hostagent.v1.CreateSnapshotRequest\x1a$.hostagent.v1.CreateSnapshotResponse\x12[\n" +
 	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12Z\n" +
 	"\rBuildTemplate\x12\".hostagent.v1.BuildTemplateRequest\x1a#.hostagent.v1.BuildTemplateResponse0\x01\x12R\n" +
-	"\vDeleteBuild\x12 .hostagent.v1.DeleteBuildRequest\x1a!.hostagent.v1.DeleteBuildResponseB?Z=github.com/hearth-sandbox/hearth/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\vDeleteBuild\x12 .hostagent.v1.DeleteBuildRequest\x1a!.hostagent.v1.DeleteBuildResponse\x12T\n" +
+	"\x0eExportTemplate\x12#.hostagent.v1.ExportTemplateRequest\x1a\x1b.hostagent.v1.TemplateChunk0\x01\x12U\n" +
+	"\x0eImportTemplate\x12\x1b.hostagent.v1.TemplateChunk\x1a$.hostagent.v1.ImportTemplateResponse(\x01B?Z=github.com/hearth-sandbox/hearth/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2348,7 +2568,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: hostagent.v1.SandboxState
 	(TemplateKind)(0),              // 1: hostagent.v1.TemplateKind
@@ -2384,27 +2604,30 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*BuildTemplateResult)(nil),    // 31: hostagent.v1.BuildTemplateResult
 	(*DeleteBuildRequest)(nil),     // 32: hostagent.v1.DeleteBuildRequest
 	(*DeleteBuildResponse)(nil),    // 33: hostagent.v1.DeleteBuildResponse
-	nil,                            // 34: hostagent.v1.CreateSandboxRequest.EnvEntry
-	nil,                            // 35: hostagent.v1.ExecRequest.EnvEntry
-	nil,                            // 36: hostagent.v1.BuildTemplateRequest.FilesEntry
-	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
+	(*ExportTemplateRequest)(nil),  // 34: hostagent.v1.ExportTemplateRequest
+	(*TemplateChunk)(nil),          // 35: hostagent.v1.TemplateChunk
+	(*ImportTemplateResponse)(nil), // 36: hostagent.v1.ImportTemplateResponse
+	nil,                            // 37: hostagent.v1.CreateSandboxRequest.EnvEntry
+	nil,                            // 38: hostagent.v1.ExecRequest.EnvEntry
+	nil,                            // 39: hostagent.v1.BuildTemplateRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	37, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	40, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: hostagent.v1.CreateSandboxRequest.template_kind:type_name -> hostagent.v1.TemplateKind
-	34, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
+	37, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
 	2,  // 4: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 5: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 6: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 7: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
 	14, // 8: hostagent.v1.PingResponse.capacity:type_name -> hostagent.v1.Resources
 	14, // 9: hostagent.v1.PingResponse.usage:type_name -> hostagent.v1.Resources
-	35, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
+	38, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
 	18, // 11: hostagent.v1.ExecResponse.exit:type_name -> hostagent.v1.ExitStatus
 	22, // 12: hostagent.v1.WriteFileRequest.header:type_name -> hostagent.v1.WriteFileHeader
-	36, // 13: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
-	37, // 14: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
+	39, // 13: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
+	40, // 14: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
 	29, // 15: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
 	31, // 16: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
 	3,  // 17: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
@@ -2420,21 +2643,25 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	26, // 27: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
 	28, // 28: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
 	32, // 29: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
-	4,  // 30: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	6,  // 31: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	8,  // 32: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	10, // 33: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	12, // 34: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	15, // 35: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
-	17, // 36: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	20, // 37: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	23, // 38: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	25, // 39: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	27, // 40: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	30, // 41: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
-	33, // 42: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
+	34, // 30: hostagent.v1.HostAgentService.ExportTemplate:input_type -> hostagent.v1.ExportTemplateRequest
+	35, // 31: hostagent.v1.HostAgentService.ImportTemplate:input_type -> hostagent.v1.TemplateChunk
+	4,  // 32: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	6,  // 33: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	8,  // 34: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	10, // 35: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	12, // 36: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	15, // 37: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
+	17, // 38: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	20, // 39: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	23, // 40: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	25, // 41: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	27, // 42: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	30, // 43: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	33, // 44: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
+	35, // 45: hostagent.v1.HostAgentService.ExportTemplate:output_type -> hostagent.v1.TemplateChunk
+	36, // 46: hostagent.v1.HostAgentService.ImportTemplate:output_type -> hostagent.v1.ImportTemplateResponse
+	32, // [32:47] is the sub-list for method output_type
+	17, // [17:32] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2465,7 +2692,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

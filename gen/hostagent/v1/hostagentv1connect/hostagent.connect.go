@@ -74,6 +74,12 @@ const (
 	// HostAgentServiceDeleteBuildProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteBuild RPC.
 	HostAgentServiceDeleteBuildProcedure = "/hostagent.v1.HostAgentService/DeleteBuild"
+	// HostAgentServiceExportTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// ExportTemplate RPC.
+	HostAgentServiceExportTemplateProcedure = "/hostagent.v1.HostAgentService/ExportTemplate"
+	// HostAgentServiceImportTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// ImportTemplate RPC.
+	HostAgentServiceImportTemplateProcedure = "/hostagent.v1.HostAgentService/ImportTemplate"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -119,6 +125,15 @@ type HostAgentServiceClient interface {
 	// DeleteBuild removes a built template's artefacts. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on them; idempotent.
 	DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error)
+	// ExportTemplate streams a template's files on this host (a snapshot
+	// template, a built template's disk and its snapshot template) as
+	// chunks; holes of sparse files are skipped. The last chunk carries the
+	// SHA-256 of all before it. NOT_FOUND when this host has none.
+	ExportTemplate(context.Context, *connect.Request[v1.ExportTemplateRequest]) (*connect.ServerStreamForClient[v1.TemplateChunk], error)
+	// ImportTemplate receives an ExportTemplate stream from another host,
+	// checks its hash, and only then renames the files into place: a
+	// half copy is never used. A template already here is kept.
+	ImportTemplate(context.Context) *connect.ClientStreamForClient[v1.TemplateChunk, v1.ImportTemplateResponse]
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -210,6 +225,18 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteBuild")),
 			connect.WithClientOptions(opts...),
 		),
+		exportTemplate: connect.NewClient[v1.ExportTemplateRequest, v1.TemplateChunk](
+			httpClient,
+			baseURL+HostAgentServiceExportTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ExportTemplate")),
+			connect.WithClientOptions(opts...),
+		),
+		importTemplate: connect.NewClient[v1.TemplateChunk, v1.ImportTemplateResponse](
+			httpClient,
+			baseURL+HostAgentServiceImportTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ImportTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -228,6 +255,8 @@ type hostAgentServiceClient struct {
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
 	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 	deleteBuild    *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
+	exportTemplate *connect.Client[v1.ExportTemplateRequest, v1.TemplateChunk]
+	importTemplate *connect.Client[v1.TemplateChunk, v1.ImportTemplateResponse]
 }
 
 // CreateSandbox calls hostagent.v1.HostAgentService.CreateSandbox.
@@ -295,6 +324,16 @@ func (c *hostAgentServiceClient) DeleteBuild(ctx context.Context, req *connect.R
 	return c.deleteBuild.CallUnary(ctx, req)
 }
 
+// ExportTemplate calls hostagent.v1.HostAgentService.ExportTemplate.
+func (c *hostAgentServiceClient) ExportTemplate(ctx context.Context, req *connect.Request[v1.ExportTemplateRequest]) (*connect.ServerStreamForClient[v1.TemplateChunk], error) {
+	return c.exportTemplate.CallServerStream(ctx, req)
+}
+
+// ImportTemplate calls hostagent.v1.HostAgentService.ImportTemplate.
+func (c *hostAgentServiceClient) ImportTemplate(ctx context.Context) *connect.ClientStreamForClient[v1.TemplateChunk, v1.ImportTemplateResponse] {
+	return c.importTemplate.CallClientStream(ctx)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox boots a sandbox (template_kind BASE) or restores one from
@@ -338,6 +377,15 @@ type HostAgentServiceHandler interface {
 	// DeleteBuild removes a built template's artefacts. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on them; idempotent.
 	DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error)
+	// ExportTemplate streams a template's files on this host (a snapshot
+	// template, a built template's disk and its snapshot template) as
+	// chunks; holes of sparse files are skipped. The last chunk carries the
+	// SHA-256 of all before it. NOT_FOUND when this host has none.
+	ExportTemplate(context.Context, *connect.Request[v1.ExportTemplateRequest], *connect.ServerStream[v1.TemplateChunk]) error
+	// ImportTemplate receives an ExportTemplate stream from another host,
+	// checks its hash, and only then renames the files into place: a
+	// half copy is never used. A template already here is kept.
+	ImportTemplate(context.Context, *connect.ClientStream[v1.TemplateChunk]) (*connect.Response[v1.ImportTemplateResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -425,6 +473,18 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteBuild")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceExportTemplateHandler := connect.NewServerStreamHandler(
+		HostAgentServiceExportTemplateProcedure,
+		svc.ExportTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ExportTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceImportTemplateHandler := connect.NewClientStreamHandler(
+		HostAgentServiceImportTemplateProcedure,
+		svc.ImportTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ImportTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -453,6 +513,10 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteBuildProcedure:
 			hostAgentServiceDeleteBuildHandler.ServeHTTP(w, r)
+		case HostAgentServiceExportTemplateProcedure:
+			hostAgentServiceExportTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceImportTemplateProcedure:
+			hostAgentServiceImportTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -512,4 +576,12 @@ func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) DeleteBuild(context.Context, *connect.Request[v1.DeleteBuildRequest]) (*connect.Response[v1.DeleteBuildResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteBuild is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ExportTemplate(context.Context, *connect.Request[v1.ExportTemplateRequest], *connect.ServerStream[v1.TemplateChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ExportTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ImportTemplate(context.Context, *connect.ClientStream[v1.TemplateChunk]) (*connect.Response[v1.ImportTemplateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ImportTemplate is not implemented"))
 }
