@@ -240,7 +240,9 @@ func importTemplate(ctx context.Context, dataDir string, recv func() (*pb.Templa
 		if !exists(src) || exists(dst) {
 			continue // not part of this template, or already here
 		}
-		if err := os.Rename(src, dst); err != nil {
+		// A concurrent import of the same template may have won the race:
+		// its copy is as good as this one.
+		if err := os.Rename(src, dst); err != nil && !exists(dst) {
 			return id, n, fmt.Errorf("import template %s: %w", id, err)
 		}
 	}

@@ -91,3 +91,34 @@ func TestBuilds(t *testing.T) {
 		}
 	})
 }
+
+// Template copies: recorded once per host and version, listed in order,
+// gone with their template.
+func TestTemplateCopies(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		_, team := mustUser(t, db, "c@x.io")
+		tpl, err := db.CreateTemplate(ctx(t), store.Template{TeamID: team.ID, Name: "snap", Kind: sandbox.KindSnapshot, VCPUs: 1, MemoryMB: 256, Host: "h1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"h2", "h3", "h2"} {
+			if err := db.AddTemplateCopy(ctx(t), tpl.ID, "v1", h); err != nil {
+				t.Fatalf("add copy on %s: %v", h, err)
+			}
+		}
+		if err := db.AddTemplateCopy(ctx(t), tpl.ID, "v2", "h4"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.TemplateCopyHosts(ctx(t), "v1"); err != nil || len(got) != 2 || got[0] != "h2" || got[1] != "h3" {
+			t.Fatalf("copies of v1: %v, %v; want [h2 h3]", got, err)
+		}
+		if err := db.DeleteTemplate(ctx(t), team.ID, tpl.ID); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []string{"v1", "v2"} {
+			if got, err := db.TemplateCopyHosts(ctx(t), v); err != nil || len(got) != 0 {
+				t.Errorf("copies of %s after the template was deleted: %v, %v", v, got, err)
+			}
+		}
+	})
+}
