@@ -61,6 +61,19 @@ test('Template.build, then Sandbox.create(name) is already serving', T, async ()
   assert.ok(again.some((m) => m.startsWith('CACHED RUN')), `rebuild reuses the RUN step:\n${again.join('\n')}`)
 })
 
+test('minFreeDiskMb is baked into the template: df / in its sandboxes', T, async () => {
+  const name = `disk-${RUN}`
+  await Template.build(Template().fromTemplate('tiny').runCmd('echo hi > /tmp/hi'), name, { cpuCount: 1, memoryMB: 256, minFreeDiskMb: 1500 })
+  const sbx = await Sandbox.create(name, { timeoutMs: 120_000 })
+  created.add(sbx.sandboxId)
+  const r = await sbx.commands.run('df -B1 / | tail -1')
+  const [, size, , avail] = r.stdout.trim().split(/\s+/).map(Number)
+  // The built file system plus 1500 MiB, not the 20 GiB default.
+  assert.ok(avail >= 1400 * 2 ** 20 && size < 4096 * 2 ** 20, `df /: ${r.stdout}`)
+  await sbx.kill()
+  created.delete(sbx.sandboxId)
+})
+
 test('buildInBackground + getBuildStatus, tags, and a failing step', T, async () => {
   const name = `bg-${RUN}`
   const tpl = Template().fromTemplate('tiny').runCmd('echo built > /built.txt')
