@@ -566,6 +566,13 @@ func (s *Service) DeleteTemplate(ctx context.Context, p Principal, idOrName stri
 	if err != nil {
 		return err
 	}
+	// Every holder's client first: an unavailable host fails the deletion
+	// before any host lost its files.
+	type holder struct {
+		build string
+		hc    HostClient
+	}
+	var targets []holder
 	for _, b := range bs {
 		if b.Status == store.BuildStatusBuilding || b.Status == store.BuildStatusWaiting {
 			return Conflict("template %s has a build in progress; cancel it first", tpl.Name)
@@ -573,19 +580,18 @@ func (s *Service) DeleteTemplate(ctx context.Context, p Principal, idOrName stri
 		if b.Status != store.BuildStatusReady || b.Host == "" {
 			continue
 		}
-		holders, err := s.holders(ctx, b.Host, b.ID)
+		clients, err := s.holderClients(ctx, b.Host, b.ID)
 		if err != nil {
 			return err
 		}
-		for _, h := range holders { // the build's host and every copy
-			hc, err := s.hosts.Get(ctx, h)
-			if err != nil {
-				return err
-			}
-			if tb, ok := hc.(TemplateBuilder); ok {
-				if err := tb.DeleteBuild(ctx, b.ID); err != nil {
-					return hostErrFor("delete the template's files", err)
-				}
+		for _, hc := range clients { // the build's host and every copy
+			targets = append(targets, holder{b.ID, hc})
+		}
+	}
+	for _, t := range targets {
+		if tb, ok := t.hc.(TemplateBuilder); ok {
+			if err := tb.DeleteBuild(ctx, t.build); err != nil {
+				return hostErrFor("delete the template's files", err)
 			}
 		}
 	}

@@ -35,6 +35,25 @@ func (s *Service) holders(ctx context.Context, first, hostTemplateID string) ([]
 	return holders, nil
 }
 
+// holderClients returns the client of every host holding hostTemplateID
+// (first and its copies), all or none: a deletion fails before any host
+// lost its files when one holder is unavailable.
+func (s *Service) holderClients(ctx context.Context, first, hostTemplateID string) ([]HostClient, error) {
+	holders, err := s.holders(ctx, first, hostTemplateID)
+	if err != nil {
+		return nil, err
+	}
+	clients := make([]HostClient, 0, len(holders))
+	for _, h := range holders {
+		hc, err := s.hosts.Get(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, hc)
+	}
+	return clients, nil
+}
+
 // ensureTemplate copies tpl's files to hostID (client dst) from the first
 // holder that answers, unless hostID is a holder; the copy is recorded.
 // The target checks the stream's hash and renames the files into place

@@ -113,15 +113,11 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 	if n > 0 {
 		return Conflict("snapshot %s is used by %d sandbox(es); destroy them first", tpl.Name, n)
 	}
-	holders, err := s.templateHolders(ctx, tpl)
+	clients, err := s.holderClients(ctx, tpl.Host, tpl.HostTemplateID())
 	if err != nil {
 		return err
 	}
-	for _, h := range holders { // the first host and every copy
-		hc, err := s.hosts.Get(ctx, h)
-		if err != nil {
-			return err
-		}
+	for _, hc := range clients { // the first host and every copy
 		if err := hc.DeleteSnapshot(ctx, tpl.ID); err != nil {
 			return hostErrFor("delete the snapshot", err)
 		}
