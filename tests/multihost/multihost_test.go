@@ -159,8 +159,20 @@ func newAgentDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Symlink(filepath.Join(imagesDir, "images"), filepath.Join(dir, "images")); err != nil {
+	// The built images are shared, entry by entry: a template built on one
+	// agent lands in its own images dir, as on separate machines.
+	shared := filepath.Join(imagesDir, "images")
+	ents, err := os.ReadDir(shared)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := os.Symlink(filepath.Join(shared, e.Name()), filepath.Join(dir, "images", e.Name())); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -460,6 +472,7 @@ func rogueIdentity(t *testing.T, dir, hostID, addr string) {
 // host, the template copied there over the agents' RPC first, and it runs
 // the frozen state. The store records the copy; a later sandbox uses a
 // holder without copying again; deleting the template removes every copy.
+// Then the same for a built template (its flattened disk).
 func TestTemplateCopy(t *testing.T) {
 	if skip != "" {
 		t.Skip(skip)
@@ -553,6 +566,53 @@ func TestTemplateCopy(t *testing.T) {
 	for i := range agents {
 		if _, err := os.Stat(tplDir(i)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("agent %d keeps the deleted template (%v)", i, err)
+		}
+	}
+
+	// A built template: its disk (DATA/images/<build>) goes over. Built on
+	// a ready host, which is then drained too: the third host gets it.
+	b0, err := c.client.CreateBuild(ctx, "built", apiwire.BuildRequest{Dockerfile: "FROM tiny\nRUN echo built > /built\n", VCPUs: 1, MemoryMB: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var build apiwire.Build
+	waitFor(t, "the build", 5*time.Minute, func() bool {
+		build, err = c.client.GetBuild(ctx, "built", b0.ID)
+		return err == nil && build.Finished()
+	})
+	if build.Status != "ready" {
+		t.Fatalf("build: %+v", build)
+	}
+	x := hostOf[build.Host]
+	artefact := func(i int) string { return filepath.Join(agents[i].dataDir, "images", build.ID) }
+	if _, err := os.Stat(artefact(x)); err != nil {
+		t.Fatalf("built template not on its host: %v", err)
+	}
+	if _, err := c.fleet.DrainHost(ctx, build.Host); err != nil {
+		t.Fatal(err)
+	}
+	sb3, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "built"})
+	if err != nil {
+		t.Fatalf("create from a built template of a draining host: %v", err)
+	}
+	if sb3.Host == build.Host || sb3.Host == src.Host {
+		t.Fatalf("placed on a draining host %s", sb3.Host)
+	}
+	if got := run(sb3.ID, "cat /built"); got != "built\n" {
+		t.Errorf("the copied built template: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(artefact(hostOf[sb3.Host]), "rootfs.ext4")); err != nil {
+		t.Errorf("no built disk on the target: %v", err)
+	}
+	if err := c.client.DeleteSandbox(ctx, sb3.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.client.DeleteTemplate(ctx, "built"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range agents {
+		if _, err := os.Stat(artefact(i)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("agent %d keeps the deleted built template (%v)", i, err)
 		}
 	}
 }
