@@ -51,6 +51,11 @@ type SnapshotRecovery interface {
 	// ReleaseMemory frees what a stopped machine of sandboxID held in memory
 	// (QEMU: its RAM file).
 	ReleaseMemory(sandboxID string)
+	// ServedByPageServer reports whether the machine started with cfg had
+	// its memory served by a page server of the agent that restored it
+	// (a lazy restore): that server died with the agent, so the VM cannot
+	// be adopted.
+	ServedByPageServer(cfg vmm.Config) bool
 }
 
 // adoptTimeout bounds reaching an adopted guest's envd: it was running a
@@ -256,6 +261,11 @@ func (m *Manager) adoptVMM(ctx context.Context, sb *sandbox, md meta, pid int) v
 	ad, ok := m.d.Driver.(vmm.Adopter)
 	if !ok {
 		m.log.Warn("the VMM driver cannot adopt running VMs: stopping it", "sandbox", sb.spec.ID)
+		m.killVMM(md, sb.runDir)
+		return nil
+	}
+	if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok && sr.ServedByPageServer(*md.VM) {
+		m.log.Warn("VM's memory was served by the previous agent's page server: stopping it", "sandbox", sb.spec.ID)
 		m.killVMM(md, sb.runDir)
 		return nil
 	}

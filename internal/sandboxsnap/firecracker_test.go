@@ -111,6 +111,10 @@ func (h *fcHarness) restore(ctx context.Context, cfg vmm.Config, dir string) vmm
 	if err != nil {
 		h.t.Fatalf("restore %s from %s: %v", cfg.ID, dir, err)
 	}
+	// Served lazily by this process: a restarted agent must not adopt it.
+	if !h.s.ServedByPageServer(cfg) {
+		h.t.Errorf("restored %s: ServedByPageServer false while its page server runs", cfg.ID)
+	}
 	return m
 }
 
@@ -127,6 +131,9 @@ func (h *fcHarness) pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, di
 	}
 	if _, err := os.Stat(filepath.Join(cfg.RunDir, uffdSockName)); !errors.Is(err, os.ErrNotExist) {
 		h.t.Errorf("page-server socket left after pause: %v", err)
+	}
+	if h.s.ServedByPageServer(cfg) {
+		h.t.Errorf("paused %s: ServedByPageServer still true", cfg.ID)
 	}
 	h.checkStored(dir)
 }

@@ -24,10 +24,14 @@ import (
 
 // Names inside a snapshot directory (see the package documentation).
 const (
-	memDirName     = "mem"
-	statePrefix    = "state-"
-	stagingPrefix  = ".staging-"
-	uffdSockName   = "uffd.sock"
+	memDirName    = "mem"
+	statePrefix   = "state-"
+	stagingPrefix = ".staging-"
+	uffdSockName  = "uffd.sock"
+	// servedName marks, in a machine's run dir, that a page server of this
+	// process serves its memory (removed when the server ends; a killed
+	// agent leaves it, which is the point: see ServedByPageServer).
+	servedName     = "page-served"
 	workingSetName = "workingset"
 )
 
@@ -548,12 +552,19 @@ func (s *Snapshotter) restoreFirecracker(ctx context.Context, cfg vmm.Config, sn
 		snap.Close()
 		return nil, err
 	}
+	served := filepath.Join(cfg.RunDir, servedName)
+	if err := os.WriteFile(served, nil, 0o600); err != nil {
+		ln.Close()
+		snap.Close()
+		return nil, err
+	}
 	srvCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer snap.Close()
 		defer os.Remove(sock)
+		defer os.Remove(served)
 		st, err := pagesrv.Serve(srvCtx, ln, pagesrv.Config{
 			Snapshot:   snap,
 			WorkingSet: filepath.Join(dir, workingSetName),
@@ -670,4 +681,12 @@ func (s *Snapshotter) ReleaseMemory(sandboxID string) {
 	if err := os.Remove(s.MemoryFile(sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("remove RAM file", "sandbox", sandboxID, "err", err)
 	}
+}
+
+// ServedByPageServer reports whether a machine started with cfg was
+// restored lazily, its memory served by a page server of this package (of
+// this process, or of a killed one: the marker outlives it).
+func (s *Snapshotter) ServedByPageServer(cfg vmm.Config) bool {
+	_, err := os.Stat(filepath.Join(cfg.RunDir, servedName))
+	return err == nil
 }

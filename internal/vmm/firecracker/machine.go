@@ -6,6 +6,7 @@
 package firecracker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -444,4 +446,54 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 	return c.CreateSnapshot(ctx, SnapshotCreateParams{
 		SnapshotPath: snap.StatePath, MemFilePath: snap.MemoryPath, SnapshotType: typ,
 	})
+}
+
+var (
+	_ vmm.Adopter   = (*Driver)(nil)
+	_ vmm.RunStater = (*Machine)(nil)
+)
+
+// Adopt implements vmm.Adopter: it takes over the firecracker process pid
+// started (by an earlier agent) for cfg, through its API socket. The pid
+// is trusted only when its command line names cfg's API socket: pids are
+// reused. A machine whose memory an earlier agent's page server served
+// (a lazy restore) must not be adopted: the caller checks that, as only it
+// knows how the machine was restored.
+func (d *Driver) Adopt(ctx context.Context, cfg vmm.Config, pid int) (vmm.Snapshotter, error) {
+	m, err := d.newMachine(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return nil, fmt.Errorf("firecracker adopt %s: pid %d: %w", cfg.ID, pid, err)
+	}
+	if !bytes.Contains(cmdline, []byte("--api-sock\x00"+m.APISocket()+"\x00")) {
+		return nil, fmt.Errorf("firecracker adopt %s: pid %d is not this machine's firecracker", cfg.ID, pid)
+	}
+	proc, err := vmmproc.Adopt(pid, filepath.Join(cfg.RunDir, vmm.PIDFileName))
+	if err != nil {
+		return nil, fmt.Errorf("firecracker adopt %s: %w", cfg.ID, err)
+	}
+	m.proc, m.api = proc, NewClient(m.APISocket())
+	if _, err := m.api.DescribeInstance(ctx); err != nil {
+		m.api.Close()
+		return nil, fmt.Errorf("firecracker adopt %s: API socket: %w", cfg.ID, err)
+	}
+	return m, nil
+}
+
+// GuestRunning implements vmm.RunStater (GET / state).
+func (m *Machine) GuestRunning(ctx context.Context) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.client()
+	if err != nil {
+		return false, err
+	}
+	info, err := c.DescribeInstance(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.State == "Running", nil
 }
