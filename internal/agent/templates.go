@@ -160,6 +160,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 		return SnapshotInfo{}, &sbx.ErrTransition{ID: sandboxID, From: state, To: sbx.StatePaused}
 	}
 	if state == sbx.StateRunning {
+		paused := time.Now()
 		if err := m.pauseLocked(ctx, sb); err != nil {
 			return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", err)
 		}
@@ -167,7 +168,11 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 			// Resume whatever happened to the copy: the sandbox was running.
 			if err := m.resumeLocked(context.WithoutCancel(ctx), sb, "", sb.spec.AllowInternet); err != nil {
 				sb.log.Error("resume after snapshot", "err", err)
+				return
 			}
+			// How long the source stood still (fork and snapshot callers
+			// care): pause + copy + resume.
+			sb.log.Info("source resumed after snapshot", "template", templateID, "paused_ms", time.Since(paused).Milliseconds())
 		}()
 	}
 	t0 := time.Now()

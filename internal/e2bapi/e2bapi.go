@@ -27,6 +27,9 @@
 //	GET/PATCH/DELETE /templates/{id}           builds; public (unchangeable); delete
 //	GET    /templates/aliases/{alias}              200 or 404 (Template.exists)
 //	POST/DELETE /templates/tags, GET /templates/{id}/tags
+//	POST   /sandboxes/{id}/snapshots               snapshot template of a sandbox (201)
+//	GET    /snapshots                              the team's snapshots, paged (deleted by DELETE /templates/{id})
+//	POST   /sandboxes/{id}/fork                    one capture, count sandboxes (201, one result each)
 //
 // Choices (see docs/e2b.md): listing is ordered by creation time, oldest
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
@@ -39,6 +42,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/envd"
@@ -64,6 +68,12 @@ type Service interface {
 	ConnectSandbox(ctx context.Context, p service.Principal, id string, timeoutS int) (sb store.Sandbox, resumed bool, err error)
 	SetSandboxTimeout(ctx context.Context, p service.Principal, id string, timeoutS int) (store.Sandbox, error)
 	ListTemplates(ctx context.Context, p service.Principal) ([]store.Template, error)
+	CreateSnapshot(ctx context.Context, p service.Principal, sandboxID, name string) (store.Template, error)
+	ListSnapshots(ctx context.Context, p service.Principal) ([]store.Template, error)
+	DeleteSnapshot(ctx context.Context, p service.Principal, idOrName string) error
+	// ForkSandbox captures a running sandbox once and spawns count
+	// sandboxes from it; each result succeeds or fails on its own.
+	ForkSandbox(ctx context.Context, p service.Principal, id string, count, timeoutS int) (store.Template, []service.ForkResult, error)
 }
 
 var _ Service = (*service.Service)(nil)
@@ -74,6 +84,11 @@ type MetricsSource interface {
 	SandboxMetrics(ctx context.Context, sb store.Sandbox) (Metric, error)
 }
 
+// ConnForgetter drops kept-alive connections to a sandbox (*proxy.Proxy).
+type ConnForgetter interface {
+	ForgetConnections(sandboxID string)
+}
+
 // Metric is one resource-usage sample of a sandbox.
 type Metric = sandboxmetrics.Sample
 
@@ -82,6 +97,9 @@ type Deps struct {
 	Service Service
 	// Metrics, when nil, makes the metrics route answer an empty list.
 	Metrics MetricsSource
+	// Conns, when set, is told when a sandbox was paused and resumed under
+	// its running state (snapshot and fork captures).
+	Conns ConnForgetter
 	// Domain is the sandbox domain reported to SDKs (hosts are
 	// <port>-<sandboxID>.<Domain>); empty reports none.
 	Domain string
@@ -101,13 +119,14 @@ const EnvdVersion = envd.Version
 // the native API, the sandbox proxy and the dashboard on one mux.
 func Paths() []string {
 	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates", "/templates/",
-		"/v2/templates", "/v2/templates/", "/v3/templates"}
+		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots"}
 }
 
 type server struct {
 	svc      Service
 	tpl      TemplateService
 	metrics  MetricsSource
+	conns    ConnForgetter
 	domain   string
 	clientID string
 	log      *slog.Logger
@@ -134,11 +153,11 @@ func New(d Deps) http.Handler {
 		d.MaxJSONBytes = 1 << 20
 	}
 	s := &server{
-		svc: d.Service, metrics: d.Metrics, domain: d.Domain,
+		svc: d.Service, metrics: d.Metrics, conns: d.Conns, domain: d.Domain,
 		clientID: d.ClientID, log: d.Logger, maxJSON: d.MaxJSONBytes, now: d.Now,
 	}
 	mux := http.NewServeMux()
-	for _, rt := range s.routes() {
+	for _, rt := range s.allRoutes() {
 		mux.Handle(rt.pattern, s.endpoint(rt.handle))
 	}
 	// Template routes need a service that builds; uploads get their own
@@ -179,6 +198,11 @@ func (s *server) routes() []route {
 		{"GET /sandboxes/{id}/metrics", s.sandboxMetrics},
 		{"GET /templates", s.templates},
 	}
+}
+
+// allRoutes adds the routes kept in their own files.
+func (s *server) allRoutes() []route {
+	return slices.Concat(s.routes(), s.snapshotRoutes())
 }
 
 // handlerFunc writes its success response and returns errors for

@@ -638,7 +638,7 @@ func TestUnknownRoute(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, db *store.DB) {
 		t.Parallel()
 		e := newEnv(t, db, nil)
-		if r := e.do(http.MethodPost, "/sandboxes/x/fork", e.key, nil); r.status != http.StatusNotFound {
+		if r := e.do(http.MethodPost, "/sandboxes/x/nosuchroute", e.key, nil); r.status != http.StatusNotFound {
 			t.Fatalf("unknown route: %d", r.status)
 		}
 	})

@@ -37,10 +37,16 @@ func errStatus(status int, format string, args ...any) error {
 var fieldNames = strings.NewReplacer("timeout_s:", "timeout:", "env:", "envVars:", "template:", "templateID:")
 
 func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := s.errorFor(r, err)
+	writeError(w, status, msg)
+}
+
+// errorFor maps an error to its HTTP status and message, logging what the
+// caller cannot fix.
+func (s *server) errorFor(r *http.Request, err error) (int, string) {
 	var he *httpError
 	if errors.As(err, &he) {
-		writeError(w, he.status, he.msg)
-		return
+		return he.status, he.msg
 	}
 	var se *service.Error
 	if errors.As(err, &se) {
@@ -48,11 +54,10 @@ func (s *server) respondError(w http.ResponseWriter, r *http.Request, err error)
 		if se.Err != nil || status >= 500 {
 			s.log.WarnContext(r.Context(), "e2b request failed", "path", r.URL.Path, "status", status, "err", err)
 		}
-		writeError(w, status, fieldNames.Replace(se.Message))
-		return
+		return status, fieldNames.Replace(se.Message)
 	}
 	s.log.ErrorContext(r.Context(), "e2b request: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal error")
+	return http.StatusInternalServerError, "internal error"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -340,13 +339,9 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 		}
 		f.Statuses = append(f.Statuses, ss...)
 	}
-	limit := defaultPageSize
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			return errStatus(http.StatusBadRequest, "limit: must be between 1 and %d", maxPageSize)
-		}
-		limit = n
+	limit, err := pageLimit(q.Get("limit"))
+	if err != nil {
+		return err
 	}
 	var startedAfter time.Time
 	if v := q.Get("startedAfter"); v != "" {

@@ -93,6 +93,7 @@ type Proxy struct {
 	domain string // lower case, no leading dot
 	log    *slog.Logger
 	rp     *httputil.ReverseProxy
+	pools  *hostwire.SandboxTransports // nil with a caller's Transport
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -107,7 +108,7 @@ func New(res Resolver, o Options) *Proxy {
 		pools = hostwire.NewSandboxTransports()
 		o.Transport = routedPools{pools}
 	}
-	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger}
+	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger, pools: pools}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: o.Transport,
@@ -129,6 +130,16 @@ func New(res Resolver, o Options) *Proxy {
 		},
 	}
 	return p
+}
+
+// ForgetConnections drops the kept-alive connections to sandbox id. A
+// sandbox the host paused and resumed behind the proxy's back (a snapshot
+// or fork capture) comes back in a new network namespace; a connection
+// kept from before is reset by the guest on first use.
+func (p *Proxy) ForgetConnections(id string) {
+	if p.pools != nil {
+		p.pools.Reset(id)
+	}
 }
 
 // route is a parsed request destination.

@@ -25,8 +25,8 @@ const RUN_ID = randomUUID() // metadata tag of this run's sandboxes
 const T = { timeout: 180_000 } // per test: VMs may boot under TCG
 const created = new Set()
 
-async function create(opts = {}) {
-  const sbx = await Sandbox.create(TEMPLATE, {
+async function create(opts = {}, template = TEMPLATE) {
+  const sbx = await Sandbox.create(template, {
     timeoutMs: 600_000,
     ...opts,
     metadata: { suite: 'conformance', run: RUN_ID, ...(opts.metadata ?? {}) },
@@ -245,4 +245,137 @@ test('latency: Sandbox.create + commands.run("echo hi"), p50 over 5', T, async (
   ms.sort((a, b) => a - b)
   const p50 = ms[Math.floor(N / 2)]
   console.log(`LATENCY create+run p50=${p50.toFixed(0)}ms over N=${N} (all: ${ms.map((x) => x.toFixed(0)).join(', ')} ms)`)
+})
+
+// A process that holds a value only in memory, counts in /tmp/count, and
+// writes the value to /tmp/secret on SIGUSR1: a copy of it that answers
+// proves the memory (not just the disk) was captured.
+async function startMemoryHolder(sbx, value) {
+  const script = `v=${value}; i=0; echo $$ > /tmp/holder.pid
+trap 'echo $v > /tmp/secret' USR1
+while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done
+`
+  await sbx.files.write('/tmp/holder.sh', script)
+  await sbx.commands.run('exec sh /tmp/holder.sh', { background: true })
+  await eventually(async () => (await count(sbx)) > 0, 'counter started')
+  // The value lives only in the shell's memory from here on.
+  await sbx.files.write('/tmp/holder.sh', '')
+}
+
+async function memoryValue(sbx) {
+  await sbx.commands.run('rm -f /tmp/secret; kill -USR1 $(cat /tmp/holder.pid)')
+  return eventually(async () => (await sbx.files.read('/tmp/secret')).trim(), 'the holder answering USR1')
+}
+
+async function count(sbx) {
+  return Number((await sbx.files.read('/tmp/count')).trim())
+}
+
+describe('snapshots', () => {
+  test('createSnapshot keeps the source running; Sandbox.create(snapshotId) starts from its memory', T, async () => {
+    const sbx = await create()
+    try {
+      await startMemoryHolder(sbx, 'in-memory-42')
+      const infoBefore = await sbx.getInfo()
+      const snap = await sbx.createSnapshot({ name: `snap-${RUN_ID.slice(0, 8)}` })
+      assert.ok(snap.snapshotId)
+      assert.deepEqual(snap.names, [`snap-${RUN_ID.slice(0, 8)}`])
+
+      // The source keeps its ID, state, end time and counting process.
+      const infoAfter = await sbx.getInfo()
+      assert.equal(infoAfter.state, 'running')
+      assert.equal(infoAfter.endAt.getTime(), infoBefore.endAt.getTime())
+      const c1 = await count(sbx)
+      await eventually(async () => (await count(sbx)) > c1, 'source still counting')
+
+      const listed = await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems()
+      assert.deepEqual(listed.map((s) => s.snapshotId), [snap.snapshotId])
+      const mine = await sbx.listSnapshots().nextItems()
+      assert.deepEqual(mine.map((s) => s.snapshotId), [snap.snapshotId])
+
+      const child = await create({}, snap.snapshotId)
+      try {
+        assert.equal(await memoryValue(child), 'in-memory-42')
+        const c2 = await count(child)
+        await eventually(async () => (await count(child)) > c2, 'child counting')
+      } finally {
+        await kill(child)
+      }
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true)
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false)
+    } finally {
+      await kill(sbx)
+    }
+  })
+
+  test('listSnapshots pages with nextToken; an unknown sandbox is SandboxNotFoundError', T, async () => {
+    const sbx = await create()
+    try {
+      const a = await sbx.createSnapshot()
+      const b = await sbx.createSnapshot()
+      const p = Sandbox.listSnapshots({ sandboxId: sbx.sandboxId, limit: 1 })
+      const seen = []
+      while (p.hasNext) seen.push(...(await p.nextItems()))
+      assert.deepEqual(seen.map((s) => s.snapshotId).sort(), [a.snapshotId, b.snapshotId].sort())
+      for (const s of seen) assert.equal(await Sandbox.deleteSnapshot(s.snapshotId), true)
+    } finally {
+      await kill(sbx)
+    }
+    await assert.rejects(Sandbox.createSnapshot('nosuchsandbox'), NotFoundError)
+  })
+})
+
+describe('fork', () => {
+  test('fork({count: 3}): each fork has the memory, they diverge, the source keeps counting', T, async () => {
+    const sbx = await create()
+    try {
+      await startMemoryHolder(sbx, 'fork-me')
+      const endAt = (await sbx.getInfo()).endAt.getTime()
+      const t0 = performance.now()
+      const forks = await sbx.fork({ count: 3, timeoutMs: 600_000 })
+      const forkMs = performance.now() - t0
+      assert.equal(forks.length, 3)
+      for (const f of forks) {
+        assert.ok(f instanceof Sandbox, `fork failed: ${f?.message}`)
+        created.add(f.sandboxId)
+      }
+      assert.equal(new Set(forks.map((f) => f.sandboxId)).size, 3)
+      try {
+        for (const [i, f] of forks.entries()) {
+          assert.equal(await memoryValue(f), 'fork-me')
+          await f.files.write('/tmp/who', `fork-${i}`)
+        }
+        for (const [i, f] of forks.entries()) assert.equal(await f.files.read('/tmp/who'), `fork-${i}`)
+        assert.equal(await sbx.files.exists('/tmp/who'), false, 'the source does not see a fork\'s writes')
+        assert.equal((await sbx.getInfo()).endAt.getTime(), endAt)
+        const c = await count(sbx)
+        await eventually(async () => (await count(sbx)) > c, 'source still counting')
+
+        const t1 = performance.now()
+        const cold = await create()
+        const coldMs = performance.now() - t1
+        await kill(cold)
+        console.log(`FORK count=3 ${forkMs.toFixed(0)}ms vs one cold create ${coldMs.toFixed(0)}ms: ratio ${(forkMs / coldMs).toFixed(2)}`)
+      } finally {
+        await Promise.allSettled(forks.map((f) => kill(f)))
+      }
+    } finally {
+      await kill(sbx)
+    }
+  })
+
+  test('fork count 0 and 101 are 400; an unknown sandbox is SandboxNotFoundError', T, async () => {
+    const sbx = await create()
+    try {
+      for (const count of [0, 101]) {
+        await assert.rejects(sbx.fork({ count }), (err) => {
+          assert.match(err.message, /^400: count/)
+          return true
+        })
+      }
+    } finally {
+      await kill(sbx)
+    }
+    await assert.rejects(Sandbox.fork('nosuchsandbox', { count: 1 }), NotFoundError)
+  })
 })
