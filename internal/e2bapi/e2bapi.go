@@ -30,6 +30,10 @@
 //	POST   /sandboxes/{id}/snapshots               snapshot template of a sandbox (201)
 //	GET    /snapshots                              the team's snapshots, paged (deleted by DELETE /templates/{id})
 //	POST   /sandboxes/{id}/fork                    one capture, count sandboxes (201, one result each)
+//	POST   /sandboxes/{id}/refreshes               keep alive for duration seconds (204)
+//	GET    /sandboxes/metrics                      current samples of the listed sandboxes
+//	GET    /teams                                  the key's team
+//	GET    /teams/{teamID}/metrics, .../max        usage now (no history)
 //
 // Choices (see docs/e2b.md): listing is ordered by creation time, oldest
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
@@ -74,6 +78,8 @@ type Service interface {
 	// ForkSandbox captures a running sandbox once and spawns count
 	// sandboxes from it; each result succeeds or fails on its own.
 	ForkSandbox(ctx context.Context, p service.Principal, id string, count, timeoutS int) (store.Template, []service.ForkResult, error)
+	GetTeam(ctx context.Context, p service.Principal, teamID string) (store.Team, error)
+	TeamUsage(ctx context.Context, p service.Principal, teamID string) (service.TeamUsage, error)
 }
 
 var _ Service = (*service.Service)(nil)
@@ -119,7 +125,7 @@ const EnvdVersion = envd.Version
 // the native API, the sandbox proxy and the dashboard on one mux.
 func Paths() []string {
 	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates", "/templates/",
-		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots"}
+		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots", "/teams", "/teams/"}
 }
 
 type server struct {
@@ -202,7 +208,7 @@ func (s *server) routes() []route {
 
 // allRoutes adds the routes kept in their own files.
 func (s *server) allRoutes() []route {
-	return slices.Concat(s.routes(), s.snapshotRoutes())
+	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes())
 }
 
 // handlerFunc writes its success response and returns errors for

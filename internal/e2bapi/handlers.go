@@ -489,15 +489,11 @@ func (s *server) sandboxMetrics(w http.ResponseWriter, r *http.Request, p servic
 	}
 	out := []metricJSON{}
 	if s.metrics != nil && sb.Status == sandbox.StateRunning {
-		m, err := s.metrics.SandboxMetrics(r.Context(), sb)
+		m, err := s.currentMetric(r, sb)
 		if err != nil {
-			return service.Unavailable("sandbox metrics unavailable", err)
+			return err
 		}
-		out = append(out, metricJSON{
-			Timestamp: m.Timestamp.UTC(), TimestampUnix: m.Timestamp.Unix(), CPUCount: m.CPUCount,
-			CPUUsedPct: m.CPUUsedPct, MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache,
-			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
-		})
+		out = append(out, m)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -26,6 +26,7 @@ type Store interface {
 	ListTeamsForUser(ctx context.Context, userID string) ([]store.TeamMembership, error)
 	// GetMembership returns ErrNotFound when the user is not in the team.
 	GetMembership(ctx context.Context, teamID, userID string) (store.TeamMembership, error)
+	GetTeam(ctx context.Context, id string) (store.Team, error)
 	// Team members (teams.go).
 	MembersStore
 	// Template builds (builds.go).
