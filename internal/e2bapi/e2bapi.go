@@ -34,6 +34,8 @@
 //	GET    /sandboxes/metrics                      current samples of the listed sandboxes
 //	GET    /teams                                  the key's team
 //	GET    /teams/{teamID}/metrics, .../max        usage now (no history)
+//	POST   /secrets, GET /secrets                  create (201), list (paged)
+//	GET, POST, DELETE /secrets/{id}                info, new version, delete (204); values never returned
 //
 // Choices (see docs/e2b.md): listing is ordered by creation time, oldest
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
@@ -80,6 +82,11 @@ type Service interface {
 	ForkSandbox(ctx context.Context, p service.Principal, id string, count, timeoutS int) (store.Template, []service.ForkResult, error)
 	GetTeam(ctx context.Context, p service.Principal, teamID string) (store.Team, error)
 	TeamUsage(ctx context.Context, p service.Principal, teamID string) (service.TeamUsage, error)
+	CreateSecret(ctx context.Context, p service.Principal, name, value string, metadata map[string]string) (store.Secret, error)
+	GetSecret(ctx context.Context, p service.Principal, idOrName string) (store.Secret, error)
+	ListSecrets(ctx context.Context, p service.Principal, after string, limit int) ([]store.Secret, string, error)
+	UpdateSecret(ctx context.Context, p service.Principal, idOrName, value string, metadata map[string]string) (store.Secret, error)
+	DeleteSecret(ctx context.Context, p service.Principal, idOrName string) error
 }
 
 var _ Service = (*service.Service)(nil)
@@ -125,7 +132,7 @@ const EnvdVersion = envd.Version
 // the native API, the sandbox proxy and the dashboard on one mux.
 func Paths() []string {
 	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates", "/templates/",
-		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots", "/teams", "/teams/"}
+		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots", "/teams", "/teams/", "/secrets", "/secrets/"}
 }
 
 type server struct {
@@ -208,7 +215,7 @@ func (s *server) routes() []route {
 
 // allRoutes adds the routes kept in their own files.
 func (s *server) allRoutes() []route {
-	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes())
+	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes(), s.secretRoutes())
 }
 
 // handlerFunc writes its success response and returns errors for

@@ -185,6 +185,14 @@ func present(raw json.RawMessage) bool {
 	return len(v) > 0 && !bytes.Equal(v, []byte("null")) && !bytes.Equal(v, []byte("{}")) && !bytes.Equal(v, []byte("[]"))
 }
 
+// networkRules reports whether a create's network object has egress rules.
+func networkRules(raw json.RawMessage) bool {
+	var n struct {
+		Rules json.RawMessage `json:"rules"`
+	}
+	return present(raw) && json.Unmarshal(raw, &n) == nil && present(n.Rules)
+}
+
 // parseAutoResume accepts {"enabled": bool} (current) and a bare bool.
 func parseAutoResume(raw json.RawMessage) (bool, error) {
 	if !present(raw) {
@@ -214,6 +222,11 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 	// Refuse what hearth cannot honour instead of silently ignoring it: a
 	// caller relying on egress rules or a mounted volume must know.
 	switch {
+	case networkRules(in.Network):
+		// Rules carry the header transforms through which a sandbox uses
+		// a secret (${e2b.secrets.NAME}); the secret must be injected on
+		// the host, never in the guest.
+		return errStatus(http.StatusNotImplemented, "network.rules: egress header transforms (secret injection) need a host-side egress proxy, which hearth does not have yet")
 	case present(in.Network):
 		return errStatus(http.StatusBadRequest, "network: per-sandbox egress rules are not supported by hearth; use allow_internet_access")
 	case present(in.Mcp):

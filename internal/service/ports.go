@@ -31,6 +31,8 @@ type Store interface {
 	MembersStore
 	// Template builds (builds.go).
 	BuildStore
+	// Secrets (secrets.go).
+	SecretsStore
 
 	// API keys.
 	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, error)

@@ -14,6 +14,8 @@ import {
   FilesystemEventType,
   NotFoundError,
   Sandbox,
+  Secret,
+  SecretNotFoundError,
 } from 'e2b'
 
 for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
@@ -378,4 +380,68 @@ describe('fork', () => {
     }
     await assert.rejects(Sandbox.fork('nosuchsandbox', { count: 1 }), NotFoundError)
   })
+})
+
+describe('secrets', () => {
+  test('Secret.create/getInfo/update/list/exists/destroy; the value never comes back', T, async () => {
+    const name = `s-${RUN_ID.slice(0, 8)}`
+    const made = await Secret.create(name, 'sk-never-echoed', { metadata: { env: 'test' } })
+    assert.equal(made.name, name)
+    assert.equal(made.version, 1)
+    assert.deepEqual(made.metadata, { env: 'test' })
+    assert.ok(made.secretId.startsWith('sec_'))
+    assert.ok(!JSON.stringify(made).includes('sk-never-echoed'))
+    assert.equal((await Secret.getInfo(name)).secretId, made.secretId)
+    const v2 = await Secret.update(made.secretId, 'sk-second')
+    assert.equal(v2.version, 2)
+    const p = Secret.list({ limit: 1 })
+    const all = []
+    while (p.hasNext) all.push(...(await p.nextItems()))
+    assert.ok(all.some((s) => s.secretId === made.secretId))
+    assert.ok(!JSON.stringify(all).includes('sk-'))
+    assert.equal(await Secret.exists(name), true)
+    assert.equal(await Secret.destroy(name), true)
+    assert.equal(await Secret.destroy(name), false)
+    assert.equal(await Secret.exists(name), false)
+    await assert.rejects(Secret.getInfo(name), SecretNotFoundError)
+    await assert.rejects(Secret.update(name, 'x'), SecretNotFoundError)
+  })
+})
+
+// Routes the SDK 2.51 has no method for, called as its API client would.
+async function api(method, path, body) {
+  const res = await fetch(process.env.E2B_API_URL + path, {
+    method,
+    headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  const text = await res.text()
+  return { status: res.status, body: text ? JSON.parse(text) : null }
+}
+
+test('refreshes, /sandboxes/metrics, /teams and team metrics', T, async () => {
+  const sbx = await create({ timeoutMs: 60_000 })
+  try {
+    const before = (await sbx.getInfo()).endAt.getTime()
+    assert.equal((await api('POST', `/sandboxes/${sbx.sandboxId}/refreshes`, { duration: 600 })).status, 204)
+    assert.ok((await sbx.getInfo()).endAt.getTime() > before + 400_000, 'refresh extended the end time')
+    assert.equal((await api('POST', `/sandboxes/${sbx.sandboxId}/refreshes`, { duration: 3601 })).status, 400)
+
+    const m = await api('GET', `/sandboxes/metrics?sandbox_ids=${sbx.sandboxId}`)
+    assert.equal(m.status, 200)
+    assert.ok(m.body.sandboxes[sbx.sandboxId].memTotal > 0)
+
+    const teams = await api('GET', '/teams')
+    assert.equal(teams.status, 200)
+    assert.equal(teams.body.length, 1)
+    const team = teams.body[0].teamID
+    const tm = await api('GET', `/teams/${team}/metrics`)
+    assert.equal(tm.status, 200)
+    assert.ok(tm.body[0].concurrentSandboxes >= 1)
+    const max = await api('GET', `/teams/${team}/metrics/max?metric=concurrent_sandboxes`)
+    assert.ok(max.body.value >= 1)
+    assert.equal((await api('GET', '/teams/not-my-team/metrics')).status, 404)
+  } finally {
+    await kill(sbx)
+  }
 })
