@@ -212,6 +212,14 @@ func (s *rpcServer) DeleteSnapshot(ctx context.Context, req *connect.Request[pb.
 	return connect.NewResponse(&pb.DeleteSnapshotResponse{}), nil
 }
 
+func (s *rpcServer) ReadConsoleLog(ctx context.Context, req *connect.Request[pb.ReadConsoleLogRequest]) (*connect.Response[pb.ReadConsoleLogResponse], error) {
+	data, size, err := s.m().ReadConsoleLog(ctx, req.Msg.SandboxId, req.Msg.Offset, int(req.Msg.MaxBytes))
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&pb.ReadConsoleLogResponse{Data: data, Size: size}), nil
+}
+
 func toPB(in Info) *pb.Sandbox {
 	out := &pb.Sandbox{
 		SandboxId:  in.ID,

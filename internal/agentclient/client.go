@@ -347,3 +347,15 @@ func (t tokenIC) WrapStreamingClient(next connect.StreamingClientFunc) connect.S
 func (t tokenIC) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+var _ service.ConsoleLogReader = (*Client)(nil)
+
+func (c *Client) ReadConsoleLog(ctx context.Context, sandboxID string, offset int64, maxBytes int) ([]byte, int64, error) {
+	res, err := c.rpc.ReadConsoleLog(ctx, connect.NewRequest(&pb.ReadConsoleLogRequest{
+		SandboxId: sandboxID, Offset: offset, MaxBytes: int32(maxBytes),
+	}))
+	if err != nil {
+		return nil, 0, serviceErr("read console log", err)
+	}
+	return res.Msg.Data, res.Msg.Size, nil
+}

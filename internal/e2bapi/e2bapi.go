@@ -34,6 +34,7 @@
 //	GET    /sandboxes/metrics                      current samples of the listed sandboxes
 //	GET    /teams                                  the key's team
 //	GET    /teams/{teamID}/metrics, .../max        usage now (no history)
+//	GET    /sandboxes/{id}/logs, /v2/...           guest console lines, paged
 //	POST   /secrets, GET /secrets                  create (201), list (paged)
 //	GET, POST, DELETE /secrets/{id}                info, new version, delete (204); values never returned
 //
@@ -87,6 +88,8 @@ type Service interface {
 	ListSecrets(ctx context.Context, p service.Principal, after string, limit int) ([]store.Secret, string, error)
 	UpdateSecret(ctx context.Context, p service.Principal, idOrName, value string, metadata map[string]string) (store.Secret, error)
 	DeleteSecret(ctx context.Context, p service.Principal, idOrName string) error
+	// SandboxLogLines reads the guest console log through the host agent.
+	SandboxLogLines(ctx context.Context, p service.Principal, id string, from, limit int) ([]string, error)
 }
 
 var _ Service = (*service.Service)(nil)
@@ -215,7 +218,7 @@ func (s *server) routes() []route {
 
 // allRoutes adds the routes kept in their own files.
 func (s *server) allRoutes() []route {
-	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes(), s.secretRoutes())
+	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes(), s.secretRoutes(), s.logRoutes())
 }
 
 // handlerFunc writes its success response and returns errors for

@@ -241,3 +241,12 @@ type BuildTemplateResult struct {
 	Result     templatebuild.Result
 	DiskSizeMB int // the template's root disk, as the host decided it
 }
+
+// ConsoleLogReader is implemented by host clients that can read a
+// sandbox's guest console log (the agent's client does); the service asks
+// for it with a type assertion, like TemplateBuilder.
+type ConsoleLogReader interface {
+	// ReadConsoleLog returns up to maxBytes of the log from offset and the
+	// log's whole size.
+	ReadConsoleLog(ctx context.Context, sandboxID string, offset int64, maxBytes int) ([]byte, int64, error)
+}

@@ -445,3 +445,26 @@ test('refreshes, /sandboxes/metrics, /teams and team metrics', T, async () => {
     await kill(sbx)
   }
 })
+
+test('logs: the guest console through the agent, paged (v1 and v2)', T, async () => {
+  const sbx = await create()
+  try {
+    const v1 = await api('GET', `/sandboxes/${sbx.sandboxId}/logs?limit=1000`)
+    assert.equal(v1.status, 200)
+    assert.ok(v1.body.logs.length > 0, 'the console has lines')
+    assert.ok(v1.body.logs.some((l) => /Linux version/.test(l.line)), 'the kernel boot is in the log')
+    assert.equal(v1.body.logEntries.length, v1.body.logs.length)
+
+    const first = await api('GET', `/v2/sandboxes/${sbx.sandboxId}/logs?limit=2`)
+    assert.equal(first.body.logs.length, 2)
+    const cursor = Date.parse(first.body.logs[1].timestamp) + 1
+    const next = await api('GET', `/v2/sandboxes/${sbx.sandboxId}/logs?limit=2&cursor=${cursor}`)
+    assert.equal(next.body.logs[0].message, v1.body.logs[2].line, 'the cursor continues after the last line')
+    const found = await api('GET', `/v2/sandboxes/${sbx.sandboxId}/logs?search=Linux%20version`)
+    assert.ok(found.body.logs.length >= 1 && found.body.logs.every((l) => l.message.includes('Linux version')))
+    assert.equal((await api('GET', `/v2/sandboxes/${sbx.sandboxId}/logs?limit=1001`)).status, 400)
+    assert.equal((await api('GET', '/sandboxes/nosuchsandbox/logs')).status, 404)
+  } finally {
+    await kill(sbx)
+  }
+})

@@ -1702,6 +1702,119 @@ func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
+type ReadConsoleLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	MaxBytes      int32                  `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadConsoleLogRequest) Reset() {
+	*x = ReadConsoleLogRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadConsoleLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadConsoleLogRequest) ProtoMessage() {}
+
+func (x *ReadConsoleLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadConsoleLogRequest.ProtoReflect.Descriptor instead.
+func (*ReadConsoleLogRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReadConsoleLogRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ReadConsoleLogRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadConsoleLogRequest) GetMaxBytes() int32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type ReadConsoleLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// size is the log's whole length now.
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadConsoleLogResponse) Reset() {
+	*x = ReadConsoleLogResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadConsoleLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadConsoleLogResponse) ProtoMessage() {}
+
+func (x *ReadConsoleLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadConsoleLogResponse.ProtoReflect.Descriptor instead.
+func (*ReadConsoleLogResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReadConsoleLogResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ReadConsoleLogResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type BuildTemplateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Names the result on the host (chosen by the control plane, one per
@@ -1732,7 +1845,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1857,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1870,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BuildTemplateRequest) GetArtifactId() string {
@@ -1856,7 +1969,7 @@ type BuildLogLine struct {
 
 func (x *BuildLogLine) Reset() {
 	*x = BuildLogLine{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1981,7 @@ func (x *BuildLogLine) String() string {
 func (*BuildLogLine) ProtoMessage() {}
 
 func (x *BuildLogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1994,7 @@ func (x *BuildLogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogLine.ProtoReflect.Descriptor instead.
 func (*BuildLogLine) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BuildLogLine) GetTime() *timestamppb.Timestamp {
@@ -1925,7 +2038,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2050,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2063,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -2009,7 +2122,7 @@ type BuildTemplateResult struct {
 
 func (x *BuildTemplateResult) Reset() {
 	*x = BuildTemplateResult{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2134,7 @@ func (x *BuildTemplateResult) String() string {
 func (*BuildTemplateResult) ProtoMessage() {}
 
 func (x *BuildTemplateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2147,7 @@ func (x *BuildTemplateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResult.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResult) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BuildTemplateResult) GetSnapshot() bool {
@@ -2067,7 +2180,7 @@ type DeleteBuildRequest struct {
 
 func (x *DeleteBuildRequest) Reset() {
 	*x = DeleteBuildRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2192,7 @@ func (x *DeleteBuildRequest) String() string {
 func (*DeleteBuildRequest) ProtoMessage() {}
 
 func (x *DeleteBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2205,7 @@ func (x *DeleteBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBuildRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBuildRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteBuildRequest) GetArtifactId() string {
@@ -2110,7 +2223,7 @@ type DeleteBuildResponse struct {
 
 func (x *DeleteBuildResponse) Reset() {
 	*x = DeleteBuildResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2235,7 @@ func (x *DeleteBuildResponse) String() string {
 func (*DeleteBuildResponse) ProtoMessage() {}
 
 func (x *DeleteBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2248,7 @@ func (x *DeleteBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBuildResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBuildResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 type ExportTemplateRequest struct {
@@ -2147,7 +2260,7 @@ type ExportTemplateRequest struct {
 
 func (x *ExportTemplateRequest) Reset() {
 	*x = ExportTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2272,7 @@ func (x *ExportTemplateRequest) String() string {
 func (*ExportTemplateRequest) ProtoMessage() {}
 
 func (x *ExportTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2285,7 @@ func (x *ExportTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportTemplateRequest.ProtoReflect.Descriptor instead.
 func (*ExportTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExportTemplateRequest) GetTemplateId() string {
@@ -2204,7 +2317,7 @@ type TemplateChunk struct {
 
 func (x *TemplateChunk) Reset() {
 	*x = TemplateChunk{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2329,7 @@ func (x *TemplateChunk) String() string {
 func (*TemplateChunk) ProtoMessage() {}
 
 func (x *TemplateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2342,7 @@ func (x *TemplateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateChunk.ProtoReflect.Descriptor instead.
 func (*TemplateChunk) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TemplateChunk) GetPath() string {
@@ -2304,7 +2417,7 @@ type ImportTemplateResponse struct {
 
 func (x *ImportTemplateResponse) Reset() {
 	*x = ImportTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2429,7 @@ func (x *ImportTemplateResponse) String() string {
 func (*ImportTemplateResponse) ProtoMessage() {}
 
 func (x *ImportTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2442,7 @@ func (x *ImportTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportTemplateResponse.ProtoReflect.Descriptor instead.
 func (*ImportTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ImportTemplateResponse) GetBytes() int64 {
@@ -2465,7 +2578,15 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15DeleteSnapshotRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\tR\n" +
 	"templateId\"\x18\n" +
-	"\x16DeleteSnapshotResponse\"\xb6\x04\n" +
+	"\x16DeleteSnapshotResponse\"k\n" +
+	"\x15ReadConsoleLogRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x05R\bmaxBytes\"@\n" +
+	"\x16ReadConsoleLogResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xb6\x04\n" +
 	"\x14BuildTemplateRequest\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x12\x1b\n" +
@@ -2536,7 +2657,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fTemplateKind\x12\x1d\n" +
 	"\x19TEMPLATE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TEMPLATE_KIND_BASE\x10\x01\x12\x1a\n" +
-	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\x88\n" +
+	"\x16TEMPLATE_KIND_SNAPSHOT\x10\x022\xe5\n" +
 	"\n" +
 	"\x10HostAgentService\x12X\n" +
 	"\rCreateSandbox\x12\".hostagent.v1.CreateSandboxRequest\x1a#.hostagent.v1.CreateSandboxResponse\x12[\n" +
@@ -2549,7 +2670,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bReadFile\x12\x1d.hostagent.v1.ReadFileRequest\x1a\x1e.hostagent.v1.ReadFileResponse0\x01\x12N\n" +
 	"\tWriteFile\x12\x1e.hostagent.v1.WriteFileRequest\x1a\x1f.hostagent.v1.WriteFileResponse(\x01\x12[\n" +
 	"\x0eCreateSnapshot\x12#.hostagent.v1.CreateSnapshotRequest\x1a$.hostagent.v1.CreateSnapshotResponse\x12[\n" +
-	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12Z\n" +
+	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12[\n" +
+	"\x0eReadConsoleLog\x12#.hostagent.v1.ReadConsoleLogRequest\x1a$.hostagent.v1.ReadConsoleLogResponse\x12Z\n" +
 	"\rBuildTemplate\x12\".hostagent.v1.BuildTemplateRequest\x1a#.hostagent.v1.BuildTemplateResponse0\x01\x12R\n" +
 	"\vDeleteBuild\x12 .hostagent.v1.DeleteBuildRequest\x1a!.hostagent.v1.DeleteBuildResponse\x12T\n" +
 	"\x0eExportTemplate\x12#.hostagent.v1.ExportTemplateRequest\x1a\x1b.hostagent.v1.TemplateChunk0\x01\x12U\n" +
@@ -2568,7 +2690,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: hostagent.v1.SandboxState
 	(TemplateKind)(0),              // 1: hostagent.v1.TemplateKind
@@ -2598,38 +2720,40 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*CreateSnapshotResponse)(nil), // 25: hostagent.v1.CreateSnapshotResponse
 	(*DeleteSnapshotRequest)(nil),  // 26: hostagent.v1.DeleteSnapshotRequest
 	(*DeleteSnapshotResponse)(nil), // 27: hostagent.v1.DeleteSnapshotResponse
-	(*BuildTemplateRequest)(nil),   // 28: hostagent.v1.BuildTemplateRequest
-	(*BuildLogLine)(nil),           // 29: hostagent.v1.BuildLogLine
-	(*BuildTemplateResponse)(nil),  // 30: hostagent.v1.BuildTemplateResponse
-	(*BuildTemplateResult)(nil),    // 31: hostagent.v1.BuildTemplateResult
-	(*DeleteBuildRequest)(nil),     // 32: hostagent.v1.DeleteBuildRequest
-	(*DeleteBuildResponse)(nil),    // 33: hostagent.v1.DeleteBuildResponse
-	(*ExportTemplateRequest)(nil),  // 34: hostagent.v1.ExportTemplateRequest
-	(*TemplateChunk)(nil),          // 35: hostagent.v1.TemplateChunk
-	(*ImportTemplateResponse)(nil), // 36: hostagent.v1.ImportTemplateResponse
-	nil,                            // 37: hostagent.v1.CreateSandboxRequest.EnvEntry
-	nil,                            // 38: hostagent.v1.ExecRequest.EnvEntry
-	nil,                            // 39: hostagent.v1.BuildTemplateRequest.FilesEntry
-	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
+	(*ReadConsoleLogRequest)(nil),  // 28: hostagent.v1.ReadConsoleLogRequest
+	(*ReadConsoleLogResponse)(nil), // 29: hostagent.v1.ReadConsoleLogResponse
+	(*BuildTemplateRequest)(nil),   // 30: hostagent.v1.BuildTemplateRequest
+	(*BuildLogLine)(nil),           // 31: hostagent.v1.BuildLogLine
+	(*BuildTemplateResponse)(nil),  // 32: hostagent.v1.BuildTemplateResponse
+	(*BuildTemplateResult)(nil),    // 33: hostagent.v1.BuildTemplateResult
+	(*DeleteBuildRequest)(nil),     // 34: hostagent.v1.DeleteBuildRequest
+	(*DeleteBuildResponse)(nil),    // 35: hostagent.v1.DeleteBuildResponse
+	(*ExportTemplateRequest)(nil),  // 36: hostagent.v1.ExportTemplateRequest
+	(*TemplateChunk)(nil),          // 37: hostagent.v1.TemplateChunk
+	(*ImportTemplateResponse)(nil), // 38: hostagent.v1.ImportTemplateResponse
+	nil,                            // 39: hostagent.v1.CreateSandboxRequest.EnvEntry
+	nil,                            // 40: hostagent.v1.ExecRequest.EnvEntry
+	nil,                            // 41: hostagent.v1.BuildTemplateRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),  // 42: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	40, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	42, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: hostagent.v1.CreateSandboxRequest.template_kind:type_name -> hostagent.v1.TemplateKind
-	37, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
+	39, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
 	2,  // 4: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 5: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 6: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	2,  // 7: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
 	14, // 8: hostagent.v1.PingResponse.capacity:type_name -> hostagent.v1.Resources
 	14, // 9: hostagent.v1.PingResponse.usage:type_name -> hostagent.v1.Resources
-	38, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
+	40, // 10: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
 	18, // 11: hostagent.v1.ExecResponse.exit:type_name -> hostagent.v1.ExitStatus
 	22, // 12: hostagent.v1.WriteFileRequest.header:type_name -> hostagent.v1.WriteFileHeader
-	39, // 13: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
-	40, // 14: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
-	29, // 15: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
-	31, // 16: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
+	41, // 13: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
+	42, // 14: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
+	31, // 15: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
+	33, // 16: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
 	3,  // 17: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
 	5,  // 18: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
 	7,  // 19: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
@@ -2641,27 +2765,29 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	21, // 25: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
 	24, // 26: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
 	26, // 27: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	28, // 28: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
-	32, // 29: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
-	34, // 30: hostagent.v1.HostAgentService.ExportTemplate:input_type -> hostagent.v1.ExportTemplateRequest
-	35, // 31: hostagent.v1.HostAgentService.ImportTemplate:input_type -> hostagent.v1.TemplateChunk
-	4,  // 32: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	6,  // 33: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	8,  // 34: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	10, // 35: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	12, // 36: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	15, // 37: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
-	17, // 38: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	20, // 39: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	23, // 40: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	25, // 41: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	27, // 42: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	30, // 43: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
-	33, // 44: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
-	35, // 45: hostagent.v1.HostAgentService.ExportTemplate:output_type -> hostagent.v1.TemplateChunk
-	36, // 46: hostagent.v1.HostAgentService.ImportTemplate:output_type -> hostagent.v1.ImportTemplateResponse
-	32, // [32:47] is the sub-list for method output_type
-	17, // [17:32] is the sub-list for method input_type
+	28, // 28: hostagent.v1.HostAgentService.ReadConsoleLog:input_type -> hostagent.v1.ReadConsoleLogRequest
+	30, // 29: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
+	34, // 30: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
+	36, // 31: hostagent.v1.HostAgentService.ExportTemplate:input_type -> hostagent.v1.ExportTemplateRequest
+	37, // 32: hostagent.v1.HostAgentService.ImportTemplate:input_type -> hostagent.v1.TemplateChunk
+	4,  // 33: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	6,  // 34: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	8,  // 35: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	10, // 36: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	12, // 37: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	15, // 38: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
+	17, // 39: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	20, // 40: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	23, // 41: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	25, // 42: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	27, // 43: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	29, // 44: hostagent.v1.HostAgentService.ReadConsoleLog:output_type -> hostagent.v1.ReadConsoleLogResponse
+	32, // 45: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	35, // 46: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
+	37, // 47: hostagent.v1.HostAgentService.ExportTemplate:output_type -> hostagent.v1.TemplateChunk
+	38, // 48: hostagent.v1.HostAgentService.ImportTemplate:output_type -> hostagent.v1.ImportTemplateResponse
+	33, // [33:49] is the sub-list for method output_type
+	17, // [17:33] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2681,8 +2807,8 @@ func file_hostagent_v1_hostagent_proto_init() {
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[26].OneofWrappers = []any{}
-	file_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{}
+	file_hostagent_v1_hostagent_proto_msgTypes[30].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
@@ -2692,7 +2818,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

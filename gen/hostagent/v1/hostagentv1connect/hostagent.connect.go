@@ -68,6 +68,9 @@ const (
 	// HostAgentServiceDeleteSnapshotProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteSnapshot RPC.
 	HostAgentServiceDeleteSnapshotProcedure = "/hostagent.v1.HostAgentService/DeleteSnapshot"
+	// HostAgentServiceReadConsoleLogProcedure is the fully-qualified name of the HostAgentService's
+	// ReadConsoleLog RPC.
+	HostAgentServiceReadConsoleLogProcedure = "/hostagent.v1.HostAgentService/ReadConsoleLog"
 	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
 	// BuildTemplate RPC.
 	HostAgentServiceBuildTemplateProcedure = "/hostagent.v1.HostAgentService/BuildTemplate"
@@ -117,6 +120,9 @@ type HostAgentServiceClient interface {
 	// DeleteSnapshot removes a snapshot template's files. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on it.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// ReadConsoleLog reads a sandbox's guest console log (kernel boot, init
+	// and envd output) from byte offset, at most max_bytes of it.
+	ReadConsoleLog(context.Context, *connect.Request[v1.ReadConsoleLogRequest]) (*connect.Response[v1.ReadConsoleLogResponse], error)
 	// BuildTemplate builds a template on this host (RUN steps in microVMs of
 	// the image being built) into the artefacts named artifact_id. The
 	// stream carries the build log and ends with the result; a failed build
@@ -213,6 +219,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		readConsoleLog: connect.NewClient[v1.ReadConsoleLogRequest, v1.ReadConsoleLogResponse](
+			httpClient,
+			baseURL+HostAgentServiceReadConsoleLogProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ReadConsoleLog")),
+			connect.WithClientOptions(opts...),
+		),
 		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateResponse](
 			httpClient,
 			baseURL+HostAgentServiceBuildTemplateProcedure,
@@ -253,6 +265,7 @@ type hostAgentServiceClient struct {
 	writeFile      *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
 	createSnapshot *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	readConsoleLog *connect.Client[v1.ReadConsoleLogRequest, v1.ReadConsoleLogResponse]
 	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 	deleteBuild    *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
 	exportTemplate *connect.Client[v1.ExportTemplateRequest, v1.TemplateChunk]
@@ -314,6 +327,11 @@ func (c *hostAgentServiceClient) DeleteSnapshot(ctx context.Context, req *connec
 	return c.deleteSnapshot.CallUnary(ctx, req)
 }
 
+// ReadConsoleLog calls hostagent.v1.HostAgentService.ReadConsoleLog.
+func (c *hostAgentServiceClient) ReadConsoleLog(ctx context.Context, req *connect.Request[v1.ReadConsoleLogRequest]) (*connect.Response[v1.ReadConsoleLogResponse], error) {
+	return c.readConsoleLog.CallUnary(ctx, req)
+}
+
 // BuildTemplate calls hostagent.v1.HostAgentService.BuildTemplate.
 func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error) {
 	return c.buildTemplate.CallServerStream(ctx, req)
@@ -369,6 +387,9 @@ type HostAgentServiceHandler interface {
 	// DeleteSnapshot removes a snapshot template's files. FAILED_PRECONDITION
 	// when sandboxes on this host still depend on it.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// ReadConsoleLog reads a sandbox's guest console log (kernel boot, init
+	// and envd output) from byte offset, at most max_bytes of it.
+	ReadConsoleLog(context.Context, *connect.Request[v1.ReadConsoleLogRequest]) (*connect.Response[v1.ReadConsoleLogResponse], error)
 	// BuildTemplate builds a template on this host (RUN steps in microVMs of
 	// the image being built) into the artefacts named artifact_id. The
 	// stream carries the build log and ends with the result; a failed build
@@ -461,6 +482,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceReadConsoleLogHandler := connect.NewUnaryHandler(
+		HostAgentServiceReadConsoleLogProcedure,
+		svc.ReadConsoleLog,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ReadConsoleLog")),
+		connect.WithHandlerOptions(opts...),
+	)
 	hostAgentServiceBuildTemplateHandler := connect.NewServerStreamHandler(
 		HostAgentServiceBuildTemplateProcedure,
 		svc.BuildTemplate,
@@ -509,6 +536,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceCreateSnapshotHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteSnapshotProcedure:
 			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
+		case HostAgentServiceReadConsoleLogProcedure:
+			hostAgentServiceReadConsoleLogHandler.ServeHTTP(w, r)
 		case HostAgentServiceBuildTemplateProcedure:
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteBuildProcedure:
@@ -568,6 +597,10 @@ func (UnimplementedHostAgentServiceHandler) CreateSnapshot(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteSnapshot is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ReadConsoleLog(context.Context, *connect.Request[v1.ReadConsoleLogRequest]) (*connect.Response[v1.ReadConsoleLogResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ReadConsoleLog is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
