@@ -21,6 +21,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/agent"
 	"github.com/hearth-sandbox/hearth/internal/config"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 )
 
@@ -34,6 +35,7 @@ type agentFlags struct {
 	bootTimeout   time.Duration
 	logLevel      string
 	netnsPrefix   string
+	egressPrivate []string
 
 	// Fleet mode (set by --control-plane).
 	controlPlane      string
@@ -103,6 +105,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs.DurationVar(&f.bootTimeout, "boot-timeout", f.bootTimeout, "how long a sandbox may take to answer after its VM starts")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "debug, info, warn or error")
 	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default: derived from --data-dir; at most 8 of [a-z0-9-])")
+	addEgressFlag(fs, &f.egressPrivate)
 	fs.StringVar(&f.controlPlane, "control-plane", f.controlPlane, "control plane URL: join its fleet (mTLS, heartbeats) instead of single-host mode")
 	fs.StringVar(&f.register, "register", f.register, "one-time registration token from `hearth host add` (first start only)")
 	fs.StringVar(&f.registerFile, "register-file", f.registerFile, "file holding the --register token (e.g. a Kubernetes Secret key named after the node); a missing file is ignored")
@@ -144,16 +147,21 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 	} else if f.token == "" && !isLoopback(f.listen) {
 		log.Warn("agent: listening beyond loopback without --agent-token: anyone who can reach it controls the sandboxes", "listen", f.listen)
 	}
+	open, err := egress.ParseOperatorRanges(f.egressPrivate)
+	if err != nil {
+		return err
+	}
 	opts := agent.Options{
-		DataDir:       f.dataDir,
-		HostID:        f.hostID,
-		Token:         f.token,
-		VMM:           f.vmm,
-		RootfsBackend: f.rootfsBackend,
-		BootTimeout:   f.bootTimeout,
-		NetnsPrefix:   f.netnsPrefix,
-		CrashAt:       f.crashAt,
-		Logger:        log,
+		EgressAllowPrivate: open,
+		DataDir:            f.dataDir,
+		HostID:             f.hostID,
+		Token:              f.token,
+		VMM:                f.vmm,
+		RootfsBackend:      f.rootfsBackend,
+		BootTimeout:        f.bootTimeout,
+		NetnsPrefix:        f.netnsPrefix,
+		CrashAt:            f.crashAt,
+		Logger:             log,
 	}
 	a, err := agent.New(ctx, opts)
 	if err != nil {

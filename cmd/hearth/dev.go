@@ -8,14 +8,17 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/devstack"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 )
 
 func newDevCmd() *cobra.Command {
 	cfg := config.Default()
 	var opts devstack.Options
+	var egressPrivate []string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the control plane and a host agent in one process (one machine, SQLite)",
@@ -30,6 +33,11 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 			ctx := cmd.Context()
 			log := newLogger(cmd, cfg.LogLevel)
 			opts.Config, opts.Logger = cfg, log
+			open, err := egress.ParseOperatorRanges(egressPrivate)
+			if err != nil {
+				return err
+			}
+			opts.AgentOptions.EgressAllowPrivate = open
 			s, err := devstack.Start(ctx, opts)
 			if err != nil {
 				return err
@@ -52,8 +60,18 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 	fs.BoolVar(&opts.CodeInterpreter, "code-interpreter", true, "bake the code-interpreter-v1 template (E2B code interpreter) at start when the code-interpreter image is built")
 	fs.StringVar(&opts.AgentOptions.RootfsBackend, "rootfs-backend", "", "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	addCrashAtFlag(fs, &opts.AgentOptions.CrashAt)
+	addEgressFlag(fs, &egressPrivate)
 	config.BindCommand(cmd)
 	return cmd
+}
+
+const egressFlag = "egress-allow-private"
+
+// addEgressFlag is --egress-allow-private, shared by the commands that run
+// an agent.
+func addEgressFlag(fs *pflag.FlagSet, v *[]string) {
+	fs.StringArrayVar(v, egressFlag, nil, "open a private range (CIDR) that sandboxes cannot reach by default: RFC 1918, 100.64.0.0/10, "+
+		"169.254.0.0/16, loopback, multicast; repeatable, or comma-separated; sandbox policies still apply")
 }
 
 func printDevBanner(w io.Writer, s *devstack.Stack, domain string) {

@@ -40,6 +40,10 @@ type Options struct {
 	// each other's objects, and a restarted agent finds its own again.
 	NetnsPrefix string
 	NetPool     netip.Prefix
+	// EgressAllowPrivate opens ranges that sandboxes never reach by
+	// default (egress.Closed: private, link-local, ...) to every sandbox
+	// of this host, subject to each sandbox's own policy.
+	EgressAllowPrivate []netip.Prefix
 
 	Driver           vmm.Driver
 	Disks            rootfs.Backend

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
@@ -219,7 +220,7 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB 
 	logf("info", "starting the template: %s", out.StartCmd)
 	if _, err := m.Create(ctx, Spec{
 		ID: id, TemplateID: req.ArtifactID, TemplateKind: sbx.KindBase, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
-		DiskSizeMB: diskMB, Env: out.Config.Env, AccessToken: randomHex(16), AllowInternet: true, Internal: true,
+		DiskSizeMB: diskMB, Env: out.Config.Env, AccessToken: randomHex(16), Egress: egress.Open(), Internal: true,
 	}); err != nil {
 		return fmt.Errorf("boot the template: %w", err)
 	}

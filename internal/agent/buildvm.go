@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
@@ -42,7 +43,7 @@ func (r buildRunner) Boot(ctx context.Context, disk string, shape templatebuild.
 			_ = g.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	slot, err := m.d.Net.Setup(ctx, id, NetOptions{AllowInternet: shape.AllowInternet})
+	slot, err := m.d.Net.Setup(ctx, id, NetOptions{Egress: egress.Policy{AllowInternet: shape.AllowInternet}})
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
@@ -22,10 +23,12 @@ type Network interface {
 	Teardown(ctx context.Context, sandboxID string) error
 	// CleanupStale removes slots left by a crashed agent.
 	CleanupStale(ctx context.Context) error
+	// SetPolicy replaces a slot's egress policy at once.
+	SetPolicy(ctx context.Context, sandboxID string, p egress.Policy) error
 }
 
 type NetOptions struct {
-	AllowInternet bool
+	Egress egress.Policy
 }
 
 // NetSlot is one sandbox's network slot.

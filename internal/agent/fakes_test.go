@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
@@ -239,13 +240,14 @@ type fakeNet struct {
 	mu        sync.Mutex
 	failSetup bool
 	slots     map[string]NetSlot
-	partial   map[string]bool // left behind by a failed Setup
+	policies  map[string]egress.Policy // by Setup and SetPolicy
+	partial   map[string]bool          // left behind by a failed Setup
 	setups    int
 	stale     int
 }
 
 func newFakeNet() *fakeNet {
-	return &fakeNet{slots: map[string]NetSlot{}, partial: map[string]bool{}}
+	return &fakeNet{slots: map[string]NetSlot{}, policies: map[string]egress.Policy{}, partial: map[string]bool{}}
 }
 
 func (n *fakeNet) Setup(_ context.Context, id string, o NetOptions) (NetSlot, error) {
@@ -264,6 +266,7 @@ func (n *fakeNet) Setup(_ context.Context, id string, o NetOptions) (NetSlot, er
 		s.Address = n.addrFor(id)
 	}
 	n.slots[id] = s
+	n.policies[id] = o.Egress
 	return s, nil
 }
 
@@ -272,6 +275,16 @@ func (n *fakeNet) Teardown(_ context.Context, id string) error {
 	defer n.mu.Unlock()
 	delete(n.slots, id)
 	delete(n.partial, id)
+	return nil
+}
+
+func (n *fakeNet) SetPolicy(_ context.Context, id string, p egress.Policy) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.slots[id]; !ok {
+		return fmt.Errorf("no slot %s", id)
+	}
+	n.policies[id] = p
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
@@ -35,7 +36,7 @@ func TestShutdownPauseFailureKeepsDisk(t *testing.T) {
 	if _, err := h.m.Pause(ctx, "keep1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.Resume(ctx, "keep1", "tok-keep1", false); err != nil {
+	if _, err := h.m.Resume(ctx, "keep1", "tok-keep1", egress.Policy{}); err != nil {
 		t.Fatal(err)
 	}
 	// fine1 is paused before the failure starts; keep1 and keep2 fail.
@@ -83,7 +84,7 @@ func TestShutdownPauseFailureKeepsDisk(t *testing.T) {
 		t.Fatalf("restart removed disks: %v", got)
 	}
 	var te *sbx.ErrTransition
-	if _, err := h.m.Resume(ctx, "keep1", "tok", false); !errors.As(err, &te) {
+	if _, err := h.m.Resume(ctx, "keep1", "tok", egress.Policy{}); !errors.As(err, &te) {
 		t.Fatalf("resume of a sandbox in error: %v", err)
 	}
 	for _, id := range []string{"keep1", "keep2", "fine1"} {
@@ -249,7 +250,7 @@ func TestVariantsPrunedAndKept(t *testing.T) {
 		t.Fatalf("after start-up prune: %v\nwant (paused1's variant + template t1's): %v", after, want)
 	}
 	// paused1 resumes on its kept variant.
-	if _, err := h.m.Resume(ctx, "paused1", "tok", false); err != nil {
+	if _, err := h.m.Resume(ctx, "paused1", "tok", egress.Policy{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(pausedVariant); err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
+
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
@@ -294,7 +296,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	sb.disk = &disk
 	sb.mu.Unlock()
 
-	slot, err := m.d.Net.Setup(ctx, spec.ID, NetOptions{AllowInternet: spec.AllowInternet})
+	slot, err := m.d.Net.Setup(ctx, spec.ID, NetOptions{Egress: spec.Egress})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
@@ -643,7 +645,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 
 // Resume restores a paused sandbox. Resuming a running one succeeds. A
 // failed resume leaves it paused (the snapshot is intact).
-func (m *Manager) Resume(ctx context.Context, id, accessToken string, allowInternet bool) (Info, error) {
+func (m *Manager) Resume(ctx context.Context, id, accessToken string, pol egress.Policy) (Info, error) {
 	if m.d.Snapshots == nil {
 		return Info{}, fmt.Errorf("resume: %w", ErrUnimplemented)
 	}
@@ -655,14 +657,14 @@ func (m *Manager) Resume(ctx context.Context, id, accessToken string, allowInter
 		return Info{}, err
 	}
 	defer sb.unlock()
-	if err := m.resumeLocked(ctx, sb, accessToken, allowInternet); err != nil {
+	if err := m.resumeLocked(ctx, sb, accessToken, pol); err != nil {
 		return Info{}, err
 	}
 	return sb.info(), nil
 }
 
 // resumeLocked is Resume with sb's op slot held.
-func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken string, allowInternet bool) error {
+func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken string, pol egress.Policy) error {
 	id := sb.spec.ID
 	if sb.currentState() == sbx.StateRunning {
 		return nil
@@ -688,7 +690,7 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 		// resumed without a new one: it keeps the token it had.
 		sb.spec.AccessToken = prevToken
 	}
-	sb.spec.AllowInternet = allowInternet
+	sb.spec.Egress = pol
 	user := frozen.User
 	if user == "" {
 		user = m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
@@ -722,11 +724,36 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 	return nil
 }
 
+// SetNetwork replaces a sandbox's egress policy: at once on a running
+// sandbox's slot, at the next resume of a paused one.
+func (m *Manager) SetNetwork(ctx context.Context, id string, pol egress.Policy) (Info, error) {
+	sb, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := sb.lock(ctx); err != nil {
+		return Info{}, err
+	}
+	defer sb.unlock()
+	switch st := sb.currentState(); st {
+	case sbx.StateRunning:
+		if err := m.d.Net.SetPolicy(ctx, id, pol); err != nil {
+			return Info{}, fmt.Errorf("sandbox %s: network: %w", id, err)
+		}
+	case sbx.StatePaused:
+	default:
+		return Info{}, fmt.Errorf("sandbox %s is %s; its network changes only while running or paused: %w", id, st, ErrInUse)
+	}
+	sb.spec.Egress = pol // guarded by op, like the access token
+	m.saveMeta(sb)
+	return sb.info(), nil
+}
+
 // restore starts sb's VM from the snapshot in dir (its own, or a
 // template's) on a new network slot and initialises envd, authenticating
 // with prevToken (the token the frozen envd holds).
 func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken string) error {
-	slot, err := m.d.Net.Setup(ctx, sb.spec.ID, NetOptions{AllowInternet: sb.spec.AllowInternet})
+	slot, err := m.d.Net.Setup(ctx, sb.spec.ID, NetOptions{Egress: sb.spec.Egress})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
@@ -354,11 +356,11 @@ func TestPauseResume(t *testing.T) {
 		if _, _, err := h.m.envdOf("pr1"); err == nil {
 			t.Fatal("exec allowed while paused")
 		}
-		in, err = h.m.Resume(ctx, "pr1", "newtoken", false)
+		in, err = h.m.Resume(ctx, "pr1", "newtoken", egress.Policy{})
 		if err != nil || in.State != sbx.StateRunning || in.EnvdAddr == "" {
 			t.Fatalf("round %d resume: %+v, %v", round, in, err)
 		}
-		if _, err := h.m.Resume(ctx, "pr1", "", false); err != nil { // idempotent
+		if _, err := h.m.Resume(ctx, "pr1", "", egress.Policy{}); err != nil { // idempotent
 			t.Fatal(err)
 		}
 		if got := h.envd.inits[len(h.envd.inits)-1].AccessToken; got != "newtoken" {
@@ -396,7 +398,7 @@ func TestPauseFailureKeepsRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.snaps.failRestore = true
-	if _, err := h.m.Resume(ctx, "pf1", "", false); !errors.Is(err, errInjected) {
+	if _, err := h.m.Resume(ctx, "pf1", "", egress.Policy{}); !errors.Is(err, errInjected) {
 		t.Fatalf("err = %v", err)
 	}
 	if in, _ := h.m.Get("pf1"); in.State != sbx.StatePaused || h.driver.live() != 0 || h.net.held() != 0 {
@@ -578,5 +580,57 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not reached within %v", what, testDeadline)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSetNetwork(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	ctx := context.Background()
+	s := spec("net1")
+	s.Egress = egress.Open()
+	if _, err := h.m.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	policy := func() egress.Policy {
+		h.net.mu.Lock()
+		defer h.net.mu.Unlock()
+		return h.net.policies["net1"]
+	}
+	if got := policy(); !reflect.DeepEqual(got, egress.Open()) {
+		t.Fatalf("slot policy at create = %+v", got)
+	}
+	closed := egress.Policy{AllowOut: []string{"8.8.8.8/32"}}
+	if _, err := h.m.SetNetwork(ctx, "net1", closed); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); !reflect.DeepEqual(got, closed) {
+		t.Fatalf("slot policy after SetNetwork = %+v, want %+v", got, closed)
+	}
+	// Paused: kept in the spec, applied by the resume's new slot.
+	if _, err := h.m.Pause(ctx, "net1"); err != nil {
+		t.Fatal(err)
+	}
+	open := egress.Open()
+	if _, err := h.m.SetNetwork(ctx, "net1", open); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.SetNetwork(ctx, "nosuch", open); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("SetNetwork(nosuch) = %v", err)
+	}
+	if _, err := h.m.Resume(ctx, "net1", "", open); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); !reflect.DeepEqual(got, open) {
+		t.Fatalf("slot policy after resume = %+v", got)
+	}
+}
+
+func TestPolicyFromPBNamesTheRule(t *testing.T) {
+	t.Parallel()
+	_, err := policyFromPB(true, nil, []string{"example.com"})
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "denyOut" || !errors.Is(err, ErrInvalid) || !strings.Contains(fe.Msg, `"example.com"`) {
+		t.Fatalf("policyFromPB = %v", err)
 	}
 }

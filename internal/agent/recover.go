@@ -416,7 +416,7 @@ func (m *Manager) resumeShutdownPaused(ctx context.Context) {
 			continue
 		}
 		sb.mu.Lock()
-		again, allow := sb.resumeAtStart, sb.spec.AllowInternet
+		again, allow := sb.resumeAtStart, sb.spec.Egress
 		sb.mu.Unlock()
 		if !again {
 			continue

@@ -4,26 +4,29 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"reflect"
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
-// Spec is what a sandbox is created with. It never changes afterwards.
+// Spec is what a sandbox is created with. Only the access token and the
+// egress policy change afterwards (resume, SetNetwork).
 type Spec struct {
-	ID            string
-	TemplateID    string
-	TemplateKind  sbx.TemplateKind
-	VCPUs         int
-	MemoryMB      int
-	DiskSizeMB    int // 0: sbx.DefaultDiskSizeMB
-	Env           map[string]string
-	AccessToken   string
-	TimeoutS      int
-	AllowInternet bool
+	ID           string
+	TemplateID   string
+	TemplateKind sbx.TemplateKind
+	VCPUs        int
+	MemoryMB     int
+	DiskSizeMB   int // 0: sbx.DefaultDiskSizeMB
+	Env          map[string]string
+	AccessToken  string
+	TimeoutS     int
+	Egress       egress.Policy
 	// Internal: the agent's own (a template build's start-command VM).
 	// Not listed to the control plane, whose reconciler would destroy a
 	// sandbox it never created; a crashed agent's is removed at start-up.
@@ -35,7 +38,7 @@ type Spec struct {
 func (s Spec) sameRequest(o Spec) bool {
 	return s.ID == o.ID && s.TemplateID == o.TemplateID && s.TemplateKind == o.TemplateKind &&
 		s.VCPUs == o.VCPUs && s.MemoryMB == o.MemoryMB && s.DiskSizeMB == o.DiskSizeMB &&
-		s.AccessToken == o.AccessToken && s.AllowInternet == o.AllowInternet && maps.Equal(s.Env, o.Env)
+		s.AccessToken == o.AccessToken && reflect.DeepEqual(s.Egress, o.Egress) && maps.Equal(s.Env, o.Env)
 }
 
 // Info is a sandbox as this host reports it.
@@ -171,7 +174,7 @@ func (s *sandbox) info() Info {
 		MemoryMB:     s.spec.MemoryMB,
 		DiskSizeMB:   s.spec.DiskSizeMB,
 		Error:        s.errMsg,
-		AllowNetwork: s.spec.AllowInternet,
+		AllowNetwork: s.spec.Egress.AllowInternet,
 	}
 	if s.state == sbx.StateRunning && s.slot != nil {
 		in.GuestAddr, in.EnvdAddr = guestAddrs(s.slot.Address)

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
@@ -28,17 +29,21 @@ func (s *rpcServer) m() *Manager { return s.a.mgr }
 
 func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.CreateSandboxRequest]) (*connect.Response[pb.CreateSandboxResponse], error) {
 	r := req.Msg
+	pol, err := policyFromPB(r.AllowInternet, r.AllowOut, r.DenyOut)
+	if err != nil {
+		return nil, connectErr(err)
+	}
 	in, err := s.m().Create(ctx, Spec{
-		ID:            r.SandboxId,
-		TemplateID:    r.TemplateId,
-		TemplateKind:  hostwire.KindFromPB(r.TemplateKind),
-		VCPUs:         int(r.Vcpus),
-		MemoryMB:      int(r.MemoryMb),
-		DiskSizeMB:    int(r.DiskSizeMb),
-		Env:           r.Env,
-		AccessToken:   r.AccessToken,
-		TimeoutS:      int(r.TimeoutS),
-		AllowInternet: r.AllowInternet,
+		ID:           r.SandboxId,
+		TemplateID:   r.TemplateId,
+		TemplateKind: hostwire.KindFromPB(r.TemplateKind),
+		VCPUs:        int(r.Vcpus),
+		MemoryMB:     int(r.MemoryMb),
+		DiskSizeMB:   int(r.DiskSizeMb),
+		Env:          r.Env,
+		AccessToken:  r.AccessToken,
+		TimeoutS:     int(r.TimeoutS),
+		Egress:       pol,
 	})
 	if err != nil {
 		return nil, connectErr(err)
@@ -62,11 +67,40 @@ func (s *rpcServer) PauseSandbox(ctx context.Context, req *connect.Request[pb.Pa
 }
 
 func (s *rpcServer) ResumeSandbox(ctx context.Context, req *connect.Request[pb.ResumeSandboxRequest]) (*connect.Response[pb.ResumeSandboxResponse], error) {
-	in, err := s.m().Resume(ctx, req.Msg.SandboxId, req.Msg.AccessToken, req.Msg.AllowInternet)
+	r := req.Msg
+	pol, err := policyFromPB(r.AllowInternet, r.AllowOut, r.DenyOut)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	in, err := s.m().Resume(ctx, r.SandboxId, r.AccessToken, pol)
 	if err != nil {
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&pb.ResumeSandboxResponse{Sandbox: toPB(in)}), nil
+}
+
+func (s *rpcServer) UpdateSandboxNetwork(ctx context.Context, req *connect.Request[pb.UpdateSandboxNetworkRequest]) (*connect.Response[pb.UpdateSandboxNetworkResponse], error) {
+	r := req.Msg
+	pol, err := policyFromPB(r.AllowInternet, r.AllowOut, r.DenyOut)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	in, err := s.m().SetNetwork(ctx, r.SandboxId, pol)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&pb.UpdateSandboxNetworkResponse{Sandbox: toPB(in)}), nil
+}
+
+// policyFromPB validates egress rules again on the host: the agent never
+// trusts its caller to have done it.
+func policyFromPB(allowInternet bool, allowOut, denyOut []string) (egress.Policy, error) {
+	p, err := egress.New(allowInternet, allowOut, denyOut)
+	var re *egress.RuleError
+	if errors.As(err, &re) {
+		return egress.Policy{}, &FieldError{Field: re.Field, Msg: re.Error()}
+	}
+	return p, err
 }
 
 func (s *rpcServer) ListSandboxes(ctx context.Context, _ *connect.Request[pb.ListSandboxesRequest]) (*connect.Response[pb.ListSandboxesResponse], error) {

@@ -166,7 +166,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 		}
 		defer func() {
 			// Resume whatever happened to the copy: the sandbox was running.
-			if err := m.resumeLocked(context.WithoutCancel(ctx), sb, "", sb.spec.AllowInternet); err != nil {
+			if err := m.resumeLocked(context.WithoutCancel(ctx), sb, "", sb.spec.Egress); err != nil {
 				sb.log.Error("resume after snapshot", "err", err)
 				return
 			}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/netns"
@@ -60,7 +61,7 @@ func (a *Agent) wire(ctx context.Context) error {
 		if o.NetPool.IsValid() {
 			pool = o.NetPool
 		}
-		nm, err := netns.NewManager(ctx, netns.Config{Prefix: prefix, Pool: pool, Logger: o.Logger})
+		nm, err := netns.NewManager(ctx, netns.Config{Prefix: prefix, Pool: pool, OpenPrivate: o.EgressAllowPrivate, Logger: o.Logger})
 		if err != nil {
 			return fmt.Errorf("agent: network: %w", err)
 		}
@@ -124,7 +125,7 @@ var (
 type netAdapter struct{ m *netns.Manager }
 
 func (n netAdapter) Setup(ctx context.Context, id string, o NetOptions) (NetSlot, error) {
-	s, err := n.m.Setup(ctx, id, netns.Options{AllowInternet: o.AllowInternet})
+	s, err := n.m.Setup(ctx, id, netns.Options{Egress: o.Egress})
 	if err != nil {
 		return NetSlot{}, err
 	}
@@ -132,7 +133,10 @@ func (n netAdapter) Setup(ctx context.Context, id string, o NetOptions) (NetSlot
 }
 
 func (n netAdapter) Teardown(ctx context.Context, id string) error { return n.m.Teardown(ctx, id) }
-func (n netAdapter) CleanupStale(ctx context.Context) error        { return n.m.CleanupStale(ctx) }
+func (n netAdapter) SetPolicy(ctx context.Context, id string, p egress.Policy) error {
+	return n.m.SetPolicy(ctx, id, p)
+}
+func (n netAdapter) CleanupStale(ctx context.Context) error { return n.m.CleanupStale(ctx) }
 
 func (n netAdapter) Adopt(ctx context.Context, id string, memberPID int) (NetSlot, error) {
 	s, err := n.m.Adopt(ctx, id, memberPID)

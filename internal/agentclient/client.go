@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
@@ -65,7 +66,9 @@ func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxReq
 		Env:           req.Env,
 		AccessToken:   req.AccessToken,
 		TimeoutS:      int32(req.TimeoutS),
-		AllowInternet: req.AllowInternet,
+		AllowInternet: req.Egress.AllowInternet,
+		AllowOut:      req.Egress.AllowOut,
+		DenyOut:       req.Egress.DenyOut,
 	}))
 	if err != nil {
 		return service.SandboxRuntime{}, serviceErr("create sandbox", err)
@@ -85,12 +88,20 @@ func (c *Client) PauseSandbox(ctx context.Context, sandboxID string) error {
 
 func (c *Client) ResumeSandbox(ctx context.Context, req service.ResumeSandboxRequest) (service.SandboxRuntime, error) {
 	res, err := c.rpc.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{
-		SandboxId: req.SandboxID, AccessToken: req.AccessToken, AllowInternet: req.AllowInternet,
+		SandboxId: req.SandboxID, AccessToken: req.AccessToken,
+		AllowInternet: req.Egress.AllowInternet, AllowOut: req.Egress.AllowOut, DenyOut: req.Egress.DenyOut,
 	}))
 	if err != nil {
 		return service.SandboxRuntime{}, serviceErr("resume sandbox", err)
 	}
 	return fromPB(res.Msg.Sandbox), nil
+}
+
+func (c *Client) UpdateSandboxNetwork(ctx context.Context, sandboxID string, p egress.Policy) error {
+	_, err := c.rpc.UpdateSandboxNetwork(ctx, connect.NewRequest(&pb.UpdateSandboxNetworkRequest{
+		SandboxId: sandboxID, AllowInternet: p.AllowInternet, AllowOut: p.AllowOut, DenyOut: p.DenyOut,
+	}))
+	return serviceErr("update sandbox network", err)
 }
 
 func (c *Client) ListSandboxes(ctx context.Context) ([]service.SandboxRuntime, error) {

@@ -74,6 +74,7 @@ type Service interface {
 	// least now+timeoutS; it never shortens it.
 	ConnectSandbox(ctx context.Context, p service.Principal, id string, timeoutS int) (sb store.Sandbox, resumed bool, err error)
 	SetSandboxTimeout(ctx context.Context, p service.Principal, id string, timeoutS int) (store.Sandbox, error)
+	UpdateSandboxNetwork(ctx context.Context, p service.Principal, id string, in service.NetworkInput) (store.Sandbox, error)
 	ListTemplates(ctx context.Context, p service.Principal) ([]store.Template, error)
 	CreateSnapshot(ctx context.Context, p service.Principal, sandboxID, name string) (store.Template, error)
 	ListSnapshots(ctx context.Context, p service.Principal) ([]store.Template, error)
@@ -207,6 +208,7 @@ func (s *server) routes() []route {
 		{"GET /sandboxes/{id}", s.get},
 		{"DELETE /sandboxes/{id}", s.kill},
 		{"POST /sandboxes/{id}/timeout", s.setTimeout},
+		{"PUT /sandboxes/{id}/network", s.updateNetwork},
 		{"POST /sandboxes/{id}/pause", s.pause},
 		{"POST /sandboxes/{id}/resume", s.resume},
 		{"POST /sandboxes/{id}/connect", s.connect},

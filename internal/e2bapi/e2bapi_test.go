@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
@@ -287,7 +289,7 @@ func TestCreate(t *testing.T) {
 			}
 		}
 		creates := e.host.Creates()
-		if len(creates) != 2 || creates[0].Env["FOO"] != "bar" || creates[0].AllowInternet || creates[0].TimeoutS != 120 {
+		if len(creates) != 2 || creates[0].Env["FOO"] != "bar" || creates[0].Egress.AllowInternet || creates[0].TimeoutS != 120 {
 			t.Fatalf("host saw %+v", creates)
 		}
 	})
@@ -311,7 +313,9 @@ func TestCreateErrors(t *testing.T) {
 			{"no template", e.key, map[string]any{"timeout": 10}, http.StatusBadRequest, "templateID"},
 			{"timeout too long", e.key, map[string]any{"templateID": "base", "timeout": 10_000_000}, http.StatusBadRequest, "timeout:"},
 			{"bad type", e.key, map[string]any{"templateID": "base", "timeout": "soon"}, http.StatusBadRequest, "timeout"},
-			{"network rules", e.key, map[string]any{"templateID": "base", "network": map[string]any{"denyOut": []string{"0.0.0.0/0"}}}, http.StatusBadRequest, "network"},
+			{"domain rule", e.key, map[string]any{"templateID": "base", "network": map[string]any{"allowOut": []string{"example.com"}}}, http.StatusBadRequest, `allowOut: rule \"example.com\": domain names`},
+			{"malformed rule", e.key, map[string]any{"templateID": "base", "network": map[string]any{"denyOut": []string{"10.0.0.1/8"}}}, http.StatusBadRequest, `denyOut: rule \"10.0.0.1/8\"`},
+			{"egress proxy", e.key, map[string]any{"templateID": "base", "network": map[string]any{"egressProxy": map[string]string{"address": "p:1080"}}}, http.StatusBadRequest, "network.egressProxy"},
 			{"volumes", e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "v", "path": "/v"}}}, http.StatusBadRequest, "volumeMounts"},
 			{"mcp", e.key, map[string]any{"templateID": "base", "mcp": map[string]any{"x": 1}}, http.StatusBadRequest, "mcp"},
 		} {
@@ -640,6 +644,81 @@ func TestUnknownRoute(t *testing.T) {
 		e := newEnv(t, db, nil)
 		if r := e.do(http.MethodPost, "/sandboxes/x/nosuchroute", e.key, nil); r.status != http.StatusNotFound {
 			t.Fatalf("unknown route: %d", r.status)
+		}
+	})
+}
+
+func TestNetwork(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		e := newEnv(t, db, nil)
+		c := e.create(e.key, map[string]any{"templateID": "base", "network": map[string]any{
+			"allowOut": []string{"1.1.1.1"}, "denyOut": []string{"0.0.0.0/0"}, "allowPublicTraffic": true,
+		}})
+		info := func() (d struct {
+			AllowInternetAccess *bool `json:"allowInternetAccess"`
+			Network             *struct {
+				AllowOut []string `json:"allowOut"`
+				DenyOut  []string `json:"denyOut"`
+			} `json:"network"`
+		}) {
+			t.Helper()
+			r := e.do(http.MethodGet, "/sandboxes/"+c.SandboxID, e.key, nil)
+			if r.status != http.StatusOK {
+				t.Fatalf("get: %d %s", r.status, r.body)
+			}
+			r.json(t, &d)
+			return d
+		}
+		d := info()
+		if d.Network == nil || !slices.Equal(d.Network.AllowOut, []string{"1.1.1.1/32"}) || !slices.Equal(d.Network.DenyOut, []string{"0.0.0.0/0"}) {
+			t.Fatalf("getInfo network = %+v", d.Network)
+		}
+		if got := e.host.Creates()[0].Egress; !reflect.DeepEqual(got, egress.Policy{AllowInternet: true, AllowOut: []string{"1.1.1.1/32"}, DenyOut: []string{"0.0.0.0/0"}}) {
+			t.Fatalf("host got %+v", got)
+		}
+
+		// updateNetwork as the SDK sends it: applied on the host at once.
+		r := e.do(http.MethodPut, "/sandboxes/"+c.SandboxID+"/network", e.key, map[string]any{"denyOut": []string{"8.8.8.0/24"}, "allow_internet_access": false})
+		if r.status != http.StatusNoContent {
+			t.Fatalf("update: %d %s", r.status, r.body)
+		}
+		if got, want := e.host.Network(c.SandboxID), (egress.Policy{DenyOut: []string{"8.8.8.0/24"}}); !reflect.DeepEqual(got, want) {
+			t.Fatalf("host policy %+v, want %+v", got, want)
+		}
+		d = info()
+		if d.AllowInternetAccess == nil || *d.AllowInternetAccess || d.Network == nil || d.Network.AllowOut != nil || !slices.Equal(d.Network.DenyOut, []string{"8.8.8.0/24"}) {
+			t.Fatalf("getInfo after update = %+v %+v", d.AllowInternetAccess, d.Network)
+		}
+		// An empty body clears everything back to the default.
+		if r := e.do(http.MethodPut, "/sandboxes/"+c.SandboxID+"/network", e.key, map[string]any{}); r.status != http.StatusNoContent {
+			t.Fatalf("clear: %d %s", r.status, r.body)
+		}
+		if d := info(); d.Network != nil || !*d.AllowInternetAccess {
+			t.Fatalf("getInfo after clear = %+v", d)
+		}
+
+		for _, tc := range []struct {
+			name, id string
+			body     any
+			status   int
+			msg      string
+		}{
+			{"malformed", c.SandboxID, map[string]any{"allowOut": []string{"1.2.3"}}, http.StatusBadRequest, `allowOut: rule \"1.2.3\"`},
+			{"domain", c.SandboxID, map[string]any{"allowOut": []string{"*.example.com"}}, http.StatusBadRequest, "domain names"},
+			{"rules", c.SandboxID, map[string]any{"rules": map[string]any{"a.com": []any{}}}, http.StatusBadRequest, "network.rules"},
+			{"unknown sandbox", "nosuch", map[string]any{}, http.StatusNotFound, "sandbox"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := e.do(http.MethodPut, "/sandboxes/"+tc.id+"/network", e.key, tc.body)
+				if r.status != tc.status || !strings.Contains(string(r.body), tc.msg) {
+					t.Fatalf("got %d %s, want %d mentioning %q", r.status, r.body, tc.status, tc.msg)
+				}
+			})
+		}
+		// Another team's sandbox is a 404.
+		if r := e.do(http.MethodPut, "/sandboxes/"+c.SandboxID+"/network", e.teamKey("other@example.com"), map[string]any{}); r.status != http.StatusNotFound {
+			t.Fatalf("other team: %d %s", r.status, r.body)
 		}
 	})
 }

@@ -32,7 +32,7 @@ type newSandboxJSON struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
-	Network             json.RawMessage   `json:"network"`
+	Network             *networkJSON      `json:"network"`
 	Mcp                 json.RawMessage   `json:"mcp"`
 	Iam                 json.RawMessage   `json:"iam"`
 	VolumeMounts        []json.RawMessage `json:"volumeMounts"`
@@ -71,6 +71,7 @@ type detailJSON struct {
 	listedSandboxJSON
 	EnvdAccessToken     string        `json:"envdAccessToken"`
 	AllowInternetAccess *bool         `json:"allowInternetAccess"`
+	Network             *networkJSON  `json:"network,omitempty"`
 	Domain              *string       `json:"domain"`
 	Lifecycle           lifecycleJSON `json:"lifecycle"`
 }
@@ -186,11 +187,8 @@ func present(raw json.RawMessage) bool {
 }
 
 // networkRules reports whether a create's network object has egress rules.
-func networkRules(raw json.RawMessage) bool {
-	var n struct {
-		Rules json.RawMessage `json:"rules"`
-	}
-	return present(raw) && json.Unmarshal(raw, &n) == nil && present(n.Rules)
+func networkRules(n *networkJSON) bool {
+	return n != nil && present(n.Rules)
 }
 
 // parseAutoResume accepts {"enabled": bool} (current) and a bare bool.
@@ -227,8 +225,6 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		// a secret (${e2b.secrets.NAME}); the secret must be injected on
 		// the host, never in the guest.
 		return errStatus(http.StatusNotImplemented, "network.rules: egress header transforms (secret injection) need a host-side egress proxy, which hearth does not have yet")
-	case present(in.Network):
-		return errStatus(http.StatusBadRequest, "network: per-sandbox egress rules are not supported by hearth; use allow_internet_access")
 	case present(in.Mcp):
 		return errStatus(http.StatusBadRequest, "mcp: the MCP gateway is not supported by hearth")
 	case present(in.Iam):
@@ -244,6 +240,13 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 	if in.Timeout != nil {
 		timeout = *in.Timeout
 	}
+	var allowOut, denyOut []string
+	if in.Network != nil {
+		if err := in.Network.supported(); err != nil {
+			return err
+		}
+		allowOut, denyOut = in.Network.AllowOut, in.Network.DenyOut
+	}
 	sb, err := s.svc.CreateSandbox(r.Context(), p, service.CreateSandboxInput{
 		Template:      in.TemplateID,
 		TimeoutS:      &timeout,
@@ -252,6 +255,8 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		AutoPause:     in.AutoPause != nil && *in.AutoPause,
 		AutoResume:    autoResume,
 		AllowInternet: in.AllowInternetAccess,
+		AllowOut:      allowOut,
+		DenyOut:       denyOut,
 	})
 	if err != nil {
 		return err
@@ -278,6 +283,7 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, p service.Principal
 		listedSandboxJSON:   s.listedView(sb, s.templateAliases(r, p)),
 		EnvdAccessToken:     sb.AccessToken,
 		AllowInternetAccess: &allow,
+		Network:             networkView(sb),
 		Domain:              s.domainPtr(),
 		Lifecycle:           lifecycleJSON{AutoResume: sb.AutoResume, OnTimeout: onTimeout},
 	})
@@ -532,5 +538,66 @@ func (s *server) templates(w http.ResponseWriter, r *http.Request, p service.Pri
 	}
 	slices.SortFunc(out, func(a, b templateJSON) int { return strings.Compare(a.Names[0], b.Names[0]) })
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// networkJSON is E2B's SandboxNetworkConfig (create, getInfo) and
+// SandboxNetworkUpdateConfig (PUT .../network, which adds
+// allow_internet_access). hearth enforces allowOut and denyOut on IPs and
+// CIDRs; the fields it cannot honour are refused, never ignored.
+type networkJSON struct {
+	AllowOut            []string        `json:"allowOut,omitempty"`
+	DenyOut             []string        `json:"denyOut,omitempty"`
+	AllowPublicTraffic  *bool           `json:"allowPublicTraffic,omitempty"`
+	AllowInternetAccess *bool           `json:"allow_internet_access,omitempty"`
+	EgressProxy         json.RawMessage `json:"egressProxy,omitempty"`
+	MaskRequestHost     *string         `json:"maskRequestHost,omitempty"`
+	Rules               json.RawMessage `json:"rules,omitempty"`
+	HTTPSPorts          json.RawMessage `json:"httpsPorts,omitempty"`
+}
+
+func (n *networkJSON) supported() error {
+	switch {
+	case n.AllowPublicTraffic != nil && !*n.AllowPublicTraffic:
+		return errStatus(http.StatusBadRequest, "network.allowPublicTraffic: false is not supported by hearth (sandbox URLs need the envd access token for envd only)")
+	case present(n.EgressProxy):
+		return errStatus(http.StatusBadRequest, "network.egressProxy: egress proxies are not supported by hearth")
+	case n.MaskRequestHost != nil && *n.MaskRequestHost != "":
+		return errStatus(http.StatusBadRequest, "network.maskRequestHost: not supported by hearth")
+	case present(n.Rules):
+		return errStatus(http.StatusBadRequest, "network.rules: per-domain transform rules are not supported by hearth")
+	case present(n.HTTPSPorts):
+		return errStatus(http.StatusBadRequest, "network.httpsPorts: not supported by hearth")
+	}
+	return nil
+}
+
+// networkView is getInfo's network: the rules in force (canonical CIDRs),
+// absent when there are none.
+func networkView(sb store.Sandbox) *networkJSON {
+	if len(sb.AllowOut) == 0 && len(sb.DenyOut) == 0 {
+		return nil
+	}
+	return &networkJSON{AllowOut: sb.AllowOut, DenyOut: sb.DenyOut}
+}
+
+// updateNetwork is PUT /sandboxes/{id}/network: it replaces the egress
+// configuration (an omitted field is cleared) and applies it to a running
+// sandbox at once.
+func (s *server) updateNetwork(w http.ResponseWriter, r *http.Request, p service.Principal) error {
+	var in networkJSON
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if err := in.supported(); err != nil {
+		return err
+	}
+	_, err := s.svc.UpdateSandboxNetwork(r.Context(), p, r.PathValue("id"), service.NetworkInput{
+		AllowInternet: in.AllowInternetAccess, AllowOut: in.AllowOut, DenyOut: in.DenyOut,
+	})
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
+
+	"github.com/hearth-sandbox/hearth/internal/egress"
 )
 
 // iptables runs one iptables variant (nft or legacy) by argument list; no
@@ -102,28 +106,103 @@ func (e *cmdError) Unwrap() error { return e.err }
 //     on its own link whatever its routes are.
 //   - guest → world: SNAT to the slot address; the root namespace then
 //     MASQUERADEs the pool.
-//   - egress is a one-rule chain (ACCEPT or DROP) so SetInternet swaps it
-//     atomically; replies to host-initiated connections bypass it.
-func slotRules(slotAddr string, allowInternet bool) string {
+//   - egress: the operator's chain (closed ranges, fixed for the slot's
+//     life) sends what it lets through to the user chain, which SetPolicy
+//     swaps atomically; replies to host-initiated connections bypass both.
+func slotRules(slotAddr string, operator, user string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n")
 	fmt.Fprintf(&b, "-A PREROUTING -i %s -d %s/32 -j DNAT --to-destination %s\n", nsVethName, slotAddr, GuestIP)
 	fmt.Fprintf(&b, "-A POSTROUTING -o %s -j SNAT --to-source %s\n", TapName, GatewayIP)
 	fmt.Fprintf(&b, "-A POSTROUTING -o %s -s %s/32 -j SNAT --to-source %s\n", nsVethName, GuestIP, slotAddr)
 	fmt.Fprintf(&b, "COMMIT\n")
-	fmt.Fprintf(&b, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:%s - [0:0]\n", egressChain)
+	fmt.Fprintf(&b, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:%s - [0:0]\n:%s - [0:0]\n", egressChain, userChain)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j ACCEPT\n", nsVethName, TapName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -m conntrack --ctstate ESTABLISHED,RELATED --ctdir REPLY -j ACCEPT\n", TapName, nsVethName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j %s\n", TapName, nsVethName, egressChain)
-	fmt.Fprintf(&b, "-A %s -j %s\n", egressChain, egressVerdict(allowInternet))
+	b.WriteString(operator)
+	b.WriteString(user)
 	fmt.Fprintf(&b, "COMMIT\n")
 	return b.String()
 }
 
-// egressRules replaces only the egress chain (iptables-restore --noflush
+// operatorRules fill the egress chain: the slot pool (other sandboxes) is
+// always closed; the operator's open ranges go on to the user chain before
+// the closed ranges drop; everything else goes to the user chain.
+func operatorRules(pool netip.Prefix, open []netip.Prefix) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-A %s -d %s -j DROP\n", egressChain, pool)
+	for _, p := range open {
+		if p.Addr().Is4() {
+			fmt.Fprintf(&b, "-A %s -d %s -j %s\n", egressChain, p, userChain)
+		}
+	}
+	for _, p := range egress.Closed() {
+		if p.Addr().Is4() {
+			fmt.Fprintf(&b, "-A %s -d %s -j DROP\n", egressChain, p)
+		}
+	}
+	fmt.Fprintf(&b, "-A %s -j %s\n", egressChain, userChain)
+	return b.String()
+}
+
+// userRules fill the user chain from a policy: allowOut before denyOut
+// (allow wins), then the internet verdict. IPv6 rules have nothing to act
+// on: slots route IPv4 only.
+func userRules(p egress.Policy) string {
+	var b strings.Builder
+	allow, deny := p.Prefixes()
+	rule := func(pfx netip.Prefix, verdict string) {
+		if !pfx.Addr().Is4() {
+			return
+		}
+		if pfx.Bits() == 0 {
+			fmt.Fprintf(&b, "-A %s -j %s\n", userChain, verdict)
+			return
+		}
+		fmt.Fprintf(&b, "-A %s -d %s -j %s\n", userChain, pfx, verdict)
+	}
+	for _, x := range allow {
+		rule(x, "ACCEPT")
+	}
+	for _, x := range deny {
+		rule(x, "DROP")
+	}
+	fmt.Fprintf(&b, "-A %s -j %s\n", userChain, egressVerdict(p.AllowInternet))
+	return b.String()
+}
+
+// userChainRules replaces only the user chain (iptables-restore --noflush
 // flushes a declared chain and refills it in one transaction).
-func egressRules(allowInternet bool) string {
-	return fmt.Sprintf("*filter\n:%s - [0:0]\n-A %s -j %s\nCOMMIT\n", egressChain, egressChain, egressVerdict(allowInternet))
+func userChainRules(p egress.Policy) string {
+	return fmt.Sprintf("*filter\n:%s - [0:0]\n%sCOMMIT\n", userChain, userRules(p))
+}
+
+// parseUserChain reads a policy back from `iptables -S <userChain>` (an
+// adopted slot); rules after the first unconditional verdict never match.
+func parseUserChain(out string) egress.Policy {
+	var p egress.Policy
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[0] != "-A" || f[1] != userChain {
+			continue
+		}
+		verdict := f[len(f)-1]
+		dst := ""
+		if i := slices.Index(f, "-d"); i > 0 && i+1 < len(f) {
+			dst = f[i+1]
+		}
+		switch {
+		case dst == "":
+			p.AllowInternet = verdict == "ACCEPT"
+			return p
+		case verdict == "ACCEPT":
+			p.AllowOut = append(p.AllowOut, dst)
+		default:
+			p.DenyOut = append(p.DenyOut, dst)
+		}
+	}
+	return p
 }
 
 func egressVerdict(allow bool) string {

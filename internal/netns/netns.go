@@ -38,6 +38,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-sandbox/hearth/internal/egress"
 )
 
 // The guest side of every slot (shared with the image's init and the VMM).
@@ -56,6 +58,7 @@ const (
 	TapName     = "tap0"
 	nsVethName  = "veth0"
 	egressChain = "HEARTH-EGRESS"
+	userChain   = "HEARTH-USER"
 	netnsDir    = "/run/netns"
 )
 
@@ -72,12 +75,16 @@ type Config struct {
 	// AllowHostAccess lets guests open connections to the host's own
 	// addresses; off by default so a sandbox cannot reach the agent.
 	AllowHostAccess bool
-	Logger          *slog.Logger
+	// OpenPrivate lists ranges of egress.Closed the operator opens to
+	// sandboxes (--egress-allow-private); sandbox policies then apply to
+	// them as to the internet. The slot pool stays closed regardless.
+	OpenPrivate []netip.Prefix
+	Logger      *slog.Logger
 }
 
 // Options are per-sandbox settings.
 type Options struct {
-	AllowInternet bool
+	Egress egress.Policy
 }
 
 // Slot is a sandbox's network.
@@ -90,11 +97,11 @@ type Slot struct {
 	HostVeth      string // host end of the veth
 	HostAddress   string // host end IP of the veth
 	// Address reaches the guest from the host: http://<Address>:49983 is envd.
-	Address       string
-	GuestIP       string
-	GatewayIP     string
-	GuestMAC      string
-	AllowInternet bool
+	Address   string
+	GuestIP   string
+	GatewayIP string
+	GuestMAC  string
+	Egress    egress.Policy
 }
 
 // Manager creates and removes network slots. Safe for concurrent use by
@@ -157,7 +164,7 @@ func NewManager(ctx context.Context, cfg Config) (*Manager, error) {
 func (m *Manager) nsName(sandboxID string) string { return m.cfg.Prefix + sandboxID }
 func (m *Manager) vethName(i int) string          { return m.cfg.Prefix + strconv.Itoa(i) }
 
-func (m *Manager) slot(sandboxID string, i int, allowInternet bool) *Slot {
+func (m *Manager) slot(sandboxID string, i int, pol egress.Policy) *Slot {
 	host, ns := m.alloc.addrs(i)
 	name := m.nsName(sandboxID)
 	return &Slot{
@@ -166,7 +173,7 @@ func (m *Manager) slot(sandboxID string, i int, allowInternet bool) *Slot {
 		TapName: TapName, HostVeth: m.vethName(i),
 		HostAddress: host.String(), Address: ns.String(),
 		GuestIP: GuestIP, GatewayIP: GatewayIP, GuestMAC: GuestMAC,
-		AllowInternet: allowInternet,
+		Egress: pol,
 	}
 }
 
@@ -186,7 +193,7 @@ func (m *Manager) Setup(ctx context.Context, sandboxID string, opts Options) (_ 
 		return Slot{}, err
 	}
 	m.mu.Unlock()
-	s := m.slot(sandboxID, idx, opts.AllowInternet)
+	s := m.slot(sandboxID, idx, opts.Egress)
 
 	if err := m.acquireHost(ctx); err != nil {
 		m.mu.Lock()
@@ -209,7 +216,8 @@ func (m *Manager) Setup(ctx context.Context, sandboxID string, opts Options) (_ 
 	m.mu.Lock()
 	m.slots[sandboxID] = s
 	m.mu.Unlock()
-	m.log.Info("netns: slot ready", "sandbox", sandboxID, "slot", idx, "address", s.Address, "internet", opts.AllowInternet)
+	m.log.Info("netns: slot ready", "sandbox", sandboxID, "slot", idx, "address", s.Address, "internet", opts.Egress.AllowInternet,
+		"allow_out", len(opts.Egress.AllowOut), "deny_out", len(opts.Egress.DenyOut))
 	return *s, nil
 }
 
@@ -309,7 +317,7 @@ func (m *Manager) build(ctx context.Context, s *Slot) error {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("ip_forward in %s: %w", s.Namespace, err)
 		}
-		return m.ipt.restoreRules(ctx, slotRules(s.Address, s.AllowInternet), false)
+		return m.ipt.restoreRules(ctx, slotRules(s.Address, operatorRules(m.pool, m.cfg.OpenPrivate), userRules(s.Egress)), false)
 	})
 }
 
@@ -397,9 +405,10 @@ func (m *Manager) destroy(_ context.Context, nsName, veth string) error {
 	return errors.Join(errs...)
 }
 
-// SetInternet turns the guest's outbound access on or off; host → guest
-// traffic is unaffected. Established guest connections stop at once.
-func (m *Manager) SetInternet(ctx context.Context, sandboxID string, allow bool) error {
+// SetPolicy replaces the guest's egress policy in one transaction; host →
+// guest traffic is unaffected. Packets of established guest connections
+// that the new policy refuses stop at once (egress is checked per packet).
+func (m *Manager) SetPolicy(ctx context.Context, sandboxID string, p egress.Policy) error {
 	m.mu.Lock()
 	s, ok := m.slots[sandboxID]
 	m.mu.Unlock()
@@ -411,11 +420,11 @@ func (m *Manager) SetInternet(ctx context.Context, sandboxID string, allow bool)
 		return fmt.Errorf("netns: open %s: %w", s.NamespacePath, err)
 	}
 	defer ns.Close()
-	if err := inNS(ns, func() error { return m.ipt.restoreRules(ctx, egressRules(allow), true) }); err != nil {
-		return fmt.Errorf("netns: set internet %s: %w", sandboxID, err)
+	if err := inNS(ns, func() error { return m.ipt.restoreRules(ctx, userChainRules(p), true) }); err != nil {
+		return fmt.Errorf("netns: set egress policy %s: %w", sandboxID, err)
 	}
 	m.mu.Lock()
-	s.AllowInternet = allow
+	s.Egress = p
 	m.mu.Unlock()
 	return nil
 }
@@ -513,14 +522,14 @@ func (m *Manager) Adopt(ctx context.Context, sandboxID string, memberPID int) (S
 	var rules string
 	err = inNS(ns, func() error {
 		var err error
-		rules, err = m.ipt.run(ctx, "-t", "filter", "-S", egressChain)
+		rules, err = m.ipt.run(ctx, "-t", "filter", "-S", userChain)
 		return err
 	})
 	ns.Close()
 	if err != nil {
 		return Slot{}, fmt.Errorf("netns: adopt %s: egress rules: %w", sandboxID, err)
 	}
-	allow := strings.Contains(rules, "-j ACCEPT")
+	pol := parseUserChain(rules)
 
 	m.mu.Lock()
 	if _, ok := m.slots[sandboxID]; ok {
@@ -532,7 +541,7 @@ func (m *Manager) Adopt(ctx context.Context, sandboxID string, memberPID int) (S
 		m.mu.Unlock()
 		return Slot{}, fmt.Errorf("netns: adopt %s: %w", sandboxID, err)
 	}
-	s := m.slot(sandboxID, idx, allow)
+	s := m.slot(sandboxID, idx, pol)
 	m.slots[sandboxID] = s
 	m.mu.Unlock()
 	if err := m.acquireHost(ctx); err != nil {

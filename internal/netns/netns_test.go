@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,6 +22,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-sandbox/hearth/internal/egress"
 )
 
 func TestAllocator(t *testing.T) {
@@ -64,19 +67,30 @@ func TestAllocator(t *testing.T) {
 
 func TestSlotRulesShape(t *testing.T) {
 	t.Parallel()
-	r := slotRules("10.200.0.2", false)
+	pool := netip.MustParsePrefix("10.200.0.0/16")
+	pol, err := egress.New(false, []string{"8.8.8.8"}, []string{"1.0.0.0/8", "fd00::/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := slotRules("10.200.0.2", operatorRules(pool, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}), userRules(pol))
 	for _, want := range []string{
 		"-A PREROUTING -i veth0 -d 10.200.0.2/32 -j DNAT --to-destination 169.254.0.21",
 		"-A POSTROUTING -o veth0 -s 169.254.0.21/32 -j SNAT --to-source 10.200.0.2",
 		":FORWARD DROP",
-		"-A HEARTH-EGRESS -j DROP",
+		// Order matters: pool, operator-opened, closed, user chain.
+		"-A HEARTH-EGRESS -d 10.200.0.0/16 -j DROP\n-A HEARTH-EGRESS -d 10.1.0.0/16 -j HEARTH-USER\n-A HEARTH-EGRESS -d 0.0.0.0/8 -j DROP\n",
+		"-A HEARTH-EGRESS -d 169.254.0.0/16 -j DROP\n",
+		"-A HEARTH-EGRESS -j HEARTH-USER\n-A HEARTH-USER -d 8.8.8.8/32 -j ACCEPT\n-A HEARTH-USER -d 1.0.0.0/8 -j DROP\n-A HEARTH-USER -j DROP\nCOMMIT",
 	} {
 		if !strings.Contains(r, want) {
 			t.Errorf("slot rules lack %q:\n%s", want, r)
 		}
 	}
-	if !strings.Contains(egressRules(true), "-A HEARTH-EGRESS -j ACCEPT") {
-		t.Error("egressRules(true) does not accept")
+	if strings.Contains(r, "fd00") {
+		t.Errorf("IPv6 rule in the IPv4 ruleset:\n%s", r)
+	}
+	if got := userChainRules(egress.Open()); !strings.Contains(got, ":HEARTH-USER - [0:0]\n-A HEARTH-USER -j ACCEPT\nCOMMIT") {
+		t.Errorf("userChainRules(open) = %q", got)
 	}
 }
 
@@ -401,10 +415,17 @@ func TestTwoSlotsSameGuestIP(t *testing.T) {
 // leaves this machine.
 func fakeInternet(t *testing.T) (netns.NsHandle, string) {
 	t.Helper()
-	inet := newAnonNS(t)
 	third := byte(rand.IntN(256))
-	rootIP := netip.AddrFrom4([4]byte{198, 18, third, 1})
-	inetIP := netip.AddrFrom4([4]byte{198, 18, third, 2})
+	return fakeNet(t, netip.AddrFrom4([4]byte{198, 18, third, 1}))
+}
+
+// fakeNet is a namespace reached from the root namespace through a /30
+// whose first address, rootIP, the root namespace (the host) holds; it
+// returns the namespace and the address it holds (rootIP.Next()).
+func fakeNet(t *testing.T, rootIP netip.Addr) (netns.NsHandle, string) {
+	t.Helper()
+	inet := newAnonNS(t)
+	inetIP := rootIP.Next()
 	name := fmt.Sprintf("hi%d", rand.IntN(100000))
 	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "uplink", PeerNamespace: netlink.NsFd(int(inet))}
 	if err := netlink.LinkAdd(v); err != nil {
@@ -449,11 +470,11 @@ func TestInternetToggle(t *testing.T) {
 	serve(t, inet, inetIP+":8080", "internet")
 	site := net.JoinHostPort(inetIP, "8080")
 
-	on, err := m.Setup(ctx, "son", Options{AllowInternet: true})
+	on, err := m.Setup(ctx, "son", Options{Egress: egress.Open()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	off, err := m.Setup(ctx, "soff", Options{AllowInternet: false})
+	off, err := m.Setup(ctx, "soff", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,17 +489,17 @@ func TestInternetToggle(t *testing.T) {
 	// Host → guest works either way.
 	mustFetch(t, netns.None(), net.JoinHostPort(off.Address, "49983"), "off from "+GatewayIP)
 
-	if err := m.SetInternet(ctx, "son", false); err != nil {
+	if err := m.SetPolicy(ctx, "son", egress.Policy{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SetInternet(ctx, "soff", true); err != nil {
+	if err := m.SetPolicy(ctx, "soff", egress.Open()); err != nil {
 		t.Fatal(err)
 	}
 	mustNotFetch(t, gOn, site)
 	mustFetch(t, gOff, site, "internet from "+uplinkIP)
 	mustFetch(t, netns.None(), net.JoinHostPort(on.Address, "49983"), "on from "+GatewayIP)
-	if s, _ := m.Get("son"); s.AllowInternet {
-		t.Fatal("Get reports internet on after SetInternet(false)")
+	if s, _ := m.Get("son"); s.Egress.AllowInternet {
+		t.Fatal("Get reports internet on after SetPolicy(no internet)")
 	}
 
 	// Even with internet on, a guest reaches neither the host itself nor
@@ -505,7 +526,7 @@ func TestCrashAdoptAndCleanup(t *testing.T) {
 	cfg := testConfig(t)
 	m1 := newTestManager(t, cfg)
 	ctx := t.Context()
-	keep, err := m1.Setup(ctx, "keep", Options{AllowInternet: true})
+	keep, err := m1.Setup(ctx, "keep", Options{Egress: egress.Open()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +563,7 @@ func TestCrashAdoptAndCleanup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != keep {
+	if !reflect.DeepEqual(got, keep) {
 		t.Fatalf("Adopt = %+v, want %+v", got, keep)
 	}
 	if _, err := m2.Adopt(ctx, "nosuch", 0); !errors.Is(err, ErrNotFound) {
@@ -589,7 +610,9 @@ func TestConcurrentSetupTeardown(t *testing.T) {
 	slots := make([]Slot, n)
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { slots[i], errs[i] = m.Setup(ctx, fmt.Sprintf("c%d", i), Options{AllowInternet: i%2 == 0}) })
+		wg.Go(func() {
+			slots[i], errs[i] = m.Setup(ctx, fmt.Sprintf("c%d", i), Options{Egress: egress.Policy{AllowInternet: i%2 == 0}})
+		})
 	}
 	wg.Wait()
 	seen := map[string]bool{}
@@ -632,7 +655,7 @@ func BenchmarkSetupTeardown(b *testing.B) {
 	defer m.CleanupStale(context.Background())
 	defer m.Teardown(context.Background(), "pin")
 	for b.Loop() {
-		if _, err := m.Setup(b.Context(), "bench", Options{AllowInternet: true}); err != nil {
+		if _, err := m.Setup(b.Context(), "bench", Options{Egress: egress.Open()}); err != nil {
 			b.Fatal(err)
 		}
 		if err := m.Teardown(b.Context(), "bench"); err != nil {
@@ -656,4 +679,115 @@ func waitInNS(t *testing.T, pid int, nsPath string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("process %d never joined %s", pid, nsPath)
+}
+
+// TestEgressPolicy drives the egress rules with real traffic between
+// namespaces the test made: an "internet" address, a private address the
+// operator opened, a private address that stays closed, and an address of
+// the host itself.
+func TestEgressPolicy(t *testing.T) {
+	needRoot(t)
+	r := byte(rand.IntN(256))
+	openedNet := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 31, r, 0}), 24)
+	closedNet := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, r, 0}), 24)
+	cfg := testConfig(t)
+	cfg.OpenPrivate = []netip.Prefix{openedNet}
+	m := newTestManager(t, cfg)
+	ctx := t.Context()
+
+	inetNS, inetIP := fakeInternet(t)
+	openedNS, openedIP := fakeNet(t, openedNet.Addr().Next())
+	closedNS, closedIP := fakeNet(t, closedNet.Addr().Next())
+	hostIP := netip.MustParseAddr(inetIP).Prev().String() // the host's end of the fake uplink
+	serve(t, inetNS, inetIP+":8080", "internet")
+	serve(t, openedNS, openedIP+":8080", "opened")
+	serve(t, closedNS, closedIP+":8080", "closed")
+	serve(t, netns.None(), hostIP+":18081", "host")
+	dst := map[string]string{
+		"internet": net.JoinHostPort(inetIP, "8080"),
+		"opened":   net.JoinHostPort(openedIP, "8080"),
+		"closed":   net.JoinHostPort(closedIP, "8080"),
+		"host":     net.JoinHostPort(hostIP, "18081"),
+	}
+	// The root namespace masquerades guests to its end of each link.
+	from := map[string]string{
+		"internet": hostIP,
+		"opened":   netip.MustParseAddr(openedIP).Prev().String(),
+		"closed":   netip.MustParseAddr(closedIP).Prev().String(),
+	}
+	// Every listener answers from the test's own namespace.
+	for name, a := range dst {
+		if got, err := fetch(netns.None(), a); err != nil || !strings.HasPrefix(got, name) {
+			t.Fatalf("%s listener from the host: %q, %v", name, got, err)
+		}
+	}
+
+	policy := func(internet bool, allow, deny []string) egress.Policy {
+		t.Helper()
+		p, err := egress.New(internet, allow, deny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name    string
+		policy  egress.Policy
+		reaches []string // the others must be blocked
+	}{
+		{"default", egress.Open(), []string{"internet", "opened"}},
+		{"denyOut", policy(true, nil, []string{inetIP}), []string{"opened"}},
+		{"allowOut over denyOut all", policy(true, []string{inetIP}, []string{egress.AllTraffic}), []string{"internet"}},
+		{"allowOut of a closed range", policy(true, []string{closedNet.String(), "0.0.0.0/0"}, nil), []string{"internet", "opened"}},
+		{"no internet", policy(false, nil, nil), nil},
+		{"no internet, allowOut opened", policy(false, []string{openedNet.String()}, nil), []string{"opened"}},
+	}
+	check := func(t *testing.T, g netns.NsHandle, reaches []string) {
+		t.Helper()
+		for _, name := range []string{"internet", "opened", "closed", "host"} {
+			if slices.Contains(reaches, name) {
+				mustFetch(t, g, dst[name], name+" from "+from[name])
+			} else {
+				mustNotFetch(t, g, dst[name])
+			}
+		}
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := fmt.Sprintf("pol%d", i)
+			s, err := m.Setup(ctx, id, Options{Egress: c.policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Teardown(ctx, id)
+			check(t, fakeGuest(t, s), c.reaches)
+		})
+	}
+
+	t.Run("SetPolicy on a running slot", func(t *testing.T) {
+		s, err := m.Setup(ctx, "polset", Options{Egress: egress.Open()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Teardown(ctx, "polset")
+		g := fakeGuest(t, s)
+		check(t, g, []string{"internet", "opened"})
+		p := policy(false, []string{inetIP + "/32"}, nil)
+		if err := m.SetPolicy(ctx, "polset", p); err != nil {
+			t.Fatal(err)
+		}
+		check(t, g, []string{"internet"})
+		// A restarted agent reads the policy back from the namespace.
+		m2, err := NewManager(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m2.Adopt(ctx, "polset", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Egress, p) {
+			t.Fatalf("adopted policy %+v, want %+v", got.Egress, p)
+		}
+	})
 }

@@ -164,7 +164,7 @@ func (s *Service) resume(ctx context.Context, sb store.Sandbox, read reader) (st
 			sb = cur
 			continue
 		}
-		req := ResumeSandboxRequest{SandboxID: sb.ID, AccessToken: sb.AccessToken, AllowInternet: sb.AllowInternet}
+		req := ResumeSandboxRequest{SandboxID: sb.ID, AccessToken: sb.AccessToken, Egress: policyOf(sb)}
 		if _, err := hc.ResumeSandbox(ctx, req); err != nil {
 			return store.Sandbox{}, false, s.undo(ctx, sb, sandbox.StateResuming, sandbox.StatePaused, "resume the sandbox", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/templatebuild"
@@ -76,6 +77,7 @@ type Store interface {
 	UpdateSandboxStatus(ctx context.Context, id string, from []sandbox.State, to sandbox.State, errMsg string) (store.Sandbox, error)
 	SetSandboxHost(ctx context.Context, id, hostID string) error
 	SetSandboxEndAt(ctx context.Context, id string, endAt time.Time, timeoutS int) error
+	SetSandboxNetwork(ctx context.Context, id string, allowInternet bool, allowOut, denyOut []string) error
 	// DeleteSandbox removes the row (after the VM is gone).
 	DeleteSandbox(ctx context.Context, id string) error
 
@@ -93,6 +95,9 @@ type HostClient interface {
 	DestroySandbox(ctx context.Context, sandboxID string) error
 	PauseSandbox(ctx context.Context, sandboxID string) error
 	ResumeSandbox(ctx context.Context, req ResumeSandboxRequest) (SandboxRuntime, error)
+	// UpdateSandboxNetwork replaces a running or paused sandbox's egress
+	// policy (at once when running).
+	UpdateSandboxNetwork(ctx context.Context, sandboxID string, p egress.Policy) error
 	ListSandboxes(ctx context.Context) ([]SandboxRuntime, error)
 	Exec(ctx context.Context, sandboxID string, req ExecRequest) (ExecResult, error)
 	// ExecStream runs a command, handing its output to out as it is
@@ -108,22 +113,22 @@ type HostClient interface {
 
 // CreateSandboxRequest carries everything a host needs to start a sandbox.
 type CreateSandboxRequest struct {
-	SandboxID     string
-	TemplateID    string
-	TemplateKind  sandbox.TemplateKind
-	VCPUs         int
-	MemoryMB      int
-	DiskSizeMB    int
-	Env           map[string]string
-	AccessToken   string
-	TimeoutS      int
-	AllowInternet bool
+	SandboxID    string
+	TemplateID   string
+	TemplateKind sandbox.TemplateKind
+	VCPUs        int
+	MemoryMB     int
+	DiskSizeMB   int
+	Env          map[string]string
+	AccessToken  string
+	TimeoutS     int
+	Egress       egress.Policy
 }
 
 type ResumeSandboxRequest struct {
-	SandboxID     string
-	AccessToken   string
-	AllowInternet bool
+	SandboxID   string
+	AccessToken string
+	Egress      egress.Policy
 }
 
 // SandboxRuntime is a sandbox as a host sees it.

@@ -25,6 +25,8 @@ type CreateSandboxInput struct {
 	AutoPause     bool
 	AutoResume    bool
 	AllowInternet *bool // default true
+	AllowOut      []string
+	DenyOut       []string
 }
 
 // CreateSandbox validates the request against the template, records the
@@ -89,7 +91,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	_, err = hc.CreateSandbox(ctx, CreateSandboxRequest{
 		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
-		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, AllowInternet: sb.AllowInternet,
+		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, Egress: policyOf(sb),
 	})
 	if err != nil {
 		return store.Sandbox{}, s.fail(ctx, sb, hostErrFor("create the sandbox", err))
@@ -154,9 +156,11 @@ func sandboxShape(tpl store.Template, in CreateSandboxInput) (store.Sandbox, err
 		}
 		sb.TimeoutS = *in.TimeoutS
 	}
-	if in.AllowInternet != nil {
-		sb.AllowInternet = *in.AllowInternet
+	pol, err := NetworkInput{AllowInternet: in.AllowInternet, AllowOut: in.AllowOut, DenyOut: in.DenyOut}.policy()
+	if err != nil {
+		return sb, err
 	}
+	sb.AllowInternet, sb.AllowOut, sb.DenyOut = pol.AllowInternet, pol.AllowOut, pol.DenyOut
 	if err := validEnv("env", in.Env); err != nil {
 		return sb, err
 	}

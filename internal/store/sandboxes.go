@@ -16,17 +16,17 @@ import (
 // JSON so ListSandboxes can filter on it in SQL.
 
 const sandboxCols = `id, team_id, template_id, status, host, vcpus, memory_mb, disk_size_mb, metadata, env, access_token,
-timeout_s, end_at, auto_pause, auto_resume, allow_internet, error, created_at, updated_at`
+timeout_s, end_at, auto_pause, auto_resume, allow_internet, egress, error, created_at, updated_at`
 
 func (db *DB) scanSandbox(r interface{ Scan(...any) error }) (Sandbox, error) {
 	var (
 		s                     Sandbox
-		status, meta          string
+		status, meta, egr     string
 		env, token            []byte
 		endAt, created, updAt timeCol
 	)
 	err := r.Scan(&s.ID, &s.TeamID, &s.TemplateID, &status, &s.Host, &s.VCPUs, &s.MemoryMB, &s.DiskSizeMB,
-		&meta, &env, &token, &s.TimeoutS, &endAt, &s.AutoPause, &s.AutoResume, &s.AllowInternet, &s.Error,
+		&meta, &env, &token, &s.TimeoutS, &endAt, &s.AutoPause, &s.AutoResume, &s.AllowInternet, &egr, &s.Error,
 		&created, &updAt)
 	if err != nil {
 		return Sandbox{}, err
@@ -35,6 +35,11 @@ func (db *DB) scanSandbox(r interface{ Scan(...any) error }) (Sandbox, error) {
 	if err := json.Unmarshal([]byte(meta), &s.Metadata); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s metadata: %w", s.ID, err)
 	}
+	var rules egressRules
+	if err := json.Unmarshal([]byte(egr), &rules); err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %s egress: %w", s.ID, err)
+	}
+	s.AllowOut, s.DenyOut = rules.AllowOut, rules.DenyOut
 	if env, err = db.unseal(env); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s env: %w", s.ID, err)
 	}
@@ -91,6 +96,10 @@ func (db *DB) CreateSandbox(ctx context.Context, s Sandbox) (Sandbox, error) {
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("store: sandbox metadata: %w", err)
 	}
+	egr, err := json.Marshal(egressRules{AllowOut: s.AllowOut, DenyOut: s.DenyOut})
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("store: sandbox egress: %w", err)
+	}
 	envJSON, err := json.Marshal(s.Env)
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("store: sandbox env: %w", err)
@@ -104,9 +113,9 @@ func (db *DB) CreateSandbox(ctx context.Context, s Sandbox) (Sandbox, error) {
 		return Sandbox{}, fmt.Errorf("store: seal access token: %w", err)
 	}
 	_, err = db.sql.ExecContext(ctx, db.q(`INSERT INTO sandboxes (`+sandboxCols+`)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		s.ID, s.TeamID, s.TemplateID, string(s.Status), s.Host, s.VCPUs, s.MemoryMB, s.DiskSizeMB,
-		string(meta), env, token, s.TimeoutS, db.tsOrNull(s.EndAt), s.AutoPause, s.AutoResume, s.AllowInternet, s.Error,
+		string(meta), env, token, s.TimeoutS, db.tsOrNull(s.EndAt), s.AutoPause, s.AutoResume, s.AllowInternet, string(egr), s.Error,
 		db.ts(s.CreatedAt), db.ts(s.UpdatedAt))
 	if err != nil {
 		return Sandbox{}, wrap("create sandbox", err)
@@ -261,6 +270,21 @@ func (db *DB) SetSandboxHost(ctx context.Context, id, hostID string) error {
 // SetSandboxEndAt sets the timeout and when it fires.
 func (db *DB) SetSandboxEndAt(ctx context.Context, id string, endAt time.Time, timeoutS int) error {
 	return db.updateSandbox(ctx, "set sandbox end", `end_at = ?, timeout_s = ?`, id, db.tsOrNull(endAt), timeoutS)
+}
+
+// egressRules is the JSON of the egress column.
+type egressRules struct {
+	AllowOut []string `json:"allowOut,omitempty"`
+	DenyOut  []string `json:"denyOut,omitempty"`
+}
+
+// SetSandboxNetwork replaces a sandbox's egress policy.
+func (db *DB) SetSandboxNetwork(ctx context.Context, id string, allowInternet bool, allowOut, denyOut []string) error {
+	egr, err := json.Marshal(egressRules{AllowOut: allowOut, DenyOut: denyOut})
+	if err != nil {
+		return fmt.Errorf("store: sandbox egress: %w", err)
+	}
+	return db.updateSandbox(ctx, "set sandbox network", `allow_internet = ?, egress = ?`, id, allowInternet, string(egr))
 }
 
 func (db *DB) updateSandbox(ctx context.Context, op, set, id string, args ...any) error {

@@ -147,9 +147,13 @@ type Sandbox struct {
 	AutoPause     bool
 	AutoResume    bool
 	AllowInternet bool
-	Error         string // last error, for status=error
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// AllowOut and DenyOut are egress rules (canonical CIDRs, see
+	// internal/egress); AllowOut wins.
+	AllowOut  []string
+	DenyOut   []string
+	Error     string // last error, for status=error
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 type HostStatus string

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
@@ -47,9 +48,10 @@ type FakeHost struct {
 }
 
 type fakeSandbox struct {
-	state string
-	files map[string][]byte
-	env   map[string]string
+	state  string
+	files  map[string][]byte
+	env    map[string]string
+	egress egress.Policy
 }
 
 var _ service.HostClient = (*FakeHost)(nil)
@@ -213,6 +215,31 @@ func (h *FakeHost) ResumeSandbox(_ context.Context, req service.ResumeSandboxReq
 		h.resumes++
 	}
 	return service.SandboxRuntime{SandboxID: req.SandboxID, State: string(sandbox.StateRunning), StartedAt: time.Now()}, nil
+}
+
+// UpdateSandboxNetwork records the policy (see Network).
+func (h *FakeHost) UpdateSandboxNetwork(_ context.Context, id string, p egress.Policy) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sb, err := h.get(id)
+	if err != nil {
+		return err
+	}
+	if sb.state != string(sandbox.StateRunning) && sb.state != string(sandbox.StatePaused) {
+		return fmt.Errorf("sandbox %s is %s", id, sb.state)
+	}
+	sb.egress = p
+	return nil
+}
+
+// Network returns the egress policy the host holds for a sandbox.
+func (h *FakeHost) Network(id string) egress.Policy {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sb, ok := h.sandboxes[id]; ok {
+		return sb.egress
+	}
+	return egress.Policy{}
 }
 
 func (h *FakeHost) ListSandboxes(context.Context) ([]service.SandboxRuntime, error) {

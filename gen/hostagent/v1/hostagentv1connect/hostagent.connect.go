@@ -49,6 +49,9 @@ const (
 	// HostAgentServiceResumeSandboxProcedure is the fully-qualified name of the HostAgentService's
 	// ResumeSandbox RPC.
 	HostAgentServiceResumeSandboxProcedure = "/hostagent.v1.HostAgentService/ResumeSandbox"
+	// HostAgentServiceUpdateSandboxNetworkProcedure is the fully-qualified name of the
+	// HostAgentService's UpdateSandboxNetwork RPC.
+	HostAgentServiceUpdateSandboxNetworkProcedure = "/hostagent.v1.HostAgentService/UpdateSandboxNetwork"
 	// HostAgentServiceListSandboxesProcedure is the fully-qualified name of the HostAgentService's
 	// ListSandboxes RPC.
 	HostAgentServiceListSandboxesProcedure = "/hostagent.v1.HostAgentService/ListSandboxes"
@@ -102,6 +105,9 @@ type HostAgentServiceClient interface {
 	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
 	// ResumeSandbox restores a paused sandbox. Resuming a running one succeeds.
 	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
+	// UpdateSandboxNetwork replaces a sandbox's egress policy: at once when
+	// it runs, at its next resume when paused; FAILED_PRECONDITION otherwise.
+	UpdateSandboxNetwork(context.Context, *connect.Request[v1.UpdateSandboxNetworkRequest]) (*connect.Response[v1.UpdateSandboxNetworkResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
 	// Ping reports the host's capacity and usage (heartbeat payload).
 	Ping(context.Context, *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error)
@@ -175,6 +181,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+HostAgentServiceResumeSandboxProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("ResumeSandbox")),
+			connect.WithClientOptions(opts...),
+		),
+		updateSandboxNetwork: connect.NewClient[v1.UpdateSandboxNetworkRequest, v1.UpdateSandboxNetworkResponse](
+			httpClient,
+			baseURL+HostAgentServiceUpdateSandboxNetworkProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("UpdateSandboxNetwork")),
 			connect.WithClientOptions(opts...),
 		),
 		listSandboxes: connect.NewClient[v1.ListSandboxesRequest, v1.ListSandboxesResponse](
@@ -254,22 +266,23 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	createSandbox  *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
-	destroySandbox *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
-	pauseSandbox   *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
-	resumeSandbox  *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
-	listSandboxes  *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
-	ping           *connect.Client[v1.PingRequest, v1.PingResponse]
-	exec           *connect.Client[v1.ExecRequest, v1.ExecResponse]
-	readFile       *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
-	writeFile      *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
-	createSnapshot *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
-	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
-	readConsoleLog *connect.Client[v1.ReadConsoleLogRequest, v1.ReadConsoleLogResponse]
-	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
-	deleteBuild    *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
-	exportTemplate *connect.Client[v1.ExportTemplateRequest, v1.TemplateChunk]
-	importTemplate *connect.Client[v1.TemplateChunk, v1.ImportTemplateResponse]
+	createSandbox        *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
+	destroySandbox       *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
+	pauseSandbox         *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
+	resumeSandbox        *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
+	updateSandboxNetwork *connect.Client[v1.UpdateSandboxNetworkRequest, v1.UpdateSandboxNetworkResponse]
+	listSandboxes        *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	ping                 *connect.Client[v1.PingRequest, v1.PingResponse]
+	exec                 *connect.Client[v1.ExecRequest, v1.ExecResponse]
+	readFile             *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
+	writeFile            *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
+	createSnapshot       *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
+	deleteSnapshot       *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	readConsoleLog       *connect.Client[v1.ReadConsoleLogRequest, v1.ReadConsoleLogResponse]
+	buildTemplate        *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	deleteBuild          *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
+	exportTemplate       *connect.Client[v1.ExportTemplateRequest, v1.TemplateChunk]
+	importTemplate       *connect.Client[v1.TemplateChunk, v1.ImportTemplateResponse]
 }
 
 // CreateSandbox calls hostagent.v1.HostAgentService.CreateSandbox.
@@ -290,6 +303,11 @@ func (c *hostAgentServiceClient) PauseSandbox(ctx context.Context, req *connect.
 // ResumeSandbox calls hostagent.v1.HostAgentService.ResumeSandbox.
 func (c *hostAgentServiceClient) ResumeSandbox(ctx context.Context, req *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error) {
 	return c.resumeSandbox.CallUnary(ctx, req)
+}
+
+// UpdateSandboxNetwork calls hostagent.v1.HostAgentService.UpdateSandboxNetwork.
+func (c *hostAgentServiceClient) UpdateSandboxNetwork(ctx context.Context, req *connect.Request[v1.UpdateSandboxNetworkRequest]) (*connect.Response[v1.UpdateSandboxNetworkResponse], error) {
+	return c.updateSandboxNetwork.CallUnary(ctx, req)
 }
 
 // ListSandboxes calls hostagent.v1.HostAgentService.ListSandboxes.
@@ -369,6 +387,9 @@ type HostAgentServiceHandler interface {
 	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
 	// ResumeSandbox restores a paused sandbox. Resuming a running one succeeds.
 	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
+	// UpdateSandboxNetwork replaces a sandbox's egress policy: at once when
+	// it runs, at its next resume when paused; FAILED_PRECONDITION otherwise.
+	UpdateSandboxNetwork(context.Context, *connect.Request[v1.UpdateSandboxNetworkRequest]) (*connect.Response[v1.UpdateSandboxNetworkResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
 	// Ping reports the host's capacity and usage (heartbeat payload).
 	Ping(context.Context, *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error)
@@ -438,6 +459,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		HostAgentServiceResumeSandboxProcedure,
 		svc.ResumeSandbox,
 		connect.WithSchema(hostAgentServiceMethods.ByName("ResumeSandbox")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceUpdateSandboxNetworkHandler := connect.NewUnaryHandler(
+		HostAgentServiceUpdateSandboxNetworkProcedure,
+		svc.UpdateSandboxNetwork,
+		connect.WithSchema(hostAgentServiceMethods.ByName("UpdateSandboxNetwork")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hostAgentServiceListSandboxesHandler := connect.NewUnaryHandler(
@@ -522,6 +549,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServicePauseSandboxHandler.ServeHTTP(w, r)
 		case HostAgentServiceResumeSandboxProcedure:
 			hostAgentServiceResumeSandboxHandler.ServeHTTP(w, r)
+		case HostAgentServiceUpdateSandboxNetworkProcedure:
+			hostAgentServiceUpdateSandboxNetworkHandler.ServeHTTP(w, r)
 		case HostAgentServiceListSandboxesProcedure:
 			hostAgentServiceListSandboxesHandler.ServeHTTP(w, r)
 		case HostAgentServicePingProcedure:
@@ -569,6 +598,10 @@ func (UnimplementedHostAgentServiceHandler) PauseSandbox(context.Context, *conne
 
 func (UnimplementedHostAgentServiceHandler) ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ResumeSandbox is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) UpdateSandboxNetwork(context.Context, *connect.Request[v1.UpdateSandboxNetworkRequest]) (*connect.Response[v1.UpdateSandboxNetworkResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.UpdateSandboxNetwork is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error) {
