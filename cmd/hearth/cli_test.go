@@ -173,11 +173,23 @@ func TestCLI(t *testing.T) {
 		{[]string{"sandbox", "get", "nosuch"}, "sandbox not found (HTTP 404)\nhint: list your sandboxes with `hearth sandbox ls`"},
 		{[]string{"sandbox", "create", "-t", "nope"}, "hint: list templates with `hearth template ls`"},
 		{[]string{"key", "ls"}, "needs a login session"},
+		{[]string{"sandbox", "network", id, "--allow-out", "example.com"}, `allowOut: rule "example.com": domain names are not supported`},
 	} {
 		r = hearth(t, "", tc.args...)
 		if r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, r.err, tc.want)
 		}
+	}
+
+	// egress rules.
+	if r = hearth(t, "", "sandbox", "network", id, "--no-internet", "--allow-out", "1.1.1.1").ok(t); !strings.Contains(r.stdout, "internet off; allow 1.1.1.1/32") {
+		t.Errorf("network: %q", r.stdout)
+	}
+	if r = hearth(t, "", "sandbox", "get", id).ok(t); !strings.Contains(r.stdout, "internet off; allow 1.1.1.1/32") {
+		t.Errorf("get after network: %q", r.stdout)
+	}
+	if r = hearth(t, "", "sandbox", "network", id).ok(t); !strings.Contains(r.stdout, "internet on") || strings.Contains(r.stdout, "allow") {
+		t.Errorf("network reset: %q", r.stdout)
 	}
 
 	// timeout, pause, resume.

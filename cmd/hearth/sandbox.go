@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/cli"
@@ -37,6 +38,7 @@ or HEARTH_URL and HEARTH_API_KEY, or --url and --api-key.`,
 		newSandboxStateCmd(&f, "resume", "Resume a paused sandbox where it was"),
 		newSandboxRmCmd(&f),
 		newSandboxTimeoutCmd(&f),
+		newSandboxNetworkCmd(&f),
 	)
 	return cmd
 }
@@ -49,6 +51,7 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 		env, metadata         []string
 		autoPause, autoResume bool
 		noInternet, quiet     bool
+		allowOut, denyOut     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -90,6 +93,7 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 				no := false
 				in.AllowInternet = &no
 			}
+			in.AllowOut, in.DenyOut = allowOut, denyOut
 			sp := cli.StartSpinner(cmd.ErrOrStderr(), "Starting a "+tpl+" sandbox", !quiet && !f.json() && cli.IsTerminal(cmd.ErrOrStderr()))
 			sb, err := c.CreateSandbox(cmd.Context(), in)
 			if err != nil {
@@ -123,8 +127,63 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 	fl.BoolVar(&autoPause, "auto-pause", false, "pause instead of destroying at the timeout")
 	fl.BoolVar(&autoResume, "auto-resume", false, "resume automatically when used while paused")
 	fl.BoolVar(&noInternet, "no-internet", false, "no outbound internet access")
+	addEgressRuleFlags(fl, &allowOut, &denyOut)
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the sandbox ID")
 	return cmd
+}
+
+func addEgressRuleFlags(fl *pflag.FlagSet, allowOut, denyOut *[]string) {
+	fl.StringArrayVar(allowOut, "allow-out", nil, "allow outbound traffic to this IP or CIDR even if denied otherwise (repeatable)")
+	fl.StringArrayVar(denyOut, "deny-out", nil, "deny outbound traffic to this IP or CIDR, e.g. 0.0.0.0/0 (repeatable)")
+}
+
+func newSandboxNetworkCmd(f *apiFlags) *cobra.Command {
+	var (
+		noInternet        bool
+		allowOut, denyOut []string
+	)
+	cmd := &cobra.Command{
+		Use:   "network ID",
+		Short: "Replace a sandbox's egress rules (applied at once when it runs)",
+		Long: `Replace a sandbox's egress rules. The flags give the whole new configuration:
+what is not given is cleared (internet on, no rules). --allow-out wins over
+--deny-out; private, link-local and loopback ranges stay closed unless the
+operator opened them (--egress-allow-private), whatever --allow-out says.`,
+		Example: `  hearth sandbox network $ID --no-internet --allow-out 1.1.1.1
+  hearth sandbox network $ID --deny-out 0.0.0.0/0 --allow-out 140.82.112.0/20
+  hearth sandbox network $ID    # back to the default: internet, no rules`,
+		Args: exactArgs(1, "sandbox network ID [--no-internet] [--allow-out CIDR] [--deny-out CIDR]"),
+		RunE: explained(func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			n := apiwire.Network{AllowOut: allowOut, DenyOut: denyOut}
+			if noInternet {
+				no := false
+				n.AllowInternet = &no
+			}
+			sb, err := c.SetNetwork(cmd.Context(), args[0], n)
+			if err != nil {
+				return err
+			}
+			return printDone(cmd, *f, sb, fmt.Sprintf("Sandbox %s: %s", sb.ID, egressSummary(sb)))
+		}),
+	}
+	cmd.Flags().BoolVar(&noInternet, "no-internet", false, "no outbound internet access except --allow-out")
+	addEgressRuleFlags(cmd.Flags(), &allowOut, &denyOut)
+	return cmd
+}
+
+func egressSummary(sb apiwire.Sandbox) string {
+	s := "internet " + map[bool]string{true: "on", false: "off"}[sb.AllowInternet]
+	if len(sb.AllowOut) > 0 {
+		s += "; allow " + strings.Join(sb.AllowOut, ",")
+	}
+	if len(sb.DenyOut) > 0 {
+		s += "; deny " + strings.Join(sb.DenyOut, ",")
+	}
+	return s
 }
 
 func printSandbox(w io.Writer, sb apiwire.Sandbox, tplName string) error {
@@ -151,7 +210,7 @@ func printSandbox(w io.Writer, sb apiwire.Sandbox, tplName string) error {
 	if len(sb.EnvKeys) > 0 {
 		kv = append(kv, [2]string{"Env", strings.Join(sb.EnvKeys, ",")})
 	}
-	kv = append(kv, [2]string{"Internet", strconv.FormatBool(sb.AllowInternet)})
+	kv = append(kv, [2]string{"Egress", egressSummary(sb)})
 	if sb.Error != "" {
 		kv = append(kv, [2]string{"Error", sb.Error})
 	}

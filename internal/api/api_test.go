@@ -219,6 +219,8 @@ func TestBadInputs(t *testing.T) {
 			{"exec without cmd", "POST", "/v1/sandboxes/" + sb.ID + "/exec", map[string]any{}, apiKey(a.key), 400, "cmd"},
 			{"timeout missing", "POST", "/v1/sandboxes/" + sb.ID + "/timeout", map[string]any{}, apiKey(a.key), 400, "timeout_s"},
 			{"timeout too long", "POST", "/v1/sandboxes/" + sb.ID + "/timeout", map[string]any{"timeout_s": 86401}, apiKey(a.key), 400, "timeout_s"},
+			{"egress domain", "PUT", "/v1/sandboxes/" + sb.ID + "/network", map[string]any{"allow_out": []string{"example.com"}}, apiKey(a.key), 400, `allowOut: rule \"example.com\"`},
+			{"egress malformed on create", "POST", "/v1/sandboxes", map[string]any{"template": "base", "deny_out": []string{"300.1.1.1"}}, apiKey(a.key), 400, `denyOut: rule \"300.1.1.1\"`},
 			{"file without path", "GET", "/v1/sandboxes/" + sb.ID + "/files", nil, apiKey(a.key), 400, "path"},
 			{"snapshot name upper", "POST", "/v1/snapshots", map[string]any{"sandbox_id": sb.ID, "name": "Snap"}, apiKey(a.key), 400, "name"},
 			{"snapshot name too long", "POST", "/v1/snapshots", map[string]any{"sandbox_id": sb.ID, "name": strings.Repeat("a", 64)}, apiKey(a.key), 400, "name"},
@@ -356,6 +358,16 @@ func TestSandboxLifecycle(t *testing.T) {
 			if !bytes.Contains(r.body, []byte(`"status":"running"`)) || e.host.State(sb.ID) != "running" {
 				t.Fatalf("resume: %s", r.body)
 			}
+		}
+
+		// Egress policy: replaced as a whole, applied by the host at once.
+		r = e.do("PUT", "/v1/sandboxes/"+sb.ID+"/network", map[string]any{"allow_internet": false, "allow_out": []string{"1.1.1.1"}}, k)
+		e.want(r, http.StatusOK, "network")
+		if !bytes.Contains(r.body, []byte(`"allow_internet":false`)) || !bytes.Contains(r.body, []byte(`"allow_out":["1.1.1.1/32"]`)) {
+			t.Fatalf("network: %s", r.body)
+		}
+		if got := e.host.Network(sb.ID); got.AllowInternet || len(got.AllowOut) != 1 {
+			t.Fatalf("host policy %+v", got)
 		}
 
 		r = e.do("POST", "/v1/sandboxes/"+sb.ID+"/timeout", map[string]any{"timeout_s": 3600}, k)

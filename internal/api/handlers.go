@@ -116,7 +116,8 @@ func sandboxView(sb store.Sandbox) apiwire.Sandbox {
 		ID: sb.ID, TemplateID: sb.TemplateID, Status: string(sb.Status), Host: sb.Host,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Metadata: md, EnvKeys: keys, TimeoutS: sb.TimeoutS, EndAt: sb.EndAt, CreatedAt: sb.CreatedAt,
-		AutoPause: sb.AutoPause, AutoResume: sb.AutoResume, AllowInternet: sb.AllowInternet, Error: sb.Error,
+		AutoPause: sb.AutoPause, AutoResume: sb.AutoResume, AllowInternet: sb.AllowInternet,
+		AllowOut: sb.AllowOut, DenyOut: sb.DenyOut, Error: sb.Error,
 	}
 }
 
@@ -129,6 +130,7 @@ func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 		Template: in.Template, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, DiskSizeMB: in.DiskSizeMB,
 		TimeoutS: in.TimeoutS, Env: in.Env, Metadata: in.Metadata,
 		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: in.AllowInternet,
+		AllowOut: in.AllowOut, DenyOut: in.DenyOut,
 	})
 	if err != nil {
 		return err
@@ -240,6 +242,24 @@ func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) error {
 		return service.InvalidArgument("timeout_s", "is required")
 	}
 	sb, err := s.svc.SetSandboxTimeout(r.Context(), principalFrom(r.Context()), r.PathValue("id"), *in.TimeoutS)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sandboxView(sb))
+	return nil
+}
+
+// setNetwork replaces the sandbox's egress policy (omitted fields are
+// cleared: allow_internet back to true, no rules); a running sandbox gets
+// it at once.
+func (s *server) setNetwork(w http.ResponseWriter, r *http.Request) error {
+	var in apiwire.Network
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	sb, err := s.svc.UpdateSandboxNetwork(r.Context(), principalFrom(r.Context()), r.PathValue("id"), service.NetworkInput{
+		AllowInternet: in.AllowInternet, AllowOut: in.AllowOut, DenyOut: in.DenyOut,
+	})
 	if err != nil {
 		return err
 	}

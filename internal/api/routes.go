@@ -54,6 +54,7 @@ func (s *server) routes() []route {
 		{method: http.MethodPost, path: "/v1/sandboxes/{id}/pause", auth: authTeam, handle: s.pauseSandbox},
 		{method: http.MethodPost, path: "/v1/sandboxes/{id}/resume", auth: authTeam, handle: s.resumeSandbox},
 		{method: http.MethodPost, path: "/v1/sandboxes/{id}/timeout", auth: authTeam, handle: s.setTimeout},
+		{method: http.MethodPut, path: "/v1/sandboxes/{id}/network", auth: authTeam, handle: s.setNetwork},
 		{method: http.MethodGet, path: "/v1/sandboxes/{id}/metrics", auth: authTeam, handle: s.sandboxMetrics},
 		{method: http.MethodGet, path: "/v1/sandboxes/{id}/files", auth: authTeam, handle: s.readFile},
 		{method: http.MethodPut, path: "/v1/sandboxes/{id}/files", auth: authTeam, body: bodyUpload, handle: s.writeFile},

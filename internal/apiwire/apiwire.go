@@ -93,6 +93,16 @@ type CreateSandbox struct {
 	AutoPause     bool              `json:"auto_pause,omitempty"`
 	AutoResume    bool              `json:"auto_resume,omitempty"`
 	AllowInternet *bool             `json:"allow_internet,omitempty"`
+	AllowOut      []string          `json:"allow_out,omitempty"`
+	DenyOut       []string          `json:"deny_out,omitempty"`
+}
+
+// Network is the body of PUT /v1/sandboxes/{id}/network: the whole egress
+// configuration (omitted fields are cleared).
+type Network struct {
+	AllowInternet *bool    `json:"allow_internet,omitempty"`
+	AllowOut      []string `json:"allow_out,omitempty"`
+	DenyOut       []string `json:"deny_out,omitempty"`
 }
 
 // Sandbox is a sandbox. Env values are never echoed (EnvKeys only);
@@ -113,6 +123,8 @@ type Sandbox struct {
 	AutoPause       bool              `json:"auto_pause"`
 	AutoResume      bool              `json:"auto_resume"`
 	AllowInternet   bool              `json:"allow_internet"`
+	AllowOut        []string          `json:"allow_out,omitempty"`
+	DenyOut         []string          `json:"deny_out,omitempty"`
 	Error           string            `json:"error,omitempty"`
 	EnvdAccessToken string            `json:"envd_access_token,omitempty"`
 }

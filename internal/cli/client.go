@@ -235,6 +235,12 @@ func (c *Client) SetTimeout(ctx context.Context, id string, seconds int) (apiwir
 	return out, c.do(ctx, http.MethodPost, sandboxPath(id, "/timeout"), authTeam, apiwire.SetTimeout{TimeoutS: &seconds}, &out)
 }
 
+// SetNetwork replaces a sandbox's egress policy.
+func (c *Client) SetNetwork(ctx context.Context, id string, n apiwire.Network) (apiwire.Sandbox, error) {
+	var out apiwire.Sandbox
+	return out, c.do(ctx, http.MethodPut, sandboxPath(id, "/network"), authTeam, n, &out)
+}
+
 // ReadFile opens a file in the sandbox for reading. size is the length the
 // server announced, or -1. The caller closes the reader.
 func (c *Client) ReadFile(ctx context.Context, id, path string) (rc io.ReadCloser, size int64, err error) {
