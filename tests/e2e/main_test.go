@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,11 +24,15 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/devstack"
 	"github.com/hearth-sandbox/hearth/internal/image"
+	"github.com/hearth-sandbox/hearth/internal/testnet"
 )
 
 // stack is shared by the package's tests: one control plane + agent, many
 // sandboxes, as a real deployment would be.
 var stack *devstack.Stack
+
+// egressNet holds the listeners of the egress tests (nil: unsupported).
+var egressNet *testnet.Net
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -64,7 +69,18 @@ func run(m *testing.M) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx := context.Background()
-	stack, err = devstack.Start(ctx, devstack.Options{Config: cfg, ImagesFrom: images, Logger: log})
+	// The egress tests need private addresses outside the stack: node 0's
+	// address is opened by the operator, node 1's stays closed.
+	opts := devstack.Options{Config: cfg, ImagesFrom: images, Logger: log}
+	if testnet.Unsupported() == "" {
+		if egressNet, err = testnet.New(2); err != nil {
+			fmt.Println("test network:", err)
+			return 1
+		}
+		defer egressNet.Close()
+		opts.AgentOptions.EgressAllowPrivate = []netip.Prefix{netip.PrefixFrom(egressNet.Nodes[0].Addr, 32)}
+	}
+	stack, err = devstack.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("start dev stack:", err)
 		return 1
