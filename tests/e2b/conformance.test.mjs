@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { eventually } from './helpers.mjs'
 import { randomUUID } from 'node:crypto'
 import {
+  ALL_TRAFFIC,
   AuthenticationError,
   CommandExitError,
   FilesystemEventType,
@@ -206,6 +207,41 @@ test('pause, then Sandbox.connect resumes with memory and files intact', T, asyn
     assert.equal((await again.getInfo()).state, 'running')
     assert.ok((await again.commands.list()).some((p) => p.pid === bg.pid), 'the background process survived')
     assert.equal(await again.files.read('/tmp/kept.txt'), 'still here')
+  } finally {
+    await kill(sbx)
+  }
+})
+
+test('network options: allowOut/denyOut at create, getInfo, updateNetwork, malformed rules', T, async () => {
+  const sbx = await create({ network: { allowOut: ['1.1.1.1'], denyOut: [ALL_TRAFFIC] } })
+  try {
+    let info = await sbx.getInfo()
+    assert.deepEqual(info.network?.allowOut, ['1.1.1.1/32'])
+    assert.deepEqual(info.network?.denyOut, ['0.0.0.0/0'])
+    assert.equal(info.allowInternetAccess, true)
+
+    await sbx.updateNetwork({ allowInternetAccess: false, allowOut: ['8.8.8.0/24'] })
+    info = await sbx.getInfo()
+    assert.equal(info.allowInternetAccess, false)
+    assert.deepEqual(info.network?.allowOut, ['8.8.8.0/24'])
+    assert.equal(info.network?.denyOut, undefined, 'updateNetwork replaces the whole configuration')
+    // The sandbox keeps working under the new rules.
+    assert.equal((await sbx.commands.run('echo ok')).stdout.trim(), 'ok')
+
+    await sbx.updateNetwork({})
+    info = await sbx.getInfo()
+    assert.equal(info.allowInternetAccess, true)
+    assert.equal(info.network, undefined)
+
+    const namesRule = (rule) => (err) => {
+      assert.match(err.message, /^400: /)
+      assert.ok(err.message.includes(`"${rule}"`), `error names the rule: ${err.message}`)
+      return true
+    }
+    await assert.rejects(sbx.updateNetwork({ denyOut: ['10.0.0.1/8'] }), namesRule('10.0.0.1/8'))
+    await assert.rejects(sbx.updateNetwork({ allowOut: ['example.com'] }), namesRule('example.com'))
+    await assert.rejects(Sandbox.create(TEMPLATE, { network: { allowOut: ['*.example.com'] } }), namesRule('*.example.com'))
+    await assert.rejects(Sandbox.updateNetwork('nosuchsandbox', {}), NotFoundError)
   } finally {
     await kill(sbx)
   }
