@@ -44,6 +44,13 @@ type Options struct {
 	// default (egress.Closed: private, link-local, ...) to every sandbox
 	// of this host, subject to each sandbox's own policy.
 	EgressAllowPrivate []netip.Prefix
+	// Cgroups puts each VMM in its own cgroup; nil: wire.go makes one
+	// below the agent's cgroup (named after the network prefix) when the
+	// host allows, else VMMs run without limits (logged).
+	Cgroups Cgroups
+	// VMMUIDBase: VMMs run as uid/gid base+n, one per sandbox (QEMU; see
+	// DefaultVMMUIDBase, the default). Negative: as the agent (root).
+	VMMUIDBase int
 
 	Driver           vmm.Driver
 	Disks            rootfs.Backend
@@ -106,6 +113,8 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		EnsureImageSizes: a.opts.EnsureImageSizes,
 		BootTimeout:      a.opts.BootTimeout,
 		Crash:            a.crashFunc(),
+		Cgroups:          a.opts.Cgroups,
+		VMMUIDBase:       a.opts.VMMUIDBase,
 		Log:              a.log,
 	})
 	if err != nil {

@@ -66,7 +66,11 @@ type Deps struct {
 	// ("pause:started", ...; see crashSteps): crash tests kill the process
 	// there. nil in production.
 	Crash func(step string)
-	Log   *slog.Logger
+	// Cgroups, when set, gets a group per sandbox for its VMM; VMMUIDBase
+	// > 0 runs VMMs unprivileged (see confine).
+	Cgroups    Cgroups
+	VMMUIDBase int
+	Log        *slog.Logger
 }
 
 // Manager owns the sandboxes of this host: one state machine each.
@@ -304,7 +308,10 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	sb.slot = &slot
 	sb.mu.Unlock()
 
-	cfg := m.machineConfig(sb, disk, slot)
+	cfg, err := m.machineConfig(sb, disk, slot)
+	if err != nil {
+		return err
+	}
 	if m.d.Snapshots != nil {
 		if cfg, err = m.d.Snapshots.PrepareBoot(cfg); err != nil {
 			return fmt.Errorf("vmm: %w", err)
@@ -329,12 +336,12 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	return nil
 }
 
-func (m *Manager) machineConfig(sb *sandbox, disk rootfs.Disk, slot NetSlot) vmm.Config {
+func (m *Manager) machineConfig(sb *sandbox, disk rootfs.Disk, slot NetSlot) (vmm.Config, error) {
 	args := "hearth.ip=" + GuestCIDR + " hearth.gw=" + GuestGateway
 	if slot.DNS != "" {
 		args += " hearth.dns=" + slot.DNS
 	}
-	return vmm.Config{
+	cfg := vmm.Config{
 		ID:             sb.spec.ID,
 		RunDir:         filepath.Join(sb.runDir, "vm"),
 		KernelPath:     m.d.Images.KernelPath(),
@@ -348,6 +355,10 @@ func (m *Manager) machineConfig(sb *sandbox, disk rootfs.Disk, slot NetSlot) vmm
 		TapName:        slot.TapName,
 		MAC:            GuestMAC,
 	}
+	if err := m.confine(&cfg, slot.Address); err != nil {
+		return vmm.Config{}, fmt.Errorf("confine vmm: %w", err)
+	}
+	return cfg, nil
 }
 
 // startMachine starts m's VMM (or adopts an already started one when
@@ -765,7 +776,10 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 		return fmt.Errorf("root disk: %w", err)
 	}
 	t0 := time.Now()
-	cfg := m.machineConfig(sb, disk, slot)
+	cfg, err := m.machineConfig(sb, disk, slot)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return err
 	}

@@ -118,6 +118,13 @@ func (m *Manager) recover(ctx context.Context) error {
 		return fmt.Errorf("agent: clean stale network slots: %w", err)
 	}
 	m.cleanTemplateLeftovers()
+	if m.d.Cgroups != nil {
+		// Groups of sandboxes that are gone; a group still holding a
+		// process (a VMM that could not be killed) stays and is logged.
+		if err := m.d.Cgroups.Prune(func(id string) bool { return live[id] }); err != nil {
+			m.log.Warn("prune stale cgroups", "err", err)
+		}
+	}
 	if c, ok := m.d.Disks.(StaleCleaner); ok {
 		if err := c.CleanupStale(ctx, live); err != nil {
 			return fmt.Errorf("agent: clean stale root disks: %w", err)

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/cgroup"
 	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/envdclient"
 	"github.com/hearth-sandbox/hearth/internal/image"
@@ -53,11 +55,25 @@ func (a *Agent) wire(ctx context.Context) error {
 		}
 		o.Driver = d
 	}
-	if o.Net == nil {
-		prefix, pool := netIdentity(o.DataDir)
-		if o.NetnsPrefix != "" {
-			prefix = o.NetnsPrefix
+	prefix, pool := netIdentity(o.DataDir)
+	if o.NetnsPrefix != "" {
+		prefix = o.NetnsPrefix
+	}
+	if o.Cgroups == nil {
+		// One directory per agent, named like its network objects.
+		if cg, err := cgroup.New("", "hearth-"+strings.TrimSuffix(prefix, "-")); err != nil {
+			o.Logger.Warn("agent: sandboxes run without cgroup limits", "err", err)
+		} else {
+			o.Cgroups = cg
 		}
+	}
+	switch {
+	case o.VMMUIDBase == 0:
+		o.VMMUIDBase = DefaultVMMUIDBase
+	case o.VMMUIDBase < 0:
+		o.VMMUIDBase = 0
+	}
+	if o.Net == nil {
 		if o.NetPool.IsValid() {
 			pool = o.NetPool
 		}

@@ -50,6 +50,17 @@ type Config struct {
 	// memory-backend-file share=on) so snapshots can reference it.
 	// Firecracker ignores it (it writes memory in Snapshot).
 	MemoryFile string
+
+	// Confinement. RunAsUID > 0 runs the VMM as that uid/gid once it has
+	// opened its devices and files (QEMU: -runas); Cgroup, when set, gets
+	// the VMM process before it boots the guest.
+	RunAsUID, RunAsGID int
+	Cgroup             Cgroup
+}
+
+// Cgroup is where a VMM process is put (internal/cgroup implements it).
+type Cgroup interface {
+	Add(pid int) error
 }
 
 // Machine is one running (or runnable) VM.

@@ -256,7 +256,9 @@ func (m *Machine) Start(ctx context.Context) error {
 	cmd := exec.Command(m.d.opts.Binary, "--api-sock", m.APISocket(), "--id", id)
 	cmd.Stdout, cmd.Stderr = console, vmmLog
 	cmd.Stdin = nil
-	popts := vmmproc.Options{NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName)}
+	// RunAsUID needs the jailer, which this driver does not drive yet:
+	// Firecracker runs as the agent, confined by its cgroup only.
+	popts := vmmproc.Options{NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName), Cgroup: m.cfg.Cgroup}
 	if m.cfg.RootDisk != "" {
 		// The same at boot and at every restore: see the package doc.
 		popts.Mounts = &vmmproc.Mounts{Dir: m.d.opts.StableDir, Files: []vmmproc.BindFile{{Name: rootDiskName, Source: m.cfg.RootDisk}}}

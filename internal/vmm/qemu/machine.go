@@ -92,8 +92,17 @@ func (m *Machine) Args() []string {
 		if format == "" {
 			format = "raw"
 		}
+		file := qemuOpt(cfg.RootDisk)
+		if fd := m.diskFD(); fd > 0 {
+			// An unprivileged QEMU reopens the disk when a migration
+			// deactivates and reactivates it (pause, restore); it cannot
+			// open the agent's files itself, so it gets a read-write and a
+			// read-only descriptor in an fd set to take copies from.
+			args = append(args, "-add-fd", "fd="+strconv.Itoa(fd)+",set=1", "-add-fd", "fd="+strconv.Itoa(fd+1)+",set=1")
+			file = "/dev/fdset/1"
+		}
 		args = append(args,
-			"-drive", "id=root,if=none,file="+qemuOpt(cfg.RootDisk)+",format="+format+",cache=writeback,discard=unmap",
+			"-drive", "id=root,if=none,file="+file+",format="+format+",cache=writeback,discard=unmap",
 			"-device", "virtio-blk-device,drive=root")
 	}
 	if cfg.TapName != "" {
@@ -105,7 +114,35 @@ func (m *Machine) Args() []string {
 		// -S: stay paused after the incoming migration so Restore decides.
 		args = append(args, "-S", "-incoming", "defer")
 	}
-	return args
+	return append(args, confineArgs(cfg.RunAsUID, cfg.RunAsGID)...)
+}
+
+// confineArgs are QEMU's own seccomp filter and, for uid > 0, the switch
+// to that user once QEMU has opened the tap, disks, kernel, RAM file and
+// sockets. QEMU installs the filter before it changes user, so with -runas
+// elevateprivileges=deny would kill QEMU at its own setuid; spawn=deny (no
+// fork or exec at all) and the dropped capabilities cover that instead.
+func confineArgs(uid, gid int) []string {
+	if uid <= 0 {
+		return []string{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}
+	}
+	return []string{
+		"-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+		"-runas", strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
+	}
+}
+
+// diskFD is the descriptor number of the root disk's read-write copy
+// (the read-only one follows it) when QEMU runs unprivileged; 0 otherwise.
+// They follow the restore state file, which is incomingFD.
+func (m *Machine) diskFD() int {
+	if m.cfg.RunAsUID <= 0 || m.cfg.RootDisk == "" {
+		return 0
+	}
+	if m.restore != nil {
+		return incomingFD + 1
+	}
+	return incomingFD
 }
 
 // qemuOpt escapes a value inside a QEMU option string (commas are doubled).
@@ -150,7 +187,19 @@ func (m *Machine) Start(ctx context.Context) error {
 		defer stateFile.Close()
 		cmd.ExtraFiles = []*os.File{stateFile}
 	}
-	proc, err := vmmproc.Start(cmd, m.cfg.NetNS, filepath.Join(m.cfg.RunDir, vmm.PIDFileName))
+	if m.diskFD() > 0 {
+		for _, flag := range []int{os.O_RDWR, os.O_RDONLY} {
+			f, err := os.OpenFile(m.cfg.RootDisk, flag, 0)
+			if err != nil {
+				return fmt.Errorf("qemu: root disk: %w", err)
+			}
+			defer f.Close() // the child has its own copy
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
+	}
+	proc, err := vmmproc.StartWith(cmd, vmmproc.Options{
+		NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName), Cgroup: m.cfg.Cgroup,
+	})
 	if err != nil {
 		return fmt.Errorf("qemu: %w", err)
 	}

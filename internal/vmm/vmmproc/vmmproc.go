@@ -64,6 +64,9 @@ type Options struct {
 	// Mounts, when set, runs the process in its own mount namespace with
 	// these files bound at fixed paths (see Mounts).
 	Mounts *Mounts
+	// Cgroup, when set, receives the process right after it started
+	// (before the caller talks to it); failing that, the process is killed.
+	Cgroup interface{ Add(pid int) error }
 }
 
 // Mounts describes a per-process mount namespace in which a fixed
@@ -144,6 +147,13 @@ func StartWith(cmd *exec.Cmd, o Options) (*Process, error) {
 	}
 	pidFile := o.PIDFile
 	p := &Process{pid: cmd.Process.Pid, wait: cmd.Wait, pidFile: pidFile, done: make(chan struct{})}
+	if o.Cgroup != nil {
+		if err := o.Cgroup.Add(cmd.Process.Pid); err != nil {
+			_ = p.Kill()
+			<-p.reap()
+			return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+		}
+	}
 	if pidFile != "" {
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 			_ = p.Kill()
