@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/initsecret"
 )
 
 func main() {
@@ -41,6 +42,15 @@ func run() error {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := envd.Config{Logger: log}
+	// The agent's commitment to the first /init's secret (absent when an
+	// older agent booted this guest: then the first /init is open).
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		h, err := initsecret.FromCmdline(string(b))
+		if err != nil {
+			return err
+		}
+		cfg.InitHash = h
+	}
 	if !*syncClock {
 		cfg.SetClock = func(time.Time) error { return errors.New("clock sync disabled by --sync-clock=false") }
 	}

@@ -62,8 +62,8 @@ type Envd interface {
 type EnvdDialer func(baseURL, accessToken string) Envd
 
 type EnvdInit struct {
-	// CurrentToken authenticates /init to an envd that already has a token
-	// (after a resume); "" for a freshly booted envd.
+	// CurrentToken authenticates /init: the token an envd already has
+	// (after a resume), or the boot secret of a freshly booted one.
 	CurrentToken string
 	AccessToken  string
 	EnvVars      map[string]string

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
+	"github.com/hearth-sandbox/hearth/internal/envd/initsecret"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
@@ -312,6 +313,13 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	if err != nil {
 		return err
 	}
+	// The first /init proves itself with a secret only this boot's kernel
+	// command line commits to (see internal/envd/initsecret).
+	initSecret, initArg, err := initsecret.New()
+	if err != nil {
+		return err
+	}
+	cfg.KernelArgs += " " + initArg
 	if m.d.Snapshots != nil {
 		if cfg, err = m.d.Snapshots.PrepareBoot(cfg); err != nil {
 			return fmt.Errorf("vmm: %w", err)
@@ -330,7 +338,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	}
 	m.crash("create:vm-started")
 	user := m.d.Images.DefaultUser(ctx, spec.TemplateID)
-	if err := m.connectEnvd(ctx, sb, slot, user, "", t0); err != nil {
+	if err := m.connectEnvd(ctx, sb, slot, user, initSecret, t0); err != nil {
 		return err
 	}
 	return nil

@@ -74,10 +74,13 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // newServer starts a real envd HTTP server on loopback without /init.
-func newServer(t *testing.T) *harness {
+func newServer(t *testing.T) *harness { return newServerWith(t, envd.Config{}) }
+
+// newServerWith is newServer with cfg's InitHash.
+func newServerWith(t *testing.T, cfg envd.Config) *harness {
 	t.Helper()
 	clock := &clockRecorder{}
-	srv := envd.New(envd.Config{SetClock: clock.SetClock, Logger: slog.New(slog.DiscardHandler)})
+	srv := envd.New(envd.Config{SetClock: clock.SetClock, Logger: slog.New(slog.DiscardHandler), InitHash: cfg.InitHash})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

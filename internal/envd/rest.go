@@ -81,6 +81,7 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	if req.AccessToken != nil && *req.AccessToken != "" {
 		s.tokenMu.Lock()
 		s.token = *req.AccessToken
+		s.initHash = nil // the boot secret is spent
 		s.tokenMu.Unlock()
 	}
 	s.log.Info("initialised", "env_vars", len(req.EnvVars), "default_user", req.DefaultUser, "default_workdir", req.DefaultWorkdir)

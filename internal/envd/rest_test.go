@@ -29,6 +29,7 @@ import (
 	rpc "github.com/hearth-sandbox/hearth/gen/envd/process"
 	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/internal/envd"
+	"github.com/hearth-sandbox/hearth/internal/envd/initsecret"
 )
 
 type entry struct {
@@ -429,6 +430,55 @@ func TestInitTokenRules(t *testing.T) {
 	}
 	if got := restRoute(http.MethodGet, "/envs", "", "")(t, h, withToken("second")); got != http.StatusOK {
 		t.Errorf("token lost after empty re-init: %d", got)
+	}
+}
+
+// With a boot secret on the kernel command line, only its holder (the host
+// agent) gets the first /init; once spent, /init needs the access token.
+func TestInitNeedsTheBootSecret(t *testing.T) {
+	t.Parallel()
+	secret, arg, err := initsecret.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := initsecret.FromCmdline("console=ttyS0 " + arg + " panic=-1")
+	if err != nil || len(hash) != 32 {
+		t.Fatalf("FromCmdline = %x, %v", hash, err)
+	}
+	h := newServerWith(t, envd.Config{InitHash: hash})
+	init := func(tok string, body map[string]any) int {
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if tok != "" {
+			hdr[envd.AccessTokenHeader] = tok
+		}
+		resp := h.do(t, h.raw, http.MethodPost, "/init", jsonBody(t, body), hdr)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tok := range []string{"", "guess", arg} {
+		if got := init(tok, map[string]any{"accessToken": "evil"}); got != http.StatusUnauthorized {
+			t.Fatalf("first /init with %q: %d, want 401", tok, got)
+		}
+	}
+	if got := init(secret, map[string]any{"accessToken": "tok1"}); got != http.StatusNoContent {
+		t.Fatalf("first /init with the secret: %d", got)
+	}
+	// A second /init without the token is refused, and the secret is spent.
+	for _, tok := range []string{"", secret} {
+		if got := init(tok, map[string]any{"accessToken": "evil"}); got != http.StatusUnauthorized {
+			t.Fatalf("second /init with %q: %d, want 401", tok, got)
+		}
+	}
+	if got := init("tok1", map[string]any{"accessToken": "tok2"}); got != http.StatusNoContent {
+		t.Fatalf("re-key with the token: %d", got)
+	}
+	for _, bad := range []string{initsecret.Param + "=abc", initsecret.Param + "=" + strings.Repeat("zz", 32)} {
+		if _, err := initsecret.FromCmdline(bad); err == nil {
+			t.Errorf("FromCmdline(%q) accepted", bad)
+		}
+	}
+	if h, err := initsecret.FromCmdline("console=ttyS0"); h != nil || err != nil {
+		t.Errorf("no param: %x, %v", h, err)
 	}
 }
 

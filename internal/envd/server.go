@@ -4,6 +4,7 @@
 package envd
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
@@ -43,6 +44,12 @@ type Config struct {
 	SetClock func(time.Time) error
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// InitHash, when set, is the SHA-256 of the one-time boot secret the
+	// first /init must carry (X-Access-Token): the host agent put the hash
+	// on the guest's kernel command line (see InitHashFromCmdline) and
+	// keeps the secret, so neither guest processes nor host users who can
+	// read the command line can initialise envd before the agent.
+	InitHash []byte
 }
 
 // Server wires the services, the REST routes and access-token checks.
@@ -55,8 +62,9 @@ type Server struct {
 	now      func() time.Time
 	metrics  cpuSampler
 
-	tokenMu sync.RWMutex
-	token   string
+	tokenMu  sync.RWMutex
+	token    string
+	initHash []byte // nil once spent (or when none was given)
 }
 
 // New returns a Server; call Close to stop its processes and watchers.
@@ -73,6 +81,7 @@ func New(cfg Config) *Server {
 		fs:       fssvc.New(state, log),
 		setClock: cfg.SetClock,
 		now:      cfg.Now,
+		initHash: cfg.InitHash,
 	}
 	if s.setClock == nil {
 		s.setClock = setSystemClock
@@ -122,10 +131,12 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 	}
 }
 
-func (s *Server) currentToken() string {
+// currentAuth returns the access token and, while no token is set, the
+// boot secret's hash.
+func (s *Server) currentAuth() (token string, initHash []byte) {
 	s.tokenMu.RLock()
 	defer s.tokenMu.RUnlock()
-	return s.token
+	return s.token, s.initHash
 }
 
 func tokenEqual(got, want string) bool {
@@ -142,9 +153,14 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		want := s.currentToken()
+		want, initHash := s.currentAuth()
 		if want == "" {
 			if r.URL.Path == "/init" {
+				sum := sha256.Sum256([]byte(r.Header.Get(AccessTokenHeader)))
+				if initHash != nil && subtle.ConstantTimeCompare(sum[:], initHash) != 1 {
+					writeError(w, http.StatusUnauthorized, "envd expects the boot secret in "+AccessTokenHeader+" on its first /init")
+					return
+				}
 				next.ServeHTTP(w, r)
 				return
 			}
