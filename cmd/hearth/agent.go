@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 )
 
 type agentFlags struct {
@@ -68,14 +69,15 @@ left behind, grows base images to the default disk size (20 GiB, sparse)
 and picks a VMM by probing (Firecracker, QEMU/KVM, QEMU/TCG). On SIGINT or
 SIGTERM it stops its sandboxes before exiting.
 
-The agent must be reachable by the control plane only: set --agent-token
-(the same HEARTH_AGENT_TOKEN as the server's) unless it listens on loopback.
+Every request must carry a token: --agent-token (the same HEARTH_AGENT_TOKEN
+as the server's), or else the one the agent keeps in <data-dir>/agent-token
+(created 0600 on first start; hearth server --agent-token-file reads it).
 It needs root (network namespaces, tap devices, loop devices).
 
 Two ways to be reached:
 
   - single host (hearth dev, hearth server --agent-url): plain HTTP, the
-    control plane sends --agent-token;
+    control plane sends the agent token;
   - fleet (--control-plane URL): the agent registers once with a one-time
     token from ` + "`hearth host add`" + ` (--register TOKEN; its key never leaves
     <data-dir>/identity, it sends a CSR), then serves mutual TLS (only the
@@ -98,7 +100,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", f.dataDir, "directory with images/ and the sandboxes' files")
 	fs.StringVar(&f.listen, "listen", f.listen, "host:port of the RPC and sandbox-traffic endpoint")
-	fs.StringVar(&f.token, "agent-token", f.token, "token the control plane must send (Hearth-Agent-Token header); empty: none")
+	fs.StringVar(&f.token, "agent-token", f.token, "token the control plane must send (Hearth-Agent-Token header); empty: the one in <data-dir>/agent-token, created if missing")
 	fs.StringVar(&f.hostID, "host-id", f.hostID, "this host's ID as the control plane knows it (default: host name)")
 	fs.StringVar(&f.vmm, "vmm", f.vmm, "restrict the VMM: firecracker, qemu-kvm, qemu-tcg or qemu (default: probe)")
 	fs.StringVar(&f.rootfsBackend, "rootfs-backend", f.rootfsBackend, "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
@@ -144,8 +146,15 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		f.hostID = side.HostID()
 	} else if f.register != "" {
 		return errors.New("--register needs --control-plane URL")
-	} else if f.token == "" && !isLoopback(f.listen) {
-		log.Warn("agent: listening beyond loopback without --agent-token: anyone who can reach it controls the sandboxes", "listen", f.listen)
+	} else if f.token == "" {
+		// Never unauthenticated: any local user could drive every sandbox.
+		path := filepath.Join(f.dataDir, hostwire.TokenFileName)
+		tok, err := hostwire.LoadOrCreateToken(path)
+		if err != nil {
+			return err
+		}
+		f.token = tok
+		log.Info("agent: requests must carry the token in "+path+" (hearth server --agent-token-file "+path+")", "listen", f.listen)
 	}
 	open, err := egress.ParseOperatorRanges(f.egressPrivate)
 	if err != nil {
@@ -203,15 +212,6 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		err = nil
 	}
 	return errors.Join(err, a.Shutdown(sctx))
-}
-
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // addCrashAtFlag adds the hidden --crash-at flag (HEARTH_CRASH_AT): the

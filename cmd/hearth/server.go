@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
+	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -70,11 +72,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var hosts service.HostPool
 	var client *agentclient.Client
 	if cfg.AgentURL != "" {
-		var opts []agentclient.ClientOption
-		if cfg.AgentToken != "" {
-			opts = append(opts, agentclient.WithToken(cfg.AgentToken))
+		tok := cfg.AgentToken
+		if tok == "" && cfg.AgentTokenFile != "" {
+			var err error
+			if tok, err = hostwire.ReadToken(cfg.AgentTokenFile); err != nil {
+				return err
+			}
 		}
-		client = agentclient.NewClient(cfg.AgentURL, &http.Client{}, opts...)
+		if tok == "" {
+			return errors.New("--agent-url needs the agent's token: --agent-token or --agent-token-file (hearth agent keeps one in <its data dir>/agent-token)")
+		}
+		client = agentclient.NewClient(cfg.AgentURL, &http.Client{}, agentclient.WithToken(tok))
 		hosts = service.SingleHost{ID: cfg.AgentID, Client: client}
 	}
 	cp, err := controlplane.New(ctx, controlplane.Options{Config: cfg, Hosts: hosts, Logger: log})

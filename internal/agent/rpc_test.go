@@ -256,11 +256,24 @@ func TestRPCErrorMapping(t *testing.T) {
 func TestRPCRequiresToken(t *testing.T) {
 	t.Parallel()
 	e := newRPCEnv(t, "right")
-	wrong := agentclient.NewClient(e.srv.URL, e.srv.Client(), agentclient.WithToken("wrong"))
-	_, err := wrong.Ping(context.Background())
-	var se *service.Error
-	if !errors.As(err, &se) || se.Kind != service.KindUnavailable {
-		t.Fatalf("wrong token: %v", err)
+	for name, c := range map[string]*agentclient.Client{
+		"wrong token": agentclient.NewClient(e.srv.URL, e.srv.Client(), agentclient.WithToken("wrong")),
+		"no token":    agentclient.NewClient(e.srv.URL, e.srv.Client()),
+	} {
+		_, err := c.Ping(context.Background())
+		var se *service.Error
+		if !errors.As(err, &se) || se.Kind != service.KindUnavailable {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	// The sandbox-traffic endpoint is behind the token too.
+	resp, err := e.srv.Client().Get(e.srv.URL + "/sandboxes/x/proxy/49983/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated proxy request: %d, want 401", resp.StatusCode)
 	}
 	if _, err := e.client.Ping(context.Background()); err != nil {
 		t.Fatalf("right token: %v", err)

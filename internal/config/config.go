@@ -37,8 +37,11 @@ type Config struct {
 	// AgentURL is the single host agent to use (until multi-host placement);
 	// empty: no hosts, sandbox creates answer 503.
 	AgentURL string
-	// AgentToken authenticates the control plane to the agent.
-	AgentToken string
+	// AgentToken authenticates the control plane to the agent;
+	// AgentTokenFile is read for it when empty (the agent's data dir has
+	// one: agent-token).
+	AgentToken     string
+	AgentTokenFile string
 	// AgentID is the host ID recorded on sandboxes placed on that agent;
 	// keep it stable across restarts.
 	AgentID     string
@@ -105,6 +108,7 @@ func AddServerFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxy", c.TrustedProxies, "CIDR or IP of a reverse proxy whose X-Forwarded-For/-Proto are believed (repeatable, comma-separated)")
 	fs.StringVar(&c.AgentURL, "agent-url", c.AgentURL, "host agent URL; empty: no hosts (sandbox creation answers 503)")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "bearer token the host agent expects")
+	fs.StringVar(&c.AgentTokenFile, "agent-token-file", c.AgentTokenFile, "file with the token the host agent expects (mode 0600; e.g. the agent's <data-dir>/agent-token)")
 	fs.StringVar(&c.AgentID, "agent-id", c.AgentID, "host ID of the agent at --agent-url (stable across restarts)")
 	fs.DurationVar(&c.JWTTTL, "jwt-ttl", c.JWTTTL, "session token lifetime")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
