@@ -108,8 +108,25 @@ func TestTeamMembers(t *testing.T) {
 		e.want(e.do("PATCH", member(bob), map[string]string{"role": "admin"}, bearer(bob.token)), http.StatusForbidden, "member promotes self")
 		e.want(e.do("DELETE", member(alice), nil, bearer(bob.token)), http.StatusForbidden, "member removes owner")
 
+		// Keys: a member lists them but neither creates nor deletes them.
+		asBob := append(bearer(bob.token), "X-Team-ID", alice.teamID)
+		e.want(e.do("GET", "/v1/api-keys", nil, asBob), http.StatusOK, "member lists keys")
+		e.want(e.do("POST", "/v1/api-keys", map[string]string{"name": "bob"}, asBob), http.StatusForbidden, "member creates a key")
+		e.want(e.do("DELETE", "/v1/api-keys/"+alice.keyID, nil, asBob), http.StatusForbidden, "member deletes a key")
+		e.want(e.do("GET", "/v1/sandboxes/"+sb.ID, nil, apiKey(alice.key)), http.StatusOK, "alice's key still there")
+
 		// An admin manages members and admins, not owners.
 		e.want(e.do("PATCH", member(bob), map[string]string{"role": "admin"}, bearer(alice.token)), http.StatusOK, "promote bob")
+		// ... and the team's keys.
+		r = e.do("POST", "/v1/api-keys", map[string]string{"name": "bob"}, asBob)
+		e.want(r, http.StatusCreated, "admin creates a key")
+		var bk apiwire.APIKey
+		r.json(t, &bk)
+		bobKey := bk.Key
+		r = e.do("POST", "/v1/api-keys", map[string]string{"name": "tmp"}, asBob)
+		e.want(r, http.StatusCreated, "admin creates another key")
+		r.json(t, &bk)
+		e.want(e.do("DELETE", "/v1/api-keys/"+bk.ID, nil, asBob), http.StatusNoContent, "admin deletes a key")
 		e.want(e.do("POST", team, map[string]string{"email": "carol@example.com", "role": "owner"}, bearer(bob.token)), http.StatusForbidden, "admin adds owner")
 		e.want(e.do("POST", team, map[string]string{"email": "carol@example.com", "role": "member"}, bearer(bob.token)), http.StatusCreated, "admin adds member")
 		r = e.do("PATCH", member(carol), map[string]string{"role": "admin"}, bearer(bob.token))
@@ -143,8 +160,11 @@ func TestTeamMembers(t *testing.T) {
 		e.want(e.do("DELETE", member(alice), nil, bearer(alice.token)), http.StatusNoContent, "alice leaves")
 		e.want(e.do("GET", team, nil, bearer(alice.token)), http.StatusNotFound, "alice after leaving")
 		e.want(e.do("GET", "/v1/sandboxes", nil, append(bearer(alice.token), "X-Team-ID", alice.teamID)), http.StatusNotFound, "alice's session for the team she left")
-		// Team resources stay with the team: her API key still works.
-		e.want(e.do("GET", "/v1/sandboxes/"+sb.ID, nil, apiKey(alice.key)), http.StatusOK, "team key after its creator left")
+		// Team resources stay with the team, but not the keys she made: a
+		// member who leaves (or is removed) takes them along. Bob's key
+		// for the team keeps working.
+		e.want(e.do("GET", "/v1/sandboxes/"+sb.ID, nil, apiKey(alice.key)), http.StatusUnauthorized, "team key after its creator left")
+		e.want(e.do("GET", "/v1/sandboxes/"+sb.ID, nil, apiKey(bobKey)), http.StatusOK, "a remaining owner's key")
 
 		e.want(e.do("DELETE", member(carol), nil, bearer(bob.token)), http.StatusNoContent, "remove carol")
 		e.want(e.do("GET", "/v1/sandboxes", nil, append(bearer(carol.token), "X-Team-ID", alice.teamID)), http.StatusNotFound, "carol removed")

@@ -167,7 +167,32 @@ func (s *Service) PromoteAdmin(ctx context.Context, email string) error {
 
 // CreateAPIKey makes a key for p's team. The key is returned once; only its
 // SHA-256 is stored.
+// API keys follow the team's roles (docs/security.md): any member lists
+// them (prefixes and names only), owners and admins create and delete
+// them, and a member removed from the team loses the keys they created.
+
+var errNotKeyManager = PermissionDenied("only the team's owners and admins can create or delete its API keys")
+
+// requireKeyManager lets owners and admins of p's team (and platform
+// admins) manage its keys.
+func (s *Service) requireKeyManager(ctx context.Context, p Principal) error {
+	if p.IsAdmin {
+		return nil
+	}
+	r, err := s.callerRole(ctx, p, p.TeamID)
+	if err != nil {
+		return err
+	}
+	if !canManage(r) {
+		return errNotKeyManager
+	}
+	return nil
+}
+
 func (s *Service) CreateAPIKey(ctx context.Context, p Principal, name string) (store.APIKey, string, error) {
+	if err := s.requireKeyManager(ctx, p); err != nil {
+		return store.APIKey{}, "", err
+	}
 	if err := validName("name", name); err != nil {
 		return store.APIKey{}, "", err
 	}
@@ -192,6 +217,9 @@ func (s *Service) ListAPIKeys(ctx context.Context, p Principal) ([]store.APIKey,
 }
 
 func (s *Service) DeleteAPIKey(ctx context.Context, p Principal, id string) error {
+	if err := s.requireKeyManager(ctx, p); err != nil {
+		return err
+	}
 	if err := s.store.DeleteAPIKey(ctx, p.TeamID, id); err != nil {
 		return fromStore(err, "api key", "")
 	}

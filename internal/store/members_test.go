@@ -132,3 +132,40 @@ func TestLastOwnerRace(t *testing.T) {
 		}
 	})
 }
+
+// TestRemovedMemberLosesKeys: removing a member deletes the API keys they
+// created for that team, and only those.
+func TestRemovedMemberLosesKeys(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		owner, team := mustUser(t, db, "owner@example.com")
+		bob, bobTeam := mustUser(t, db, "bob@example.com")
+		_, err := db.AddTeamMember(ctx(t), team.ID, bob.ID, store.RoleAdmin)
+		want(t, err, nil)
+		key := func(teamID, by, name string) store.APIKey {
+			k, err := db.CreateAPIKey(ctx(t), store.APIKey{TeamID: teamID, Name: name, Prefix: name, Hash: name + "-hash", CreatedBy: by})
+			want(t, err, nil)
+			return k
+		}
+		key(team.ID, bob.ID, "bob-in-team")
+		key(team.ID, owner.ID, "owner-in-team")
+		key(bobTeam.ID, bob.ID, "bob-own")
+
+		want(t, db.RemoveTeamMember(ctx(t), team.ID, bob.ID), nil)
+		names := func(teamID string) (out []string) {
+			ks, err := db.ListAPIKeys(ctx(t), teamID)
+			want(t, err, nil)
+			for _, k := range ks {
+				out = append(out, k.Name)
+			}
+			return out
+		}
+		if got := names(team.ID); len(got) != 1 || got[0] != "owner-in-team" {
+			t.Fatalf("team keys after bob left: %v", got)
+		}
+		if got := names(bobTeam.ID); len(got) != 1 || got[0] != "bob-own" {
+			t.Fatalf("bob's own team keys: %v", got)
+		}
+		_, err = db.GetAPIKeyByHash(ctx(t), "bob-in-team-hash")
+		want(t, err, store.ErrNotFound)
+	})
+}

@@ -234,7 +234,13 @@ func (db *DB) RemoveTeamMember(ctx context.Context, teamID, userID string) error
 		if err != nil {
 			return err
 		}
-		return affected(res)
+		if err := affected(res); err != nil {
+			return err
+		}
+		// Keys outlive nobody's membership: whoever leaves a team takes
+		// the keys they made for it with them.
+		_, err = tx.ExecContext(ctx, db.q(`DELETE FROM team_api_keys WHERE team_id = ? AND created_by = ?`), teamID, userID)
+		return err
 	})
 	return wrap("remove team member", err)
 }
