@@ -49,7 +49,10 @@ func (r buildRunner) Boot(ctx context.Context, disk string, shape templatebuild.
 	}
 	g.netUp = true
 	sb := newSandbox(Spec{ID: id, VCPUs: shape.VCPUs, MemoryMB: shape.MemoryMB}, g.runDir, m.log)
-	cfg := m.machineConfig(sb, rootfs.Disk{Path: disk, Format: "raw"}, slot)
+	cfg, err := m.machineConfig(sb, rootfs.Disk{Path: disk, Format: "raw"}, slot)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,28 @@ type Config struct {
 	// TrustedProxies are the CIDRs whose X-Forwarded-For/-Proto are
 	// believed (a reverse proxy in front); empty: nobody's.
 	TrustedProxies []string
+	// PublicURL is where users reach hearth (e.g. https://hearth.example.com,
+	// through a TLS-terminating proxy); https makes session cookies Secure.
+	PublicURL string
+}
+
+// SecureCookies reports whether cookies must carry the Secure attribute
+// even on plain-HTTP requests: hearth is served over HTTPS by a proxy.
+func (c Config) SecureCookies() bool {
+	u, err := url.Parse(c.PublicURL)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
+
+// CheckPublicURL refuses a --public-url that is not an absolute http(s) URL.
+func (c Config) CheckPublicURL() error {
+	if c.PublicURL == "" {
+		return nil
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--public-url %q: want an absolute http:// or https:// URL, e.g. https://hearth.example.com", c.PublicURL)
+	}
+	return nil
 }
 
 // Default returns the configuration before flags and environment.
@@ -107,6 +130,7 @@ func AddServerFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.RedirectListen, "redirect-listen", c.RedirectListen, "plain-HTTP address (e.g. :80) that redirects everything to HTTPS; needs --tls-cert")
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxy", c.TrustedProxies, "CIDR or IP of a reverse proxy whose X-Forwarded-For/-Proto are believed (repeatable, comma-separated)")
 	fs.StringVar(&c.AgentURL, "agent-url", c.AgentURL, "host agent URL; empty: no hosts (sandbox creation answers 503)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL users reach hearth at, e.g. https://hearth.example.com behind a TLS proxy (https: Secure cookies)")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "bearer token the host agent expects")
 	fs.StringVar(&c.AgentTokenFile, "agent-token-file", c.AgentTokenFile, "file with the token the host agent expects (mode 0600; e.g. the agent's <data-dir>/agent-token)")
 	fs.StringVar(&c.AgentID, "agent-id", c.AgentID, "host ID of the agent at --agent-url (stable across restarts)")

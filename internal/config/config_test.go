@@ -142,3 +142,26 @@ func TestDefaultDataDirIsAbsoluteOrLocal(t *testing.T) {
 		t.Fatalf("DefaultDataDir = %q", d)
 	}
 }
+
+func TestPublicURL(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		url        string
+		secure, ok bool
+	}{
+		{"", false, true},
+		{"http://127.0.0.1:3000", false, true},
+		{"https://hearth.example.com", true, true},
+		{"HTTPS://hearth.example.com/", true, true},
+		{"hearth.example.com", false, false},
+		{"ftp://x", false, false},
+	} {
+		cfg := Config{PublicURL: c.url}
+		if got := cfg.SecureCookies(); got != c.secure {
+			t.Errorf("%q: SecureCookies = %v", c.url, got)
+		}
+		if err := cfg.CheckPublicURL(); (err == nil) != c.ok {
+			t.Errorf("%q: CheckPublicURL = %v", c.url, err)
+		}
+	}
+}

@@ -78,6 +78,9 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.CheckPublicURL(); err != nil {
+		return nil, err
+	}
 	// Listener configuration is checked before anything is created, so a
 	// wrong certificate fails the start with nothing half set up.
 	site, trusted, err := checkFront(cfg, log)
@@ -179,9 +182,10 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 		mux.Handle(p, withSession)
 	}
 	mux.Handle("/", dashboard.New(dashboard.Deps{
-		API:      apiHandler,
-		Terminal: dashboard.ServiceBackend{Service: cp.Service, Proxy: px},
-		Logger:   cp.log,
+		API:           apiHandler,
+		Terminal:      dashboard.ServiceBackend{Service: cp.Service, Proxy: px},
+		SecureCookies: cp.cfg.SecureCookies(),
+		Logger:        cp.log,
 	}))
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
 	// to the proxy before anything else: its paths are the guest's.
