@@ -189,13 +189,14 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	}))
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
 	// to the proxy before anything else: its paths are the guest's.
-	cp.handler = m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	isStream := func(r *http.Request) bool { return px.Matches(r) || streamingPath(r) }
+	cp.handler = m.Middleware(bounded(requestReadTimeout, requestWriteTimeout, isStream, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if px.Matches(r) {
 			px.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})))
 	return nil
 }
 

@@ -654,13 +654,31 @@ func BenchmarkSetupTeardown(b *testing.B) {
 	}
 	defer m.CleanupStale(context.Background())
 	defer m.Teardown(context.Background(), "pin")
-	for b.Loop() {
-		if _, err := m.Setup(b.Context(), "bench", Options{Egress: egress.Open()}); err != nil {
-			b.Fatal(err)
-		}
-		if err := m.Teardown(b.Context(), "bench"); err != nil {
-			b.Fatal(err)
-		}
+	// open: the operator's default-deny ranges and an open sandbox policy
+	// (what every sandbox gets); rules40: plus 20 allowOut and 20 denyOut.
+	var allow, deny []string
+	for i := range 20 {
+		allow = append(allow, fmt.Sprintf("198.51.%d.0/24", i))
+		deny = append(deny, fmt.Sprintf("203.0.%d.0/24", i))
+	}
+	rules40, err := egress.New(true, allow, deny)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		pol  egress.Policy
+	}{{"open", egress.Open()}, {"rules40", rules40}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := m.Setup(b.Context(), "bench", Options{Egress: c.pol}); err != nil {
+					b.Fatal(err)
+				}
+				if err := m.Teardown(b.Context(), "bench"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
