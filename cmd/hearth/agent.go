@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,7 +24,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
-	"github.com/hearth-sandbox/hearth/internal/hostwire"
 )
 
 type agentFlags struct {
@@ -148,12 +148,12 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		return errors.New("--register needs --control-plane URL")
 	} else if f.token == "" {
 		// Never unauthenticated: any local user could drive every sandbox.
-		path := filepath.Join(f.dataDir, hostwire.TokenFileName)
-		tok, err := hostwire.LoadOrCreateToken(path)
+		path := filepath.Join(f.dataDir, config.AgentTokenFile)
+		tok, err := config.EnsureSecret(f.dataDir, config.AgentTokenFile, config.AgentTokenBytes)
 		if err != nil {
-			return err
+			return fmt.Errorf("agent token: %w", err)
 		}
-		f.token = tok
+		f.token = hex.EncodeToString(tok)
 		log.Info("agent: requests must carry the token in "+path+" (hearth server --agent-token-file "+path+")", "listen", f.listen)
 	}
 	open, err := egress.ParseOperatorRanges(f.egressPrivate)

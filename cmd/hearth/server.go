@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +16,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/controlplane"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
-	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
@@ -74,10 +74,11 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.AgentURL != "" {
 		tok := cfg.AgentToken
 		if tok == "" && cfg.AgentTokenFile != "" {
-			var err error
-			if tok, err = hostwire.ReadToken(cfg.AgentTokenFile); err != nil {
-				return err
+			b, err := config.ReadSecret(cfg.AgentTokenFile, config.AgentTokenBytes)
+			if err != nil {
+				return fmt.Errorf("--agent-token-file: %w", err)
 			}
+			tok = hex.EncodeToString(b)
 		}
 		if tok == "" {
 			return errors.New("--agent-url needs the agent's token: --agent-token or --agent-token-file (hearth agent keeps one in <its data dir>/agent-token)")

@@ -165,3 +165,25 @@ func TestPublicURL(t *testing.T) {
 		}
 	}
 }
+
+// The agent's token file: made by `hearth agent`, read by `hearth server
+// --agent-token-file`, refused when others may read it.
+func TestAgentTokenFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	made, err := EnsureSecret(dir, AgentTokenFile, AgentTokenBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, AgentTokenFile)
+	read, err := ReadSecret(path, AgentTokenBytes)
+	if err != nil || !bytes.Equal(read, made) {
+		t.Fatalf("ReadSecret = %x, %v; want %x", read, err, made)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadSecret(path, AgentTokenBytes); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable token accepted: %v", err)
+	}
+}

@@ -20,7 +20,7 @@ func EnsureSecret(dataDir, name string, n int) ([]byte, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	path := filepath.Join(dataDir, name)
-	b, err := readSecret(path, n)
+	b, err := ReadSecret(path, n)
 	if err == nil {
 		return b, nil
 	}
@@ -55,14 +55,24 @@ func EnsureSecret(dataDir, name string, n int) ([]byte, error) {
 	// theirs so both use the same key.
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return readSecret(path, n)
+			return ReadSecret(path, n)
 		}
 		return nil, fmt.Errorf("install %s: %w", name, err)
 	}
 	return secret, nil
 }
 
-func readSecret(path string, n int) ([]byte, error) {
+// AgentTokenFile is the agent's token in its data dir when no token is
+// given: `hearth agent` creates it with EnsureSecret, `hearth server
+// --agent-token-file` reads it with ReadSecret.
+const AgentTokenFile = "agent-token"
+
+// AgentTokenBytes is the agent token's length before hex encoding.
+const AgentTokenBytes = 32
+
+// ReadSecret reads a secret file EnsureSecret made: n hex-encoded bytes,
+// readable by its owner only.
+func ReadSecret(path string, n int) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
