@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` and CI run it:
-#   1. unit, store and API tests on SQLite and on a private PostgreSQL cluster;
+#   1. unit, store and API tests on SQLite and on a private PostgreSQL
+#      cluster, with the race detector;
 #   2. VM tests: real QEMU microVMs (TCG where KVM is unusable) booted from
 #      guest images built once, then reused, in $TEST_DATA_DIR; the heavy
 #      ones carry the build tag `vm`;
@@ -18,8 +19,12 @@ VM_PACKAGES=(./tests/e2e/... ./tests/crash/... ./tests/multihost/... ./internal/
 
 stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
-stage "unit, store and API tests (SQLite and PostgreSQL)"
-scripts/pgtest.sh go test -count=1 ./...
+# With the race detector: nothing here boots a VM (HEARTH_IMAGES_DIR unset),
+# so every package runs and VM tests skip themselves. Measured on 2 cores
+# (SQLite only): 6m25s with -race against the time without it in the
+# issue 15 report.
+stage "unit, store and API tests (SQLite and PostgreSQL, -race)"
+env -u HEARTH_IMAGES_DIR scripts/pgtest.sh go test -race -count=1 ./...
 
 # deploy/ is its own module (nfpm, go-containerregistry, Helm, Kubernetes
 # types): the .deb installs and its units verify, the image answers under
