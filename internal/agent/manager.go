@@ -17,7 +17,6 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/envd/initsecret"
-
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"

@@ -55,7 +55,9 @@ type Config struct {
 	// opened its devices and files (QEMU: -runas); Cgroup, when set, gets
 	// the VMM process before it boots the guest.
 	RunAsUID, RunAsGID int
-	Cgroup             Cgroup
+	// Not saved with the config (the agent records it for crash
+	// recovery): an adopted VMM is in its cgroup already.
+	Cgroup Cgroup `json:"-"`
 }
 
 // Cgroup is where a VMM process is put (internal/cgroup implements it).
