@@ -71,7 +71,9 @@ func TestVMPauseOnFullDiskKeepsSnapshot(t *testing.T) {
 	if err == nil {
 		t.Fatal("pause on a full file system succeeded")
 	}
-	if !strings.Contains(err.Error(), "no space left on device") {
+	// Go says "no space left on device", QEMU (which writes the device
+	// state) "No space left on device".
+	if !strings.Contains(strings.ToLower(err.Error()), "no space left on device") {
 		t.Fatalf("pause error %q does not say the disk is full", err)
 	}
 	if in, err := e.agent.Manager().Get(id); err != nil || in.State != sbx.StateRunning {

@@ -36,7 +36,7 @@ func TestArgs(t *testing.T) {
 		{name: "unprivileged", accel: AccelTCG,
 			mutate: func(c *vmm.Config) { c.RunAsUID, c.RunAsGID = 1000000007, 1000000007 },
 			want: []string{"-sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas 1000000007:1000000007",
-				"-add-fd fd=3,set=1 -add-fd fd=4,set=1 -drive id=root,if=none,file=/dev/fdset/1,format=qcow2"}},
+				"-add-fd fd=3,set=1 -add-fd fd=4,set=1 -drive id=root,if=none,file=/dev/fdset/1,file.locking=off,format=qcow2"}},
 		{name: "unprivileged restore", accel: AccelTCG,
 			mutate:  func(c *vmm.Config) { c.RunAsUID, c.RunAsGID = 1000000007, 1000000007 },
 			restore: &vmm.RestoreSpec{StatePath: "/s"},

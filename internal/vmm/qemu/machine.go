@@ -95,11 +95,15 @@ func (m *Machine) Args() []string {
 		file := qemuOpt(cfg.RootDisk)
 		if fd := m.diskFD(); fd > 0 {
 			// An unprivileged QEMU reopens the disk when a migration
-			// deactivates and reactivates it (pause, restore); it cannot
-			// open the agent's files itself, so it gets a read-write and a
-			// read-only descriptor in an fd set to take copies from.
+			// deactivates and reactivates it (pause, restore, and "cont"
+			// after a failed pause); it cannot open the agent's files
+			// itself, so it gets a read-write and a read-only descriptor in
+			// an fd set to take copies from. Image locking is off: the set
+			// keeps both descriptors open, so the read-only one's shared
+			// lock would refuse the write lock on reactivation; the agent
+			// gives each disk to one VMM anyway.
 			args = append(args, "-add-fd", "fd="+strconv.Itoa(fd)+",set=1", "-add-fd", "fd="+strconv.Itoa(fd+1)+",set=1")
-			file = "/dev/fdset/1"
+			file = "/dev/fdset/1,file.locking=off"
 		}
 		args = append(args,
 			"-drive", "id=root,if=none,file="+file+",format="+format+",cache=writeback,discard=unmap",
