@@ -136,6 +136,10 @@ func (g *buildGuest) Close(ctx context.Context) error {
 	if g.machine != nil {
 		if err := g.machine.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop vm: %w", err))
+		} else if g.m.d.Cgroups != nil {
+			if err := g.m.d.Cgroups.Remove(g.id); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if g.netUp {

@@ -10,6 +10,8 @@ import (
 // Cgroups gives each sandbox's VMM its own cgroup (internal/cgroup).
 type Cgroups interface {
 	Create(id string, lim cgroup.Limits) (*cgroup.Group, error)
+	// Remove deletes a sandbox's group once its VMM is gone.
+	Remove(id string) error
 	// Prune removes groups whose sandbox keep does not know.
 	Prune(keep func(id string) bool) error
 }

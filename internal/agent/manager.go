@@ -517,6 +517,14 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 		}
 	}
 	id := sb.spec.ID
+	sb.mu.Lock()
+	vmGone := sb.machine == nil
+	sb.mu.Unlock()
+	if m.d.Cgroups != nil && vmGone {
+		if err := m.d.Cgroups.Remove(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := m.d.Net.Teardown(ctx, id); err != nil {
 		errs = append(errs, fmt.Errorf("network teardown: %w", err))
 	} else {

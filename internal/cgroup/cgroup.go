@@ -231,6 +231,18 @@ func (g *Group) Remove() error {
 	return errors.Join(errs...)
 }
 
+// Remove deletes group id (its processes must be gone); missing is fine.
+func (m *Manager) Remove(id string) error {
+	if !nameRE.MatchString(id) {
+		return fmt.Errorf("cgroup: group name %q", id)
+	}
+	g := &Group{v2: m.v2, dirs: map[string]string{}}
+	for c, d := range m.dirs {
+		g.dirs[c] = filepath.Join(d, id)
+	}
+	return g.Remove()
+}
+
 // Prune removes the groups of this Manager whose names keep does not
 // contain (left by a crashed agent); groups with processes stay.
 func (m *Manager) Prune(keep func(id string) bool) error {

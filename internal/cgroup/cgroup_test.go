@@ -94,6 +94,15 @@ func TestGroupLimitsAndMembership(t *testing.T) {
 	if err := m.Prune(func(string) bool { return false }); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := m.Create("sb2", Limits{Pids: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove("sb2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove("sb2"); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
 	for _, d := range g.Dirs() {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Errorf("%s still there: %v", d, err)
