@@ -65,6 +65,7 @@ func (a *Agent) wire(ctx context.Context) error {
 			o.Logger.Warn("agent: sandboxes run without cgroup limits", "err", err)
 		} else {
 			o.Cgroups = cg
+			a.closers = append(a.closers, cg.Close)
 		}
 	}
 	switch {

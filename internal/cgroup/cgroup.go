@@ -231,6 +231,17 @@ func (g *Group) Remove() error {
 	return errors.Join(errs...)
 }
 
+// Close removes the Manager's directories when no group is left in them
+// (at agent shutdown; sandboxes paused across a restart keep theirs).
+func (m *Manager) Close() error {
+	for _, d := range m.dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENOTEMPTY) {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
 // Remove deletes group id (its processes must be gone); missing is fine.
 func (m *Manager) Remove(id string) error {
 	if !nameRE.MatchString(id) {

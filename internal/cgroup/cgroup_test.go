@@ -103,6 +103,14 @@ func TestGroupLimitsAndMembership(t *testing.T) {
 	if err := m.Remove("sb2"); err != nil {
 		t.Fatalf("second Remove: %v", err)
 	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("Close left %s: %v", d, err)
+		}
+	}
 	for _, d := range g.Dirs() {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Errorf("%s still there: %v", d, err)
