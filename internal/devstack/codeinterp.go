@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/citemplate"
 	"github.com/hearth-sandbox/hearth/internal/codeinterp"
-	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	"github.com/hearth-sandbox/hearth/internal/image"
 )
 
@@ -42,26 +42,29 @@ func (s *Stack) startCodeInterpreterBake(ctx context.Context) {
 	}()
 }
 
-// codeInterpreterReady polls the sandbox's code interpreter /health through
-// the control plane's own sandbox proxy (the route the SDK takes) until it
-// answers 200: the server is up and its default kernel warm.
+// codeInterpreterReady polls the sandbox's code interpreter /health at the
+// guest's address on this host until it answers 200: the server is up and
+// its default kernel warm. Not through the public listener: with --domain
+// that is HTTPS for names this process has no reason to trust or resolve.
 func (s *Stack) codeInterpreterReady(ctx context.Context, sandboxID string) error {
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 	var last error
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/health", nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set(hostwire.HeaderSandboxID, sandboxID)
-		req.Header.Set(hostwire.HeaderSandboxPort, strconv.Itoa(codeinterp.Port))
-		resp, err := client.Do(req)
+		addr, err := s.Agent.SandboxAddr(sandboxID)
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+			var req *http.Request
+			req, err = http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(addr, strconv.Itoa(codeinterp.Port))+"/health", nil)
+			if err != nil {
+				return err
 			}
-			err = fmt.Errorf("/health: %s", resp.Status)
+			var resp *http.Response
+			if resp, err = client.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("/health: %s", resp.Status)
+			}
 		}
 		last = err
 		select {

@@ -5,7 +5,8 @@
 #   1. conformance.test.mjs and template.test.mjs with e2b 2.x, and
 #      codeinterp.test.mjs with @e2b/code-interpreter, over plain HTTP
 #      (E2B_API_URL and E2B_SANDBOX_URL, the 2.x overrides);
-#   2. generations.test.mjs with e2b 2.x and e2b 1.x ("e2b-v1") over HTTPS on
+#   2. generations.test.mjs with e2b 2.x and e2b 1.x ("e2b-v1"), and
+#      codeinterp-tls.test.mjs with @e2b/code-interpreter, over HTTPS on
 #      the test domain hearth.test, the way hosted E2B is reached: only
 #      E2B_DOMAIN is set, so the SDKs call https://api.hearth.test and
 #      https://<port>-<id>.hearth.test on port 443. hearth listens on
@@ -155,12 +156,18 @@ if [[ " $suites " == *" generations "* ]]; then
 	# A loopback address of its own, so port 443 is free whatever else runs.
 	ip=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
 	start_hearth tls "https://api.$domain/healthz" --cacert "$certs/ca.pem" --resolve "api.$domain:443:$ip" -- \
-		--listen "$ip:443" --domain "$domain" --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem" --code-interpreter=false
+		--listen "$ip:443" --domain "$domain" --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem"
 	for sdk in ${E2B_SDKS:-e2b e2b-v1}; do
 		log "generations suite with $sdk $(sdk_version "$sdk") over https://api.$domain ($ip:443)"
 		(cd "$here" && E2B_SDK=$sdk E2B_DOMAIN=$domain E2B_API_KEY=$api_key \
 			NODE_EXTRA_CA_CERTS=$certs/ca.pem HEARTH_TEST_DOMAIN=$domain HEARTH_TEST_IP=$ip \
 			node --require ./resolve.cjs --test --test-concurrency=1 --test-reporter=spec "$@" generations.test.mjs)
 	done
+	# This hearth dev bakes code-interpreter-v1 too (in the background,
+	# while the generations above run).
+	log "@e2b/code-interpreter $(sdk_version @e2b/code-interpreter) over https://49999-<id>.$domain"
+	(cd "$here" && E2B_DOMAIN=$domain E2B_API_KEY=$api_key NODE_EXTRA_CA_CERTS=$certs/ca.pem \
+		HEARTH_TEST_DOMAIN=$domain HEARTH_TEST_IP=$ip \
+		node --require ./resolve.cjs --test --test-concurrency=1 --test-reporter=spec "$@" codeinterp-tls.test.mjs)
 	stop_hearth
 fi
