@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,10 +14,9 @@ import (
 
 // TestAdoptRunningMachine plays an agent restart: a counter guest runs, the
 // first driver's QMP connection goes away (the agent died), and a new
-// driver adopts the QEMU process by pid. The guest keeps counting with the
-// same secret, the adopted machine pauses, continues and reports its run
-// state, and Stop ends the process. A pid that is not the machine's QEMU is
-// refused.
+// driver adopts the QEMU process by pid (vmmtest.Adopt: run state, pause,
+// continue, a pid of another machine refused). The guest keeps counting
+// with the same secret, and Stop ends the process.
 func TestAdoptRunningMachine(t *testing.T) {
 	d := newTCG(t)
 	dir := t.TempDir()
@@ -29,37 +27,12 @@ func TestAdoptRunningMachine(t *testing.T) {
 	pid := m0.PID()
 	m0.(*qemu.Machine).QMP().Close() // the old agent's connection dies with it
 
-	d2 := qemu.New(qemu.Options{Accel: qemu.AccelTCG})
-	other := cfg
-	other.RunDir = filepath.Join(dir, "elsewhere")
-	if _, err := d2.Adopt(ctx, other, pid); err == nil {
-		t.Fatal("adopted a pid whose command line names another machine's QMP socket")
-	}
-	a, err := d2.Adopt(ctx, cfg, pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.PID() != pid {
-		t.Fatalf("adopted pid %d, want %d", a.PID(), pid)
-	}
-	rs := a.(vmm.RunStater)
-	if running, err := rs.GuestRunning(ctx); err != nil || !running {
-		t.Fatalf("adopted guest running=%v (%v), want running", running, err)
-	}
+	a := vmmtest.Adopt(ctx, t, qemu.New(qemu.Options{Accel: qemu.AccelTCG}), cfg, pid)
 	before, _ := os.ReadFile(console)
 	last, secret := lastTick(before)
 	want := fmt.Sprintf("hearth-test: tick %d %s", last+2, secret)
 	if log, err := vmmtest.WaitForConsole(ctx, console, int64(len(before)), want, waitExit(a)); err != nil {
 		t.Fatalf("guest did not go on counting after adoption: %v\n%s", err, tail(log))
-	}
-	if err := a.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if running, err := rs.GuestRunning(ctx); err != nil || running {
-		t.Fatalf("after Pause running=%v (%v)", running, err)
-	}
-	if err := a.Resume(ctx); err != nil {
-		t.Fatal(err)
 	}
 	if err := a.Stop(ctx); err != nil {
 		t.Fatal(err)
