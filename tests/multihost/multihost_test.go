@@ -420,6 +420,11 @@ func TestMultiHost(t *testing.T) {
 	if err := c.client.DeleteSandbox(ctx, victim.ID); err != nil {
 		t.Fatal(err)
 	}
+	// Placement reads load from heartbeats: wait for the host to report
+	// the deletion before asking it to take the next sandbox.
+	waitFor(t, "the victim's host to report no sandboxes", time.Minute, func() bool {
+		return c.hosts()[agents[vi].addr()].SandboxCount == 0
+	})
 	// The host takes sandboxes again (it is now the least loaded).
 	back, err := c.client.CreateSandbox(ctx, apiwire.CreateSandbox{Template: "tiny"})
 	if err != nil {
