@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,13 +24,14 @@ import (
 )
 
 // newBuildVMEnv is newVMEnv on network objects and addresses of its own:
-// other engineers' VM tests on this host use e2eNetPrefix and the default
-// pool, and a shared guest address answers with someone else's envd.
+// the other VM tests of this process use e2eNetPrefix and e2eNetPool, and a
+// shared guest address answers with someone else's envd.
 func newBuildVMEnv(tb testing.TB) *vmEnv {
 	tb.Helper()
 	return newVMEnvWith(tb, func(o *Options) {
+		prefix, pool := testNetIdentity(os.Getpid(), 1)
 		nm, err := netns.NewManager(context.Background(), netns.Config{
-			Prefix: "htpl-", Pool: netip.MustParsePrefix("10.201.0.0/16"), Logger: o.Logger,
+			Prefix: prefix, Pool: pool, Logger: o.Logger,
 		})
 		if err != nil {
 			tb.Fatal(err)

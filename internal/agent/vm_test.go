@@ -9,9 +9,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +32,20 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/vmm/vmmtest"
 )
 
-// e2eNetPrefix keeps this test's namespaces, veths and chains apart from
-// other tests running on the host, so the leak check sees only its own.
-const e2eNetPrefix = "hte2e-"
+// e2eNetPrefix and e2eNetPool keep this test process's namespaces, veths,
+// chains and guest addresses apart from other test processes on the host
+// (parallel runs in other worktrees), so the leak check sees only its own
+// and a guest address never answers with someone else's envd.
+var e2eNetPrefix, e2eNetPool = testNetIdentity(os.Getpid(), 0)
+
+// testNetIdentity derives a 6-character object prefix and a /24 pool (64
+// slots, more than a test uses) in 10.192.0.0/13, outside the agents'
+// 10.128.0.0/10, from a process ID; variant separates two sets of objects
+// within one process.
+func testNetIdentity(pid, variant int) (string, netip.Prefix) {
+	n := (pid*2 + variant) % 2048
+	return fmt.Sprintf("ht%03x-", n), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(192 + n/256), byte(n % 256), 0}), 24)
+}
 
 // vmEnv is a real agent on a private data dir holding a copy of the tiny
 // image: real QEMU/TCG, netns, root disks (reflink in an xfs pool) and envd.
@@ -99,7 +112,7 @@ func newVMEnvWith(t testing.TB, adjust func(*Options), images ...string) *vmEnv 
 		pool.Close()
 		t.Fatal(err)
 	}
-	nm, err := netns.NewManager(ctx, netns.Config{Prefix: e2eNetPrefix, Logger: log})
+	nm, err := netns.NewManager(ctx, netns.Config{Prefix: e2eNetPrefix, Pool: e2eNetPool, Logger: log})
 	if err != nil {
 		pool.Close()
 		t.Fatal(err)
@@ -354,7 +367,7 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nm, err := netns.NewManager(ctx, netns.Config{Prefix: e2eNetPrefix, Logger: log})
+	nm, err := netns.NewManager(ctx, netns.Config{Prefix: e2eNetPrefix, Pool: e2eNetPool, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

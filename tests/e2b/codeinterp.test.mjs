@@ -215,7 +215,11 @@ describe('runCode in one sandbox', () => {
 // first result. Measured against a cold boot of the same image (the
 // platform base template "code-interpreter") whose server starts its
 // kernel after boot, in this run, as a ratio.
-test('latency: create + first runCode("1+1"), template vs cold boot, p50', { timeout: 1_200_000 }, async () => {
+// A measurement, not a check: three cold boots of the code-interpreter image
+// (kernel start and numpy/pandas/matplotlib imports under TCG) take minutes
+// on a loaded machine, so it runs only when asked: HEARTH_BENCH=1 tests/e2b/run.sh.
+const BENCH = Boolean(process.env.HEARTH_BENCH)
+test('latency: create + first runCode("1+1"), template vs cold boot, p50', { timeout: 1_200_000, skip: BENCH ? false : 'set HEARTH_BENCH=1 to measure' }, async () => {
   const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const measure = async (template, n) => {
     const times = []
@@ -224,13 +228,14 @@ test('latency: create + first runCode("1+1"), template vs cold boot, p50', { tim
       const sbx = await Sandbox.create(template, { timeoutMs: 300_000, metadata: { suite: 'code-interpreter', run: RUN_ID } })
       created.add(sbx.sandboxId)
       let e
-      for (let tries = 0; ; tries++) {
+      const deadline = Date.now() + 600_000
+      for (;;) {
         try {
           e = await sbx.runCode('1+1', { timeoutMs: 300_000 })
           break
         } catch (err) {
           // A cold guest's server is not listening yet right after boot.
-          if (tries > 600) throw err
+          if (Date.now() > deadline) throw err
           await new Promise((r) => setTimeout(r, 200))
         }
       }

@@ -18,6 +18,7 @@
 #   HEARTH_IMAGES_DIR=DIR tests/e2b/run.sh
 #   E2B_SUITES=generations tests/e2b/run.sh   # one stage (conformance, generations)
 #   E2B_SDKS=e2b-v1 E2B_SUITES=generations tests/e2b/run.sh   # one SDK
+#   HEARTH_BENCH=1 tests/e2b/run.sh   # also the measurements (code-interpreter cold boot vs template)
 #
 # Guest images are reused from $HEARTH_IMAGES_DIR/images (built there once
 # with `bin/hearth image build --data-dir DIR` when missing). The server gets
