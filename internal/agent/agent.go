@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	hostagentv1 "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
@@ -26,6 +29,10 @@ type Options struct {
 	HostID  string // default: the host name
 	// Token, when set, is required in the hostwire.TokenHeader of every request.
 	Token string
+	// Limits bound unary RPCs (read and write deadlines per request);
+	// streaming RPCs and proxied sandbox traffic are exempt. Zero:
+	// httplimit.Defaults().
+	Limits httplimit.Limits
 
 	// VMM restricts driver selection ("firecracker", "qemu-kvm",
 	// "qemu-tcg", "qemu"); empty: the first that probes OK.
@@ -90,6 +97,9 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Limits == (httplimit.Limits{}) {
+		opts.Limits = httplimit.Defaults()
+	}
 	if opts.HostID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -137,6 +147,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.Handle(path, h)
 	mux.Handle("/sandboxes/{id}/proxy/{port}/", a.pathProxy())
 	var root http.Handler = headerRouted(a.headerProxy(), mux)
+	root = a.opts.Limits.Handler(requestKind(), root)
 	if a.opts.Token != "" {
 		root = requireToken(a.opts.Token, root)
 	}
@@ -186,17 +197,26 @@ func requireToken(token string, next http.Handler) http.Handler {
 
 // NewHTTPServer returns a server for the agent's Handler speaking HTTP/1.1
 // and cleartext HTTP/2 (h2c: gRPC clients and many concurrent streams over
-// one connection). No write timeout: exec and proxied streams are long.
+// one connection), with httplimit's header and idle timeouts; the Handler
+// itself bounds each unary RPC.
 func NewHTTPServer(addr string, h http.Handler) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Addr:              addr,
-		Handler:           h,
-		Protocols:         &p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+	return httplimit.Defaults().Apply(&http.Server{Addr: addr, Handler: h, Protocols: &p})
+}
+
+// requestKind exempts the service's streaming RPCs (exec, file transfers,
+// template build, export and import) and proxied sandbox traffic from the
+// per-request deadlines. Both reach the agent only with its token, which
+// is checked before any body is read.
+func requestKind() func(*http.Request) httplimit.Kind {
+	streaming := httplimit.StreamingRPCs(hostagentv1.File_hostagent_v1_hostagent_proto.Services().ByName("HostAgentService"))
+	return func(r *http.Request) httplimit.Kind {
+		if streaming(r) || r.Header.Get(hostwire.HeaderSandboxID) != "" || strings.HasPrefix(r.URL.Path, "/sandboxes/") {
+			return httplimit.Stream
+		}
+		return httplimit.Bounded
 	}
 }
 

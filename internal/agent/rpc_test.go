@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,9 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
@@ -40,6 +45,12 @@ type rpcEnv struct {
 
 func newRPCEnv(t *testing.T, token string) *rpcEnv {
 	t.Helper()
+	return newRPCEnvWith(t, token, nil)
+}
+
+// newRPCEnvWith is newRPCEnv with a hook that adjusts the agent's options.
+func newRPCEnvWith(t *testing.T, token string, adjust func(*Options)) *rpcEnv {
+	t.Helper()
 	e := &rpcEnv{envds: map[string]*httptest.Server{}}
 	h := newHarness(t, false)
 	h.net.addrFor = func(id string) string {
@@ -54,7 +65,7 @@ func newRPCEnv(t *testing.T, token string) *rpcEnv {
 		e.mu.Unlock()
 		return strings.TrimPrefix(srv.URL, "http://")
 	}
-	a, err := New(context.Background(), Options{
+	opts := Options{
 		DataDir: h.data,
 		HostID:  "host1",
 		Token:   token,
@@ -64,7 +75,11 @@ func newRPCEnv(t *testing.T, token string) *rpcEnv {
 		Images:  newFakeImages(t),
 		Dial:    NewEnvdDialer(nil),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	a, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +91,11 @@ func newRPCEnv(t *testing.T, token string) *rpcEnv {
 			t.Error(err)
 		}
 	})
-	var opts []agentclient.ClientOption
+	var copts []agentclient.ClientOption
 	if token != "" {
-		opts = append(opts, agentclient.WithToken(token))
+		copts = append(copts, agentclient.WithToken(token))
 	}
-	e.h, e.agent, e.srv, e.client = h, a, srv, agentclient.NewClient(srv.URL, srv.Client(), opts...)
+	e.h, e.agent, e.srv, e.client = h, a, srv, agentclient.NewClient(srv.URL, srv.Client(), copts...)
 	return e
 }
 
@@ -212,6 +227,53 @@ func TestRPCExecStreams(t *testing.T) {
 	}
 	if all := strings.Join(chunks, ""); all != "first\nsecond\n" {
 		t.Errorf("output %q", all)
+	}
+}
+
+// TestRPCDeadlines: a unary RPC whose body stalls past Limits.Read is cut
+// off; an exec stream that runs longer than Read and Write, and a file
+// transfer, still work; the server the agent runs under bounds headers and
+// idle connections (httplimit's tests show those cut slow clients).
+func TestRPCDeadlines(t *testing.T) {
+	t.Parallel()
+	const d = 300 * time.Millisecond
+	e := newRPCEnvWith(t, "tok", func(o *Options) {
+		o.Limits = httplimit.Limits{ReadHeader: d, Idle: d, Read: d, Write: d}
+	})
+	ctx := context.Background()
+	if _, err := e.client.CreateSandbox(ctx, createReq("dl1")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.client.Exec(ctx, "dl1", service.ExecRequest{Cmd: "/bin/sh", Args: []string{"-c", "sleep 1; echo done"}})
+	if err != nil || res.Stdout != "done\n" {
+		t.Fatalf("exec longer than the unary bounds: %+v, %v", res, err)
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := e.client.WriteFile(ctx, "dl1", path, strings.NewReader("data")); err != nil {
+		t.Fatalf("write file: %v", err)
+	}
+
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second)) // the test's own bound
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n%s: tok\r\nContent-Type: application/proto\r\nContent-Length: 100\r\n\r\nx",
+		hostagentv1connect.HostAgentServicePingProcedure, hostwire.TokenHeader)
+	t0 := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a unary RPC with a stalled body was never cut off")
+	}
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("stalled unary RPC answered 200")
+	}
+	t.Logf("stalled unary RPC: cut after %s (%v, %v)", time.Since(t0), resp, err)
+
+	srv := NewHTTPServer("127.0.0.1:0", e.agent.Handler())
+	if srv.ReadHeaderTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Errorf("agent server: ReadHeaderTimeout %s, IdleTimeout %s; want both set", srv.ReadHeaderTimeout, srv.IdleTimeout)
 	}
 }
 

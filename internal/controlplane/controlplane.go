@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/e2bapi"
 	"github.com/hearth-sandbox/hearth/internal/fleet"
 	"github.com/hearth-sandbox/hearth/internal/forwarded"
+	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	"github.com/hearth-sandbox/hearth/internal/metrics"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 	"github.com/hearth-sandbox/hearth/internal/reconciler"
@@ -189,8 +190,7 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	}))
 	// Sandbox traffic (routing headers or <port>-<id>.<domain> hosts) goes
 	// to the proxy before anything else: its paths are the guest's.
-	isStream := func(r *http.Request) bool { return px.Matches(r) || streamingPath(r) }
-	cp.handler = m.Middleware(bounded(requestReadTimeout, requestWriteTimeout, isStream, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cp.handler = m.Middleware(httplimit.Defaults().Handler(requestKind(px.Matches), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if px.Matches(r) {
 			px.ServeHTTP(w, r)
 			return
@@ -241,13 +241,11 @@ func (cp *ControlPlane) URL(ln net.Listener) string {
 // shuts down gracefully. It does not close the store (Close does).
 func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	newServer := func(h http.Handler) *http.Server {
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
-			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-		}
+		return httplimit.Defaults().Apply(&http.Server{
+			Handler:     h,
+			ErrorLog:    slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
+			BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		})
 	}
 	srv := newServer(cp.handler)
 	servers := []*http.Server{srv}

@@ -79,7 +79,12 @@ type Config struct {
 	// sandboxes (--egress-allow-private); sandbox policies then apply to
 	// them as to the internet. The slot pool stays closed regardless.
 	OpenPrivate []netip.Prefix
-	Logger      *slog.Logger
+	// NoEgressFilter forwards everything a guest sends (no closed ranges,
+	// no per-sandbox policy; SetPolicy is refused): the behaviour before
+	// the egress policy existed. No flag sets it; it is the baseline
+	// against which the policy's cost is measured (BenchmarkVMCreatePolicy).
+	NoEgressFilter bool
+	Logger         *slog.Logger
 }
 
 // Options are per-sandbox settings.
@@ -317,7 +322,11 @@ func (m *Manager) build(ctx context.Context, s *Slot) error {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("ip_forward in %s: %w", s.Namespace, err)
 		}
-		return m.ipt.restoreRules(ctx, slotRules(s.Address, operatorRules(m.pool, m.cfg.OpenPrivate), userRules(s.Egress)), false)
+		operator, user := operatorRules(m.pool, m.cfg.OpenPrivate), userRules(s.Egress)
+		if m.cfg.NoEgressFilter {
+			operator, user = fmt.Sprintf("-A %s -j ACCEPT\n", egressChain), ""
+		}
+		return m.ipt.restoreRules(ctx, slotRules(s.Address, operator, user), false)
 	})
 }
 
@@ -409,6 +418,9 @@ func (m *Manager) destroy(_ context.Context, nsName, veth string) error {
 // guest traffic is unaffected. Packets of established guest connections
 // that the new policy refuses stop at once (egress is checked per packet).
 func (m *Manager) SetPolicy(ctx context.Context, sandboxID string, p egress.Policy) error {
+	if m.cfg.NoEgressFilter {
+		return errors.New("netns: egress filtering is off on this manager")
+	}
 	m.mu.Lock()
 	s, ok := m.slots[sandboxID]
 	m.mu.Unlock()
