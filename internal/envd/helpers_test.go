@@ -76,11 +76,11 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // newServer starts a real envd HTTP server on loopback without /init.
 func newServer(t *testing.T) *harness { return newServerWith(t, envd.Config{}) }
 
-// newServerWith is newServer with cfg's InitHash.
+// newServerWith is newServer with cfg's InitHash and Limits.
 func newServerWith(t *testing.T, cfg envd.Config) *harness {
 	t.Helper()
 	clock := &clockRecorder{}
-	srv := envd.New(envd.Config{SetClock: clock.SetClock, Logger: slog.New(slog.DiscardHandler), InitHash: cfg.InitHash})
+	srv := envd.New(envd.Config{SetClock: clock.SetClock, Logger: slog.New(slog.DiscardHandler), InitHash: cfg.InitHash, Limits: cfg.Limits})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,12 @@ func newServerWith(t *testing.T, cfg envd.Config) *harness {
 // newEnvd starts envd and initialises it with testToken.
 func newEnvd(t *testing.T, init map[string]any) *harness {
 	t.Helper()
-	h := newServer(t)
+	return initEnvd(t, newServer(t), init)
+}
+
+// initEnvd sends h its first /init with testToken.
+func initEnvd(t *testing.T, h *harness, init map[string]any) *harness {
+	t.Helper()
 	body := map[string]any{"accessToken": testToken}
 	for k, v := range init {
 		body[k] = v

@@ -15,11 +15,14 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
 
+	filesystempb "github.com/hearth-sandbox/hearth/gen/envd/filesystem"
 	"github.com/hearth-sandbox/hearth/gen/envd/filesystem/filesystemconnect"
+	processpb "github.com/hearth-sandbox/hearth/gen/envd/process"
 	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/internal/envd/fssvc"
 	"github.com/hearth-sandbox/hearth/internal/envd/procsvc"
 	"github.com/hearth-sandbox/hearth/internal/envd/userenv"
+	"github.com/hearth-sandbox/hearth/internal/httplimit"
 )
 
 // Version is the E2B envd version whose SDK-visible features this daemon
@@ -50,6 +53,9 @@ type Config struct {
 	// keeps the secret, so neither guest processes nor host users who can
 	// read the command line can initialise envd before the agent.
 	InitHash []byte
+	// Limits bound requests (zero: httplimit.Defaults()): process and
+	// watch streams are exempt, file transfers may not stall.
+	Limits httplimit.Limits
 }
 
 // Server wires the services, the REST routes and access-token checks.
@@ -61,6 +67,7 @@ type Server struct {
 	setClock func(time.Time) error
 	now      func() time.Time
 	metrics  cpuSampler
+	limits   httplimit.Limits
 
 	tokenMu  sync.RWMutex
 	token    string
@@ -82,6 +89,10 @@ func New(cfg Config) *Server {
 		setClock: cfg.SetClock,
 		now:      cfg.Now,
 		initHash: cfg.InitHash,
+		limits:   cfg.Limits,
+	}
+	if s.limits == (httplimit.Limits{}) {
+		s.limits = httplimit.Defaults()
 	}
 	if s.setClock == nil {
 		s.setClock = setSystemClock
@@ -112,23 +123,36 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("GET /files", s.handleDownload)
 	mux.HandleFunc("POST /files", s.handleUpload)
-	return cors(s.auth(mux))
+	return s.limits.Handler(requestKind(), cors(s.auth(mux)))
+}
+
+// requestKind exempts process and watch streams from the per-request
+// deadlines (a process may be silent for as long as it likes) and lets
+// file transfers last as long as their size needs without stalling.
+func requestKind() func(*http.Request) httplimit.Kind {
+	streaming := httplimit.StreamingRPCs(
+		processpb.File_envd_process_process_proto.Services().ByName("Process"),
+		filesystempb.File_envd_filesystem_filesystem_proto.Services().ByName("Filesystem"),
+	)
+	return func(r *http.Request) httplimit.Kind {
+		switch {
+		case streaming(r):
+			return httplimit.Stream
+		case r.URL.Path == "/files":
+			return httplimit.Transfer
+		}
+		return httplimit.Bounded
+	}
 }
 
 // HTTPServer returns an *http.Server for addr that speaks HTTP/1.1 and
-// cleartext HTTP/2 (h2c, for gRPC clients). It sets no write timeout because
-// process and watch streams are long-lived.
+// cleartext HTTP/2 (h2c, for gRPC clients), with the header and idle
+// timeouts of its Limits (the Handler bounds each request).
 func (s *Server) HTTPServer(addr string) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Addr:              addr,
-		Handler:           s.Handler(),
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       10 * time.Minute,
-	}
+	return s.limits.Apply(&http.Server{Addr: addr, Handler: s.Handler(), Protocols: &protocols})
 }
 
 // currentAuth returns the access token and, while no token is set, the
