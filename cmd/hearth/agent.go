@@ -32,6 +32,7 @@ type agentFlags struct {
 	token         string
 	hostID        string
 	vmm           string
+	firecracker   agent.FirecrackerJail
 	rootfsBackend string
 	bootTimeout   time.Duration
 	logLevel      string
@@ -108,6 +109,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "debug, info, warn or error")
 	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default: derived from --data-dir; at most 8 of [a-z0-9-])")
 	addEgressFlag(fs, &f.egressPrivate)
+	addFirecrackerFlags(fs, &f.firecracker)
 	fs.StringVar(&f.controlPlane, "control-plane", f.controlPlane, "control plane URL: join its fleet (mTLS, heartbeats) instead of single-host mode")
 	fs.StringVar(&f.register, "register", f.register, "one-time registration token from `hearth host add` (first start only)")
 	fs.StringVar(&f.registerFile, "register-file", f.registerFile, "file holding the --register token (e.g. a Kubernetes Secret key named after the node); a missing file is ignored")
@@ -166,6 +168,7 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		HostID:             f.hostID,
 		Token:              f.token,
 		VMM:                f.vmm,
+		Firecracker:        f.firecracker,
 		RootfsBackend:      f.rootfsBackend,
 		BootTimeout:        f.bootTimeout,
 		NetnsPrefix:        f.netnsPrefix,

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hearth-sandbox/hearth/internal/agent"
 	"github.com/hearth-sandbox/hearth/internal/config"
 	"github.com/hearth-sandbox/hearth/internal/devstack"
 	"github.com/hearth-sandbox/hearth/internal/egress"
@@ -61,11 +62,20 @@ Build the guest images first (make run does): hearth image build --data-dir DIR`
 	fs.StringVar(&opts.AgentOptions.RootfsBackend, "rootfs-backend", "", "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	addCrashAtFlag(fs, &opts.AgentOptions.CrashAt)
 	addEgressFlag(fs, &egressPrivate)
+	addFirecrackerFlags(fs, &opts.AgentOptions.Firecracker)
 	config.BindCommand(cmd)
 	return cmd
 }
 
 const egressFlag = "egress-allow-private"
+
+// addFirecrackerFlags configure Firecracker's jailer, for the commands
+// that run an agent.
+func addFirecrackerFlags(fs *pflag.FlagSet, j *agent.FirecrackerJail) {
+	fs.StringVar(&j.Jailer, "firecracker-jailer", "", "Firecracker's jailer binary, from the same release as firecracker (default: jailer in PATH); each Firecracker VM then runs chrooted as its own uid")
+	fs.StringVar(&j.ChrootBase, "firecracker-chroot-base", "", "the jailer's chroot base directory (default /srv/jailer); must be on the root disks' file system (they are hard-linked into it)")
+	fs.BoolVar(&j.AllowRoot, "firecracker-allow-root", false, "run Firecracker as root, unconfined, when there is no jailer (not recommended; without it Firecracker is refused and QEMU is used)")
+}
 
 // addEgressFlag is --egress-allow-private, shared by the commands that run
 // an agent.

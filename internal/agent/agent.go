@@ -34,6 +34,9 @@ type Options struct {
 	// httplimit.Defaults().
 	Limits httplimit.Limits
 
+	// Firecracker configures its jailer when the Firecracker driver is
+	// selected (probing).
+	Firecracker FirecrackerJail
 	// VMM restricts driver selection ("firecracker", "qemu-kvm",
 	// "qemu-tcg", "qemu"); empty: the first that probes OK.
 	VMM string
@@ -86,6 +89,13 @@ type Agent struct {
 	closeOnce sync.Once
 	closeErr  error
 	closers   []func() error // components wire.go built, closed last
+}
+
+// FirecrackerJail configures Firecracker's jailer (vmm/firecracker).
+type FirecrackerJail struct {
+	Jailer     string // jailer binary; empty: "jailer" from PATH
+	ChrootBase string // --chroot-base-dir; on the root disks' file system
+	AllowRoot  bool   // run Firecracker as root when there is no jailer
 }
 
 // New wires the components, cleans up after a crashed agent and returns a

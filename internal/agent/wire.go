@@ -49,6 +49,8 @@ func (a *Agent) wire(ctx context.Context) error {
 	if o.Driver == nil {
 		d, _, err := auto.New(auto.Options{
 			KernelPath: image.KernelPath(o.DataDir), Prefer: o.VMM, Logger: o.Logger,
+			FirecrackerJailer: o.Firecracker.Jailer, FirecrackerChrootBase: o.Firecracker.ChrootBase,
+			FirecrackerAllowRoot: o.Firecracker.AllowRoot,
 		}).Select(ctx)
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)

@@ -57,7 +57,7 @@ func newFCHarness(t *testing.T) *fcHarness {
 	t.Helper()
 	bin, record, failCreate := fcfake.Env(t)
 	h := &fcHarness{t: t, tmp: t.TempDir(), record: record, failCreate: failCreate}
-	h.d = firecracker.New(firecracker.Options{Binary: bin, StableDir: filepath.Join(h.tmp, "stable")})
+	h.d = firecracker.New(firecracker.Options{Binary: bin, StableDir: filepath.Join(h.tmp, "stable"), AllowRoot: true})
 	s, err := New(Options{
 		Driver: h.d, DataDir: h.tmp, MemoryDir: filepath.Join(h.tmp, "shm"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -439,7 +439,7 @@ func TestRealFirecrackerPauseResume(t *testing.T) {
 	if _, err := os.Stat(kernel); images == "" || err != nil {
 		t.Skip("needs HEARTH_IMAGES_DIR with images/kernel/vmlinux and images/rootfs.ext4 (hearth image build)")
 	}
-	d := firecracker.New(firecracker.Options{Binary: bin, ProbeKernel: kernel})
+	d := firecracker.New(firecracker.Options{Binary: bin, ProbeKernel: kernel, AllowRoot: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := d.Probe(ctx); err != nil {

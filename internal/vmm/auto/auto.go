@@ -22,7 +22,12 @@ type Options struct {
 	// KernelPath is the guest vmlinux the KVM probes boot.
 	KernelPath        string
 	FirecrackerBinary string // default "firecracker"
-	QEMUBinary        string // default "qemu-system-x86_64"
+	// Firecracker's jailer (firecracker.Options Jailer, ChrootBase,
+	// AllowRoot): without a jailer Firecracker is not selected unless
+	// root is allowed.
+	FirecrackerJailer, FirecrackerChrootBase string
+	FirecrackerAllowRoot                     bool
+	QEMUBinary                               string // default "qemu-system-x86_64"
 	// Prefer restricts the choice to one of "firecracker", "qemu-kvm",
 	// "qemu-tcg" (or "qemu": either QEMU); empty: the first that works.
 	Prefer string
@@ -50,7 +55,10 @@ func New(opts Options) *Selector {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	fc := firecracker.New(firecracker.Options{Binary: opts.FirecrackerBinary, ProbeKernel: opts.KernelPath, Logger: opts.Logger})
+	fc := firecracker.New(firecracker.Options{
+		Binary: opts.FirecrackerBinary, ProbeKernel: opts.KernelPath, Logger: opts.Logger,
+		Jailer: opts.FirecrackerJailer, ChrootBase: opts.FirecrackerChrootBase, AllowRoot: opts.FirecrackerAllowRoot,
+	})
 	kvm := qemu.New(qemu.Options{Binary: opts.QEMUBinary, Accel: qemu.AccelKVM, ProbeKernel: opts.KernelPath, Logger: opts.Logger})
 	tcg := qemu.New(qemu.Options{Binary: opts.QEMUBinary, Accel: qemu.AccelTCG, Logger: opts.Logger})
 	return &Selector{opts: opts, candidates: []candidate{

@@ -45,6 +45,18 @@ type Options struct {
 	// created empty on the host if missing). It must be the same for all
 	// agents whose snapshots are restored on this host.
 	StableDir string
+	// Jailer is Firecracker's jailer binary (same release as Binary);
+	// empty: "jailer" from PATH when there is one. With it every machine
+	// runs chrooted below ChrootBase as its vmm.Config.RunAsUID/GID.
+	Jailer string
+	// ChrootBase is the jailer's --chroot-base-dir (default
+	// DefaultChrootBase). Root disks are hard-linked into it, so it must
+	// be on the root disks' file system.
+	ChrootBase string
+	// AllowRoot lets Firecracker run as root, unconfined, when there is no
+	// jailer (or a machine has no RunAsUID). Off: such a start is refused
+	// with ErrNoJailer, and Probe fails.
+	AllowRoot bool
 	Logger    *slog.Logger
 }
 
@@ -73,6 +85,14 @@ func New(opts Options) *Driver {
 	}
 	if opts.StableDir == "" {
 		opts.StableDir = DefaultStableDir
+	}
+	if opts.ChrootBase == "" {
+		opts.ChrootBase = DefaultChrootBase
+	}
+	if opts.Jailer == "" {
+		if p, err := exec.LookPath("jailer"); err == nil {
+			opts.Jailer = p
+		}
 	}
 	return &Driver{opts: opts}
 }
@@ -104,6 +124,9 @@ func (d *Driver) probe(ctx context.Context) error {
 	if _, err := exec.LookPath(d.opts.Binary); err != nil {
 		return fmt.Errorf("%w: %s binary not found (install a release from github.com/firecracker-microvm/firecracker/releases into PATH)", vmm.ErrUnsupported, d.opts.Binary)
 	}
+	if err := d.jailerReady(); err != nil {
+		return fmt.Errorf("%w: %w", vmm.ErrUnsupported, err)
+	}
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("%w: /dev/kvm: %v (Firecracker needs KVM)", vmm.ErrUnsupported, err)
@@ -126,6 +149,9 @@ func (d *Driver) probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The probe boots hearth's own kernel with no disk, no network and
+	// no guest code: it runs as the agent, outside any jail.
+	m.probe = true
 	if err := m.Start(ctx); err != nil {
 		return fmt.Errorf("%w: probe boot: %v", vmm.ErrUnsupported, err)
 	}
@@ -205,16 +231,70 @@ type Machine struct {
 	cfg     vmm.Config
 	restore *vmm.RestoreSpec
 
+	probe bool  // Probe's machine: never jailed
+	jail  *jail // nil: not jailed
+
+	// API paths inside the jail (set by Start when jailed).
+	jailKernel, jailInitrd string
+	jailRestore            *vmm.RestoreSpec
+
 	mu      sync.Mutex
 	proc    *vmmproc.Process
 	api     *Client
 	stopped bool
 }
 
+// jailerReady says whether machines may be started: with a jailer, or
+// as root when the operator allowed it.
+func (d *Driver) jailerReady() error {
+	if d.opts.Jailer == "" {
+		if d.opts.AllowRoot {
+			return nil
+		}
+		return fmt.Errorf("%w: install `jailer` from the same Firecracker release as firecracker into PATH, or pass --firecracker-jailer PATH (--firecracker-allow-root runs Firecracker as root instead: not recommended)", ErrNoJailer)
+	}
+	if _, err := exec.LookPath(d.opts.Jailer); err != nil {
+		return fmt.Errorf("firecracker jailer %s: %w", d.opts.Jailer, err)
+	}
+	return nil
+}
+
+// jailFor returns the machine's jail, nil when it runs unjailed (allowed
+// only with AllowRoot).
+func (d *Driver) jailFor(cfg vmm.Config) (*jail, error) {
+	if d.opts.Jailer == "" || cfg.RunAsUID <= 0 {
+		if d.opts.AllowRoot {
+			return nil, nil
+		}
+		if d.opts.Jailer != "" {
+			return nil, fmt.Errorf("firecracker %s: no uid to run as (the agent's VMM uid range is off): %w; --firecracker-allow-root runs it as root", cfg.ID, ErrNoJailer)
+		}
+		return nil, d.jailerReady()
+	}
+	bin, err := exec.LookPath(d.opts.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	bin, err = filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	j, err := newJail(d.opts.Jailer, bin, d.opts.ChrootBase, cfg.ID, cfg.RunAsUID, cfg.RunAsGID)
+	if err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
 var _ vmm.Snapshotter = (*Machine)(nil)
 
-// APISocket is the path of the machine's API socket.
-func (m *Machine) APISocket() string { return filepath.Join(m.cfg.RunDir, apiSockName) }
+// APISocket is the path of the machine's API socket on the host.
+func (m *Machine) APISocket() string {
+	if m.jail != nil {
+		return m.jail.hostPath(jailAPISock)
+	}
+	return filepath.Join(m.cfg.RunDir, apiSockName)
+}
 
 // BootArgs returns the guest kernel command line.
 func (m *Machine) BootArgs() string {
@@ -253,18 +333,42 @@ func (m *Machine) Start(ctx context.Context) error {
 	if id == "" {
 		id = "hearth"
 	}
-	cmd := exec.Command(m.d.opts.Binary, "--api-sock", m.APISocket(), "--id", id)
+	popts := vmmproc.Options{NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName), Cgroup: m.cfg.Cgroup}
+	var cmd *exec.Cmd
+	if !m.probe {
+		j, err := m.d.jailFor(m.cfg)
+		if err != nil {
+			return err
+		}
+		m.jail = j
+	}
+	if j := m.jail; j != nil {
+		kernel, initrd, restore, err := j.prepare(m.cfg, m.restore)
+		if err != nil {
+			m.removeJail()
+			return fmt.Errorf("firecracker %s: %w", m.cfg.ID, err)
+		}
+		m.jailKernel, m.jailInitrd, m.jailRestore = kernel, initrd, restore
+		if m.cfg.TapName != "" {
+			if err := setTapOwner(m.cfg.NetNS, m.cfg.TapName, j.uid, j.gid); err != nil {
+				return fmt.Errorf("firecracker %s: %w", m.cfg.ID, err)
+			}
+		}
+		// The jailer joins the namespace itself (--netns).
+		cmd = exec.Command(j.jailer, j.args(m.cfg.NetNS, "--api-sock", jailAPISock)...)
+		popts.NetNS = ""
+	} else {
+		cmd = exec.Command(m.d.opts.Binary, "--api-sock", m.APISocket(), "--id", id)
+		if m.cfg.RootDisk != "" {
+			// The same at boot and at every restore: see the package doc.
+			popts.Mounts = &vmmproc.Mounts{Dir: m.d.opts.StableDir, Files: []vmmproc.BindFile{{Name: rootDiskName, Source: m.cfg.RootDisk}}}
+		}
+	}
 	cmd.Stdout, cmd.Stderr = console, vmmLog
 	cmd.Stdin = nil
-	// RunAsUID needs the jailer, which this driver does not drive yet:
-	// Firecracker runs as the agent, confined by its cgroup only.
-	popts := vmmproc.Options{NetNS: m.cfg.NetNS, PIDFile: filepath.Join(m.cfg.RunDir, vmm.PIDFileName), Cgroup: m.cfg.Cgroup}
-	if m.cfg.RootDisk != "" {
-		// The same at boot and at every restore: see the package doc.
-		popts.Mounts = &vmmproc.Mounts{Dir: m.d.opts.StableDir, Files: []vmmproc.BindFile{{Name: rootDiskName, Source: m.cfg.RootDisk}}}
-	}
 	proc, err := vmmproc.StartWith(cmd, popts)
 	if err != nil {
+		m.removeJail()
 		return fmt.Errorf("firecracker: %w", err)
 	}
 	m.proc = proc
@@ -274,6 +378,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		defer cancel()
 		_ = proc.KillAndWait(killCtx)
 		m.api.Close()
+		m.removeJail()
 		m.stopped = true
 		return fmt.Errorf("firecracker %s: %w", m.cfg.ID, err)
 	}
@@ -285,14 +390,18 @@ func (m *Machine) configure(ctx context.Context) error {
 		return err
 	}
 	logPath := filepath.Join(m.cfg.RunDir, fcLogName)
-	// Firecracker opens an existing file or FIFO; it does not create one.
-	if f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+	kernel, initrd, restore, drive := m.cfg.KernelPath, m.cfg.InitrdPath, m.restore, m.d.RootDrivePath()
+	if m.jail != nil {
+		// prepare created the log and linked the files in.
+		logPath, kernel, initrd, restore, drive = jailLog, m.jailKernel, m.jailInitrd, m.jailRestore, jailRootfs
+	} else if f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		// Firecracker opens an existing file or FIFO; it does not create one.
 		f.Close()
 	}
 	if err := m.api.PutLogger(ctx, Logger{LogPath: logPath, Level: "Warning"}); err != nil {
 		return err
 	}
-	if r := m.restore; r != nil {
+	if r := restore; r != nil {
 		load := SnapshotLoadParams{
 			SnapshotPath:    r.StatePath,
 			TrackDirtyPages: r.TrackDirtyPages,
@@ -315,14 +424,14 @@ func (m *Machine) configure(ctx context.Context) error {
 		return err
 	}
 	if err := m.api.PutBootSource(ctx, BootSource{
-		KernelImagePath: m.cfg.KernelPath, InitrdPath: m.cfg.InitrdPath, BootArgs: m.BootArgs(),
+		KernelImagePath: kernel, InitrdPath: initrd, BootArgs: m.BootArgs(),
 	}); err != nil {
 		return err
 	}
 	if m.cfg.RootDisk != "" {
 		ro := false
 		if err := m.api.PutDrive(ctx, Drive{
-			DriveID: rootDriveID, IsRootDevice: true, IsReadOnly: &ro, PathOnHost: m.d.RootDrivePath(),
+			DriveID: rootDriveID, IsRootDevice: true, IsReadOnly: &ro, PathOnHost: drive,
 		}); err != nil {
 			return err
 		}
@@ -394,8 +503,21 @@ func (m *Machine) Stop(ctx context.Context) error {
 	}
 	m.api.Close()
 	_ = os.Remove(m.APISocket())
+	m.removeJail()
 	m.stopped = true
 	return nil
+}
+
+// removeJail removes the machine's chroot once its process is gone: the
+// jailer leaves it behind (its docs: cleanup is the caller's); the links
+// in it keep nothing alive once removed.
+func (m *Machine) removeJail() {
+	if m.jail == nil {
+		return
+	}
+	if err := os.RemoveAll(m.jail.dir()); err != nil {
+		m.d.opts.Logger.Warn("firecracker: remove jail", "dir", m.jail.dir(), "err", err)
+	}
 }
 
 func (m *Machine) client() (*Client, error) {
@@ -445,9 +567,24 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 	if snap.Diff {
 		typ = "Diff"
 	}
-	return c.CreateSnapshot(ctx, SnapshotCreateParams{
-		SnapshotPath: snap.StatePath, MemFilePath: snap.MemoryPath, SnapshotType: typ,
-	})
+	if m.jail == nil {
+		return c.CreateSnapshot(ctx, SnapshotCreateParams{
+			SnapshotPath: snap.StatePath, MemFilePath: snap.MemoryPath, SnapshotType: typ,
+		})
+	}
+	// Jailed: written inside the jail, then moved where the caller wants.
+	for _, p := range []string{jailSnapState, jailSnapMem} {
+		_ = os.Remove(m.jail.hostPath(p))
+	}
+	if err := c.CreateSnapshot(ctx, SnapshotCreateParams{
+		SnapshotPath: jailSnapState, MemFilePath: jailSnapMem, SnapshotType: typ,
+	}); err != nil {
+		return err
+	}
+	if err := m.jail.collect(jailSnapState, snap.StatePath); err != nil {
+		return err
+	}
+	return m.jail.collect(jailSnapMem, snap.MemoryPath)
 }
 
 var (
@@ -466,12 +603,23 @@ func (d *Driver) Adopt(ctx context.Context, cfg vmm.Config, pid int) (vmm.Snapsh
 	if err != nil {
 		return nil, err
 	}
+	if m.jail, err = d.jailFor(cfg); err != nil {
+		return nil, fmt.Errorf("firecracker adopt %s: %w", cfg.ID, err)
+	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
 		return nil, fmt.Errorf("firecracker adopt %s: pid %d: %w", cfg.ID, pid, err)
 	}
-	if !bytes.Contains(cmdline, []byte("--api-sock\x00"+m.APISocket()+"\x00")) {
-		return nil, fmt.Errorf("firecracker adopt %s: pid %d is not this machine's firecracker", cfg.ID, pid)
+	// A jailed firecracker names its jail's socket (/api.sock) and gets
+	// --id=<id> from the jailer.
+	want := [][]byte{[]byte("--api-sock\x00" + m.APISocket() + "\x00")}
+	if m.jail != nil {
+		want = [][]byte{[]byte("--api-sock\x00" + jailAPISock + "\x00"), []byte("--id=" + cfg.ID + "\x00")}
+	}
+	for _, w := range want {
+		if !bytes.Contains(cmdline, w) {
+			return nil, fmt.Errorf("firecracker adopt %s: pid %d is not this machine's firecracker", cfg.ID, pid)
+		}
 	}
 	proc, err := vmmproc.Adopt(pid, filepath.Join(cfg.RunDir, vmm.PIDFileName))
 	if err != nil {

@@ -31,7 +31,7 @@ func ops(calls []call) []string { return fcfake.Ops(calls) }
 func fakeEnv(t *testing.T) (d *Driver, record string) {
 	t.Helper()
 	bin, record, _ := fcfake.Env(t)
-	return New(Options{Binary: bin, StableDir: filepath.Join(t.TempDir(), "stable")}), record
+	return New(Options{Binary: bin, StableDir: filepath.Join(t.TempDir(), "stable"), AllowRoot: true}), record
 }
 
 // skipIfNoMountNS skips when the VMM could not get its mount namespace.
@@ -323,7 +323,7 @@ func TestRealFirecracker(t *testing.T) {
 	}
 	im := vmmtest.FindImages(t)
 	vmmtest.RequireFile(t, im.Tiny)
-	d := New(Options{Binary: bin, ProbeKernel: im.Kernel, StableDir: filepath.Join(t.TempDir(), "stable")})
+	d := New(Options{Binary: bin, ProbeKernel: im.Kernel, StableDir: filepath.Join(t.TempDir(), "stable"), AllowRoot: true})
 	if err := d.Probe(context.Background()); err != nil {
 		t.Skipf("firecracker cannot run here: %v", err)
 	}
