@@ -64,6 +64,9 @@ type Config struct {
 	// PublicURL is where users reach hearth (e.g. https://hearth.example.com,
 	// through a TLS-terminating proxy); https makes session cookies Secure.
 	PublicURL string
+	// SignedURLMaxAge, when set, makes signed envd file URLs carry an
+	// expiry at most this far ahead (proxy.Options.SignedURLMaxAge).
+	SignedURLMaxAge time.Duration
 }
 
 // SecureCookies reports whether cookies must carry the Secure attribute
@@ -139,6 +142,7 @@ func AddServerFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ReapEvery, "reap-every", c.ReapEvery, "how often expired sandboxes are paused or destroyed")
 	fs.Int64Var(&c.MaxUploadMB, "max-upload-mb", c.MaxUploadMB, "largest file upload in MiB")
 	fs.StringVar(&c.MetricsToken, "metrics-token", c.MetricsToken, "bearer token for /metrics; empty: only loopback clients may scrape")
+	fs.DurationVar(&c.SignedURLMaxAge, "signed-url-max-age", c.SignedURLMaxAge, "refuse signed file URLs (E2B downloadUrl/uploadUrl) without an expiry or expiring further ahead than this, e.g. 1h; 0: an expiry is enforced only when the URL has one (the E2B SDK signs none unless useSignatureExpiration is set)")
 }
 
 // EnvName is the environment variable of a flag: --data-dir → HEARTH_DATA_DIR.

@@ -37,7 +37,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/forwarded"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
 )
@@ -84,7 +86,15 @@ type Options struct {
 	// Transport reaches targets; default: direct (no HTTP_PROXY)
 	// connections pooled per sandbox.
 	Transport http.RoundTripper
-	Logger    *slog.Logger // nil: discard
+	// SignedURLMaxAge, when set, refuses signed envd file URLs (E2B
+	// downloadUrl/uploadUrl) that carry no signature_expiration or one
+	// further ahead than this; envd itself enforces an expiry when there
+	// is one. Zero: URLs without an expiry are accepted, as the SDK signs
+	// none unless asked (useSignatureExpiration).
+	SignedURLMaxAge time.Duration
+	// Now is the clock for SignedURLMaxAge; nil: time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger // nil: discard
 }
 
 // Proxy is the sandbox traffic handler.
@@ -94,6 +104,9 @@ type Proxy struct {
 	log    *slog.Logger
 	rp     *httputil.ReverseProxy
 	pools  *hostwire.SandboxTransports // nil with a caller's Transport
+
+	signedMaxAge time.Duration
+	now          func() time.Time
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -108,7 +121,11 @@ func New(res Resolver, o Options) *Proxy {
 		pools = hostwire.NewSandboxTransports()
 		o.Transport = routedPools{pools}
 	}
-	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger, pools: pools}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	p := &Proxy{res: res, domain: strings.TrimPrefix(strings.ToLower(o.Domain), "."), log: o.Logger, pools: pools,
+		signedMaxAge: o.SignedURLMaxAge, now: o.Now}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: o.Transport,
@@ -202,6 +219,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusNotFound, "sandbox "+strconv.Quote(id)+" not found")
 		return
 	}
+	if port == EnvdPort {
+		if msg := p.checkSignedURL(r); msg != "" {
+			writeError(w, r, http.StatusUnauthorized, msg)
+			return
+		}
+	}
 	target, err := p.resolve(r.Context(), id, port)
 	if err != nil {
 		p.resolveError(w, r, id, port, err)
@@ -209,6 +232,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), routeKey{}, route{id: id, port: port, target: target})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// checkSignedURL applies SignedURLMaxAge to a signed envd file URL (one
+// that authenticates by its signature, not the access token header); it
+// returns why the URL is refused, or "".
+func (p *Proxy) checkSignedURL(r *http.Request) string {
+	if p.signedMaxAge <= 0 || r.URL.Path != "/files" || r.Header.Get(envd.AccessTokenHeader) != "" {
+		return ""
+	}
+	q := r.URL.Query()
+	if q.Get("signature") == "" {
+		return ""
+	}
+	exp := q.Get("signature_expiration")
+	if exp == "" {
+		return "this server accepts only expiring signed file URLs: sign with an expiry (E2B SDK: useSignatureExpiration) of at most " + p.signedMaxAge.String()
+	}
+	secs, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return "invalid signature_expiration"
+	}
+	if time.Unix(secs, 0).After(p.now().Add(p.signedMaxAge)) {
+		return "signed file URL expires too late: this server accepts at most " + p.signedMaxAge.String() + " ahead"
+	}
+	return ""
 }
 
 // resolve resolves, auto-resuming a paused sandbox once when it asked for it.
