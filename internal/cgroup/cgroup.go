@@ -70,7 +70,7 @@ func New(root, name string) (*Manager, error) {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
-		return newV2(root, self[""], name)
+		return newV2(root, self[""], name, limitControllers)
 	}
 	m := &Manager{dirs: map[string]string{}}
 	for _, c := range []string{"memory", "cpu", "pids"} { // the hierarchies a v1 Group spans
@@ -87,9 +87,13 @@ func New(root, name string) (*Manager, error) {
 	return m, nil
 }
 
-func newV2(root, self, name string) (*Manager, error) {
+// limitControllers are the controllers Limits need.
+var limitControllers = []string{"memory", "cpu", "pids"}
+
+// newV2 prepares <root>/<self>/<name> with the controllers want enabled
+// for its groups (the tests pass the ones a hybrid host has on v2).
+func newV2(root, self, name string, want []string) (*Manager, error) {
 	parent := filepath.Join(root, self)
-	want := []string{"memory", "cpu", "pids"}
 	avail, err := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
 	if err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
@@ -100,7 +104,7 @@ func newV2(root, self, name string) (*Manager, error) {
 		}
 	}
 	enable := func(dir string) error {
-		return os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu +pids"), 0)
+		return os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+strings.Join(want, " +")), 0)
 	}
 	if err := enable(parent); err != nil {
 		if !errors.Is(err, syscall.EBUSY) {
