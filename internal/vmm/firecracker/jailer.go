@@ -20,7 +20,6 @@ package firecracker
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,6 +30,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 )
 
@@ -210,7 +210,7 @@ func (j jail) linkOwned(src, p string) error {
 // linkReadable puts a read-only input (kernel, initrd, snapshot files,
 // possibly shared with other machines) into the jail: a hard link when
 // the jailed user can read the file as it is, else a private copy it owns
-// (a reflink where the file system can).
+// (rootfs.CopyFile: a reflink where the file system can, holes kept).
 func (j jail) linkReadable(src, p string) error {
 	dst := j.hostPath(p)
 	var st unix.Stat_t
@@ -226,7 +226,7 @@ func (j jail) linkReadable(src, p string) error {
 			return fmt.Errorf("jailer: %w", err)
 		}
 	}
-	if err := copyFile(src, dst); err != nil {
+	if err := rootfs.CopyFile(src, dst); err != nil {
 		return fmt.Errorf("jailer: copy %s into the jail: %w", src, err)
 	}
 	return os.Chown(dst, j.uid, j.gid)
@@ -243,26 +243,6 @@ func readableBy(st unix.Stat_t, uid, gid int) bool {
 	return st.Mode&0o004 != 0
 }
 
-// copyFile copies src to a new dst (mode 0600), by reflink when possible.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) != nil {
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-	}
-	return out.Close()
-}
-
 // collect moves a file Firecracker wrote in the jail (a snapshot) to where
 // the caller asked for it: a rename, or a copy across file systems.
 func (j jail) collect(p, dst string) error {
@@ -272,7 +252,7 @@ func (j jail) collect(p, dst string) error {
 	} else if !errors.Is(err, unix.EXDEV) {
 		return fmt.Errorf("jailer: collect %s: %w", p, err)
 	}
-	if err := copyFile(src, dst); err != nil {
+	if err := rootfs.CopyFile(src, dst); err != nil {
 		return fmt.Errorf("jailer: collect %s: %w", p, err)
 	}
 	return os.Remove(src)

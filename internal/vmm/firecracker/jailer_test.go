@@ -341,24 +341,6 @@ func TestRealJailer(t *testing.T) {
 	if err := d.Probe(context.Background()); err != nil {
 		t.Skipf("firecracker cannot run here: %v", err)
 	}
-	vmmtest.Conformance(t, vmmtest.Target{
-		Driver: d,
-		Config: func(t *testing.T, dir string) vmm.Config {
-			ns, tap := vmmtest.NetNSWithTap(t)
-			return vmm.Config{
-				ID: "conformance", KernelPath: im.Kernel, InitrdPath: im.Initrd,
-				KernelArgs: "hearth.ip=169.254.0.21/30 hearth.gw=169.254.0.22",
-				// The disk must be on the jail's file system: it is hard-linked.
-				RootDisk: vmmtest.CopyFile(t, im.Tiny, base), RootDiskFormat: "raw", VCPUs: 1, MemoryMB: 256,
-				NetNS: ns, TapName: tap, MAC: vmmtest.GuestMAC, RunAsUID: 1000000011, RunAsGID: 1000000011,
-			}
-		},
-		Ready: func(ctx context.Context, t *testing.T, m vmm.Machine, cfg vmm.Config) error {
-			exited := make(chan struct{})
-			go func() { _ = m.Wait(context.Background()); close(exited) }()
-			_, err := vmmtest.WaitForConsole(ctx, vmm.ConsoleLog(cfg.RunDir), 0, "hearth-init: envd started", exited)
-			return err
-		},
-		GuestAddr: "169.254.0.21:49983",
-	})
+	// The disk must be on the jail's file system: it is hard-linked.
+	vmmtest.Conformance(t, realTarget(d, im, base, 1000000011))
 }

@@ -327,15 +327,25 @@ func TestRealFirecracker(t *testing.T) {
 	if err := d.Probe(context.Background()); err != nil {
 		t.Skipf("firecracker cannot run here: %v", err)
 	}
-	vmmtest.Conformance(t, vmmtest.Target{
+	vmmtest.Conformance(t, realTarget(d, im, "", 0))
+}
+
+// realTarget boots the tiny image with a network under d; diskDir (empty:
+// the test's run dir) holds the root disk's copy, uid > 0 runs the VM as
+// that user.
+func realTarget(d *Driver, im vmmtest.Images, diskDir string, uid int) vmmtest.Target {
+	return vmmtest.Target{
 		Driver: d,
 		Config: func(t *testing.T, dir string) vmm.Config {
 			ns, tap := vmmtest.NetNSWithTap(t)
+			if diskDir == "" {
+				diskDir = dir
+			}
 			return vmm.Config{
 				ID: "conformance", KernelPath: im.Kernel, InitrdPath: im.Initrd,
 				KernelArgs: "hearth.ip=169.254.0.21/30 hearth.gw=169.254.0.22",
-				RootDisk:   vmmtest.CopyFile(t, im.Tiny, dir), RootDiskFormat: "raw", VCPUs: 1, MemoryMB: 256,
-				NetNS: ns, TapName: tap, MAC: vmmtest.GuestMAC,
+				RootDisk:   vmmtest.CopyFile(t, im.Tiny, diskDir), RootDiskFormat: "raw", VCPUs: 1, MemoryMB: 256,
+				NetNS: ns, TapName: tap, MAC: vmmtest.GuestMAC, RunAsUID: uid, RunAsGID: uid,
 			}
 		},
 		Ready: func(ctx context.Context, t *testing.T, m vmm.Machine, cfg vmm.Config) error {
@@ -345,7 +355,7 @@ func TestRealFirecracker(t *testing.T) {
 			return err
 		},
 		GuestAddr: "169.254.0.21:49983",
-	})
+	}
 }
 
 // TestStartMissingRootDisk: a disk that cannot be bound at the stable path
