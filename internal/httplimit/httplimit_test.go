@@ -224,3 +224,65 @@ func TestStreamingRPCs(t *testing.T) {
 		}
 	}
 }
+
+// Over cleartext HTTP/2 (the agent's and envd's gRPC clients), a request's
+// deadline applies to its stream: a body that stops arriving is cut while
+// a stream on the same connection carries on.
+func TestH2CDeadlines(t *testing.T) {
+	t.Parallel()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := httptest.NewUnstartedServer(short.Handler(func(r *http.Request) Kind {
+		if r.URL.Path == "/stream" {
+			return Stream
+		}
+		return Bounded
+	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			for i := range 6 {
+				time.Sleep(d)
+				fmt.Fprintf(w, "chunk %d\n", i)
+				w.(http.Flusher).Flush()
+			}
+			return
+		}
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, "read: "+err.Error(), http.StatusRequestTimeout)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})))
+	srv.Config.Protocols = &p
+	short.Apply(srv.Config)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{Protocols: &p}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+
+	stream := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(srv.URL + "/stream")
+		if err != nil {
+			stream <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		stream <- resp.Proto + " " + string(b)
+	}()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("{")) // then nothing
+	resp, err := c.Post(srv.URL+"/json", "application/json", pr)
+	if err != nil {
+		t.Fatalf("stalled h2c body: %v (want the handler's 408)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || resp.ProtoMajor != 2 {
+		t.Fatalf("stalled h2c body: %s %d, want HTTP/2 408", resp.Proto, resp.StatusCode)
+	}
+	if got := <-stream; !strings.HasPrefix(got, "HTTP/2.0 ") || strings.Count(got, "chunk") != 6 {
+		t.Fatalf("h2c stream next to it: %q", got)
+	}
+}
