@@ -134,6 +134,33 @@ describe('sandbox with commands and files', () => {
     assert.equal(await sbx.files.exists(`${dir}/b.bin`), true)
   })
 
+  test('signed file URLs: uploadUrl, downloadUrl with and without an expiry, an expired one refused', T, async (t) => {
+    if (!sbx.envdAccessToken) {
+      t.skip('the sandbox is not secured: the SDK signs no URLs')
+      return
+    }
+    const path = `/tmp/signed-${Date.now()}.txt`
+    // E2B_SANDBOX_URL routes by header in this run, as the SDK's own calls do.
+    const headers = { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983' }
+    let r = await fetch(await sbx.uploadUrl(path), {
+      method: 'POST', headers: { ...headers, 'Content-Type': 'application/octet-stream' }, body: 'signed upload',
+    })
+    assert.equal(r.status, 200, await r.text())
+    for (const opts of [{}, { useSignatureExpiration: 60 }]) {
+      r = await fetch(await sbx.downloadUrl(path, opts), { headers })
+      assert.equal(r.status, 200, JSON.stringify(opts))
+      assert.equal(await r.text(), 'signed upload')
+    }
+    // Correctly signed, but expired ten seconds ago; and a valid one whose
+    // expiration was moved later (the signature covers it).
+    r = await fetch(await sbx.downloadUrl(path, { useSignatureExpiration: -10 }), { headers })
+    assert.equal(r.status, 401, 'expired URL')
+    const moved = new URL(await sbx.downloadUrl(path, { useSignatureExpiration: 60 }))
+    moved.searchParams.set('signature_expiration', String(Math.floor(Date.now() / 1000) + 3600))
+    r = await fetch(moved, { headers })
+    assert.equal(r.status, 401, 'expiration moved')
+  })
+
   test('files.watchDir sees a new file', T, async () => {
     const dir = `/tmp/watch-${Date.now()}`
     await sbx.files.makeDir(dir)
