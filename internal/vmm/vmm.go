@@ -169,10 +169,20 @@ type SnapshotSpec struct {
 	// memory already lives in Config.MemoryFile and is skipped with
 	// x-ignore-shared (without a MemoryFile, QEMU writes RAM into StatePath).
 	MemoryPath string
+	// Pages (QEMU, a machine restored with RestoreSpec.MemoryPrivate)
+	// receives every page of guest RAM while the state is written, instead
+	// of the state stream: StatePath then holds device state only, as for
+	// a shared RAM file, and restores with the pages in a file again.
+	Pages PageFunc
 	// Diff asks for only the pages dirtied since the last snapshot
 	// (Firecracker "Diff" snapshots; needs dirty page tracking).
 	Diff bool
 }
+
+// PageFunc receives the guest memory page at byte offset off (data nil: an
+// all-zero page). data is only valid during the call. Pages come in no
+// promised order.
+type PageFunc func(off int64, data []byte) error
 
 // RestoreSpec says where a restored machine's state and memory come from.
 type RestoreSpec struct {
