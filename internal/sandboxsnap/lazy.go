@@ -220,13 +220,19 @@ func (s *Snapshotter) pausePrivate(ctx context.Context, m vmm.Snapshotter, cfg v
 	defer os.Remove(stagingRAM) // renamed away on success
 	size := int64(cfg.MemoryMB) << 20
 
-	var parent *snapshot.Header
-	if hdr, err := s.currentHeader(dir); err == nil && hdr.BlockSize == pageSize && int64(hdr.MemSize) == size {
+	var (
+		parent  *snapshot.Header
+		prevMem *snapshot.Snapshot // the parent's memory, to roll patches back
+	)
+	if snap, err := snapshot.Open(filepath.Join(dir, memDirName)); err == nil {
+		defer snap.Close()
+		hdr := snap.Header()
 		seq, ok := s.parseRAMName(filepath.Base(origin))
-		// The file is gone after a failed pause (it no longer held seq).
+		// The file is gone after a failed pause whose rollback failed.
 		_, serr := os.Stat(origin)
-		if ok && seq == hdr.Seq && filepath.Dir(origin) == filepath.Clean(dir) && serr == nil {
-			parent = hdr
+		if ok && seq == hdr.Seq && hdr.BlockSize == pageSize && int64(hdr.MemSize) == size &&
+			filepath.Dir(origin) == filepath.Clean(dir) && serr == nil {
+			parent, prevMem = hdr, snap
 		}
 	}
 	var f *os.File
@@ -249,6 +255,14 @@ func (s *Snapshotter) pausePrivate(ctx context.Context, m vmm.Snapshotter, cfg v
 	}
 	defer f.Close()
 	w := newRAMWriter(f, parent)
+	committed := false
+	if parent != nil {
+		defer func() {
+			if err != nil && !committed {
+				s.rollbackRAM(f, w, prevMem, stagingRAM, origin)
+			}
+		}()
+	}
 	t0 := time.Now()
 	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: stagingState, Pages: w.page}); err != nil {
 		return st, fmt.Errorf("save device state and memory: %w", err)
@@ -266,9 +280,39 @@ func (s *Snapshotter) pausePrivate(ctx context.Context, m vmm.Snapshotter, cfg v
 	if err != nil {
 		return st, err
 	}
+	committed = true
 	st.memory, st.kind, st.dirty, st.seq = time.Since(t1), kind, dirty, seq
 	s.keepRAMFile(dir, stagingRAM, seq)
 	return st, s.commitState(dir, stagingState, seq)
+}
+
+// rollbackRAM undoes the patches of a failed pause: the patched pages are
+// read back from the parent snapshot (still the committed one) and the
+// file gets its name again, so the next pause patches it instead of
+// writing all of memory. If that fails the file is dropped (the next
+// resume rebuilds it).
+func (s *Snapshotter) rollbackRAM(f *os.File, w *ramWriter, parent *snapshot.Snapshot, staged, origin string) {
+	w.run = w.run[:0]
+	buf := make([]byte, pageSize)
+	err := func() error {
+		for i := w.dirty.NextSet(0); i >= 0; i = w.dirty.NextSet(i + 1) {
+			if err := parent.ReadBlock(i, buf); err != nil {
+				return err
+			}
+			off := int64(i) * pageSize
+			if _, _, zero := parent.Source(i); zero {
+				if err := zeroRange(f, off, pageSize); err != nil {
+					return err
+				}
+			} else if _, err := f.WriteAt(buf, off); err != nil {
+				return err
+			}
+		}
+		return os.Rename(staged, origin)
+	}()
+	if err != nil {
+		s.log.Warn("roll back RAM file after a failed pause", "file", origin, "err", err)
+	}
 }
 
 // keepRAMFile renames a RAM file holding exactly snapshot seq to its
