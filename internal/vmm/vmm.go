@@ -101,8 +101,9 @@ const (
 	MemoryNoSnapshot MemoryModel = iota
 	// MemorySharedFile: guest RAM is a shared mapping of Config.MemoryFile;
 	// Snapshot writes only the device state, the caller saves the file, and
-	// Restore maps a complete file again (eager: the caller materialises
-	// it first). QEMU.
+	// Restore maps a complete file again, shared or (PrivateRestore)
+	// copy-on-write; a copy-on-write machine's Snapshot hands its pages to
+	// SnapshotSpec.Pages. QEMU.
 	MemorySharedFile
 	// MemoryVMMWritten: guest RAM is the VMM's own; Snapshot writes it to
 	// SnapshotSpec.MemoryPath (see DiffSnapshots), and Restore loads it from
@@ -197,8 +198,9 @@ type RestoreSpec struct {
 	UffdSocket string
 	// MemoryPrivate (QEMU): map MemoryPath copy-on-write (share=off) so the
 	// file is never modified; one template file then serves many sandboxes.
-	// Such a machine cannot be snapshotted with x-ignore-shared again; its
-	// next Snapshot writes RAM into the state stream.
+	// x-ignore-shared does not skip such RAM: the next Snapshot hands its
+	// pages to SnapshotSpec.Pages (or, without, writes them into the state
+	// stream).
 	MemoryPrivate bool
 	// TrackDirtyPages (Firecracker): enable dirty tracking so the next
 	// snapshot can be a Diff.
