@@ -18,6 +18,7 @@ import (
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/sandboxsnap"
 	"github.com/hearth-sandbox/hearth/internal/service"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkVMLazyRestore measures, in one run, the restore paths of the
@@ -55,6 +56,8 @@ func BenchmarkVMLazyRestore(b *testing.B) {
 		b.ReportMetric(lazy.warmExec.Seconds()*1000, "lazy-warm-exec-ms")
 		b.ReportMetric(lazy.firstExec.Seconds()*1000, "lazy-first-exec-ms")
 		b.ReportMetric(lazy.pauseBig.Seconds()*1000, "lazy-pause-2g-ms")
+		b.ReportMetric(ratio(lazy.coldFirst, lazy.warmExec), "cold-first/warm-exec")
+		b.ReportMetric(ratio(lazy.coldPrefetched, lazy.warmExec), "cold-prefetched-first/warm-exec")
 		b.ReportMetric(eager.pauseBig.Seconds()*1000, "eager-pause-2g-ms")
 	}
 }
@@ -65,6 +68,8 @@ type restoreFigures struct {
 	resumeSmall, resumeBig time.Duration // medians
 	pauseBig               time.Duration
 	warmExec, firstExec    time.Duration // medians
+	coldFirst              time.Duration // first exec, RAM file evicted, no prefetch
+	coldPrefetched         time.Duration // the same with the working set read ahead
 	childMem               int64         // accounted host memory per child
 	availDelta             int64         // MemAvailable drop per child
 }
@@ -142,6 +147,19 @@ i=0; while [ $i -lt %d ]; do cat /dev/shm/r; i=$((i+1)); done > $HOME/fill`, shm
 		}
 	}
 	f.resumeSmall, f.firstExec, f.warmExec = median(small), median(first), median(warm)
+	// What the first exec after a resume waits for: host page faults of
+	// QEMU (guest pages coming in) during it and during a warm exec.
+	pauseResume(mode + "s")
+	pid := readPIDFile(filepath.Join(e.data, "sandboxes", mode+"s", "vm", "vmm.pid"))
+	m0, j0 := procFaults(pid)
+	benchExec(b, e, mode+"s", "true")
+	m1, j1 := procFaults(pid)
+	benchExec(b, e, mode+"s", "true")
+	m2, j2 := procFaults(pid)
+	b.Logf("%s: QEMU page faults during the first exec after resume: %d minor, %d major; during a warm exec: %d minor, %d major", mode, m1-m0, j1-j0, m2-m1, j2-j1)
+	if !eager {
+		f.coldFirst, f.coldPrefetched = coldFirstExec(b, e, mode+"s", 3)
+	}
 
 	// Big guest: 2 GiB with ~1.5 GiB touched.
 	create(mode+"b", "tiny", sbx.KindBase, 2048)
@@ -347,6 +365,105 @@ i=0; while [ $i -lt 100 ]; do cat /dev/shm/r; i=$((i+1)); done > /dev/shm/fill`)
 		_ = c.DeleteSnapshot(ctx, "ksmtpl")
 		_ = e.agent.Close()
 		cancel()
+	}
+}
+
+// coldFirstExec measures working-set prefetch with the RAM file out of
+// the page cache (as after memory pressure or a reboot): the first exec
+// after a resume of sandbox id without and with the recorded working set
+// read ahead, n times each, interleaved; it returns the medians.
+func coldFirstExec(b *testing.B, e *vmEnv, id string, n int) (without, with time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	snapDir := filepath.Join(e.data, "sandboxes", id, "snapshot")
+	cold := func(prefetch bool) time.Duration {
+		time.Sleep(4 * time.Second) // the last resume's working set is recorded
+		if err := e.client.PauseSandbox(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		evictRAMFiles(b, snapDir)
+		if !prefetch {
+			os.Remove(filepath.Join(snapDir, "workingset"))
+		}
+		if _, err := e.client.ResumeSandbox(ctx, service.ResumeSandboxRequest{SandboxID: id, AccessToken: "tok-" + id}); err != nil {
+			b.Fatal(err)
+		}
+		return benchExec(b, e, id, "true")
+	}
+	var wo, wi []time.Duration
+	for range n {
+		wo = append(wo, cold(false))
+		wi = append(wi, cold(true))
+	}
+	b.Logf("first exec after a resume with the RAM file evicted: without prefetch %v, with %v", wo, wi)
+	return median(wo), median(wi)
+}
+
+// BenchmarkVMPrefetchCold is coldFirstExec alone on a 256 MiB guest, with
+// HEARTH_BENCH_N (default 6) samples of each.
+func BenchmarkVMPrefetchCold(b *testing.B) {
+	n := 6
+	if v, err := strconv.Atoi(os.Getenv("HEARTH_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	for b.Loop() {
+		e := newVMEnv(b, "tiny")
+		if _, err := e.client.CreateSandbox(context.Background(), service.CreateSandboxRequest{
+			SandboxID: "pfc", TemplateID: "tiny", TemplateKind: sbx.KindBase,
+			VCPUs: 1, MemoryMB: 256, DiskSizeMB: 2048, AccessToken: "tok-pfc",
+		}); err != nil {
+			b.Fatal(err)
+		}
+		var warm []time.Duration
+		for range 5 {
+			warm = append(warm, benchExec(b, e, "pfc", "true"))
+		}
+		without, with := coldFirstExec(b, e, "pfc", n)
+		b.ReportMetric(ratio(without, median(warm)), "cold-first/warm-exec")
+		b.ReportMetric(ratio(with, median(warm)), "cold-prefetched-first/warm-exec")
+		b.ReportMetric(ratio(with, without), "prefetched/not")
+		_ = e.agent.Close()
+	}
+}
+
+// procFaults returns a process's minor and major page faults.
+func procFaults(pid int) (minor, major int64) {
+	s, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0
+	}
+	rest := string(s)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+2:]
+	}
+	f := strings.Fields(rest) // f[0] is field 3; minflt is 10, majflt 12
+	if len(f) < 10 {
+		return 0, 0
+	}
+	minor, _ = strconv.ParseInt(f[7], 10, 64)
+	major, _ = strconv.ParseInt(f[9], 10, 64)
+	return minor, major
+}
+
+// evictRAMFiles drops the RAM files of a snapshot directory from the page
+// cache (written back first), as memory pressure would.
+func evictRAMFiles(b *testing.B, dir string) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "ram-*"))
+	if len(paths) == 0 {
+		b.Fatalf("no RAM file in %s", dir)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
 	}
 }
 
