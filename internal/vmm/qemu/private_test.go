@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,5 +132,52 @@ func TestPrivateRestoreSnapshotsWithoutRAMInStream(t *testing.T) {
 		}
 		tick, _ = lastTick(before)
 		mem, state = next, nextState
+	}
+}
+
+// TestPrivateSnapshotPeerDies kills QEMU while its pages are being split
+// out of the stream: Snapshot fails (no hang, the page callback stops) and
+// the RAM file it was restored from is untouched.
+func TestPrivateSnapshotPeerDies(t *testing.T) {
+	d := newTCG(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m0, cfg := startCounter(ctx, t, d, dir, "dies", 2)
+	m := m0.(vmm.Snapshotter)
+	state := filepath.Join(dir, "vm.state")
+	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	orig := fileHash(t, cfg.MemoryFile)
+	r, err := d.Restore(ctx, cfg, vmm.RestoreSpec{StatePath: state, MemoryPath: cfg.MemoryFile, MemoryPrivate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
+	pid := r.PID()
+	n := 0
+	err = r.Snapshot(ctx, vmm.SnapshotSpec{StatePath: filepath.Join(dir, "vm2.state"), Pages: func(int64, []byte) error {
+		if n++; n == 1000 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return nil
+	}})
+	if err == nil {
+		t.Fatal("snapshot of a VMM killed mid-stream succeeded")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("snapshot hung until the deadline: %v", err)
+	}
+	t.Logf("snapshot with the VMM killed after %d pages: %v", n, err)
+	if err := r.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, pid)
+	if got := fileHash(t, cfg.MemoryFile); got != orig {
+		t.Fatal("the RAM file changed")
 	}
 }
