@@ -33,7 +33,10 @@ func TestVMPauseOnFullDiskKeepsSnapshot(t *testing.T) {
 	}
 	img := filepath.Join(t.TempDir(), "small.ext4")
 	for _, args := range [][]string{
-		{"truncate", "-s", "192M", img},
+		// Room for the snapshot twice over and a diff: a lazily resumed
+		// sandbox's directory holds its memory in the store and in the RAM
+		// file the next resume maps (sandboxsnap).
+		{"truncate", "-s", "384M", img},
 		{"mkfs.ext4", "-q", "-F", img},
 		{"mount", "-o", "loop", img, snapDir},
 	} {
@@ -101,7 +104,11 @@ func TestVMPauseOnFullDiskKeepsSnapshot(t *testing.T) {
 		t.Fatalf("guest after pause/resume: %q", out)
 	}
 	// The snapshot dir is a mount point: unmount it before the destroy
-	// removes the run dir.
+	// removes the run dir. Pause first: a lazily resumed VM maps its RAM
+	// file from there.
+	if err := c.PauseSandbox(ctx, id); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("umount", "-d", snapDir).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v %s", err, out)
 	}

@@ -6,7 +6,8 @@
 //
 //	mem/             internal/snapshot Store: CURRENT, header-<seq>, gen-<seq>.mem
 //	state-<seq>      vCPU + device state belonging to memory header <seq>
-//	workingset       pages the last Firecracker resume touched (pagesrv)
+//	ram-<seq>-<boot> the memory of header <seq>, flat (QEMU lazy restore)
+//	workingset       pages the last resume touched (pagesrv format)
 //	envd.json        written by the agent: the frozen envd's token and user
 //	.staging-*       in-flight files; removed by the next successful pause
 //
@@ -24,15 +25,43 @@
 // state renamed to state-<seq> → QEMU killed → RAM file deleted (memory
 // freed). The agent then releases the network slot.
 //
-// # Resume (QEMU)
+// # Resume (QEMU): lazy
 //
-// Materialize rebuilds the RAM file from the chain (sparse: ZERO blocks are
-// holes; each run is placed with FICLONERANGE, copy_file_range or
-// pread/pwrite, whichever the file systems allow; into tmpfs only the last
-// works: ~2.5 GB/s measured here), then a new QEMU maps it, loads the
-// state with -incoming defer + x-ignore-shared and continues. Restore is
-// eager for QEMU (QEMU 7.2 has no userfaultfd memory backend outside
-// postcopy): its cost grows with memory in use, ~150 ms for 350 MiB.
+// A snapshot directory also holds ram-<seq>-<boot id>: the memory of
+// header <seq> laid out flat, a cache of the store written during this
+// boot of the host (lazy.go). Resume maps it copy-on-write into a new QEMU
+// (memory-backend-file share=off), loads the device state with -incoming
+// defer + x-ignore-shared and continues: nothing is copied, pages come in
+// through the page cache when the guest first touches them, so a resume
+// costs the same for any guest size. When the file is missing (a template
+// never spawned from in this boot, or after a host reboot) it is
+// materialised once from the chain (sparse: ZERO blocks are holes; runs
+// placed with FICLONERANGE, copy_file_range or pread/pwrite).
+//
+// Pausing such a machine: its RAM is private, so QEMU's x-ignore-shared
+// does not skip it; QEMU migrates into a pipe and the driver takes the
+// guest RAM pages out of the stream (vmm/qemu splitRAM), so the state file
+// is device state only. When the machine was restored from this
+// directory's current snapshot, its RAM file is moved to a staging name
+// and the pages whose hash differs from the header's are patched into it
+// (zeroed ones punched out) and recorded as a diff; a failed pause rolls
+// the patches back from the parent. Otherwise (a template's child pausing
+// for the first time) the pages go to a new sparse file, written in full.
+// After the commit the file is renamed ram-<new seq>-<boot>: the next
+// resume maps it at once. A booted machine's first pause (shared RAM file
+// in MemoryDir) copies that file into the directory the same way.
+//
+// Working set: WorkingSetWindow after a lazy restore, the pages of the RAM
+// file present in QEMU's page table (/proc/PID/pagemap) are saved as the
+// directory's working set; the next restore from that directory reads
+// them ahead into the page cache (posix_fadvise WILLNEED) before QEMU
+// starts (wset.go).
+//
+// Costs: a paused sandbox's memory is on disk twice (store + RAM file;
+// Options.EagerRestore restores the old behaviour: a RAM file of its own
+// in MemoryDir per running sandbox, built at every resume), and a pause
+// of a lazily resumed VM streams all of its memory through the pipe
+// (~1-2 GB/s here) instead of hashing a shared file in place.
 //
 // # Pause and resume (Firecracker)
 //
@@ -63,13 +92,11 @@
 //
 // Export copies a committed snapshot as one generation (+ its state) into a
 // new directory, staged and renamed. Restore takes a template's directory
-// like a sandbox's: every spawned QEMU sandbox gets its own RAM file
-// (share=on, materialized from the template), not a MAP_PRIVATE mapping of
-// one shared file (share=off, DESIGN section 5): a share=off guest cannot
-// be snapshotted with x-ignore-shared again (its RAM would go into the
-// migration stream, ~1.6 s/GiB, and there is no file to diff), and spawned
-// sandboxes must be pausable like any other. The copy costs ~150 ms per
-// 350 MiB in use; the agent keeps the template's disk byte for byte (see
+// like a sandbox's: every child spawned from it maps the template's one
+// RAM file copy-on-write, so N children hold one copy of the pages they
+// only read (in the page cache) plus each its own copies of the pages it
+// wrote; a child's first pause writes its memory in full into its own
+// directory. The agent keeps the template's disk byte for byte (see
 // internal/agent templates.go for why it is not shrunk).
 //
 // # Stable root-disk path

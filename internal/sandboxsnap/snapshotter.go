@@ -56,8 +56,20 @@ type Options struct {
 	// default 8).
 	MaxGenerations int
 	// Prefetch (Firecracker) maps the working set recorded by the previous
-	// resume while faults are served (default on; NoPrefetch turns it off).
+	// resume while faults are served; for QEMU it asks the kernel to read
+	// the working set's pages of the RAM file ahead (default on;
+	// NoPrefetch turns it off).
 	NoPrefetch bool
+	// EagerRestore makes QEMU restores copy the snapshot into a RAM file
+	// of their own in MemoryDir (shared mapping) as before lazy restore,
+	// instead of mapping the snapshot's RAM file copy-on-write. For hosts
+	// whose data disk cannot hold a second copy of paused memory, and the
+	// baseline of the density benchmarks.
+	EagerRestore bool
+	// WorkingSetWindow is how long after a lazy QEMU restore the pages the
+	// guest has touched are recorded as the working set of the directory
+	// it was restored from (default 3 s; negative: never).
+	WorkingSetWindow time.Duration
 	// FailAt, when set, is called at named steps of a pause ("state": the
 	// device state is staged; "memory-read": every read of guest memory
 	// while the new generation is written) and aborts the pause with its
@@ -81,6 +93,8 @@ type Snapshotter struct {
 	// Full, a Diff would miss the pages dirtied before that create.
 	mu       sync.Mutex
 	needFull map[vmm.Machine]bool
+
+	boot string // this host boot's id: names the RAM files valid now
 }
 
 // DefaultMemoryDir is where the RAM files of the agent with this data dir
@@ -120,7 +134,14 @@ func New(o Options) (*Snapshotter, error) {
 	if o.MaxGenerations == 0 {
 		o.MaxGenerations = 8
 	}
-	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}}, nil
+	if o.WorkingSetWindow == 0 {
+		o.WorkingSetWindow = 3 * time.Second
+	}
+	boot, err := bootID()
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot}, nil
 }
 
 // sharedMemory: guest RAM lives in a file this package saves and
@@ -186,7 +207,9 @@ func (s *Snapshotter) Pause(ctx context.Context, m vmm.Machine, cfg vmm.Config, 
 		stats pauseStats
 		err   error
 	)
-	if s.sharedMemory() {
+	if pm, ok := m.(privateRAM); ok && s.sharedMemory() && pm.PrivateMemoryFile() != "" {
+		stats, err = s.pausePrivate(ctx, sm, cfg, dir, pm.PrivateMemoryFile())
+	} else if s.sharedMemory() {
 		stats, err = s.pauseQEMU(ctx, sm, cfg, dir)
 	} else {
 		stats, err = s.pauseFirecracker(ctx, sm, cfg, dir)
@@ -251,7 +274,17 @@ func (s *Snapshotter) pauseQEMU(ctx context.Context, m vmm.Snapshotter, cfg vmm.
 		return st, err
 	}
 	st.memory, st.kind, st.dirty, st.seq = time.Since(t1), kind, dirty, seq
-	return st, s.commitState(dir, staging, seq)
+	if err := s.commitState(dir, staging, seq); err != nil {
+		return st, err
+	}
+	if s.lazy() {
+		// The next resume maps the snapshot's RAM file: write it now, from
+		// the RAM file that holds exactly this snapshot.
+		if err := s.copyRAMFile(ctx, ram, dir, int64(cfg.MemoryMB)<<20, seq); err != nil {
+			s.log.Warn("copy RAM file into the snapshot", "sandbox", cfg.ID, "err", err)
+		}
+	}
+	return st, nil
 }
 
 // pauseFirecracker: PATCH /vm Paused + snapshot/create (Full the first
@@ -486,6 +519,10 @@ func (s *Snapshotter) Restore(ctx context.Context, cfg vmm.Config, dir string) (
 	if want := int64(cfg.MemoryMB) << 20; snap.Size() != want {
 		snap.Close()
 		return nil, fmt.Errorf("snapshot holds %d bytes of memory, machine has %d", snap.Size(), want)
+	}
+	if s.lazy() {
+		defer snap.Close()
+		return s.restoreLazy(ctx, cfg, snap, state, dir)
 	}
 	if s.sharedMemory() {
 		defer snap.Close()

@@ -101,8 +101,9 @@ const (
 	MemoryNoSnapshot MemoryModel = iota
 	// MemorySharedFile: guest RAM is a shared mapping of Config.MemoryFile;
 	// Snapshot writes only the device state, the caller saves the file, and
-	// Restore maps a complete file again (eager: the caller materialises
-	// it first). QEMU.
+	// Restore maps a complete file again, shared or (PrivateRestore)
+	// copy-on-write; a copy-on-write machine's Snapshot hands its pages to
+	// SnapshotSpec.Pages. QEMU.
 	MemorySharedFile
 	// MemoryVMMWritten: guest RAM is the VMM's own; Snapshot writes it to
 	// SnapshotSpec.MemoryPath (see DiffSnapshots), and Restore loads it from
@@ -169,10 +170,20 @@ type SnapshotSpec struct {
 	// memory already lives in Config.MemoryFile and is skipped with
 	// x-ignore-shared (without a MemoryFile, QEMU writes RAM into StatePath).
 	MemoryPath string
+	// Pages (QEMU, a machine restored with RestoreSpec.MemoryPrivate)
+	// receives every page of guest RAM while the state is written, instead
+	// of the state stream: StatePath then holds device state only, as for
+	// a shared RAM file, and restores with the pages in a file again.
+	Pages PageFunc
 	// Diff asks for only the pages dirtied since the last snapshot
 	// (Firecracker "Diff" snapshots; needs dirty page tracking).
 	Diff bool
 }
+
+// PageFunc receives the guest memory page at byte offset off (data nil: an
+// all-zero page). data is only valid during the call. Pages come in no
+// promised order.
+type PageFunc func(off int64, data []byte) error
 
 // RestoreSpec says where a restored machine's state and memory come from.
 type RestoreSpec struct {
@@ -187,8 +198,9 @@ type RestoreSpec struct {
 	UffdSocket string
 	// MemoryPrivate (QEMU): map MemoryPath copy-on-write (share=off) so the
 	// file is never modified; one template file then serves many sandboxes.
-	// Such a machine cannot be snapshotted with x-ignore-shared again; its
-	// next Snapshot writes RAM into the state stream.
+	// x-ignore-shared does not skip such RAM: the next Snapshot hands its
+	// pages to SnapshotSpec.Pages (or, without, writes them into the state
+	// stream).
 	MemoryPrivate bool
 	// TrackDirtyPages (Firecracker): enable dirty tracking so the next
 	// snapshot can be a Diff.

@@ -8,6 +8,12 @@
 // sides: the stream then holds only vCPU and device state (~0.1 MiB) while
 // memory stays in the RAM file. Measured on the dev hosts: pause 5-9 ms,
 // restore 32-75 ms for a 1 GiB guest (DESIGN.md section 5).
+//
+// A machine restored with RestoreSpec.MemoryPrivate maps its RAM file
+// copy-on-write (share=off): restores are lazy and many machines share one
+// file's clean pages. Its RAM is then private, which x-ignore-shared does
+// not skip, so Snapshot migrates into a pipe and takes the guest RAM pages
+// out of the stream (stream.go), leaving the same device-state-only file.
 package qemu
 
 import (

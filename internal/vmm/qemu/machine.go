@@ -23,6 +23,9 @@ const (
 	incomingFD = 3
 	// snapFDName names the state file passed to QEMU with getfd.
 	snapFDName = "hearth-snapshot"
+	// ramBlockName is QEMU's name for the guest RAM block: the id of the
+	// memory backend.
+	ramBlockName = "mem"
 )
 
 // Machine is one QEMU process. It implements vmm.Snapshotter.
@@ -389,7 +392,8 @@ func (m *Machine) Resume(ctx context.Context) error {
 
 // Snapshot implements vmm.Snapshotter: migrate the paused VM's state into
 // snap.StatePath with x-ignore-shared, so RAM backed by a shared MemoryFile
-// is not copied (private RAM still is). The file is fsynced.
+// is not copied (private RAM still is, unless snap.Pages takes it: see
+// snapshotSplit). The file is fsynced.
 func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 	if snap.StatePath == "" {
 		return errors.New("qemu snapshot: StatePath is required")
@@ -411,19 +415,83 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	defer f.Close()
-	if err := q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFDName}, f); err != nil {
-		return err
+	if m.privateMemoryFile() != "" && snap.Pages != nil {
+		err = m.snapshotSplit(ctx, q, f, snap.Pages)
+	} else {
+		err = m.migrate(ctx, q, f)
 	}
-	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFDName}, nil); err != nil {
-		return err
-	}
-	if _, err := q.WaitMigration(ctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("qemu snapshot: sync state: %w", err)
 	}
 	return f.Close()
+}
+
+// migrate runs an outgoing migration of the stopped VM into f.
+func (m *Machine) migrate(ctx context.Context, q *QMP, f *os.File) error {
+	if err := q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFDName}, f); err != nil {
+		return err
+	}
+	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFDName}, nil); err != nil {
+		return err
+	}
+	_, err := q.WaitMigration(ctx)
+	return err
+}
+
+// snapshotSplit snapshots a machine whose RAM is a private (share=off)
+// mapping: x-ignore-shared does not skip private RAM, so QEMU migrates
+// into a pipe and splitRAM takes the guest RAM block's pages out of the
+// stream (handing them to pages) while the rest, the device state, goes
+// to f. The throttle is lifted: a stopped VM's migration is otherwise
+// paced by max-bandwidth (128 MiB/s by default).
+func (m *Machine) snapshotSplit(ctx context.Context, q *QMP, f *os.File, pages vmm.PageFunc) error {
+	if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	split := make(chan error, 1)
+	go func() {
+		err := splitRAM(pr, f, ramBlockName, pages)
+		// Unblock a QEMU still writing (it gets EPIPE) when the split stops
+		// early; after a clean end this is a no-op.
+		pr.Close()
+		split <- err
+	}()
+	err = m.migrate(ctx, q, pw)
+	pw.Close()
+	if err != nil {
+		return errors.Join(err, <-split)
+	}
+	select {
+	case err := <-split:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// privateMemoryFile is the file mapped copy-on-write as guest RAM, or "".
+func (m *Machine) privateMemoryFile() string {
+	if m.restore != nil && m.restore.MemoryPrivate {
+		return m.cfg.MemoryFile
+	}
+	return ""
+}
+
+// PrivateMemoryFile returns the file this machine maps copy-on-write as
+// guest RAM (memory-backend-file share=off), or "" when its RAM is shared
+// (written through to Config.MemoryFile) or anonymous.
+func (m *Machine) PrivateMemoryFile() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.privateMemoryFile()
 }
 
 // Adopt implements vmm.Adopter: it takes over the QEMU process pid started
@@ -454,7 +522,38 @@ func (d *Driver) Adopt(ctx context.Context, cfg vmm.Config, pid int) (vmm.Snapsh
 		return nil, fmt.Errorf("qemu adopt %s: %w", cfg.ID, err)
 	}
 	m.proc, m.qmp = proc, q
+	if path, ok := privateMemFromCmdline(string(cmdline)); ok {
+		// A restored machine maps its RAM copy-on-write: its next
+		// snapshot must take the pages out of the stream again.
+		m.cfg.MemoryFile = path
+		m.restore = &vmm.RestoreSpec{MemoryPath: path, MemoryPrivate: true}
+	}
 	return m, nil
+}
+
+// privateMemFromCmdline finds, in a QEMU command line as /proc/PID/cmdline
+// holds it, a memory-backend-file mapped with share=off and returns its
+// mem-path.
+func privateMemFromCmdline(cmdline string) (string, bool) {
+	for _, arg := range strings.Split(cmdline, "\x00") {
+		if !strings.HasPrefix(arg, "memory-backend-file,") {
+			continue
+		}
+		// Options are comma-separated; a literal comma is doubled.
+		opts := strings.Split(strings.ReplaceAll(arg, ",,", "\x00"), ",")
+		path, private := "", false
+		for _, o := range opts {
+			o = strings.ReplaceAll(o, "\x00", ",")
+			switch {
+			case strings.HasPrefix(o, "mem-path="):
+				path = strings.TrimPrefix(o, "mem-path=")
+			case o == "share=off":
+				private = true
+			}
+		}
+		return path, private && path != ""
+	}
+	return "", false
 }
 
 // GuestRunning implements vmm.RunStater (QMP query-status).

@@ -1,0 +1,173 @@
+package sandboxsnap
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/hearth-sandbox/hearth/internal/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+func TestPageRuns(t *testing.T) {
+	cases := []struct {
+		in   []uint32
+		want [][2]uint32
+	}{
+		{nil, nil},
+		{[]uint32{5}, [][2]uint32{{5, 6}}},
+		{[]uint32{7, 5, 6, 6, 9}, [][2]uint32{{5, 8}, {9, 10}}},
+		{[]uint32{3, 1, 2, 0}, [][2]uint32{{0, 4}}},
+	}
+	for _, tc := range cases {
+		if got := pageRuns(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("pageRuns(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestMappedPagesSeesTouchedPagesOfARealMapping maps a file copy-on-write
+// in this process (as QEMU maps a RAM file), touches pages from several
+// goroutines at once (reads and writes), and checks that the pagemap
+// reading finds every touched page and not the untouched bulk of the file.
+func TestMappedPagesSeesTouchedPagesOfARealMapping(t *testing.T) {
+	const pages = 16384 // 64 MiB
+	path := filepath.Join(t.TempDir(), "ram")
+	data := make([]byte, pages*pageSize)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, pages*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	touched := []int{1, 700, 4097, 9000, 12001, 16383}
+	var wg sync.WaitGroup
+	sums := make([]byte, len(touched))
+	for i, p := range touched {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				mem[p*pageSize+1] ^= 0xff // a write: copy-on-write
+			} else {
+				sums[i] = mem[p*pageSize+5] // a read: the page cache's page
+			}
+		}()
+	}
+	wg.Wait()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := mappedPages(os.Getpid(), uint64(st.Dev), st.Ino, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range touched {
+		if !slices.Contains(got, uint32(p)) {
+			t.Errorf("touched page %d not found (%d pages found)", p, len(got))
+		}
+	}
+	// Fault-around and large folios map neighbours too, but not the file.
+	if len(got) > pages/4 {
+		t.Errorf("%d of %d pages reported for %d touched", len(got), pages, len(touched))
+	}
+	t.Logf("%d touched pages, %d reported mapped", len(touched), len(got))
+	// The file itself is unchanged by the writes through the private mapping.
+	back, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, data) {
+		t.Fatal("a write through the copy-on-write mapping reached the file")
+	}
+}
+
+// TestRAMWriterPatchesDiffAndRollsBack: patch mode writes only the pages
+// whose hash differs from the parent snapshot (a zeroed page included, and
+// punched out), marks exactly those dirty, and rollbackRAM restores the
+// parent's content under the original name.
+func TestRAMWriterPatchesDiffAndRollsBack(t *testing.T) {
+	const pages = 64
+	dir := t.TempDir()
+	parentMem := make([]byte, pages*pageSize)
+	if _, err := rand.Read(parentMem[:40*pageSize]); err != nil { // pages 40.. stay zero
+		t.Fatal(err)
+	}
+	st, err := snapshot.NewStore(filepath.Join(dir, "mem"), snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteFull(context.Background(), bytes.NewReader(parentMem), int64(len(parentMem))); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Open(filepath.Join(dir, "mem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	origin := filepath.Join(dir, "ram-origin")
+	staged := filepath.Join(dir, ".staging-ram")
+	if err := os.WriteFile(staged, parentMem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(staged, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	now := slices.Clone(parentMem)
+	copy(now[3*pageSize:], bytes.Repeat([]byte{7}, pageSize))  // changed
+	clear(now[10*pageSize : 11*pageSize])                      // zeroed
+	copy(now[50*pageSize:], bytes.Repeat([]byte{9}, pageSize)) // was zero
+	w := newRAMWriter(f, snap.Header())
+	for p := range pages { // every page, as QEMU hands them out
+		page := now[p*pageSize : (p+1)*pageSize]
+		if bytes.Equal(page, make([]byte, pageSize)) {
+			page = nil
+		}
+		if err := w.page(int64(p)*pageSize, page); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
+	}
+	var dirty []int
+	for i := w.dirty.NextSet(0); i >= 0; i = w.dirty.NextSet(i + 1) {
+		dirty = append(dirty, i)
+	}
+	if !slices.Equal(dirty, []int{3, 10, 50}) {
+		t.Fatalf("dirty pages %v, want [3 10 50]", dirty)
+	}
+	if got, _ := os.ReadFile(staged); !bytes.Equal(got, now) {
+		t.Fatal("patched file does not hold the new memory")
+	}
+	s := &Snapshotter{log: slog.Default()}
+	s.rollbackRAM(f, w, snap, staged, origin)
+	got, err := os.ReadFile(origin)
+	if err != nil {
+		t.Fatalf("rolled-back file not renamed back: %v", err)
+	}
+	if !bytes.Equal(got, parentMem) {
+		t.Fatal("rolled-back file does not hold the parent snapshot")
+	}
+}
