@@ -23,7 +23,8 @@ func TestArgs(t *testing.T) {
 		notWant []string
 	}{
 		{name: "tcg boot", accel: AccelTCG, want: []string{
-			"-M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg",
+			"-M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg,tb-size=128",
+			"-cpu qemu64,+arat",
 			"-smp 2 -m 512M -nodefaults -no-user-config -nographic -no-reboot",
 			"-append console=ttyS0 tsc_early_khz=2596120 tsc=reliable panic=-1 reboot=t hearth.ip=169.254.0.21/30",
 			"-drive id=root,if=none,file=/disks/s1.qcow2,format=qcow2",
@@ -41,7 +42,7 @@ func TestArgs(t *testing.T) {
 			mutate:  func(c *vmm.Config) { c.RunAsUID, c.RunAsGID = 1000000007, 1000000007 },
 			restore: &vmm.RestoreSpec{StatePath: "/s"},
 			want:    []string{"-add-fd fd=4,set=1 -add-fd fd=5,set=1 -drive id=root,if=none,file=/dev/fdset/1"}},
-		{name: "kvm", accel: AccelKVM, want: []string{"-accel kvm -cpu host"}},
+		{name: "kvm", accel: AccelKVM, want: []string{"-accel kvm -cpu host"}, notWant: []string{"tb-size", "arat"}},
 		{name: "file-backed RAM, commas escaped", accel: AccelTCG,
 			mutate: func(c *vmm.Config) { c.MemoryFile = "/mem/a,b.ram" },
 			want: []string{"microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem",

@@ -68,10 +68,12 @@ func (m *Machine) Args() []string {
 	args = append([]string{
 		"-name", "hearth-" + cfg.ID,
 		"-M", machine,
-		"-accel", m.d.opts.Accel,
+		"-accel", m.accel(),
 	}, args...)
 	if m.d.opts.Accel == AccelKVM {
 		args = append(args, "-cpu", "host")
+	} else {
+		args = append(args, "-cpu", tcgCPU)
 	}
 	args = append(args,
 		"-smp", strconv.Itoa(cfg.VCPUs),
@@ -120,6 +122,31 @@ func (m *Machine) Args() []string {
 	}
 	return append(args, confineArgs(cfg.RunAsUID, cfg.RunAsGID)...)
 }
+
+// accel is the -accel option. Under TCG the translation cache is bounded
+// (tcgCacheMB): QEMU's default of 1 GiB fills with translations of code
+// the guest has since dropped (every process a guest starts leaves some)
+// and is only reclaimed when full, so a guest that runs commands for a
+// minute held ~690 MiB of it and its cgroup (guest RAM + 256 MiB) killed
+// it; a bounded cache is flushed and refilled with what is still used.
+func (m *Machine) accel() string {
+	if m.d.opts.Accel == AccelKVM {
+		return AccelKVM
+	}
+	return m.d.opts.Accel + ",tb-size=" + strconv.Itoa(tcgCacheMB)
+}
+
+// tcgCacheMB bounds the TCG translation cache, in MiB.
+const tcgCacheMB = 128
+
+// tcgCPU is the guest CPU under TCG: QEMU's default model with ARAT (an
+// APIC timer that keeps running in deep C-states). Without ARAT the guest
+// kernel marks its only clock event device C3STOP and, with no broadcast
+// device on microvm, never leaves periodic mode: every vCPU takes 250
+// timer interrupts a second while idle, which under TCG cost an idle guest
+// several percent of a host core. With it the kernel runs tickless when
+// idle (NO_HZ_IDLE, high-resolution timers).
+const tcgCPU = "qemu64,+arat"
 
 // confineArgs are QEMU's own seccomp filter and, for uid > 0, the switch
 // to that user once QEMU has opened the tap, disks, kernel, RAM file and
