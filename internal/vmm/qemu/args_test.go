@@ -29,7 +29,7 @@ func TestArgs(t *testing.T) {
 			"-M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off -accel tcg,tb-size=128",
 			"-cpu qemu64,+arat",
 			"-smp 2 -m 512M -nodefaults -no-user-config -nographic -no-reboot",
-			"-append console=ttyS0 tsc_early_khz=2596120 tsc=reliable panic=-1 reboot=t hearth.ip=169.254.0.21/30",
+			"-append console=ttyS0 tsc_early_khz=2596120 tsc=reliable panic=-1 reboot=t nowatchdog sysctl.vm.compaction_proactiveness=0 hearth.ip=169.254.0.21/30",
 			"-drive id=root,if=none,file=/disks/s1.qcow2,format=qcow2",
 			"-device virtio-blk-device,drive=root",
 			"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no,vhost=off -device virtio-net-device,netdev=net0,mac=02:fc:00:00:00:05",

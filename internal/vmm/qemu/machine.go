@@ -194,7 +194,12 @@ func (m *Machine) kernelArgs() string {
 	if m.d.opts.TSCKHz > 0 {
 		parts = append(parts, "tsc_early_khz="+strconv.FormatInt(m.d.opts.TSCKHz, 10), "tsc=reliable")
 	}
-	parts = append(parts, "panic=-1", "reboot=t")
+	// An idle guest should not wake: no soft-lockup watchdog (an hrtimer
+	// every 4 s on every vCPU, and a TCG guest that the host starves of CPU
+	// trips it falsely anyway) and no proactive compaction (kcompactd
+	// wakes twice a second to check fragmentation). Measured on an idle
+	// TCG guest: ~50 -> ~14 VMM wake-ups a second.
+	parts = append(parts, "panic=-1", "reboot=t", "nowatchdog", "sysctl.vm.compaction_proactiveness=0")
 	if a := strings.TrimSpace(m.cfg.KernelArgs); a != "" {
 		parts = append(parts, a)
 	}
