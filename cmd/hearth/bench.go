@@ -89,7 +89,7 @@ With --dev it starts its own control plane + agent in a temporary data dir
 	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")
 	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
-	cmd.AddCommand(newBenchLoadCmd())
+	cmd.AddCommand(newBenchLoadCmd(), newBenchDensityCmd())
 	return cmd
 }
 
@@ -188,6 +188,82 @@ fails the run too.`,
 	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
 	fl.StringVar(&o.DataDir, "data-dir", "", "the agent's data dir on this machine, for the leak inventory")
 	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and load it")
+	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
+	return cmd
+}
+
+func newBenchDensityCmd() *cobra.Command {
+	var (
+		f          apiFlags
+		o          bench.DensityOptions
+		dev        bool
+		imagesFrom string
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "density",
+		Short: "Measure density: N children of a snapshot template, their memory, idle CPU, exec and resume",
+		Long: `Snapshot a template guest (--template-mb of RAM with --touch-mb of heap
+written by a process that stays), spawn --n children of it and report, as
+ratios against figures of the same run:
+
+  - spawn p50 (all children, and with at least N/2 idle siblings) vs a
+    cold create of the same shape;
+  - host memory per idle child (MemAvailable delta / N) and idle CPU per VM
+    (% of a core: the VMM processes' utime+stime over --idle-window);
+  - exec p50 with N idle siblings vs alone (the siblings destroyed);
+  - resume of a --large-mb guest with --large-touch-mb written vs a
+    --small-mb guest, and the first exec after a resume vs a warm exec.
+
+Host memory and CPU are read from this machine's /proc: run it on the
+agent's host (with --dev it always is). Everything the run creates is
+tagged hearth-bench=<run id> and destroyed at the end, also on error and
+Ctrl-C.`,
+		Example: `  hearth bench density --url http://127.0.0.1:3000 --api-key e2b_... --n 40
+  hearth bench density --dev --images-from /var/tmp/hearth-test --n 2 -o json`,
+		Args: exactArgs(0, "bench density [--dev --images-from DIR | --url URL --api-key KEY] [--n N]"),
+		RunE: explained(func(cmd *cobra.Command, _ []string) (err error) {
+			if !quiet {
+				o.Log = cmd.ErrOrStderr()
+			}
+			c, _, closeDev, err := benchTarget(cmd, f, dev, imagesFrom, quiet)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, closeDev()) }()
+			rep, runErr := bench.Density(cmd.Context(), c, o)
+			if f.json() {
+				if err := cli.WriteJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				if !quiet {
+					fmt.Fprintln(cmd.ErrOrStderr())
+				}
+				if err := bench.Print(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			}
+			return runErr
+		}),
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.IntVarP(&o.N, "n", "n", 40, "children spawned from the template")
+	fl.StringVar(&o.Template, "template", "base", "template the guests boot from (needs python3)")
+	fl.IntVar(&o.ColdN, "cold-n", 3, "cold creates of the baseline")
+	fl.IntVar(&o.TemplateMB, "template-mb", 512, "memory of the template guest, MiB")
+	fl.IntVar(&o.TouchMB, "touch-mb", 100, "heap written in the template guest before the snapshot, MiB")
+	fl.IntVar(&o.LargeMB, "large-mb", 2048, "memory of the large resume guest, MiB (negative: skip the resume stage)")
+	fl.IntVar(&o.LargeTouchMB, "large-touch-mb", 1536, "heap written in the large guest, MiB")
+	fl.IntVar(&o.SmallMB, "small-mb", 256, "memory of the small resume guest, MiB")
+	fl.IntVar(&o.ExecN, "exec-n", 20, "exec round trips per exec stage")
+	fl.IntVar(&o.ResumeN, "resume-n", 3, "pause/resume cycles per resume guest")
+	fl.DurationVar(&o.Settle, "settle", 10*time.Second, "wait after the children are up before reading memory and CPU")
+	fl.DurationVar(&o.IdleWindow, "idle-window", 30*time.Second, "how long idle CPU is measured")
+	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
+	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")
 	fl.StringVar(&imagesFrom, "images-from", "", "with --dev: a data dir with built guest images")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	return cmd

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -57,5 +58,69 @@ func TestBenchDev(t *testing.T) {
 	}
 	for _, q := range rep.Ratios {
 		t.Logf("%-36s %.2fx", q.Name, q.Value)
+	}
+}
+
+// TestBenchDensityDev runs `hearth bench density --dev --n 2` for real
+// (small guests, short windows) and checks every stage, figure and ratio
+// is printed and nothing is left behind. No timed assertions.
+func TestBenchDensityDev(t *testing.T) {
+	images := os.Getenv("HEARTH_IMAGES_DIR")
+	if images == "" {
+		t.Skip("bench density --dev: needs guest images; set HEARTH_IMAGES_DIR to a data dir where `hearth image build` ran")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("bench density --dev: needs root (network namespaces, loop devices)")
+	}
+	t.Setenv("HEARTH_URL", "")
+	t.Setenv("HEARTH_API_KEY", "")
+	r := hearth(t, "", "bench", "density", "--dev", "--images-from", images, "--n", "2",
+		"--cold-n", "1", "--template-mb", "256", "--touch-mb", "32", "--large-mb", "512", "--large-touch-mb", "256",
+		"--resume-n", "1", "--exec-n", "3", "--settle", "1s", "--idle-window", "3s", "-o", "json")
+	t.Logf("stderr:\n%s", r.stderr)
+	if r.err != nil {
+		t.Fatalf("bench density: %v\n%s", r.err, r.stdout)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report %q: %v", r.stdout, err)
+	}
+	for _, name := range []string{bench.StageDensityCold, bench.StageSpawn, bench.StageSpawnCrowded, bench.StageExecSiblings,
+		bench.StageExecAlone, bench.StageResumeLarge, bench.StageResumeSmall, bench.StageFirstExec, bench.StageWarmExec} {
+		if s, ok := rep.Stage(name); !ok || !s.Ok() {
+			t.Errorf("stage %q: %+v", name, s)
+		}
+	}
+	if s, _ := rep.Stage(bench.StageSpawn); s.N != 2 {
+		t.Errorf("spawn n = %d", s.N)
+	}
+	if f, ok := rep.Figure(bench.FigureVMMsFound); !ok || f.Value != 2 {
+		t.Errorf("VMMs found: %+v", f)
+	}
+	for _, name := range []string{bench.FigureMemPerChild, bench.FigureIdleCPU, bench.FigureHostBusy} {
+		if f, ok := rep.Figure(name); !ok || math.IsNaN(f.Value) {
+			t.Errorf("figure %q: %+v", name, f)
+		}
+	}
+	// The memory ratio may be negative on a busy host (MemAvailable
+	// moves with everything else running): present is enough.
+	for _, want := range []string{"spawn / cold create", "exec with N idle siblings / exec alone", "resume large / resume small",
+		"first exec after resume / warm exec", "memory per child / template guest memory"} {
+		found := false
+		for _, q := range rep.Ratios {
+			found = found || (q.Name == want && (q.Value > 0 || strings.HasPrefix(want, "memory")))
+		}
+		if !found {
+			t.Errorf("ratio %q missing in %+v", want, rep.Ratios)
+		}
+	}
+	if !strings.Contains(rep.Cleanup, "deleted 1 snapshot") || strings.Contains(rep.Cleanup, "FAILED") {
+		t.Errorf("cleanup: %s", rep.Cleanup)
+	}
+	for _, f := range rep.Figures {
+		t.Logf("%-36s %.2f %s", f.Name, f.Value, f.Unit)
+	}
+	for _, q := range rep.Ratios {
+		t.Logf("%-40s %.2fx", q.Name, q.Value)
 	}
 }

@@ -94,7 +94,9 @@ type Report struct {
 	N         int       `json:"n"`
 	Stages    []Stage   `json:"stages"`
 	Ratios    []Ratio   `json:"ratios"`
-	Notes     []string  `json:"notes,omitempty"`
+	// Figures are measurements that are not latencies (bench density).
+	Figures []Figure `json:"figures,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
 	// Cleanup says what the final cleanup did or could not do.
 	Cleanup string `json:"cleanup"`
 }
@@ -107,6 +109,24 @@ func (r *Report) Stage(name string) (Stage, bool) {
 		}
 	}
 	return Stage{}, false
+}
+
+// Figure looks a figure up by name.
+func (r *Report) Figure(name string) (Figure, bool) {
+	for _, f := range r.Figures {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Figure{}, false
+}
+
+// Figure is a measurement other than a latency: MiB per child, % of a core.
+type Figure struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit,omitempty"`
+	How   string  `json:"how,omitempty"`
 }
 
 // Stage names, shared by the report, the ratios and the tests.
@@ -144,15 +164,7 @@ func Run(ctx context.Context, c *cli.Client, o Options) (rep Report, err error) 
 		return rep, err
 	}
 	rep = Report{URL: c.BaseURL, RunID: id, StartedAt: time.Now().UTC(), HostCPUs: runtime.NumCPU(), N: o.N}
-	// Our own copy of the client, with the per-call deadline.
-	bounded := *c
-	hc := http.Client{}
-	if c.HTTP != nil {
-		hc = *c.HTTP
-	}
-	hc.Timeout = o.OpTimeout
-	bounded.HTTP = &hc
-	r := &runner{c: &bounded, o: o, md: map[string]string{MetadataKey: id}, rep: &rep, live: map[string]bool{}}
+	r := &runner{c: boundedClient(c, o.OpTimeout), o: o, md: map[string]string{MetadataKey: id}, rep: &rep, live: map[string]bool{}}
 	defer func() {
 		rep.Cleanup = r.cleanup(ctx)
 		rep.Seconds = time.Since(rep.StartedAt).Seconds()
@@ -163,6 +175,18 @@ func Run(ctx context.Context, c *cli.Client, o Options) (rep Report, err error) 
 		err = ctx.Err() // the stage's own error only says it was cut short
 	}
 	return rep, err
+}
+
+// boundedClient is a copy of c whose every call gives up after timeout.
+func boundedClient(c *cli.Client, timeout time.Duration) *cli.Client {
+	bounded := *c
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.Timeout = timeout
+	bounded.HTTP = &hc
+	return &bounded
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -231,9 +255,16 @@ func (r *runner) run(ctx context.Context) error {
 
 // create creates one tagged sandbox and records it for cleanup.
 func (r *runner) create(ctx context.Context, tpl string) (apiwire.Sandbox, time.Duration, error) {
-	timeout := 900
+	return r.createWith(ctx, apiwire.CreateSandbox{Template: tpl})
+}
+
+// createWith creates one sandbox of in's shape, tagged and with a timeout
+// that outlives the run, and records it for cleanup.
+func (r *runner) createWith(ctx context.Context, in apiwire.CreateSandbox) (apiwire.Sandbox, time.Duration, error) {
+	timeout := 1800
+	in.Metadata, in.TimeoutS = r.md, &timeout
 	t0 := time.Now()
-	sb, err := r.c.CreateSandbox(ctx, apiwire.CreateSandbox{Template: tpl, Metadata: r.md, TimeoutS: &timeout})
+	sb, err := r.c.CreateSandbox(ctx, in)
 	d := time.Since(t0)
 	if err == nil {
 		r.mu.Lock()

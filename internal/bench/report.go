@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
@@ -20,6 +21,16 @@ func Print(w io.Writer, rep Report) error {
 	}
 	if err := t.Flush(); err != nil {
 		return err
+	}
+	if len(rep.Figures) > 0 {
+		fmt.Fprintln(w)
+		ft := cli.NewTable(w, "figure", "value", "how")
+		for _, f := range rep.Figures {
+			ft.Row(f.Name, strings.TrimSpace(fmt.Sprintf("%.2f %s", f.Value, f.Unit)), f.How)
+		}
+		if err := ft.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintln(w)

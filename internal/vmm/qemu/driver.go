@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -241,6 +242,9 @@ func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.RestoreSp
 	if err != nil {
 		return nil, err
 	}
+	if m.pit, err = withPIT(snap.StatePath); err != nil {
+		return nil, fmt.Errorf("qemu restore: %w", err)
+	}
 	if err := m.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -277,4 +281,34 @@ func validate(cfg vmm.Config) error {
 		return fmt.Errorf("qemu config: QMP socket path %q longer than 107 bytes; use a shorter RunDir", p)
 	}
 	return nil
+}
+
+// pitSection is how a migration stream names the i8254 PIT's section: the
+// length-prefixed id string and instance 0.
+var pitSection = []byte("\x05i8254\x00\x00\x00\x00")
+
+// stateTail is how much of a state stream's end withPIT reads: device
+// sections follow guest RAM (when the stream holds any) and take ~100 KiB.
+const stateTail = 1 << 20
+
+// withPIT reports whether the snapshot at statePath was taken with a PIT.
+// Machines now boot without one (see Args), but QEMU refuses a stream with
+// a section for a device the machine lacks, so snapshots taken before that
+// restore with the PIT. A stray match only adds a PIT, which restores fine.
+func withPIT(statePath string) (bool, error) {
+	f, err := os.Open(statePath)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	off := max(0, fi.Size()-stateTail)
+	b := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return bytes.Contains(b, pitSection), nil
 }
