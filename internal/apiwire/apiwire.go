@@ -317,4 +317,13 @@ type BuildRequest struct {
 	ReadyCmd      string   `json:"ready_cmd,omitempty"`
 	ReadyTimeoutS int      `json:"ready_timeout_s,omitempty"`
 	Tags          []string `json:"tags,omitempty"`
+	// Registry are the credentials of the FROM image's registry: used for
+	// the pull, never stored or logged.
+	Registry *RegistryAuth `json:"registry,omitempty"`
+}
+
+// RegistryAuth is a username and password (or token) for a registry.
+type RegistryAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }

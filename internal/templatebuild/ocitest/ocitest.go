@@ -7,14 +7,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
-	"io/fs"
 	"log"
+	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/hearth-sandbox/hearth/internal/buildcontext"
 )
 
 // Registry starts a plain-HTTP registry on a loopback port for the test's
@@ -29,6 +30,27 @@ import (
 func Registry(t testing.TB) string {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// PrivateRegistry is Registry behind HTTP basic auth: every request
+// without the username and password gets a 401 with a Basic challenge,
+// as a private registry answers.
+func PrivateRegistry(t testing.TB, username, password string) string {
+	t.Helper()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != username || p != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="ocitest"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
@@ -84,48 +106,7 @@ func Layer(t testing.TB, entries ...Entry) v1.Layer {
 func DirLayer(t testing.TB, dir string) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = rel
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
+	if err := buildcontext.WriteTar(dir, &buf, nil); err != nil {
 		t.Fatal(err)
 	}
 	return bytesLayer(t, buf.Bytes())
@@ -141,6 +122,17 @@ func bytesLayer(t testing.TB, b []byte) v1.Layer {
 
 // Push writes an image of layers with config cfg to ref (host:port/repo:tag).
 func Push(t testing.TB, ref string, cfg v1.Config, layers ...v1.Layer) {
+	t.Helper()
+	push(t, ref, authn.Anonymous, cfg, layers)
+}
+
+// PushPrivate is Push to a PrivateRegistry.
+func PushPrivate(t testing.TB, ref, username, password string, cfg v1.Config, layers ...v1.Layer) {
+	t.Helper()
+	push(t, ref, &authn.Basic{Username: username, Password: password}, cfg, layers)
+}
+
+func push(t testing.TB, ref string, auth authn.Authenticator, cfg v1.Config, layers []v1.Layer) {
 	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
@@ -160,7 +152,7 @@ func Push(t testing.TB, ref string, cfg v1.Config, layers ...v1.Layer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(r, img); err != nil {
+	if err := remote.Write(r, img, remote.WithAuth(auth)); err != nil {
 		t.Fatal(err)
 	}
 }
