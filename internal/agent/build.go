@@ -127,14 +127,16 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 		return res, err
 	}
 	logf("info", "template disk %d MiB", res.DiskSizeMB)
-	if out.StartCmd != "" {
+	res.Snapshot = out.StartCmd != ""
+	// Before the start command's sandbox boots: its user and workdir come
+	// from here, and are frozen into the snapshot template.
+	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot, DiskSizeMB: res.DiskSizeMB}); err != nil {
+		return res, err
+	}
+	if res.Snapshot {
 		if err := m.snapshotStarted(ctx, req, res.DiskSizeMB, out, logf); err != nil {
 			return res, err
 		}
-		res.Snapshot = true
-	}
-	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot, DiskSizeMB: res.DiskSizeMB}); err != nil {
-		return res, err
 	}
 	return res, nil
 }
@@ -262,7 +264,7 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB 
 			startDone <- err
 		}
 	}()
-	if err := m.waitReady(ctx, e, req, out, user, cwd, startDone, logf); err != nil {
+	if err := m.waitReady(ctx, id, e, req, out, user, cwd, startDone, logf); err != nil {
 		return err
 	}
 	logf("info", "ready: taking the snapshot template")
@@ -273,8 +275,10 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB 
 }
 
 // waitReady polls the ready command until it exits 0 (no ready command:
-// ready as soon as the start command runs).
-func (m *Manager) waitReady(ctx context.Context, e Envd, req BuildRequest, out templatebuild.Result, user, cwd string, startDone <-chan error, logf func(string, string, ...any)) error {
+// ready as soon as the start command runs). The SDK's waitForPort and
+// waitForURL are also checked by the agent itself (readyProbe), so they
+// pass in images without ss or curl.
+func (m *Manager) waitReady(ctx context.Context, id string, e Envd, req BuildRequest, out templatebuild.Result, user, cwd string, startDone <-chan error, logf func(string, string, ...any)) error {
 	limit := req.ReadyTimeout
 	if limit <= 0 {
 		limit = 5 * time.Minute
@@ -285,7 +289,11 @@ func (m *Manager) waitReady(ctx context.Context, e Envd, req BuildRequest, out t
 		return nil
 	}
 	logf("info", "waiting for the ready check: %s", out.ReadyCmd)
+	probe, native := parseReadyCmd(out.ReadyCmd)
 	for {
+		if native && m.probe(ctx, id, e, probe) {
+			return nil
+		}
 		res, err := e.Exec(ctx, ExecSpec{Cmd: "/bin/sh", Args: []string{"-c", out.ReadyCmd}, Env: out.Config.Env, Cwd: cwd, User: user},
 			func(Stream, []byte) error { return nil })
 		if err == nil && res.Code == 0 {

@@ -415,3 +415,74 @@ func TestVMTemplateDiskSize(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVMTemplateUserWorkdirReady: a template's last USER and WORKDIR are
+// its sandboxes' default user and directory (as E2B's setUser and
+// setWorkdir persist), and the SDK's waitForPort and waitForURL pass in an
+// image that has neither ss nor curl (tiny: busybox without them).
+func TestVMTemplateUserWorkdirReady(t *testing.T) {
+	e := newBuildVMEnv(t)
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctxDir := serveContext(t)
+	const df = `FROM tiny
+RUN echo 'app:x:1500:1500::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1500:' >> /etc/group
+USER app
+WORKDIR /srv/www
+COPY index.html ./
+CMD ["httpd", "-f", "-p", "8000", "-h", "/srv/www"]
+`
+	for _, bin := range []string{"ss", "curl"} {
+		if imageHas(t, e, "tiny", bin) {
+			t.Fatalf("tiny has %s: the test would not show the agent's own ready check", bin)
+		}
+	}
+	tests := []struct {
+		artifact, ready string
+	}{
+		// The commands the e2b SDK 2.x sends for waitForPort(8000) and
+		// waitForURL('http://localhost:8000/index.html').
+		{"uw1", `[ -n "$(ss -Htuln sport = :8000)" ]`},
+		{"uw2", `curl -s -o /dev/null -w "%{http_code}" http://localhost:8000/index.html | grep -q "200"`},
+	}
+	for _, tc := range tests {
+		p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ReadyCmd = tc.ready
+		l := &buildLog{}
+		res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: tc.artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, ReadyTimeout: 2 * time.Minute, Log: l.add})
+		if err != nil {
+			t.Fatalf("%s: build: %v\n%s", tc.ready, err, l)
+		}
+		if !res.Snapshot || res.Config.User != "app" || res.Config.Workdir != "/srv/www" {
+			t.Fatalf("%s: result %+v", tc.ready, res)
+		}
+		id := "s" + tc.artifact
+		if _, err := m.Create(ctx, Spec{ID: id, TemplateID: tc.artifact, TemplateKind: sbx.KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+			t.Fatal(err)
+		}
+		// No user or directory named: the template's.
+		if out := vmExec(t, e.client, id, "id -un; pwd; wget -q -O - http://127.0.0.1:8000/index.html"); out != "app\n/srv/www\nv1\n" {
+			t.Errorf("%s: sandbox of the template: %q", tc.ready, out)
+		}
+		if err := m.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// imageHas reports whether the image's root disk has bin in a PATH
+// directory (read with debugfs, no boot).
+func imageHas(t *testing.T, e *vmEnv, img, bin string) bool {
+	t.Helper()
+	for _, dir := range []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin"} {
+		out, _ := exec.Command("debugfs", "-R", "stat "+dir+"/"+bin, filepath.Join(e.data, "images", img, "rootfs.ext4")).CombinedOutput()
+		if strings.Contains(string(out), "Inode:") {
+			return true
+		}
+	}
+	return false
+}
