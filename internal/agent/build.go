@@ -85,6 +85,11 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 			req.Log(templatebuild.Log{Time: time.Now().UTC(), Level: level, Message: fmt.Sprintf(format, args...)})
 		}
 	}
+	m.builds.RLock()
+	defer func() {
+		m.builds.RUnlock()
+		m.pruneBuildCache()
+	}()
 	imgDir := filepath.Join(m.d.DataDir, "images", req.ArtifactID)
 	if exists(imgDir) {
 		return res, fmt.Errorf("artefact %s: %w", req.ArtifactID, ErrAlreadyExists)
@@ -312,12 +317,43 @@ func (m *Manager) waitReady(ctx context.Context, id string, e Envd, req BuildReq
 	}
 }
 
+// DefaultBuildCacheBytes is the default cap of the build step cache.
+const DefaultBuildCacheBytes = 8 << 30
+
+// pruneBuildCache trims the step cache to Deps.BuildCacheBytes when no
+// build runs (one that starts meanwhile waits for the pruning to end).
+func (m *Manager) pruneBuildCache() {
+	if !m.builds.TryLock() {
+		return
+	}
+	defer m.builds.Unlock()
+	n, freed, err := templatebuild.PruneCache(filepath.Join(m.d.DataDir, "builds"), m.d.BuildCacheBytes)
+	if err != nil {
+		m.log.Warn("build: prune the step cache", "err", err)
+	}
+	if n > 0 {
+		m.log.Info("build: pruned the step cache", "entries", n, "freed_mb", freed>>20, "cap_mb", m.d.BuildCacheBytes>>20)
+	}
+}
+
 // DeleteBuild removes a built template's artefacts from this host (its
-// snapshot template unless sandboxes use it, its root disk and cached
-// variants). Idempotent.
+// snapshot template, its root disk and cached variants) unless sandboxes
+// here were made from it (ErrInUse: a superseded version stays until
+// they are gone). Idempotent.
 func (m *Manager) DeleteBuild(ctx context.Context, artifactID string) error {
 	if !validTemplate.MatchString(artifactID) {
 		return &FieldError{Field: "artifact_id", Msg: fmt.Sprintf("%q", artifactID)}
+	}
+	var users []string
+	m.mu.Lock()
+	for id, sb := range m.sandboxes {
+		if sb.spec.TemplateID == artifactID {
+			users = append(users, id)
+		}
+	}
+	m.mu.Unlock()
+	if len(users) > 0 {
+		return fmt.Errorf("template %s is used by sandboxes %v: %w", artifactID, users, ErrInUse)
 	}
 	if err := m.DeleteSnapshot(ctx, artifactID); err != nil {
 		return err

@@ -57,6 +57,10 @@ type Deps struct {
 	Snapshots Snapshotter // optional (issue 4)
 	// EnsureImageSizes grows base images at start-up; nil skips it.
 	EnsureImageSizes ImageSizer
+	// BuildCacheBytes caps the disk space of the template build step cache
+	// (DATA/builds/cache), least recently used entries going first
+	// (default DefaultBuildCacheBytes).
+	BuildCacheBytes int64
 	// BootTimeout bounds the wait for envd after the VM starts (default 90 s;
 	// TCG boots take ~2 s alone but several at once on 2 cores take longer).
 	BootTimeout time.Duration
@@ -83,6 +87,9 @@ type Manager struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
 	closed    bool
+	// builds is read-held by each running template build; the step cache
+	// is pruned only when it can be write-locked (no build reads it).
+	builds sync.RWMutex
 }
 
 var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
@@ -105,6 +112,9 @@ func NewManager(ctx context.Context, d Deps) (*Manager, error) {
 	}
 	if d.CleanupTimeout == 0 {
 		d.CleanupTimeout = 30 * time.Second
+	}
+	if d.BuildCacheBytes == 0 {
+		d.BuildCacheBytes = DefaultBuildCacheBytes
 	}
 	m := &Manager{d: d, log: d.Log, sandboxes: map[string]*sandbox{}}
 	if err := os.MkdirAll(m.sandboxesDir(), 0o700); err != nil {

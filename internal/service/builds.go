@@ -34,6 +34,7 @@ type BuildStore interface {
 	SetTemplateTags(ctx context.Context, templateID, buildID string, tags []string) error
 	DeleteTemplateTags(ctx context.Context, templateID string, tags []string) error
 	ListTemplateTags(ctx context.Context, templateID string) ([]store.TemplateTag, error)
+	MarkBuildReclaimed(ctx context.Context, id string) error
 }
 
 // MaxBuildFilesBytes bounds one uploaded build context or COPY archive.
@@ -200,8 +201,9 @@ func (s *Service) HasBuildFiles(hash string) bool {
 	if !validFilesHash(hash) || s.buildFilesDir == "" {
 		return false
 	}
-	_, err := os.Stat(filepath.Join(s.buildFilesDir, hash))
-	return err == nil
+	// Touched: a build asked for soon after uses them (BuildFilesTTL).
+	now := s.now()
+	return os.Chtimes(filepath.Join(s.buildFilesDir, hash), now, now) == nil
 }
 
 var filesHashRE = regexp.MustCompile(`^[A-Za-z0-9]{8,128}$`)
@@ -239,6 +241,11 @@ func (s *Service) PutBuildFiles(ctx context.Context, p Principal, hash string, r
 	}
 	if hash == "" {
 		hash = hex.EncodeToString(h.Sum(nil))
+	}
+	// Its age (BuildFilesTTL) runs on the service's clock.
+	now := s.now()
+	if err := os.Chtimes(tmp.Name(), now, now); err != nil {
+		return "", err
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(s.buildFilesDir, hash)); err != nil {
 		return "", err
@@ -453,6 +460,9 @@ func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Buil
 		}
 	}
 	logLine("info", "build ready")
+	// The version this one replaces goes from its hosts (unless tagged or
+	// in use: then a later reclaim pass retries).
+	s.reclaimSuperseded(context.WithoutCancel(ctx), tpl.TeamID, tpl.ID)
 	s.log.InfoContext(ctx, "build ready", "build_id", b.ID, "template", tpl.Name, "host", hostID, "snapshot", res.Snapshot)
 }
 
