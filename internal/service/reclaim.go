@@ -22,16 +22,7 @@ const ReclaimEvery = time.Minute
 
 // RunReclaimer reclaims every interval until ctx is done.
 func (s *Service) RunReclaimer(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		s.ReclaimOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	runEvery(ctx, every, func() { s.ReclaimOnce(ctx) })
 }
 
 // ReclaimOnce removes what builds left that nothing needs any more: the

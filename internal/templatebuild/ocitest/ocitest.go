@@ -39,8 +39,15 @@ func Registry(t testing.TB) string {
 // as a private registry answers.
 func PrivateRegistry(t testing.TB, username, password string) string {
 	t.Helper()
+	srv := httptest.NewServer(PrivateHandler(username, password))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// PrivateHandler is an in-memory registry behind HTTP basic auth.
+func PrivateHandler(username, password string) http.Handler {
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
 		if !ok || u != username || p != password {
 			w.Header().Set("WWW-Authenticate", `Basic realm="ocitest"`)
@@ -50,9 +57,7 @@ func PrivateRegistry(t testing.TB, username, password string) string {
 			return
 		}
 		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
+	})
 }
 
 // Entry is one tar entry of a layer.
@@ -113,46 +118,53 @@ func DirLayer(t testing.TB, dir string) v1.Layer {
 }
 
 func bytesLayer(t testing.TB, b []byte) v1.Layer {
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	l, err := BytesLayer(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
+// BytesLayer is a layer of the tar stream b.
+func BytesLayer(b []byte) (v1.Layer, error) {
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+}
+
 // Push writes an image of layers with config cfg to ref (host:port/repo:tag).
 func Push(t testing.TB, ref string, cfg v1.Config, layers ...v1.Layer) {
 	t.Helper()
-	push(t, ref, authn.Anonymous, cfg, layers)
+	if err := Write(ref, authn.Anonymous, cfg, layers...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // PushPrivate is Push to a PrivateRegistry.
 func PushPrivate(t testing.TB, ref, username, password string, cfg v1.Config, layers ...v1.Layer) {
 	t.Helper()
-	push(t, ref, &authn.Basic{Username: username, Password: password}, cfg, layers)
+	if err := Write(ref, &authn.Basic{Username: username, Password: password}, cfg, layers...); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func push(t testing.TB, ref string, auth authn.Authenticator, cfg v1.Config, layers []v1.Layer) {
-	t.Helper()
+// Write pushes a linux/amd64 image of layers with config cfg to ref.
+func Write(ref string, auth authn.Authenticator, cfg v1.Config, layers ...v1.Layer) error {
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cf = cf.DeepCopy()
 	cf.Config = cfg
 	cf.OS, cf.Architecture = "linux", "amd64"
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := remote.Write(r, img, remote.WithAuth(auth)); err != nil {
-		t.Fatal(err)
-	}
+	return remote.Write(r, img, remote.WithAuth(auth))
 }
