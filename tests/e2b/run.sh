@@ -95,8 +95,8 @@ cleanup() {
 			done
 		fi
 		rm -rf "$root_tmp" 2>/dev/null || log "could not remove all of $root_tmp"
-		rm -rf "$root_tmp_bin"
 	fi
+	rm -rf "$root_tmp_bin"
 	exit "$rc"
 }
 trap cleanup EXIT
