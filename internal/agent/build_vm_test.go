@@ -26,9 +26,12 @@ import (
 // newBuildVMEnv is newVMEnv on network objects and addresses of its own:
 // the other VM tests of this process use e2eNetPrefix and e2eNetPool, and a
 // shared guest address answers with someone else's envd.
-func newBuildVMEnv(tb testing.TB) *vmEnv {
+func newBuildVMEnv(tb testing.TB, adjust ...func(*Options)) *vmEnv {
 	tb.Helper()
 	return newVMEnvWith(tb, func(o *Options) {
+		for _, a := range adjust {
+			a(o)
+		}
 		prefix, pool := testNetIdentity(os.Getpid(), 1)
 		nm, err := netns.NewManager(context.Background(), netns.Config{
 			Prefix: prefix, Pool: pool, Logger: o.Logger,
@@ -485,4 +488,41 @@ func imageHas(t *testing.T, e *vmEnv, img, bin string) bool {
 		}
 	}
 	return false
+}
+
+// TestVMTemplateBuildCacheCap: after a build the step cache is trimmed to
+// its cap (here 1 byte: everything goes), the template stays usable, and
+// the next build of the same steps runs them again.
+func TestVMTemplateBuildCacheCap(t *testing.T) {
+	e := newBuildVMEnv(t, func(o *Options) { o.BuildCacheBytes = 1 })
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p, err := templatebuild.ParseDockerfile([]byte("FROM tiny\nRUN echo cached? > /c.txt\n"), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, artifact := range []string{"cap1", "cap2"} {
+		l := &buildLog{}
+		res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+		if err != nil {
+			t.Fatalf("build %d: %v\n%s", i+1, err, l)
+		}
+		if len(res.Cached) != 1 || res.Cached[0] {
+			t.Errorf("build %d: cached %v: the pruned step came from the cache", i+1, res.Cached)
+		}
+		left, _ := filepath.Glob(filepath.Join(e.data, "builds", "cache", "*.ext4"))
+		if len(left) != 0 {
+			t.Errorf("build %d: the cache holds %v over its cap", i+1, left)
+		}
+	}
+	if _, err := m.Create(ctx, Spec{ID: "capped", TemplateID: "cap2", VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := vmExec(t, e.client, "capped", "cat /c.txt"); out != "cached?\n" {
+		t.Errorf("sandbox of the template: %q", out)
+	}
+	if err := m.Destroy(ctx, "capped"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -35,13 +35,17 @@ func (s *Service) ReclaimOnce(ctx context.Context) (builds, files int) {
 	if err != nil {
 		s.log.WarnContext(ctx, "reclaim: list builds", "err", err)
 	}
-	seen := map[string]bool{}
+	// Only a template with two versions still on disk has one to reclaim.
+	kept := map[string][]store.Build{}
 	for _, b := range ready {
-		if seen[b.TemplateID] || !b.ReclaimedAt.IsZero() {
-			continue
+		if b.ReclaimedAt.IsZero() {
+			kept[b.TemplateID] = append(kept[b.TemplateID], b)
 		}
-		seen[b.TemplateID] = true
-		builds += s.reclaimSuperseded(ctx, b.TeamID, b.TemplateID)
+	}
+	for _, bs := range kept {
+		if len(bs) > 1 {
+			builds += s.reclaimSuperseded(ctx, bs[0].TeamID, bs[0].TemplateID)
+		}
 	}
 	return builds, s.reclaimBuildFiles(ctx)
 }
