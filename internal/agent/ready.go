@@ -83,8 +83,10 @@ func socketIn(r io.Reader, port, state string) bool {
 	return false
 }
 
-// urlAnswers requests u from the host, with a loopback host replaced by
-// the guest's address, and compares the status. A server bound to the
+// urlAnswers requests u from the host, its loopback host replaced by the
+// guest's address, and compares the status. Only URLs of the guest itself
+// (localhost, loopback addresses): the agent must not fetch other
+// addresses from the host's network for a template. A server bound to the
 // guest's loopback only is not reached this way: the SDK's command (run
 // as well) covers it when the image has curl.
 func urlAnswers(ctx context.Context, guestHost, u string, status int) bool {
@@ -93,13 +95,15 @@ func urlAnswers(ctx context.Context, guestHost, u string, status int) bool {
 		return false
 	}
 	switch pu.Hostname() {
-	case "localhost", "127.0.0.1", "0.0.0.0", "::1", "":
-		port := pu.Port()
-		if port == "" {
-			port = map[string]string{"http": "80", "https": "443"}[pu.Scheme]
-		}
-		pu.Host = net.JoinHostPort(guestHost, port)
+	case "localhost", "127.0.0.1", "0.0.0.0", "::1":
+	default:
+		return false
 	}
+	port := pu.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[pu.Scheme]
+	}
+	pu.Host = net.JoinHostPort(guestHost, port)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pu.String(), nil)

@@ -1,6 +1,11 @@
 package agent
 
 import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -45,5 +50,32 @@ func TestSocketIn(t *testing.T) {
 		if got := socketIn(strings.NewReader(tcp), tc.port, tc.state); got != tc.want {
 			t.Errorf("socketIn(%s, %s) = %v", tc.port, tc.state, got)
 		}
+	}
+}
+
+// urlAnswers asks the guest only: a URL of another host is not fetched
+// from the host's network.
+func TestURLAnswersGuestOnly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	host, port, _ := net.SplitHostPort(u.Host)
+	tests := []struct {
+		url  string
+		want bool
+	}{
+		{"http://localhost:" + port + "/health", true}, // the "guest" is host here
+		{"http://127.0.0.1:" + port + "/", true},
+		{"http://" + host + ".nip.io:" + port + "/", false},
+		{"http://169.254.169.254:" + port + "/", false},
+		{"ftp://localhost:" + port + "/", false},
+	}
+	for _, tc := range tests {
+		if got := urlAnswers(context.Background(), host, tc.url, 200); got != tc.want {
+			t.Errorf("urlAnswers(%s) = %v, want %v", tc.url, got, tc.want)
+		}
+	}
+	if urlAnswers(context.Background(), host, "http://localhost:"+port+"/", 204) {
+		t.Error("status 200 taken for 204")
 	}
 }
