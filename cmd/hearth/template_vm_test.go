@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,13 +149,18 @@ CMD ["httpd", "-f", "-p", "8000", "-h", "/app"]
 	if _, err := os.Stat(oldFiles); err != nil {
 		t.Errorf("the superseded version's files went while a sandbox of it runs: %v", err)
 	}
+	oldSnap := filepath.Join(data, "templates", b1.ID)
+	oldBytes := diskUse(t, oldFiles) + diskUse(t, oldSnap)
 	hearth(t, "", "sandbox", "rm", id).ok(t)
 	if n, _ := stack.ControlPlane.Service.ReclaimOnce(ctx); n != 1 {
 		t.Errorf("reclaimed %d builds, want the superseded one", n)
 	}
-	if _, err := os.Stat(oldFiles); !os.IsNotExist(err) {
-		t.Errorf("the superseded version's files: %v", err)
+	for _, p := range []string{oldFiles, oldSnap} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("the superseded version's files: %v", err)
+		}
 	}
+	t.Logf("reclaimed the superseded version: %.1f MiB of disk", float64(oldBytes)/(1<<20))
 	if _, err := os.Stat(filepath.Join(data, "images", b2.ID, "rootfs.ext4")); err != nil {
 		t.Errorf("the current version: %v", err)
 	}
@@ -208,6 +214,27 @@ CMD ["httpd", "-f", "-p", "8000", "-h", "/app"]
 	if !scanned {
 		t.Error("no file of the data dir records the build: the password check read nothing that matters")
 	}
+}
+
+// diskUse is the disk space the files under dir take (allocated blocks).
+func diskUse(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		n += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // unmountUnder unmounts what the agent left mounted under dir (its rootfs
