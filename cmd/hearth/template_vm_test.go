@@ -161,6 +161,14 @@ CMD ["httpd", "-f", "-p", "8000", "-h", "/app"]
 		}
 	}
 	t.Logf("reclaimed the superseded version: %.1f MiB of disk", float64(oldBytes)/(1<<20))
+	// Both builds are listed; the first says its files are gone.
+	c := cli.NewClient(stack.URL, stack.Credentials.APIKey, "")
+	if got, err := c.GetBuild(ctx, "web", b1.ID); err != nil || got.ReclaimedAt == nil {
+		t.Errorf("the superseded build: %+v, %v", got, err)
+	}
+	if got, err := c.GetBuild(ctx, "web", b2.ID); err != nil || got.ReclaimedAt != nil || got.Status != "ready" {
+		t.Errorf("the current build: %+v, %v", got, err)
+	}
 	if _, err := os.Stat(filepath.Join(data, "images", b2.ID, "rootfs.ext4")); err != nil {
 		t.Errorf("the current version: %v", err)
 	}

@@ -21,6 +21,10 @@ func buildView(t store.Template, b store.Build) apiwire.Build {
 		f := b.FinishedAt
 		out.FinishedAt = &f
 	}
+	if !b.ReclaimedAt.IsZero() {
+		r := b.ReclaimedAt
+		out.ReclaimedAt = &r
+	}
 	return out
 }
 

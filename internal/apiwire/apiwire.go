@@ -288,6 +288,9 @@ type Build struct {
 	MemoryMB   int        `json:"memory_mb"`
 	CreatedAt  time.Time  `json:"created_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// ReclaimedAt: a superseded version whose files were removed (its log
+	// stays).
+	ReclaimedAt *time.Time `json:"reclaimed_at,omitempty"`
 }
 
 // Finished reports whether the build has ended (ready, error, cancelled).
