@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -119,6 +120,15 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 	out, err := b.Build(ctx, treq)
 	if err != nil {
 		return res, err
+	}
+	if u, _, _ := strings.Cut(out.Config.User, ":"); u != "" {
+		// envd runs a sandbox's commands as an account of the image: a
+		// USER without one would fail every command.
+		passwd, err := exec.CommandContext(ctx, "debugfs", "-R", "cat /etc/passwd", treq.Output).Output()
+		if err != nil || !passwdHas(passwd, u) {
+			logf("warn", "USER %s has no account in the image's /etc/passwd: sandboxes of the template run as the image's default user", u)
+			out.Config.User = ""
+		}
 	}
 	res.Result = out
 	meta := image.Manifest{

@@ -526,3 +526,33 @@ func TestVMTemplateBuildCacheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A USER without an account in the image is reported and not made the
+// sandboxes' default (envd could run nothing as it).
+func TestVMTemplateUnknownUser(t *testing.T) {
+	e := newBuildVMEnv(t)
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p, err := templatebuild.ParseDockerfile([]byte("FROM tiny\nUSER 4242\n"), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: "nouser", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	if res.Config.User != "" || !strings.Contains(l.String(), "USER 4242 has no account") {
+		t.Errorf("config %+v, log:\n%s", res.Config, l)
+	}
+	if _, err := m.Create(ctx, Spec{ID: "nouser", TemplateID: "nouser", VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := vmExec(t, e.client, "nouser", "id -un"); out != "user\n" {
+		t.Errorf("sandbox user: %q", out)
+	}
+	if err := m.Destroy(ctx, "nouser"); err != nil {
+		t.Fatal(err)
+	}
+}

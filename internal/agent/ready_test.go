@@ -79,3 +79,12 @@ func TestURLAnswersGuestOnly(t *testing.T) {
 		t.Error("status 200 taken for 204")
 	}
 }
+
+func TestPasswdHas(t *testing.T) {
+	passwd := []byte("root:x:0:0:root:/root:/bin/sh\napp:x:1500:1500::/srv:/bin/sh\n")
+	for user, want := range map[string]bool{"root": true, "app": true, "1500": true, "0": true, "nobody": false, "4242": false, "x": false} {
+		if got := passwdHas(passwd, user); got != want {
+			t.Errorf("passwdHas(%q) = %v", user, got)
+		}
+	}
+}
