@@ -450,29 +450,16 @@ CMD ["httpd", "-f", "-p", "8000", "-h", "/srv/www"]
 		{"uw2", `curl -s -o /dev/null -w "%{http_code}" http://localhost:8000/index.html | grep -q "200"`},
 	}
 	for _, tc := range tests {
-		p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.ReadyCmd = tc.ready
-		l := &buildLog{}
-		res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: tc.artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, ReadyTimeout: 2 * time.Minute, Log: l.add})
+		res, l, err := buildDF(t, ctx, m, tc.artifact, df, ctxDir, tc.ready)
 		if err != nil {
 			t.Fatalf("%s: build: %v\n%s", tc.ready, err, l)
 		}
 		if !res.Snapshot || res.Config.User != "app" || res.Config.Workdir != "/srv/www" {
 			t.Fatalf("%s: result %+v", tc.ready, res)
 		}
-		id := "s" + tc.artifact
-		if _, err := m.Create(ctx, Spec{ID: id, TemplateID: tc.artifact, TemplateKind: sbx.KindSnapshot, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
-			t.Fatal(err)
-		}
 		// No user or directory named: the template's.
-		if out := vmExec(t, e.client, id, "id -un; pwd; wget -q -O - http://127.0.0.1:8000/index.html"); out != "app\n/srv/www\nv1\n" {
+		if out := runInTemplate(t, ctx, e, tc.artifact, sbx.KindSnapshot, "id -un; pwd; wget -q -O - http://127.0.0.1:8000/index.html"); out != "app\n/srv/www\nv1\n" {
 			t.Errorf("%s: sandbox of the template: %q", tc.ready, out)
-		}
-		if err := m.Destroy(ctx, id); err != nil {
-			t.Fatal(err)
 		}
 	}
 }
@@ -498,13 +485,8 @@ func TestVMTemplateBuildCacheCap(t *testing.T) {
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	p, err := templatebuild.ParseDockerfile([]byte("FROM tiny\nRUN echo cached? > /c.txt\n"), t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i, artifact := range []string{"cap1", "cap2"} {
-		l := &buildLog{}
-		res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+		res, l, err := buildDF(t, ctx, m, artifact, "FROM tiny\nRUN echo cached? > /c.txt\n", "", "")
 		if err != nil {
 			t.Fatalf("build %d: %v\n%s", i+1, err, l)
 		}
@@ -516,14 +498,8 @@ func TestVMTemplateBuildCacheCap(t *testing.T) {
 			t.Errorf("build %d: the cache holds %v over its cap", i+1, left)
 		}
 	}
-	if _, err := m.Create(ctx, Spec{ID: "capped", TemplateID: "cap2", VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
-		t.Fatal(err)
-	}
-	if out := vmExec(t, e.client, "capped", "cat /c.txt"); out != "cached?\n" {
+	if out := runInTemplate(t, ctx, e, "cap2", sbx.KindBase, "cat /c.txt"); out != "cached?\n" {
 		t.Errorf("sandbox of the template: %q", out)
-	}
-	if err := m.Destroy(ctx, "capped"); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -534,25 +510,49 @@ func TestVMTemplateUnknownUser(t *testing.T) {
 	m := e.agent.Manager()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	p, err := templatebuild.ParseDockerfile([]byte("FROM tiny\nUSER 4242\n"), t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &buildLog{}
-	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: "nouser", Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, Log: l.add})
+	res, l, err := buildDF(t, ctx, m, "nouser", "FROM tiny\nUSER 4242\n", "", "")
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, l)
 	}
 	if res.Config.User != "" || !strings.Contains(l.String(), "USER 4242 has no account") {
 		t.Errorf("config %+v, log:\n%s", res.Config, l)
 	}
-	if _, err := m.Create(ctx, Spec{ID: "nouser", TemplateID: "nouser", VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
-		t.Fatal(err)
-	}
-	if out := vmExec(t, e.client, "nouser", "id -un"); out != "user\n" {
+	if out := runInTemplate(t, ctx, e, "nouser", sbx.KindBase, "id -un"); out != "user\n" {
 		t.Errorf("sandbox user: %q", out)
 	}
-	if err := m.Destroy(ctx, "nouser"); err != nil {
+}
+
+// runInTemplate runs script in a new sandbox of the template (1 vCPU,
+// 256 MiB), destroyed afterwards, and returns its output.
+func runInTemplate(t *testing.T, ctx context.Context, e *vmEnv, template string, kind sbx.TemplateKind, script string) string {
+	t.Helper()
+	m := e.agent.Manager()
+	id := "run" + strings.ToLower(strings.NewReplacer("-", "", "_", "", ".", "").Replace(template))
+	if _, err := m.Create(ctx, Spec{ID: id, TemplateID: template, TemplateKind: kind, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		if err := m.Destroy(context.WithoutCancel(ctx), id); err != nil {
+			t.Error(err)
+		}
+	}()
+	return vmExec(t, e.client, id, script)
+}
+
+// buildDF parses df (context ctxDir, "" for none) and builds it as
+// artifact with 1 vCPU, 256 MiB and a 512 MiB working disk; ready is the
+// ready command ("" for none).
+func buildDF(t *testing.T, ctx context.Context, m *Manager, artifact, df, ctxDir, ready string) (BuildResult, *buildLog, error) {
+	t.Helper()
+	if ctxDir == "" {
+		ctxDir = t.TempDir()
+	}
+	p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReadyCmd = ready
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, ReadyTimeout: 2 * time.Minute, Log: l.add})
+	return res, l, err
 }
