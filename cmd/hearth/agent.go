@@ -35,6 +35,7 @@ type agentFlags struct {
 	firecracker   agent.FirecrackerJail
 	rootfsBackend string
 	bootTimeout   time.Duration
+	buildCacheMB  int64
 	logLevel      string
 	netnsPrefix   string
 	egressPrivate []string
@@ -106,6 +107,7 @@ start-up cleanup removes every network object with the prefix.`,
 	fs.StringVar(&f.vmm, "vmm", f.vmm, "restrict the VMM: firecracker, qemu-kvm, qemu-tcg or qemu (default: probe)")
 	fs.StringVar(&f.rootfsBackend, "rootfs-backend", f.rootfsBackend, "root-disk backend: devicemapper, reflink, qcow2 or copy (default: probe)")
 	fs.DurationVar(&f.bootTimeout, "boot-timeout", f.bootTimeout, "how long a sandbox may take to answer after its VM starts")
+	fs.Int64Var(&f.buildCacheMB, "build-cache-mb", agent.DefaultBuildCacheBytes>>20, "disk space the template build step cache may take (MiB); least recently used steps go first")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "debug, info, warn or error")
 	fs.StringVar(&f.netnsPrefix, "netns-prefix", f.netnsPrefix, "prefix of this agent's network namespaces, veths and iptables chains (default: derived from --data-dir; at most 8 of [a-z0-9-])")
 	addEgressFlag(fs, &f.egressPrivate)
@@ -171,6 +173,7 @@ func runAgent(ctx context.Context, f agentFlags, log *slog.Logger) error {
 		Firecracker:        f.firecracker,
 		RootfsBackend:      f.rootfsBackend,
 		BootTimeout:        f.bootTimeout,
+		BuildCacheBytes:    f.buildCacheMB << 20,
 		NetnsPrefix:        f.netnsPrefix,
 		CrashAt:            f.crashAt,
 		Logger:             log,

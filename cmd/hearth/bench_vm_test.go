@@ -12,17 +12,26 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/bench"
 )
 
+// devImages is the images dir of tests that run an in-process dev stack
+// (control plane + agent booting QEMU microVMs); they skip without one or
+// without root.
+func devImages(t *testing.T) string {
+	t.Helper()
+	images := os.Getenv("HEARTH_IMAGES_DIR")
+	if images == "" {
+		t.Skip("needs guest images; set HEARTH_IMAGES_DIR to a data dir where `hearth image build` ran")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, loop devices)")
+	}
+	return images
+}
+
 // TestBenchDev runs `hearth bench --dev --n 2` for real: an in-process
 // control plane + agent booting QEMU microVMs from the images in
 // HEARTH_IMAGES_DIR.
 func TestBenchDev(t *testing.T) {
-	images := os.Getenv("HEARTH_IMAGES_DIR")
-	if images == "" {
-		t.Skip("bench --dev: needs guest images; set HEARTH_IMAGES_DIR to a data dir where `hearth image build` ran")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("bench --dev: needs root (network namespaces, loop devices)")
-	}
+	images := devImages(t)
 	t.Setenv("HEARTH_URL", "")
 	t.Setenv("HEARTH_API_KEY", "")
 	r := hearth(t, "", "bench", "--dev", "--images-from", images, "--n", "2", "--exec-n", "5", "--baseline-n", "5", "--pause-n", "1", "-o", "json")

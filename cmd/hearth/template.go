@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
+	"github.com/hearth-sandbox/hearth/internal/buildcontext"
 	"github.com/hearth-sandbox/hearth/internal/cli"
 )
 
@@ -145,6 +146,8 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 		vcpus, memMB, diskMB       int
 		skipCache, platform        bool
 		buildArgs                  []string
+		registryUser               string
+		registryPassStdin          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build --name NAME [-f Dockerfile] CONTEXT",
@@ -173,13 +176,17 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 				}
 				bargs[k] = v
 			}
+			reg, err := registryCredentials(cmd, registryUser, registryPassStdin)
+			if err != nil {
+				return err
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			var archive bytes.Buffer
-			if err := cli.TarContext(ctxDir, &archive); err != nil {
+			if err := buildcontext.Pack(ctxDir, &archive); err != nil {
 				return fmt.Errorf("pack the build context %s: %w", ctxDir, err)
 			}
 			hash, err := c.UploadBuildContext(ctx, &archive)
@@ -188,7 +195,7 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 			}
 			b, err := c.CreateBuild(ctx, name, cli.BuildRequest{
 				Dockerfile: string(df), ContextHash: hash, BuildArgs: bargs, VCPUs: vcpus, MemoryMB: memMB, DiskSizeMB: diskMB,
-				SkipCache: skipCache, Platform: platform, ReadyCmd: readyCmd,
+				SkipCache: skipCache, Platform: platform, ReadyCmd: readyCmd, Registry: reg,
 			})
 			if err != nil {
 				return err
@@ -216,7 +223,36 @@ func newTemplateBuildCmd(f *apiFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&skipCache, "no-cache", false, "rebuild every step")
 	cmd.Flags().BoolVar(&platform, "platform", false, "build a platform template every team can use (platform admins)")
 	cmd.Flags().StringArrayVar(&buildArgs, "build-arg", nil, "KEY=VALUE for an ARG (repeatable)")
+	cmd.Flags().StringVar(&registryUser, "registry-user", "", "username for FROM's registry (password from $"+envRegistryPassword+" or --registry-password-stdin)")
+	cmd.Flags().BoolVar(&registryPassStdin, "registry-password-stdin", false, "read the registry password from stdin")
 	return cmd
+}
+
+// envRegistryPassword holds the registry password for --registry-user (a
+// flag would show it in ps and shell history).
+const envRegistryPassword = "HEARTH_REGISTRY_PASSWORD"
+
+// registryCredentials are FROM's registry credentials from the flags
+// (nil: none given).
+func registryCredentials(cmd *cobra.Command, user string, fromStdin bool) (*apiwire.RegistryAuth, error) {
+	if user == "" {
+		if fromStdin {
+			return nil, errors.New("--registry-password-stdin needs --registry-user")
+		}
+		return nil, nil
+	}
+	pass := os.Getenv(envRegistryPassword)
+	if fromStdin {
+		b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
+		if err != nil {
+			return nil, fmt.Errorf("read the registry password from stdin: %w", err)
+		}
+		pass = strings.TrimRight(string(b), "\r\n")
+	}
+	if pass == "" {
+		return nil, fmt.Errorf("--registry-user %s needs a password: set $%s or pass --registry-password-stdin", user, envRegistryPassword)
+	}
+	return &apiwire.RegistryAuth{Username: user, Password: pass}, nil
 }
 
 // followBuild shows the build's log until it ends; Ctrl-C cancels the

@@ -71,6 +71,8 @@ type Options struct {
 	EnsureImageSizes ImageSizer
 
 	BootTimeout time.Duration
+	// BuildCacheBytes caps the template build step cache (0: the default).
+	BuildCacheBytes int64
 	// CrashAt names a lifecycle step (one of CrashSteps) at which the
 	// process kills itself with SIGKILL: crash tests drive a real agent
 	// into each half-done state. Empty in production.
@@ -132,6 +134,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		Snapshots:        a.opts.Snapshots,
 		EnsureImageSizes: a.opts.EnsureImageSizes,
 		BootTimeout:      a.opts.BootTimeout,
+		BuildCacheBytes:  a.opts.BuildCacheBytes,
 		Crash:            a.crashFunc(),
 		Cgroups:          a.opts.Cgroups,
 		VMMUIDBase:       a.opts.VMMUIDBase,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -85,6 +86,11 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 			req.Log(templatebuild.Log{Time: time.Now().UTC(), Level: level, Message: fmt.Sprintf(format, args...)})
 		}
 	}
+	m.builds.RLock()
+	defer func() {
+		m.builds.RUnlock()
+		m.pruneBuildCache()
+	}()
 	imgDir := filepath.Join(m.d.DataDir, "images", req.ArtifactID)
 	if exists(imgDir) {
 		return res, fmt.Errorf("artefact %s: %w", req.ArtifactID, ErrAlreadyExists)
@@ -115,6 +121,15 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 	if err != nil {
 		return res, err
 	}
+	if u, _, _ := strings.Cut(out.Config.User, ":"); u != "" {
+		// envd runs a sandbox's commands as an account of the image: a
+		// USER without one would fail every command.
+		passwd, err := exec.CommandContext(ctx, "debugfs", "-R", "cat /etc/passwd", treq.Output).Output()
+		if err != nil || !passwdHas(passwd, u) {
+			logf("warn", "USER %s has no account in the image's /etc/passwd: sandboxes of the template run as the image's default user", u)
+			out.Config.User = ""
+		}
+	}
 	res.Result = out
 	meta := image.Manifest{
 		Name: req.ArtifactID, Files: map[string]int64{"rootfs.ext4": out.DiskBytes},
@@ -127,14 +142,16 @@ func (m *Manager) BuildTemplate(ctx context.Context, req BuildRequest) (res Buil
 		return res, err
 	}
 	logf("info", "template disk %d MiB", res.DiskSizeMB)
-	if out.StartCmd != "" {
+	res.Snapshot = out.StartCmd != ""
+	// Before the start command's sandbox boots: its user and workdir come
+	// from here, and are frozen into the snapshot template.
+	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot, DiskSizeMB: res.DiskSizeMB}); err != nil {
+		return res, err
+	}
+	if res.Snapshot {
 		if err := m.snapshotStarted(ctx, req, res.DiskSizeMB, out, logf); err != nil {
 			return res, err
 		}
-		res.Snapshot = true
-	}
-	if err := writeJSON(filepath.Join(imgDir, buildMetaFile), buildMeta{Result: out, Snapshot: res.Snapshot, DiskSizeMB: res.DiskSizeMB}); err != nil {
-		return res, err
 	}
 	return res, nil
 }
@@ -262,7 +279,7 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB 
 			startDone <- err
 		}
 	}()
-	if err := m.waitReady(ctx, e, req, out, user, cwd, startDone, logf); err != nil {
+	if err := m.waitReady(ctx, id, e, req, out, user, cwd, startDone, logf); err != nil {
 		return err
 	}
 	logf("info", "ready: taking the snapshot template")
@@ -273,8 +290,10 @@ func (m *Manager) snapshotStarted(ctx context.Context, req BuildRequest, diskMB 
 }
 
 // waitReady polls the ready command until it exits 0 (no ready command:
-// ready as soon as the start command runs).
-func (m *Manager) waitReady(ctx context.Context, e Envd, req BuildRequest, out templatebuild.Result, user, cwd string, startDone <-chan error, logf func(string, string, ...any)) error {
+// ready as soon as the start command runs). The SDK's waitForPort and
+// waitForURL are also checked by the agent itself (readyProbe), so they
+// pass in images without ss or curl.
+func (m *Manager) waitReady(ctx context.Context, id string, e Envd, req BuildRequest, out templatebuild.Result, user, cwd string, startDone <-chan error, logf func(string, string, ...any)) error {
 	limit := req.ReadyTimeout
 	if limit <= 0 {
 		limit = 5 * time.Minute
@@ -285,7 +304,11 @@ func (m *Manager) waitReady(ctx context.Context, e Envd, req BuildRequest, out t
 		return nil
 	}
 	logf("info", "waiting for the ready check: %s", out.ReadyCmd)
+	probe, native := parseReadyCmd(out.ReadyCmd)
 	for {
+		if native && m.probe(ctx, id, e, probe) {
+			return nil
+		}
 		res, err := e.Exec(ctx, ExecSpec{Cmd: "/bin/sh", Args: []string{"-c", out.ReadyCmd}, Env: out.Config.Env, Cwd: cwd, User: user},
 			func(Stream, []byte) error { return nil })
 		if err == nil && res.Code == 0 {
@@ -304,12 +327,43 @@ func (m *Manager) waitReady(ctx context.Context, e Envd, req BuildRequest, out t
 	}
 }
 
+// DefaultBuildCacheBytes is the default cap of the build step cache.
+const DefaultBuildCacheBytes = 8 << 30
+
+// pruneBuildCache trims the step cache to Deps.BuildCacheBytes when no
+// build runs (one that starts meanwhile waits for the pruning to end).
+func (m *Manager) pruneBuildCache() {
+	if !m.builds.TryLock() {
+		return
+	}
+	defer m.builds.Unlock()
+	n, freed, err := templatebuild.PruneCache(filepath.Join(m.d.DataDir, "builds"), m.d.BuildCacheBytes)
+	if err != nil {
+		m.log.Warn("build: prune the step cache", "err", err)
+	}
+	if n > 0 {
+		m.log.Info("build: pruned the step cache", "entries", n, "freed_mb", freed>>20, "cap_mb", m.d.BuildCacheBytes>>20)
+	}
+}
+
 // DeleteBuild removes a built template's artefacts from this host (its
-// snapshot template unless sandboxes use it, its root disk and cached
-// variants). Idempotent.
+// snapshot template, its root disk and cached variants) unless sandboxes
+// here were made from it (ErrInUse: a superseded version stays until
+// they are gone). Idempotent.
 func (m *Manager) DeleteBuild(ctx context.Context, artifactID string) error {
 	if !validTemplate.MatchString(artifactID) {
 		return &FieldError{Field: "artifact_id", Msg: fmt.Sprintf("%q", artifactID)}
+	}
+	var users []string
+	m.mu.Lock()
+	for id, sb := range m.sandboxes {
+		if sb.spec.TemplateID == artifactID {
+			users = append(users, id)
+		}
+	}
+	m.mu.Unlock()
+	if len(users) > 0 {
+		return fmt.Errorf("template %s is used by sandboxes %v: %w", artifactID, users, ErrInUse)
 	}
 	if err := m.DeleteSnapshot(ctx, artifactID); err != nil {
 		return err

@@ -26,9 +26,12 @@ import (
 // newBuildVMEnv is newVMEnv on network objects and addresses of its own:
 // the other VM tests of this process use e2eNetPrefix and e2eNetPool, and a
 // shared guest address answers with someone else's envd.
-func newBuildVMEnv(tb testing.TB) *vmEnv {
+func newBuildVMEnv(tb testing.TB, adjust ...func(*Options)) *vmEnv {
 	tb.Helper()
 	return newVMEnvWith(tb, func(o *Options) {
+		for _, a := range adjust {
+			a(o)
+		}
 		prefix, pool := testNetIdentity(os.Getpid(), 1)
 		nm, err := netns.NewManager(context.Background(), netns.Config{
 			Prefix: prefix, Pool: pool, Logger: o.Logger,
@@ -414,4 +417,142 @@ func TestVMTemplateDiskSize(t *testing.T) {
 	if err := m.Destroy(ctx, "disk2"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestVMTemplateUserWorkdirReady: a template's last USER and WORKDIR are
+// its sandboxes' default user and directory (as E2B's setUser and
+// setWorkdir persist), and the SDK's waitForPort and waitForURL pass in an
+// image that has neither ss nor curl (tiny: busybox without them).
+func TestVMTemplateUserWorkdirReady(t *testing.T) {
+	e := newBuildVMEnv(t)
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctxDir := serveContext(t)
+	const df = `FROM tiny
+RUN echo 'app:x:1500:1500::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1500:' >> /etc/group
+USER app
+WORKDIR /srv/www
+COPY index.html ./
+CMD ["httpd", "-f", "-p", "8000", "-h", "/srv/www"]
+`
+	for _, bin := range []string{"ss", "curl"} {
+		if imageHas(t, e, "tiny", bin) {
+			t.Fatalf("tiny has %s: the test would not show the agent's own ready check", bin)
+		}
+	}
+	tests := []struct {
+		artifact, ready string
+	}{
+		// The commands the e2b SDK 2.x sends for waitForPort(8000) and
+		// waitForURL('http://localhost:8000/index.html').
+		{"uw1", `[ -n "$(ss -Htuln sport = :8000)" ]`},
+		{"uw2", `curl -s -o /dev/null -w "%{http_code}" http://localhost:8000/index.html | grep -q "200"`},
+	}
+	for _, tc := range tests {
+		res, l, err := buildDF(t, ctx, m, tc.artifact, df, ctxDir, tc.ready)
+		if err != nil {
+			t.Fatalf("%s: build: %v\n%s", tc.ready, err, l)
+		}
+		if !res.Snapshot || res.Config.User != "app" || res.Config.Workdir != "/srv/www" {
+			t.Fatalf("%s: result %+v", tc.ready, res)
+		}
+		// No user or directory named: the template's.
+		if out := runInTemplate(t, ctx, e, tc.artifact, sbx.KindSnapshot, "id -un; pwd; wget -q -O - http://127.0.0.1:8000/index.html"); out != "app\n/srv/www\nv1\n" {
+			t.Errorf("%s: sandbox of the template: %q", tc.ready, out)
+		}
+	}
+}
+
+// imageHas reports whether the image's root disk has bin in a PATH
+// directory (read with debugfs, no boot).
+func imageHas(t *testing.T, e *vmEnv, img, bin string) bool {
+	t.Helper()
+	for _, dir := range []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin"} {
+		out, _ := exec.Command("debugfs", "-R", "stat "+dir+"/"+bin, filepath.Join(e.data, "images", img, "rootfs.ext4")).CombinedOutput()
+		if strings.Contains(string(out), "Inode:") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestVMTemplateBuildCacheCap: after a build the step cache is trimmed to
+// its cap (here 1 byte: everything goes), the template stays usable, and
+// the next build of the same steps runs them again.
+func TestVMTemplateBuildCacheCap(t *testing.T) {
+	e := newBuildVMEnv(t, func(o *Options) { o.BuildCacheBytes = 1 })
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i, artifact := range []string{"cap1", "cap2"} {
+		res, l, err := buildDF(t, ctx, m, artifact, "FROM tiny\nRUN echo cached? > /c.txt\n", "", "")
+		if err != nil {
+			t.Fatalf("build %d: %v\n%s", i+1, err, l)
+		}
+		if len(res.Cached) != 1 || res.Cached[0] {
+			t.Errorf("build %d: cached %v: the pruned step came from the cache", i+1, res.Cached)
+		}
+		left, _ := filepath.Glob(filepath.Join(e.data, "builds", "cache", "*.ext4"))
+		if len(left) != 0 {
+			t.Errorf("build %d: the cache holds %v over its cap", i+1, left)
+		}
+	}
+	if out := runInTemplate(t, ctx, e, "cap2", sbx.KindBase, "cat /c.txt"); out != "cached?\n" {
+		t.Errorf("sandbox of the template: %q", out)
+	}
+}
+
+// A USER without an account in the image is reported and not made the
+// sandboxes' default (envd could run nothing as it).
+func TestVMTemplateUnknownUser(t *testing.T) {
+	e := newBuildVMEnv(t)
+	m := e.agent.Manager()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, l, err := buildDF(t, ctx, m, "nouser", "FROM tiny\nUSER 4242\n", "", "")
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, l)
+	}
+	if res.Config.User != "" || !strings.Contains(l.String(), "USER 4242 has no account") {
+		t.Errorf("config %+v, log:\n%s", res.Config, l)
+	}
+	if out := runInTemplate(t, ctx, e, "nouser", sbx.KindBase, "id -un"); out != "user\n" {
+		t.Errorf("sandbox user: %q", out)
+	}
+}
+
+// runInTemplate runs script in a new sandbox of the template (1 vCPU,
+// 256 MiB), destroyed afterwards, and returns its output.
+func runInTemplate(t *testing.T, ctx context.Context, e *vmEnv, template string, kind sbx.TemplateKind, script string) string {
+	t.Helper()
+	m := e.agent.Manager()
+	id := "run" + strings.ToLower(strings.NewReplacer("-", "", "_", "", ".", "").Replace(template))
+	if _, err := m.Create(ctx, Spec{ID: id, TemplateID: template, TemplateKind: kind, VCPUs: 1, MemoryMB: 256, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m.Destroy(context.WithoutCancel(ctx), id); err != nil {
+			t.Error(err)
+		}
+	}()
+	return vmExec(t, e.client, id, script)
+}
+
+// buildDF parses df (context ctxDir, "" for none) and builds it as
+// artifact with 1 vCPU, 256 MiB and a 512 MiB working disk; ready is the
+// ready command ("" for none).
+func buildDF(t *testing.T, ctx context.Context, m *Manager, artifact, df, ctxDir, ready string) (BuildResult, *buildLog, error) {
+	t.Helper()
+	if ctxDir == "" {
+		ctxDir = t.TempDir()
+	}
+	p, err := templatebuild.ParseDockerfile([]byte(df), ctxDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReadyCmd = ready
+	l := &buildLog{}
+	res, err := m.BuildTemplate(ctx, BuildRequest{ArtifactID: artifact, Plan: p, VCPUs: 1, MemoryMB: 256, DiskSizeMB: 512, ReadyTimeout: 2 * time.Minute, Log: l.add})
+	return res, l, err
 }

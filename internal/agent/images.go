@@ -76,10 +76,13 @@ func (d *dirImages) DefaultUser(ctx context.Context, name string) string {
 	return u
 }
 
+// passwdHas reports whether the passwd file has an account named user,
+// or with user as its numeric uid.
 func passwdHas(passwd []byte, user string) bool {
 	sc := bufio.NewScanner(bytes.NewReader(passwd))
 	for sc.Scan() {
-		if name, _, ok := strings.Cut(sc.Text(), ":"); ok && name == user {
+		f := strings.Split(sc.Text(), ":")
+		if len(f) > 2 && (f[0] == user || f[2] == user) {
 			return true
 		}
 	}

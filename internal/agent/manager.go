@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,10 @@ type Deps struct {
 	Snapshots Snapshotter // optional (issue 4)
 	// EnsureImageSizes grows base images at start-up; nil skips it.
 	EnsureImageSizes ImageSizer
+	// BuildCacheBytes caps the disk space of the template build step cache
+	// (DATA/builds/cache), least recently used entries going first
+	// (default DefaultBuildCacheBytes).
+	BuildCacheBytes int64
 	// BootTimeout bounds the wait for envd after the VM starts (default 90 s;
 	// TCG boots take ~2 s alone but several at once on 2 cores take longer).
 	BootTimeout time.Duration
@@ -82,6 +87,9 @@ type Manager struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
 	closed    bool
+	// builds is read-held by each running template build; the step cache
+	// is pruned only when it can be write-locked (no build reads it).
+	builds sync.RWMutex
 }
 
 var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
@@ -104,6 +112,9 @@ func NewManager(ctx context.Context, d Deps) (*Manager, error) {
 	}
 	if d.CleanupTimeout == 0 {
 		d.CleanupTimeout = 30 * time.Second
+	}
+	if d.BuildCacheBytes == 0 {
+		d.BuildCacheBytes = DefaultBuildCacheBytes
 	}
 	m := &Manager{d: d, log: d.Log, sandboxes: map[string]*sandbox{}}
 	if err := os.MkdirAll(m.sandboxesDir(), 0o700); err != nil {
@@ -336,7 +347,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 		return err
 	}
 	m.crash("create:vm-started")
-	user := m.d.Images.DefaultUser(ctx, spec.TemplateID)
+	user := m.defaultUser(ctx, spec.TemplateID)
 	if err := m.connectEnvd(ctx, sb, slot, user, initSecret, t0); err != nil {
 		return err
 	}
@@ -419,16 +430,12 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 		return err
 	}
 	sb.log.Info("envd ready", "boot_ms", time.Since(t0).Milliseconds(), "addr", envdAddr)
-	home := "/root"
-	if user != "root" {
-		home = "/home/" + user
-	}
 	if err := e.Init(ctx, EnvdInit{
 		CurrentToken: currentToken,
 		AccessToken:  sb.spec.AccessToken,
 		EnvVars:      sb.spec.Env,
 		DefaultUser:  user,
-		DefaultDir:   home,
+		DefaultDir:   m.defaultDir(sb.spec.TemplateID, user),
 		Now:          time.Now(),
 	}); err != nil {
 		closeEnvd(e)
@@ -445,6 +452,31 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 	sb.startedAt = time.Now().UTC()
 	sb.mu.Unlock()
 	return nil
+}
+
+// defaultUser is the user a sandbox's processes run as when they name
+// none: a built template's last USER (E2B's setUser persists into its
+// sandboxes), else the image's `user` account, else root.
+func (m *Manager) defaultUser(ctx context.Context, templateID string) string {
+	if bm, err := readBuildMeta(filepath.Dir(m.d.Images.RootfsPath(templateID))); err == nil && bm.Config.User != "" {
+		u, _, _ := strings.Cut(bm.Config.User, ":") // USER name:group
+		return u
+	}
+	return m.d.Images.DefaultUser(ctx, templateID)
+}
+
+// defaultDir is where a sandbox's processes start when they name no
+// directory: a built template's last WORKDIR; without one, "" for a
+// built template (envd then takes the user's home from /etc/passwd, or
+// /), else /home/USER (/root).
+func (m *Manager) defaultDir(templateID, user string) string {
+	if bm, err := readBuildMeta(filepath.Dir(m.d.Images.RootfsPath(templateID))); err == nil {
+		return bm.Config.Workdir
+	}
+	if user == "root" {
+		return "/root"
+	}
+	return "/home/" + user
 }
 
 // closeEnvd releases an envd client's connections when it owns any.
@@ -719,7 +751,7 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox, accessToken str
 	sb.spec.Egress = pol
 	user := frozen.User
 	if user == "" {
-		user = m.d.Images.DefaultUser(ctx, sb.spec.TemplateID)
+		user = m.defaultUser(ctx, sb.spec.TemplateID)
 	}
 	// The token the guest gets by /init: a restarted agent that finds this
 	// resume unfinished completes the /init with it.

@@ -371,11 +371,7 @@ func (m *Manager) readopt(ctx context.Context, sb *sandbox, machine vmm.Machine,
 	if resumed {
 		// Which token the guest holds depends on whether /init got through.
 		frozen, _ := readFrozen(snapshotDir(sb.runDir))
-		home := "/root"
-		if cur.User != "root" {
-			home = "/home/" + cur.User
-		}
-		init := EnvdInit{AccessToken: cur.Token, DefaultUser: cur.User, DefaultDir: home, Now: time.Now()}
+		init := EnvdInit{AccessToken: cur.Token, DefaultUser: cur.User, DefaultDir: m.defaultDir(sb.spec.TemplateID, cur.User), Now: time.Now()}
 		var errs []error
 		for _, tok := range []string{frozen.Token, cur.Token} {
 			init.CurrentToken = tok

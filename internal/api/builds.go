@@ -9,6 +9,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
+	"github.com/hearth-sandbox/hearth/internal/templatebuild"
 )
 
 func buildView(t store.Template, b store.Build) apiwire.Build {
@@ -19,6 +20,10 @@ func buildView(t store.Template, b store.Build) apiwire.Build {
 	if !b.FinishedAt.IsZero() {
 		f := b.FinishedAt
 		out.FinishedAt = &f
+	}
+	if !b.ReclaimedAt.IsZero() {
+		r := b.ReclaimedAt
+		out.ReclaimedAt = &r
 	}
 	return out
 }
@@ -43,13 +48,20 @@ func (s *server) createBuild(w http.ResponseWriter, r *http.Request) error {
 	t, b, err := s.svc.BuildDockerfile(r.Context(), principalFrom(r.Context()), service.DockerfileBuildInput{
 		NewBuildInput: service.NewBuildInput{Name: r.PathValue("name"), Tags: in.Tags, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, DiskSizeMB: in.DiskSizeMB, Platform: in.Platform},
 		Dockerfile:    in.Dockerfile, ContextHash: in.ContextHash, BuildArgs: in.BuildArgs, SkipCache: in.SkipCache,
-		ReadyCmd: in.ReadyCmd, ReadyTimeoutS: in.ReadyTimeoutS,
+		ReadyCmd: in.ReadyCmd, ReadyTimeoutS: in.ReadyTimeoutS, Auth: registryAuth(in.Registry),
 	})
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, buildView(t, b))
 	return nil
+}
+
+func registryAuth(r *apiwire.RegistryAuth) templatebuild.RegistryAuth {
+	if r == nil {
+		return templatebuild.RegistryAuth{}
+	}
+	return templatebuild.RegistryAuth{Username: r.Username, Password: r.Password}
 }
 
 func (s *server) listBuilds(w http.ResponseWriter, r *http.Request) error {

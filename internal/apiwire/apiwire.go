@@ -288,6 +288,9 @@ type Build struct {
 	MemoryMB   int        `json:"memory_mb"`
 	CreatedAt  time.Time  `json:"created_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// ReclaimedAt: a superseded version whose files were removed (its log
+	// stays).
+	ReclaimedAt *time.Time `json:"reclaimed_at,omitempty"`
 }
 
 // Finished reports whether the build has ended (ready, error, cancelled).
@@ -317,4 +320,13 @@ type BuildRequest struct {
 	ReadyCmd      string   `json:"ready_cmd,omitempty"`
 	ReadyTimeoutS int      `json:"ready_timeout_s,omitempty"`
 	Tags          []string `json:"tags,omitempty"`
+	// Registry are the credentials of the FROM image's registry: used for
+	// the pull, never stored or logged.
+	Registry *RegistryAuth `json:"registry,omitempty"`
+}
+
+// RegistryAuth is a username and password (or token) for a registry.
+type RegistryAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }

@@ -276,6 +276,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(loopsDone)
 		var loops sync.WaitGroup
 		loops.Go(func() { cp.Service.NewReaper(cp.cfg.ReapEvery).Run(loopCtx) })
+		loops.Go(func() { cp.Service.RunReclaimer(loopCtx, service.ReclaimEvery) })
 		if cp.Fleet != nil {
 			loops.Go(func() { cp.Fleet.Run(loopCtx) })
 		}

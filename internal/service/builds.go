@@ -34,6 +34,7 @@ type BuildStore interface {
 	SetTemplateTags(ctx context.Context, templateID, buildID string, tags []string) error
 	DeleteTemplateTags(ctx context.Context, templateID string, tags []string) error
 	ListTemplateTags(ctx context.Context, templateID string) ([]store.TemplateTag, error)
+	MarkBuildReclaimed(ctx context.Context, id string) error
 }
 
 // MaxBuildFilesBytes bounds one uploaded build context or COPY archive.
@@ -200,8 +201,9 @@ func (s *Service) HasBuildFiles(hash string) bool {
 	if !validFilesHash(hash) || s.buildFilesDir == "" {
 		return false
 	}
-	_, err := os.Stat(filepath.Join(s.buildFilesDir, hash))
-	return err == nil
+	// Touched: a build asked for soon after uses them (BuildFilesTTL).
+	now := s.now()
+	return os.Chtimes(filepath.Join(s.buildFilesDir, hash), now, now) == nil
 }
 
 var filesHashRE = regexp.MustCompile(`^[A-Za-z0-9]{8,128}$`)
@@ -240,6 +242,11 @@ func (s *Service) PutBuildFiles(ctx context.Context, p Principal, hash string, r
 	if hash == "" {
 		hash = hex.EncodeToString(h.Sum(nil))
 	}
+	// Its age (BuildFilesTTL) runs on the service's clock.
+	now := s.now()
+	if err := os.Chtimes(tmp.Name(), now, now); err != nil {
+		return "", err
+	}
 	if err := os.Rename(tmp.Name(), filepath.Join(s.buildFilesDir, hash)); err != nil {
 		return "", err
 	}
@@ -256,7 +263,7 @@ type StartBuildInput struct {
 
 // StartBuild validates a waiting build's plan and runs it in the
 // background; follow it with GetBuild and BuildLogs.
-func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, buildID string, in StartBuildInput) (store.Build, error) {
+func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, buildID string, in StartBuildInput) (_ store.Build, err error) {
 	tpl, b, err := s.buildOf(ctx, p, templateID, buildID, true)
 	if err != nil {
 		return store.Build{}, err
@@ -264,6 +271,11 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 	if b.Status != store.BuildStatusWaiting {
 		return store.Build{}, Conflict("build %s is %s; it can be started once", b.ID, b.Status)
 	}
+	defer func() {
+		if err != nil {
+			s.dropUnstarted(ctx, tpl, b, err)
+		}
+	}()
 	var spec BuildSpec
 	_ = json.Unmarshal([]byte(b.Spec), &spec)
 	spec.Plan, spec.SkipCache, spec.ReadyTimeoutS = in.Plan, in.SkipCache, in.ReadyTimeoutS
@@ -294,6 +306,8 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 		fromTpl = base
 	} else if in.Plan.FromTemplate != "" {
 		return store.Build{}, InvalidArgument("fromTemplate", "no template %q", in.Plan.FromTemplate)
+	} else if err := checkRegistryAccess(ctx, in.Plan.FromImage, in.Auth); err != nil {
+		return store.Build{}, err
 	}
 	for i, st := range req.Plan.Steps {
 		if st.Type != templatebuild.StepCopy {
@@ -329,6 +343,39 @@ func (s *Service) StartBuild(ctx context.Context, p Principal, templateID, build
 		s.runBuild(bctx, tpl, b, spec, req, place, fromTpl)
 	}()
 	return b, nil
+}
+
+// registryCheckTimeout bounds the look at a private image's manifest
+// before a build starts.
+const registryCheckTimeout = 10 * time.Second
+
+// checkRegistryAccess refuses a build whose image the registry will not
+// serve with the credentials given (wrong, or none for a private image):
+// a 400 naming the registry now, not a failed build later. A registry
+// this process cannot reach is left to the build's host.
+func checkRegistryAccess(ctx context.Context, ref string, auth templatebuild.RegistryAuth) error {
+	ctx, cancel := context.WithTimeout(ctx, registryCheckTimeout)
+	defer cancel()
+	var ae *templatebuild.AccessError
+	if err := templatebuild.CheckAccess(ctx, ref, auth); errors.As(err, &ae) {
+		return InvalidArgument("fromImageRegistry", "%s", ae.Error())
+	}
+	return nil
+}
+
+// dropUnstarted ends a reserved build refused at its start (bad input):
+// it fails with the reason, so a corrected build of the template can be
+// asked for at once.
+func (s *Service) dropUnstarted(ctx context.Context, tpl store.Template, b store.Build, reason error) {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.store.UpdateBuildStatus(ctx, b.ID, []string{store.BuildStatusWaiting}, store.BuildStatusError, "", reason.Error()); err != nil {
+		s.log.WarnContext(ctx, "drop unstarted build", "build_id", b.ID, "err", err)
+	}
+	if tpl.BuildStatus != store.BuildStatusReady {
+		if err := s.store.SetTemplateBuildStatus(ctx, tpl.ID, store.BuildStatusError); err != nil {
+			s.log.WarnContext(ctx, "record template build failure", "template_id", tpl.ID, "err", err)
+		}
+	}
 }
 
 func (s *Service) dropBuild(id string) {
@@ -413,6 +460,9 @@ func (s *Service) runBuild(ctx context.Context, tpl store.Template, b store.Buil
 		}
 	}
 	logLine("info", "build ready")
+	// The version this one replaces goes from its hosts (unless tagged or
+	// in use: then a later reclaim pass retries).
+	s.reclaimSuperseded(context.WithoutCancel(ctx), tpl.TeamID, tpl.ID)
 	s.log.InfoContext(ctx, "build ready", "build_id", b.ID, "template", tpl.Name, "host", hostID, "snapshot", res.Snapshot)
 }
 
@@ -637,6 +687,8 @@ type DockerfileBuildInput struct {
 	SkipCache     bool
 	ReadyCmd      string
 	ReadyTimeoutS int
+	// Auth are the credentials of FROM's registry (never stored).
+	Auth templatebuild.RegistryAuth
 }
 
 // BuildDockerfile parses a Dockerfile (a syntax error is InvalidArgument
@@ -663,12 +715,9 @@ func (s *Service) BuildDockerfile(ctx context.Context, p Principal, in Dockerfil
 	if err != nil {
 		return store.Template{}, store.Build{}, err
 	}
-	started, err := s.StartBuild(ctx, p, tpl.ID, b.ID, StartBuildInput{Plan: plan, SkipCache: in.SkipCache, ReadyTimeoutS: in.ReadyTimeoutS})
+	// A refused start ends the reservation (StartBuild drops it).
+	started, err := s.StartBuild(ctx, p, tpl.ID, b.ID, StartBuildInput{Plan: plan, SkipCache: in.SkipCache, ReadyTimeoutS: in.ReadyTimeoutS, Auth: in.Auth})
 	if err != nil {
-		// The reservation goes: the build never ran.
-		if _, cerr := s.store.UpdateBuildStatus(context.WithoutCancel(ctx), b.ID, []string{store.BuildStatusWaiting}, store.BuildStatusError, "", err.Error()); cerr != nil {
-			s.log.WarnContext(ctx, "drop unstarted build", "err", cerr)
-		}
 		return store.Template{}, store.Build{}, err
 	}
 	return tpl, started, nil

@@ -22,10 +22,15 @@ func (s *Service) NewReaper(every time.Duration) *Reaper {
 
 // Run reaps until ctx is done.
 func (r *Reaper) Run(ctx context.Context) {
-	t := time.NewTicker(r.every)
+	runEvery(ctx, r.every, func() { r.ReapOnce(ctx) })
+}
+
+// runEvery calls fn now and then every interval until ctx is done.
+func runEvery(ctx context.Context, every time.Duration, fn func()) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		r.ReapOnce(ctx)
+		fn()
 		select {
 		case <-ctx.Done():
 			return

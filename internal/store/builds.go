@@ -9,16 +9,17 @@ import (
 
 // Template builds, their logs and tags.
 
-const buildCols = `id, template_id, team_id, status, spec, error, host, kind, vcpus, memory_mb, disk_size_mb, created_at, finished_at`
+const buildCols = `id, template_id, team_id, status, spec, error, host, kind, vcpus, memory_mb, disk_size_mb, created_at, finished_at, reclaimed_at`
 
 func scanBuild(r interface{ Scan(...any) error }) (Build, error) {
 	var (
 		b        Build
 		kind     string
 		at, done timeCol
+		gone     timeCol
 	)
-	err := r.Scan(&b.ID, &b.TemplateID, &b.TeamID, &b.Status, &b.Spec, &b.Error, &b.Host, &kind, &b.VCPUs, &b.MemoryMB, &b.DiskSizeMB, &at, &done)
-	b.Kind, b.CreatedAt, b.FinishedAt = sandbox.TemplateKind(kind), at.t, done.t
+	err := r.Scan(&b.ID, &b.TemplateID, &b.TeamID, &b.Status, &b.Spec, &b.Error, &b.Host, &kind, &b.VCPUs, &b.MemoryMB, &b.DiskSizeMB, &at, &done, &gone)
+	b.Kind, b.CreatedAt, b.FinishedAt, b.ReclaimedAt = sandbox.TemplateKind(kind), at.t, done.t, gone.t
 	return b, err
 }
 
@@ -35,13 +36,30 @@ func (db *DB) CreateBuild(ctx context.Context, b Build) (Build, error) {
 		b.Status = BuildStatusWaiting
 	}
 	b.CreatedAt = normTime(b.CreatedAt)
-	_, err := db.sql.ExecContext(ctx, db.q(`INSERT INTO template_builds (`+buildCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err := db.sql.ExecContext(ctx, db.q(`INSERT INTO template_builds (`+buildCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		b.ID, b.TemplateID, b.TeamID, b.Status, b.Spec, b.Error, b.Host, string(b.Kind), b.VCPUs, b.MemoryMB, b.DiskSizeMB,
-		db.ts(b.CreatedAt), db.tsOrNull(b.FinishedAt))
+		db.ts(b.CreatedAt), db.tsOrNull(b.FinishedAt), db.tsOrNull(b.ReclaimedAt))
 	if err != nil {
 		return Build{}, wrap("create build", err)
 	}
 	return b, nil
+}
+
+// MarkBuildReclaimed records that a build's files were removed from every
+// host, and forgets the hosts that held copies of them.
+func (db *DB) MarkBuildReclaimed(ctx context.Context, id string) error {
+	tx, err := db.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap("mark build reclaimed", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, db.q(`UPDATE template_builds SET reclaimed_at = ? WHERE id = ?`), db.ts(now()), id); err != nil {
+		return wrap("mark build reclaimed", err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM template_copies WHERE host_template_id = ?`), id); err != nil {
+		return wrap("mark build reclaimed", err)
+	}
+	return wrap("mark build reclaimed", tx.Commit())
 }
 
 // GetBuild returns a build by ID (no team scoping: callers check TeamID).

@@ -119,6 +119,8 @@ type Build struct {
 	DiskSizeMB int
 	CreatedAt  time.Time
 	FinishedAt time.Time
+	// ReclaimedAt: a superseded build whose files were removed (zero: not).
+	ReclaimedAt time.Time
 }
 
 // BuildLog is one line of a build's log; Seq orders them from 1.

@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-sandbox/hearth/internal/image"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
@@ -218,6 +221,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 		}
 		out := b.cachePath(key)
 		if !force && exists(out) {
+			touch(out)
 			r.log(n, "info", "CACHED %s", s)
 			res.Cached = append(res.Cached, true)
 			disk = out
@@ -261,6 +265,7 @@ func (r *run) source(ctx context.Context) (key, disk, start string, err error) {
 		r.log(0, "info", "FROM template %s", p.FromTemplate)
 		out := r.b.cachePath(key)
 		if exists(out) && !r.req.SkipCache {
+			touch(out)
 			return key, out, "", nil
 		}
 		err = stage(out, func(tmp string) error {
@@ -285,6 +290,7 @@ func (r *run) source(ctx context.Context) (key, disk, start string, err error) {
 		r.log(0, "info", "image %s is %s", p.FromImage, img.digest)
 		out := r.b.cachePath(key)
 		if exists(out) && !r.req.SkipCache {
+			touch(out)
 			r.log(0, "info", "CACHED image %s", img.digest)
 			return key, out, img.start, nil
 		}
@@ -479,6 +485,54 @@ func hashParts(parts ...string) string {
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// touch marks a cache entry used now: PruneCache removes the least
+// recently used first.
+func touch(p string) {
+	now := time.Now()
+	_ = os.Chtimes(p, now, now)
+}
+
+// PruneCache removes the least recently used entries of the step cache in
+// dir (Options.Dir) until the disk space they take is at most maxBytes,
+// and returns how many it removed and the bytes freed. Call it when no
+// build runs: a running build reads its parent entry.
+func PruneCache(dir string, maxBytes int64) (removed int, freed int64, err error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "cache", "*.ext4"))
+	if err != nil {
+		return 0, 0, err
+	}
+	type entry struct {
+		path  string
+		used  time.Time
+		bytes int64
+	}
+	var entries []entry
+	var total int64
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			continue
+		}
+		// Allocated blocks: the entries are sparse disk images.
+		e := entry{p, time.Unix(st.Mtim.Unix()), st.Blocks * 512}
+		entries = append(entries, e)
+		total += e.bytes
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return a.used.Compare(b.used) })
+	for _, e := range entries {
+		if total <= maxBytes {
+			break
+		}
+		if err := os.Remove(e.path); err != nil {
+			return removed, freed, err
+		}
+		removed++
+		freed += e.bytes
+		total -= e.bytes
+	}
+	return removed, freed, nil
 }
 
 func exists(p string) bool {

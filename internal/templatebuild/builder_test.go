@@ -1,6 +1,7 @@
 package templatebuild
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -263,5 +264,43 @@ func TestBuildBadInput(t *testing.T) {
 				t.Errorf("leftovers: %v %v", left, work)
 			}
 		})
+	}
+}
+
+// TestPruneCache: the least recently used entries go until the cache fits
+// its cap; partial entries (.tmp-) and other files are left alone.
+func TestPruneCache(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Hour)
+	entry := func(name string, mib int, age time.Duration) string {
+		t.Helper()
+		p := filepath.Join(dir, "cache", name)
+		if err := os.WriteFile(p, bytes.Repeat([]byte{1}, mib<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, base.Add(-age), base.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	oldest := entry("a.ext4", 2, 3*time.Minute)
+	older := entry("b.ext4", 2, 2*time.Minute)
+	recent := entry("c.ext4", 2, time.Minute)
+	partial := entry("d.ext4.tmp-1", 2, time.Hour)
+	touch(oldest) // used just now: the most recent
+	n, freed, err := PruneCache(dir, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || freed < 2<<20 {
+		t.Errorf("removed %d entries, %d bytes; want 1, 2 MiB", n, freed)
+	}
+	for p, want := range map[string]bool{oldest: true, older: false, recent: true, partial: true} {
+		if got := exists(p); got != want {
+			t.Errorf("%s present %v, want %v", filepath.Base(p), got, want)
+		}
 	}
 }

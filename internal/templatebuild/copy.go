@@ -148,7 +148,7 @@ func copyStep(dst *os.Root, s Step, cfg Config) error {
 			if err != nil {
 				return err
 			}
-			rel := strings.TrimPrefix(strings.TrimPrefix(p, m), "/")
+			rel := relTo(m, p)
 			out := target
 			if rel != "" {
 				out = path.Join(target, rel)
@@ -166,6 +166,19 @@ func copyStep(dst *os.Root, s Step, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// relTo is p (an fs.WalkDir path under root) relative to root: "" for
+// root itself. Not a prefix trim: root "." would eat the dot of
+// ".dockerignore".
+func relTo(root, p string) string {
+	switch {
+	case p == root:
+		return ""
+	case root == ".":
+		return p
+	}
+	return strings.TrimPrefix(p, root+"/")
 }
 
 func copyEntry(src, dst *os.Root, from, to string, uid, gid int) error {

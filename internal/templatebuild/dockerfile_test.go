@@ -83,3 +83,19 @@ func TestParseDockerfileErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestRelTo(t *testing.T) {
+	tests := []struct{ root, p, want string }{
+		{".", ".", ""},
+		{".", ".dockerignore", ".dockerignore"},
+		{".", "a/.env", "a/.env"},
+		{"conf", "conf", ""},
+		{"conf", "conf/.hidden", ".hidden"},
+		{"conf", "conf/sub/x", "sub/x"},
+	}
+	for _, tc := range tests {
+		if got := relTo(tc.root, tc.p); got != tc.want {
+			t.Errorf("relTo(%q, %q) = %q, want %q", tc.root, tc.p, got, tc.want)
+		}
+	}
+}

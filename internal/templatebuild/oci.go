@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // RegistryAuth are credentials for a private registry (empty: anonymous,
@@ -52,18 +54,9 @@ func resolveImage(ctx context.Context, ref string, auth RegistryAuth) (*ociImage
 	if err != nil {
 		return nil, &ImageError{Ref: ref, Err: err}
 	}
-	opts := []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
-	}
-	if auth.Username != "" || auth.Password != "" {
-		opts = append(opts, remote.WithAuth(&authn.Basic{Username: auth.Username, Password: auth.Password}))
-	} else {
-		opts = append(opts, remote.WithAuthFromKeychain(authn.DefaultKeychain))
-	}
-	img, err := remote.Image(r, opts...)
+	img, err := remote.Image(r, remoteOptions(ctx, auth)...)
 	if err != nil {
-		return nil, &ImageError{Ref: ref, Err: err}
+		return nil, &ImageError{Ref: ref, Err: accessError(r, ref, auth, err)}
 	}
 	dg, err := img.Digest()
 	if err != nil {
@@ -86,6 +79,61 @@ func resolveImage(ctx context.Context, ref string, auth RegistryAuth) (*ociImage
 	}
 	o.start = strings.Join(words, " ")
 	return o, nil
+}
+
+func remoteOptions(ctx context.Context, auth RegistryAuth) []remote.Option {
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
+	}
+	if auth.Username != "" || auth.Password != "" {
+		return append(opts, remote.WithAuth(&authn.Basic{Username: auth.Username, Password: auth.Password}))
+	}
+	return append(opts, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+}
+
+// AccessError is a registry refusing a pull: wrong or missing credentials.
+type AccessError struct {
+	Registry string
+	Ref      string
+	Status   int  // the registry's HTTP status (401, 403)
+	WithAuth bool // credentials were given
+}
+
+func (e *AccessError) Error() string {
+	if e.WithAuth {
+		return fmt.Sprintf("registry %s refused the credentials given for %s (HTTP %d): check the username and password", e.Registry, e.Ref, e.Status)
+	}
+	return fmt.Sprintf("registry %s refused %s without credentials (HTTP %d): the image is private; give a username and password", e.Registry, e.Ref, e.Status)
+}
+
+// CheckAccess asks the registry for ref's manifest (a HEAD) with auth, so
+// a build with wrong credentials is refused when it is asked for rather
+// than on its host. It returns an *AccessError when the registry refuses
+// (401, 403) and nil otherwise: a registry this process cannot reach or
+// an unknown tag is for the build host to report, which may see another
+// network.
+func CheckAccess(ctx context.Context, ref string, auth RegistryAuth) error {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil
+	}
+	_, err = remote.Head(r, remoteOptions(ctx, auth)...)
+	var ae *AccessError
+	if errors.As(accessError(r, ref, auth, err), &ae) {
+		return ae
+	}
+	return nil
+}
+
+// accessError turns a registry's 401/403 into an *AccessError; other
+// errors are returned as they are.
+func accessError(r name.Reference, ref string, auth RegistryAuth, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		return &AccessError{Registry: r.Context().RegistryStr(), Ref: ref, Status: te.StatusCode, WithAuth: auth.Username != "" || auth.Password != ""}
+	}
+	return err
 }
 
 // unpack applies the image's layers in order into the directory tree,
@@ -180,6 +228,14 @@ func applyLayer(root *os.Root, r io.Reader, logf func(string, ...any)) error {
 		}
 		written[p] = true
 		mode := h.FileInfo().Mode()
+		if dir != "." {
+			// Archives may leave parent directories out (a build context
+			// whose .dockerignore excludes the directory but brings one of
+			// its files back).
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+		}
 		if h.Typeflag != tar.TypeDir {
 			if fi, err := root.Lstat(p); err == nil && (fi.IsDir() || h.Typeflag != tar.TypeLink) {
 				if err := root.RemoveAll(p); err != nil {

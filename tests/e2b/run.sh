@@ -49,6 +49,10 @@ if [[ ! -d $images_dir/images || ! -f $images_dir/images/code-interpreter/manife
 	"$hearth" image build --data-dir "$images_dir"
 fi
 
+log "building tests/e2b/ociregistry (template.test.mjs's private registry)"
+root_tmp_bin=$(mktemp -d "${TMPDIR:-/tmp}/hearth-e2b-bin.XXXXXX")
+go build -o "$root_tmp_bin/ociregistry" ./tests/e2b/ociregistry
+
 log "installing the SDK from the lockfile"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -92,6 +96,7 @@ cleanup() {
 		fi
 		rm -rf "$root_tmp" 2>/dev/null || log "could not remove all of $root_tmp"
 	fi
+	rm -rf "$root_tmp_bin"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -141,6 +146,7 @@ if [[ " $suites " == *" conformance "* ]]; then
 	# code-interpreter suite waits for it).
 	log "conformance suite with e2b $(sdk_version e2b) and @e2b/code-interpreter $(sdk_version @e2b/code-interpreter) over $url"
 	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$api_key \
+		HEARTH_TEST_REGISTRY_BIN=$root_tmp_bin/ociregistry HEARTH_IMAGES_DIR=$images_dir HEARTH_TEST_DATA_DIR=$data \
 		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs codeinterp.test.mjs)
 	stop_hearth
 fi

@@ -3,9 +3,11 @@
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { BuildError, Sandbox, Template, waitForPort } from 'e2b'
 
 const T = { timeout: 600_000 } // builds boot VMs under TCG
@@ -100,4 +102,68 @@ test('buildInBackground + getBuildStatus, tags, and a failing step', T, async ()
     assert.match(err.message, /boom/)
     return true
   })
+})
+
+// A private registry (HTTP basic auth) started here by tests/e2b/ociregistry
+// (run.sh builds it; HEARTH_TEST_REGISTRY_BIN), holding the tiny image's
+// root file system. It stops when its stdin closes.
+async function privateRegistry() {
+  const bin = process.env.HEARTH_TEST_REGISTRY_BIN
+  const images = process.env.HEARTH_IMAGES_DIR
+  assert.ok(bin && images, 'run by tests/e2b/run.sh (HEARTH_TEST_REGISTRY_BIN, HEARTH_IMAGES_DIR)')
+  const proc = spawn(bin, [images], { stdio: ['pipe', 'pipe', 'inherit'] })
+  after(() => proc.stdin.end())
+  const lines = createInterface({ input: proc.stdout })
+  const exited = new Promise((_, reject) => proc.on('exit', (code) => reject(new Error(`ociregistry exited with ${code}`))))
+  const first = new Promise((resolve) => lines.once('line', resolve))
+  return JSON.parse(await Promise.race([first, exited]))
+}
+
+// Files under dir (symlinks not followed) up to 64 MiB: what the server
+// stored and logged, not guest disks.
+function* smallFiles(dir) {
+  const gone = (f) => { try { return f() } catch (err) { if (err.code === 'ENOENT') return null; throw err } }
+  for (const e of gone(() => readdirSync(dir, { withFileTypes: true })) ?? []) {
+    const p = join(dir, e.name)
+    if (e.isDirectory()) yield* smallFiles(p)
+    else if (e.isFile() && (gone(() => lstatSync(p))?.size ?? Infinity) <= 64 * 2 ** 20) yield p
+  }
+}
+
+test('fromImage from a private registry: credentials, refused ones, setUser/setWorkdir, nothing leaked', T, async () => {
+  const reg = await privateRegistry()
+  const name = `private-${RUN}`
+  const tpl = (password) =>
+    Template()
+      .fromImage(reg.image, { username: reg.username, password })
+      .setWorkdir('/srv')
+      .runCmd('echo private > /srv/p.txt')
+      .setUser('user')
+
+  // Refused credentials: the build request fails at once, naming the registry.
+  await assert.rejects(Template.build(tpl('wrong'), name, { cpuCount: 1, memoryMB: 256 }), (err) => {
+    assert.ok(err.message.includes(`registry ${reg.registry} refused the credentials`), String(err))
+    return true
+  })
+
+  await Template.build(tpl(reg.password), name, { cpuCount: 1, memoryMB: 256 })
+  const sbx = await Sandbox.create(name, { timeoutMs: 120_000 })
+  created.add(sbx.sandboxId)
+  // The template's last setUser and setWorkdir are its sandboxes' defaults.
+  const r = await sbx.commands.run('whoami; pwd; cat p.txt')
+  assert.equal(r.stdout, 'user\n/srv\nprivate\n')
+  await sbx.kill()
+  created.delete(sbx.sandboxId)
+
+  // The password is in nothing the server stored or logged.
+  const data = process.env.HEARTH_TEST_DATA_DIR
+  assert.ok(data, 'run by tests/e2b/run.sh (HEARTH_TEST_DATA_DIR)')
+  let stored = false
+  for (const f of smallFiles(data)) {
+    let b
+    try { b = readFileSync(f) } catch { continue } // gone meanwhile
+    assert.ok(!b.includes(reg.password), `${f} holds the registry password`)
+    stored ||= b.includes(name)
+  }
+  assert.ok(stored, `no file under ${data} records the template: the check read nothing that matters`)
 })

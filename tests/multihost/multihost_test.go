@@ -612,11 +612,37 @@ func TestTemplateCopy(t *testing.T) {
 	if err := c.client.DeleteSandbox(ctx, sb3.ID); err != nil {
 		t.Fatal(err)
 	}
+
+	// A new version supersedes it: the old one leaves its host and the
+	// copy's (a draining host still deletes), and its copy is forgotten.
+	b1, err := c.client.CreateBuild(ctx, "built", apiwire.BuildRequest{Dockerfile: "FROM tiny\nRUN echo built again > /built\n", VCPUs: 1, MemoryMB: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var build2 apiwire.Build
+	waitFor(t, "the second build", 5*time.Minute, func() bool {
+		build2, err = c.client.GetBuild(ctx, "built", b1.ID)
+		return err == nil && build2.Finished()
+	})
+	if build2.Status != "ready" {
+		t.Fatalf("second build: %+v", build2)
+	}
+	waitFor(t, "the superseded version's files to go", time.Minute, func() bool {
+		for i := range agents {
+			if _, err := os.Stat(artefact(i)); !errors.Is(err, os.ErrNotExist) {
+				return false
+			}
+		}
+		return true
+	})
+	if copies, err := c.db.TemplateCopyHosts(ctx, build.ID); err != nil || len(copies) != 0 {
+		t.Errorf("copies of the superseded version still recorded: %v (%v)", copies, err)
+	}
 	if err := c.client.DeleteTemplate(ctx, "built"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range agents {
-		if _, err := os.Stat(artefact(i)); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(agents[i].dataDir, "images", build2.ID)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("agent %d keeps the deleted built template (%v)", i, err)
 		}
 	}

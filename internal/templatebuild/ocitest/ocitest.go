@@ -7,14 +7,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
-	"io/fs"
 	"log"
+	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/hearth-sandbox/hearth/internal/buildcontext"
 )
 
 // Registry starts a plain-HTTP registry on a loopback port for the test's
@@ -31,6 +32,32 @@ func Registry(t testing.TB) string {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// PrivateRegistry is Registry behind HTTP basic auth: every request
+// without the username and password gets a 401 with a Basic challenge,
+// as a private registry answers.
+func PrivateRegistry(t testing.TB, username, password string) string {
+	t.Helper()
+	srv := httptest.NewServer(PrivateHandler(username, password))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// PrivateHandler is an in-memory registry behind HTTP basic auth.
+func PrivateHandler(username, password string) http.Handler {
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != username || p != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="ocitest"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	})
 }
 
 // Entry is one tar entry of a layer.
@@ -84,83 +111,60 @@ func Layer(t testing.TB, entries ...Entry) v1.Layer {
 func DirLayer(t testing.TB, dir string) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = rel
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
+	if err := buildcontext.WriteTar(dir, &buf, nil); err != nil {
 		t.Fatal(err)
 	}
 	return bytesLayer(t, buf.Bytes())
 }
 
 func bytesLayer(t testing.TB, b []byte) v1.Layer {
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	l, err := BytesLayer(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
+// BytesLayer is a layer of the tar stream b.
+func BytesLayer(b []byte) (v1.Layer, error) {
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+}
+
 // Push writes an image of layers with config cfg to ref (host:port/repo:tag).
 func Push(t testing.TB, ref string, cfg v1.Config, layers ...v1.Layer) {
 	t.Helper()
+	if err := Write(ref, authn.Anonymous, cfg, layers...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// PushPrivate is Push to a PrivateRegistry.
+func PushPrivate(t testing.TB, ref, username, password string, cfg v1.Config, layers ...v1.Layer) {
+	t.Helper()
+	if err := Write(ref, &authn.Basic{Username: username, Password: password}, cfg, layers...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Write pushes a linux/amd64 image of layers with config cfg to ref.
+func Write(ref string, auth authn.Authenticator, cfg v1.Config, layers ...v1.Layer) error {
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cf = cf.DeepCopy()
 	cf.Config = cfg
 	cf.OS, cf.Architecture = "linux", "amd64"
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := remote.Write(r, img); err != nil {
-		t.Fatal(err)
-	}
+	return remote.Write(r, img, remote.WithAuth(auth))
 }
