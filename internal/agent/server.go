@@ -44,6 +44,7 @@ func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.C
 		AccessToken:  r.AccessToken,
 		TimeoutS:     int(r.TimeoutS),
 		Egress:       pol,
+		Volumes:      volumesFromPB(r.Volumes),
 	})
 	if err != nil {
 		return nil, connectErr(err)

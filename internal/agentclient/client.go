@@ -69,6 +69,7 @@ func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxReq
 		AllowInternet: req.Egress.AllowInternet,
 		AllowOut:      req.Egress.AllowOut,
 		DenyOut:       req.Egress.DenyOut,
+		Volumes:       volumesToPB(req.Volumes),
 	}))
 	if err != nil {
 		return service.SandboxRuntime{}, serviceErr("create sandbox", err)
@@ -174,6 +175,12 @@ func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.E
 func (c *Client) ReadFile(ctx context.Context, sandboxID, path string) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	st, err := c.rpc.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: sandboxID, Path: path}))
+	return readStream(st, err, cancel)
+}
+
+// readStream turns a file stream into a reader, returning the errors that
+// come before the first byte.
+func readStream(st *connect.ServerStreamForClient[pb.ReadFileResponse], err error, cancel context.CancelFunc) (io.ReadCloser, error) {
 	if err != nil {
 		cancel()
 		return nil, serviceErr("read file", err)

@@ -64,7 +64,7 @@ type listedSandboxJSON struct {
 	Metadata     map[string]string `json:"metadata"`
 	State        string            `json:"state"`
 	EnvdVersion  string            `json:"envdVersion"`
-	VolumeMounts []struct{}        `json:"volumeMounts"`
+	VolumeMounts []volumeMountJSON `json:"volumeMounts"`
 }
 
 type detailJSON struct {
@@ -160,7 +160,7 @@ func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedS
 		TemplateID: sb.TemplateID, Alias: aliases[sb.TemplateID], SandboxID: sb.ID, ClientID: s.clientID,
 		StartedAt: sb.CreatedAt.UTC(), EndAt: sb.EndAt.UTC(),
 		CPUCount: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
-		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: []struct{}{},
+		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: []volumeMountJSON{},
 	}
 }
 
@@ -229,8 +229,10 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		return errStatus(http.StatusBadRequest, "mcp: the MCP gateway is not supported by hearth")
 	case present(in.Iam):
 		return errStatus(http.StatusBadRequest, "iam: IAM tokens are not supported by hearth")
-	case len(in.VolumeMounts) > 0:
-		return errStatus(http.StatusBadRequest, "volumeMounts: volumes are not supported by hearth")
+	}
+	mounts, err := mountsInput(in.VolumeMounts)
+	if err != nil {
+		return err
 	}
 	autoResume, err := parseAutoResume(in.AutoResume)
 	if err != nil {
@@ -257,6 +259,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		AllowInternet: in.AllowInternetAccess,
 		AllowOut:      allowOut,
 		DenyOut:       denyOut,
+		Volumes:       mounts,
 	})
 	if err != nil {
 		return err
@@ -274,13 +277,19 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, p service.Principal
 	if err != nil {
 		return err
 	}
+	mounts, err := s.svc.SandboxVolumes(r.Context(), p, sb.ID)
+	if err != nil {
+		return err
+	}
 	allow := sb.AllowInternet
 	onTimeout := "kill"
 	if sb.AutoPause {
 		onTimeout = "pause"
 	}
+	listed := s.listedView(sb, s.templateAliases(r, p))
+	listed.VolumeMounts = mountsView(mounts)
 	writeJSON(w, http.StatusOK, detailJSON{
-		listedSandboxJSON:   s.listedView(sb, s.templateAliases(r, p)),
+		listedSandboxJSON:   listed,
 		EnvdAccessToken:     sb.AccessToken,
 		AllowInternetAccess: &allow,
 		Network:             networkView(sb),

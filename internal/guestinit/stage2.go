@@ -57,6 +57,11 @@ func stage2(l *logger) error {
 			l.printf("%v", err)
 		}
 	}
+	// A sandbox asked for its volumes: booting without one would look
+	// like an empty volume, so a failed mount is fatal (console says why).
+	if err := mountVolumes(cl.Volumes); err != nil {
+		return err
+	}
 	if err := unix.Sethostname([]byte(cl.Hostname)); err != nil {
 		l.printf("hostname: %v", err)
 	}

@@ -32,6 +32,9 @@ var GuestModules = []struct {
 	{"vsock", false},
 	{"vmw_vsock_virtio_transport_common", false},
 	{"vmw_vsock_virtio_transport", false},
+	// Volumes (virtio-fs; QEMU hosts).
+	{"fuse", false},
+	{"virtiofs", false},
 }
 
 type kmodule struct {
