@@ -234,6 +234,9 @@ func (s *Service) resolveMounts(ctx context.Context, p Principal, in []VolumeMou
 	return out, host, nil
 }
 
+// ErrHasVolumes is in the chain of the conflict refuseWithVolumes returns.
+var ErrHasVolumes = errors.New("the sandbox mounts volumes")
+
 // refuseWithVolumes answers 409 for operations that need a snapshot of a
 // sandbox that mounts volumes (see docs/volumes.md).
 func (s *Service) refuseWithVolumes(ctx context.Context, sb store.Sandbox, op string) error {
@@ -242,7 +245,8 @@ func (s *Service) refuseWithVolumes(ctx context.Context, sb store.Sandbox, op st
 		return fmt.Errorf("sandbox volumes: %w", err)
 	}
 	if len(mounts) > 0 {
-		return Conflict("sandbox %s mounts volumes and cannot be %s: a virtio-fs device's state cannot be saved (QEMU 7.2); destroy it instead, its volumes keep their files", sb.ID, op)
+		return &Error{Kind: KindConflict, Err: ErrHasVolumes, Message: fmt.Sprintf(
+			"sandbox %s mounts volumes and cannot be %s: a virtio-fs device's state cannot be saved (QEMU 7.2); destroy it instead, its volumes keep their files", sb.ID, op)}
 	}
 	return nil
 }
