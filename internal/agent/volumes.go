@@ -65,7 +65,7 @@ func (m *Manager) checkVolumes(spec Spec) error {
 	if !m.d.Driver.Capabilities().FileShares {
 		return fmt.Errorf("volumes: %w: the %s VMM has no shared file system device (virtio-fs); volumes need a QEMU host", ErrUnimplemented, m.d.Driver.Name())
 	}
-	if spec.TemplateKind != sbx.KindBase {
+	if spec.TemplateKind == sbx.KindSnapshot {
 		return &FieldError{Field: "volumes", Msg: "a snapshot template restores a machine that cannot gain devices: mount volumes in sandboxes of a base template"}
 	}
 	if m.d.Virtiofsd == "" {
