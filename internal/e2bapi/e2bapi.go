@@ -98,6 +98,7 @@ type Service interface {
 	ListVolumes(ctx context.Context, p service.Principal) ([]store.Volume, error)
 	DeleteVolume(ctx context.Context, p service.Principal, idOrName string) error
 	SandboxVolumes(ctx context.Context, p service.Principal, sandboxID string) ([]store.SandboxVolume, error)
+	TeamSandboxVolumes(ctx context.Context, p service.Principal) (map[string][]store.SandboxVolume, error)
 	// The content API, authenticated by the volume's token.
 	VolumeFile(ctx context.Context, token string, req service.VolumeFileRequest) ([]service.VolumeEntry, error)
 	ReadVolumeFile(ctx context.Context, volumeID, token, path string) (io.ReadCloser, error)

@@ -152,7 +152,7 @@ func (s *server) sandboxView(sb store.Sandbox, alias string) sandboxJSON {
 	}
 }
 
-func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedSandboxJSON {
+func (s *server) listedView(sb store.Sandbox, aliases map[string]string, mounts []store.SandboxVolume) listedSandboxJSON {
 	md := sb.Metadata
 	if md == nil {
 		md = map[string]string{}
@@ -161,7 +161,7 @@ func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedS
 		TemplateID: sb.TemplateID, Alias: aliases[sb.TemplateID], SandboxID: sb.ID, ClientID: s.clientID,
 		StartedAt: sb.CreatedAt.UTC(), EndAt: sb.EndAt.UTC(),
 		CPUCount: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
-		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: []volumeMountJSON{},
+		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: mountsView(mounts),
 	}
 }
 
@@ -287,8 +287,7 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, p service.Principal
 	if sb.AutoPause {
 		onTimeout = "pause"
 	}
-	listed := s.listedView(sb, s.templateAliases(r, p))
-	listed.VolumeMounts = mountsView(mounts)
+	listed := s.listedView(sb, s.templateAliases(r, p), mounts)
 	writeJSON(w, http.StatusOK, detailJSON{
 		listedSandboxJSON:   listed,
 		EnvdAccessToken:     sb.AccessToken,
@@ -336,9 +335,13 @@ func (s *server) listV1(w http.ResponseWriter, r *http.Request, p service.Princi
 		return err
 	}
 	aliases := s.templateAliases(r, p)
+	mounts, err := s.svc.TeamSandboxVolumes(r.Context(), p)
+	if err != nil {
+		return err
+	}
 	out := make([]listedSandboxJSON, len(sbs))
 	for i, sb := range sbs {
-		out[i] = s.listedView(sb, aliases)
+		out[i] = s.listedView(sb, aliases, mounts[sb.ID])
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -393,6 +396,10 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 		w.Header().Set("X-Next-Token", next)
 	}
 	aliases := s.templateAliases(r, p)
+	mounts, err := s.svc.TeamSandboxVolumes(r.Context(), p)
+	if err != nil {
+		return err
+	}
 	tpl := q.Get("template")
 	out := make([]listedSandboxJSON, 0, len(sbs))
 	for _, sb := range sbs {
@@ -402,7 +409,7 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 		if tpl != "" && tpl != sb.TemplateID && tpl != aliases[sb.TemplateID] {
 			continue
 		}
-		out = append(out, s.listedView(sb, aliases))
+		out = append(out, s.listedView(sb, aliases, mounts[sb.ID]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

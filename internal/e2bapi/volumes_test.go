@@ -96,8 +96,10 @@ func TestVolumes(t *testing.T) {
 
 		// Mounted: 409 on delete, the mount in the sandbox's detail.
 		c := e.create(e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "data", "path": "/mnt/data"}}})
-		if r := e.do(http.MethodGet, "/sandboxes/"+c.SandboxID, e.key, nil); !strings.Contains(string(r.body), `"volumeMounts":[{"name":"data","path":"/mnt/data"}]`) {
-			t.Errorf("detail: %s", r.body)
+		for _, path := range []string{"/sandboxes/" + c.SandboxID, "/sandboxes", "/v2/sandboxes"} {
+			if r := e.do(http.MethodGet, path, e.key, nil); !strings.Contains(string(r.body), `"volumeMounts":[{"name":"data","path":"/mnt/data"}]`) {
+				t.Errorf("%s: %s", path, r.body)
+			}
 		}
 		// 400, not 409: the SDK's pause() reads 409 as "already paused".
 		if r := e.do(http.MethodPost, "/sandboxes/"+c.SandboxID+"/pause", e.key, nil); r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "virtio-fs") {

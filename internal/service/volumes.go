@@ -29,6 +29,7 @@ type VolumesStore interface {
 	DeleteVolume(ctx context.Context, teamID, id string) error
 	AddSandboxVolumes(ctx context.Context, sandboxID string, mounts []store.SandboxVolume) error
 	ListSandboxVolumes(ctx context.Context, sandboxID string) ([]store.SandboxVolume, error)
+	ListTeamSandboxVolumes(ctx context.Context, teamID string) (map[string][]store.SandboxVolume, error)
 }
 
 var _ VolumesStore = (*store.DB)(nil)
@@ -261,6 +262,16 @@ func (s *Service) SandboxVolumes(ctx context.Context, p Principal, sandboxID str
 		return nil, fmt.Errorf("sandbox volumes: %w", err)
 	}
 	return mounts, nil
+}
+
+// TeamSandboxVolumes returns the mounts of p's team's sandboxes by sandbox
+// ID, for listings.
+func (s *Service) TeamSandboxVolumes(ctx context.Context, p Principal) (map[string][]store.SandboxVolume, error) {
+	m, err := s.store.ListTeamSandboxVolumes(ctx, p.TeamID)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox volumes: %w", err)
+	}
+	return m, nil
 }
 
 // volumeByToken authenticates a content API call: the volume's own token.

@@ -141,3 +141,26 @@ JOIN volumes v ON v.id = sv.volume_id WHERE sv.sandbox_id = ? ORDER BY sv.path`)
 	})
 	return out, wrap("list sandbox volumes", err)
 }
+
+// ListTeamSandboxVolumes returns the mounts of a team's sandboxes by
+// sandbox ID (for listings).
+func (db *DB) ListTeamSandboxVolumes(ctx context.Context, teamID string) (map[string][]SandboxVolume, error) {
+	rows, err := db.sql.QueryContext(ctx, db.q(`SELECT sv.sandbox_id, sv.volume_id, v.name, sv.path FROM sandbox_volumes sv
+JOIN volumes v ON v.id = sv.volume_id WHERE v.team_id = ? ORDER BY sv.sandbox_id, sv.path`), teamID)
+	if err != nil {
+		return nil, wrap("list team sandbox volumes", err)
+	}
+	defer rows.Close()
+	out := map[string][]SandboxVolume{}
+	for rows.Next() {
+		var (
+			id string
+			m  SandboxVolume
+		)
+		if err := rows.Scan(&id, &m.VolumeID, &m.Name, &m.Path); err != nil {
+			return nil, wrap("list team sandbox volumes", err)
+		}
+		out[id] = append(out[id], m)
+	}
+	return out, wrap("list team sandbox volumes", rows.Err())
+}

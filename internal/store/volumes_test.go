@@ -53,6 +53,14 @@ func TestVolumes(t *testing.T) {
 		want(t, db.AddSandboxVolumes(ctx(t), sb.ID, []store.SandboxVolume{{VolumeID: v.ID, Path: "/data"}}), nil)
 		mounts, err := db.ListSandboxVolumes(ctx(t), sb.ID)
 		want(t, err, nil)
+		byTeam, err := db.ListTeamSandboxVolumes(ctx(t), teamA.ID)
+		want(t, err, nil)
+		if len(byTeam) != 1 || len(byTeam[sb.ID]) != 1 || byTeam[sb.ID][0].Path != "/data" {
+			t.Fatalf("team mounts: %+v", byTeam)
+		}
+		if other, err := db.ListTeamSandboxVolumes(ctx(t), teamB.ID); err != nil || len(other) != 0 {
+			t.Fatalf("other team's mounts: %+v %v", other, err)
+		}
 		if len(mounts) != 1 || mounts[0] != (store.SandboxVolume{VolumeID: v.ID, Name: "data", Path: "/data"}) {
 			t.Fatalf("mounts: %+v", mounts)
 		}
