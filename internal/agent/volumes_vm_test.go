@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +137,64 @@ func TestVMVolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoLeaks(t, e.data, "vmvola", pidA)
+}
+
+// TestVMVolumesAgentCrash: after an agent crash the new agent adopts a
+// sandbox with a volume; the guest still reads and writes the volume
+// through the same virtiofsd, and destroying the sandbox from the new
+// agent (which never started that daemon) stops it by its pid file.
+func TestVMVolumesAgentCrash(t *testing.T) {
+	e := newVMEnv(t, "tiny")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const vol, id = "vmvolcrash", "vmvolcr1"
+	if err := e.client.CreateVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.CreateSandbox(ctx, service.CreateSandboxRequest{
+		SandboxID: id, TemplateID: "tiny", VCPUs: 1, MemoryMB: 256, AccessToken: "tok",
+		Volumes: []service.HostVolumeMount{{VolumeID: vol, Path: "/vol"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pid := vmmPID(t, e.data, id)
+	pidFile := filepath.Join(e.data, "sandboxes", id, "vm", "virtiofsd-0.pid")
+	daemon := readPIDFile(pidFile)
+	if daemon == 0 {
+		t.Fatal("no virtiofsd pid file")
+	}
+	vmExec(t, e.client, id, "echo before > /vol/before")
+
+	a2, c2 := e.crashAndRestart(t, ctx, id)
+	if l := a2.Manager().List(); len(l) != 1 || l[0].State != sbx.StateRunning {
+		t.Fatalf("new agent lists %+v, want %s re-adopted and running", l, id)
+	}
+	if out := vmExec(t, c2, id, "cat /vol/before && echo after > /vol/after"); strings.TrimSpace(out) != "before" {
+		t.Fatalf("volume in the adopted guest: %q", out)
+	}
+	host, _ := a2.Manager().volumes().DataPath(vol)
+	if b, err := os.ReadFile(filepath.Join(host, "after")); err != nil || string(b) != "after\n" {
+		t.Fatalf("write after the crash on the host: %q %v", b, err)
+	}
+	if got := readPIDFile(pidFile); got != daemon {
+		t.Fatalf("virtiofsd pid %d after recovery, want the same daemon %d", got, daemon)
+	}
+	if err := c2.DestroySandbox(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(daemon) + "/cmdline"); err == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/cmdline"); strings.Contains(string(b), e.data) {
+			t.Fatalf("virtiofsd %d still runs after destroy", daemon)
+		}
+	}
+	if err := c2.DeleteVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pool.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeaks(t, e.data, id, pid)
 }
