@@ -171,21 +171,17 @@ func (s *rpcServer) ReadFile(ctx context.Context, req *connect.Request[pb.ReadFi
 		return connectErr(fmt.Errorf("read %s: %w", r.Path, err))
 	}
 	defer rc.Close()
-	buf := make([]byte, hostwire.ChunkSize)
-	for {
-		n, rerr := io.ReadFull(rc, buf)
-		if n > 0 {
-			if err := st.Send(&pb.ReadFileResponse{Data: buf[:n]}); err != nil {
-				return err
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if rerr != nil {
-			return connectErr(fmt.Errorf("read %s: %w", r.Path, rerr))
-		}
+	return sendFile(rc, r.Path, st)
+}
+
+// sendFile streams a file's bytes to a ReadFile-shaped stream.
+func sendFile(rc io.Reader, path string, st *connect.ServerStream[pb.ReadFileResponse]) error {
+	err := hostwire.SendChunks(rc, func(b []byte) error { return st.Send(&pb.ReadFileResponse{Data: b}) })
+	var re *hostwire.ReadError
+	if errors.As(err, &re) {
+		return connectErr(fmt.Errorf("read %s: %w", path, re.Err))
 	}
+	return err
 }
 
 func (s *rpcServer) WriteFile(ctx context.Context, st *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {

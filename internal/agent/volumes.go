@@ -17,7 +17,6 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/internal/guestinit"
-	"github.com/hearth-sandbox/hearth/internal/hostwire"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/volume"
@@ -230,21 +229,7 @@ func (s *rpcServer) ReadVolumeFile(_ context.Context, req *connect.Request[pb.Re
 		return connectErr(volErr(err))
 	}
 	defer f.Close()
-	buf := make([]byte, hostwire.ChunkSize)
-	for {
-		n, rerr := io.ReadFull(f, buf)
-		if n > 0 {
-			if err := st.Send(&pb.ReadFileResponse{Data: buf[:n]}); err != nil {
-				return err
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if rerr != nil {
-			return connectErr(fmt.Errorf("read %s: %w", req.Msg.Path, rerr))
-		}
-	}
+	return sendFile(f, req.Msg.Path, st)
 }
 
 func (s *rpcServer) WriteVolumeFile(_ context.Context, st *connect.ClientStream[pb.WriteVolumeFileRequest]) (*connect.Response[pb.VolumeFileResponse], error) {

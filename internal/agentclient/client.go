@@ -239,18 +239,14 @@ func (c *Client) WriteFile(ctx context.Context, sandboxID, path string, r io.Rea
 	defer cancel()
 	st := c.rpc.WriteFile(ctx)
 	err := st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Header{Header: &pb.WriteFileHeader{SandboxId: sandboxID, Path: path}}})
-	buf := make([]byte, hostwire.ChunkSize)
-	for err == nil {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			err = st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Data{Data: buf[:n]}})
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("write file %s: read source: %w", path, rerr)
-		}
+	if err == nil {
+		err = hostwire.SendChunks(r, func(b []byte) error {
+			return st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Data{Data: b}})
+		})
+	}
+	var re *hostwire.ReadError
+	if errors.As(err, &re) {
+		return fmt.Errorf("write file %s: %w", path, re)
 	}
 	// A Send error (io.EOF) means the server answered early: the real
 	// error comes from CloseAndReceive.

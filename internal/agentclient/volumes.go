@@ -2,6 +2,7 @@ package agentclient
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"connectrpc.com/connect"
@@ -74,18 +75,14 @@ func (c *Client) WriteVolumeFile(ctx context.Context, volumeID, path string, r i
 	err := st.Send(&pb.WriteVolumeFileRequest{Msg: &pb.WriteVolumeFileRequest_Header{Header: &pb.WriteVolumeFileHeader{
 		VolumeId: volumeID, Path: path, Uid: a.UID, Gid: a.GID, Mode: a.Mode,
 	}}})
-	buf := make([]byte, hostwire.ChunkSize)
-	for err == nil {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			err = st.Send(&pb.WriteVolumeFileRequest{Msg: &pb.WriteVolumeFileRequest_Data{Data: buf[:n]}})
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return service.VolumeEntry{}, rerr
-		}
+	if err == nil {
+		err = hostwire.SendChunks(r, func(b []byte) error {
+			return st.Send(&pb.WriteVolumeFileRequest{Msg: &pb.WriteVolumeFileRequest_Data{Data: b}})
+		})
+	}
+	var re *hostwire.ReadError
+	if errors.As(err, &re) {
+		return service.VolumeEntry{}, re.Err // the caller's body: its own error (e.g. too large)
 	}
 	// A send error means the server ended the stream: CloseAndReceive
 	// has its reason.

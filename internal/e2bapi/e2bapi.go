@@ -249,11 +249,9 @@ func (s *server) endpoint(h handlerFunc) http.Handler { return s.endpointLimit(h
 // endpointLimit is endpoint with a body limit of its own.
 func (s *server) endpointLimit(h handlerFunc, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		if !limitBody(w, r, limit) {
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		key := r.Header.Get("X-API-Key")
 		if key == "" {
 			s.respondError(w, r, service.Unauthenticated("missing X-API-KEY header (a hearth team API key)"))
@@ -268,4 +266,15 @@ func (s *server) endpointLimit(h handlerFunc, limit int64) http.Handler {
 			s.respondError(w, r, err)
 		}
 	})
+}
+
+// limitBody bounds r's body to limit bytes, answering 413 (false) when its
+// declared length is over.
+func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
+	if r.ContentLength > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	return true
 }

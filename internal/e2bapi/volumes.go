@@ -145,11 +145,9 @@ type contentFunc func(w http.ResponseWriter, r *http.Request, token string) erro
 // contentEndpoint takes the bearer token and bounds the body.
 func (s *server) contentEndpoint(h contentFunc, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		if !limitBody(w, r, limit) {
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
 			s.respondError(w, r, service.Unauthenticated("missing Authorization: Bearer <volume token>"))

@@ -53,7 +53,7 @@ func stage2(l *logger) error {
 	l.debug = cl.Debug
 	l.stepf("stage 2: mounts done")
 	if _, err := os.Stat(ModulesDir); err == nil {
-		if err := LoadModules(ModulesDir, cl.ModuleParams, l.printf); err != nil {
+		if err := LoadModules(ModulesDir, cl, l.printf); err != nil {
 			l.printf("%v", err)
 		}
 	}
