@@ -66,6 +66,8 @@ func StartDaemon(ctx context.Context, s DaemonSpec) (*Daemon, error) {
 		"-o", "source="+s.Dir,
 		"-o", "sandbox=namespace",
 		"-o", "cache=auto",
+		// No device nodes or file capabilities from a guest on the host.
+		"-o", "modcaps=-mknod:-setfcap",
 		"-o", "no_posix_lock", "-o", "no_flock", "-o", "no_xattr",
 		"-o", "log_level=warn",
 	)

@@ -45,10 +45,19 @@ func (d Dir) DataPath(id string) (string, error) {
 
 // Create makes the volume's directory; an existing one is kept. The
 // root is world-writable: guests write it as whatever user they run as.
+// Root in a guest is root in its volumes (virtiofsd keeps owners and
+// modes), so a guest can leave setuid files there: the volumes directory
+// is 0700, out of reach of the host's other users.
 func (d Dir) Create(id string) error {
 	p, err := d.DataPath(id)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(d.Root, 0o700); err != nil {
+		return fmt.Errorf("create volume %s: %w", id, err)
+	}
+	if err := os.Chmod(d.Root, 0o700); err != nil {
+		return fmt.Errorf("create volume %s: %w", id, err)
 	}
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		return fmt.Errorf("create volume %s: %w", id, err)

@@ -17,6 +17,9 @@ func TestDirContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, _ := d.DataPath(id)
+	if fi, err := os.Stat(d.Root); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("volumes directory: %v %v, want 0700", fi.Mode(), err)
+	}
 	outside := filepath.Join(d.Root, "secret")
 	if err := os.WriteFile(outside, []byte("host"), 0o600); err != nil {
 		t.Fatal(err)
