@@ -103,6 +103,19 @@ func TestVolumes(t *testing.T) {
 				t.Errorf("mount %s: %v (%s), want %s", tc.name, err, got, tc.want)
 			}
 		}
+		// A snapshot template restores a machine: it cannot gain the device.
+		plain, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := f.svc.CreateSnapshot(ctx, f.p, plain.ID, "plain-snap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: snap.ID,
+			Volumes: []service.VolumeMountInput{{"data", "/a"}}}); service.KindOf(err) != service.KindInvalidArgument || !strings.Contains(err.Error(), "cannot gain devices") {
+			t.Errorf("mount in a snapshot template's sandbox: %v", err)
+		}
 		sb, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base",
 			Volumes: []service.VolumeMountInput{{"data", "/mnt/data"}, {v.ID, "/home/user/again"}}})
 		if err != nil {
