@@ -184,16 +184,26 @@ func sendFile(rc io.Reader, path string, st *connect.ServerStream[pb.ReadFileRes
 	return err
 }
 
-func (s *rpcServer) WriteFile(ctx context.Context, st *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
+// firstHeader receives a file-writing stream's first message, which must
+// carry its header.
+func firstHeader[M, H any](st *connect.ClientStream[M], header func(*M) *H) (*H, error) {
 	if !st.Receive() {
 		if err := st.Err(); err != nil {
 			return nil, err
 		}
 		return nil, connectErr(&FieldError{Field: "header", Msg: "empty stream"})
 	}
-	h := st.Msg().GetHeader()
+	h := header(st.Msg())
 	if h == nil {
 		return nil, connectErr(&FieldError{Field: "header", Msg: "first message must be the header"})
+	}
+	return h, nil
+}
+
+func (s *rpcServer) WriteFile(ctx context.Context, st *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
+	h, err := firstHeader(st, (*pb.WriteFileRequest).GetHeader)
+	if err != nil {
+		return nil, err
 	}
 	e, user, err := s.m().envdOf(h.SandboxId)
 	if err != nil {

@@ -233,15 +233,9 @@ func (s *rpcServer) ReadVolumeFile(_ context.Context, req *connect.Request[pb.Re
 }
 
 func (s *rpcServer) WriteVolumeFile(_ context.Context, st *connect.ClientStream[pb.WriteVolumeFileRequest]) (*connect.Response[pb.VolumeFileResponse], error) {
-	if !st.Receive() {
-		if err := st.Err(); err != nil {
-			return nil, err
-		}
-		return nil, connectErr(&FieldError{Field: "header", Msg: "empty stream"})
-	}
-	h := st.Msg().GetHeader()
-	if h == nil {
-		return nil, connectErr(&FieldError{Field: "header", Msg: "first message must be the header"})
+	h, err := firstHeader(st, (*pb.WriteVolumeFileRequest).GetHeader)
+	if err != nil {
+		return nil, err
 	}
 	e, err := s.m().volumes().Write(h.VolumeId, h.Path, &streamReader{st: st}, attrsOf(h.Uid, h.Gid, h.Mode))
 	if err != nil {
