@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages hearth needs to build, test and run, if any
-# are missing: QEMU (microVMs under TCG or KVM), the image builder's tools
+# are missing: QEMU (microVMs under TCG or KVM; qemu-system-common has the
+# virtiofsd volumes use), the image builder's tools
 # (debootstrap, busybox-static, e2fsprogs, cpio, xz, zstd, lz4), the root
 # disk and network tools (xfsprogs, iptables, iproute2, kmod) and
 # PostgreSQL (store tests), Chromium (dashboard browser tests), Node.js
@@ -14,7 +15,7 @@
 # Usage: scripts/deps.sh   (as root, or with sudo available)
 set -eu
 
-PKGS="qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs xfsprogs \
+PKGS="qemu-system-x86 qemu-system-common qemu-utils debootstrap busybox-static e2fsprogs xfsprogs \
 iptables iproute2 kmod cpio xz-utils zstd lz4 ca-certificates postgresql \
 chromium curl caddy podman runc systemd \
 python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib"

@@ -19,7 +19,7 @@ import (
 // invocation as main does once.
 func cliRoot() *cobra.Command {
 	root := &cobra.Command{Use: "hearth", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(newLoginCmd(), newLogoutCmd(), newAPIKeyCmd(), newSandboxCmd(), newTemplateCmd(), newSnapshotCmd(), newBenchCmd())
+	root.AddCommand(newLoginCmd(), newLogoutCmd(), newAPIKeyCmd(), newSandboxCmd(), newTemplateCmd(), newSnapshotCmd(), newVolumeCmd(), newBenchCmd())
 	return root
 }
 
@@ -219,6 +219,27 @@ func TestCLI(t *testing.T) {
 	hearth(t, "", "snapshot", "rm", "snap-a").ok(t)
 	if r = hearth(t, "", "snapshot", "ls", "-o", "json").ok(t); strings.TrimSpace(r.stdout) != "[]" {
 		t.Errorf("after rm: %q", r.stdout)
+	}
+
+	// volumes: create, mount, refused rm while mounted, ls, rm.
+	srv.Host.VolumesDir = t.TempDir()
+	if r = hearth(t, "", "volume", "create", "data").ok(t); !strings.Contains(r.stdout, "--volume data:/mnt/data") {
+		t.Errorf("volume create: %q", r.stdout)
+	}
+	if r = hearth(t, "", "sandbox", "create", "--volume", "data"); r.err == nil || !strings.Contains(r.err.Error(), "VOLUME:/path") {
+		t.Errorf("--volume without a path: %v", r.err)
+	}
+	vid := strings.TrimSpace(hearth(t, "", "sandbox", "create", "-q", "--volume", "data:/mnt/data").ok(t).stdout)
+	if r = hearth(t, "", "volume", "rm", "data"); r.err == nil || !strings.Contains(r.err.Error(), "mounted") {
+		t.Errorf("volume rm while mounted: %v", r.err)
+	}
+	if r = hearth(t, "", "volume", "ls").ok(t); !strings.Contains(r.stdout, "data") {
+		t.Errorf("volume ls:\n%s", r.stdout)
+	}
+	hearth(t, "", "sandbox", "rm", vid).ok(t)
+	hearth(t, "", "volume", "rm", "data").ok(t)
+	if r = hearth(t, "", "volume", "ls", "-o", "json").ok(t); strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("volumes after rm: %q", r.stdout)
 	}
 
 	// rm, then the sandbox is gone on the host.

@@ -119,5 +119,5 @@ func sdkEnv(url, domain, apiKey string) string {
 	if strings.HasPrefix(url, "https://") && strings.HasSuffix(url, "."+domain) {
 		return "export E2B_DOMAIN=" + domain + " E2B_API_KEY=" + apiKey + "   # all SDK versions"
 	}
-	return "export E2B_API_URL=" + url + " E2B_SANDBOX_URL=" + url + " E2B_API_KEY=" + apiKey + "   # SDK 2.x"
+	return "export E2B_API_URL=" + url + " E2B_SANDBOX_URL=" + url + " E2B_VOLUME_API_URL=" + url + " E2B_API_KEY=" + apiKey + "   # SDK 2.x"
 }

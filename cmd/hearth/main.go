@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newSandboxCmd(),
 		newTemplateCmd(),
 		newSnapshotCmd(),
+		newVolumeCmd(),
 		newBenchCmd(),
 	)
 	return root

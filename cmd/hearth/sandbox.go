@@ -52,12 +52,14 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 		autoPause, autoResume bool
 		noInternet, quiet     bool
 		allowOut, denyOut     []string
+		volumes               []string
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a sandbox and wait until it runs",
 		Example: `  hearth sandbox create
   hearth sandbox create --template tiny --timeout 10m --env FOO=bar --metadata user=ada
+  hearth sandbox create --volume data:/mnt/data
   ID=$(hearth sandbox create -q)`,
 		Args: exactArgs(0, "sandbox create [--template NAME] [flags]"),
 		RunE: explained(func(cmd *cobra.Command, _ []string) error {
@@ -94,6 +96,13 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 				in.AllowInternet = &no
 			}
 			in.AllowOut, in.DenyOut = allowOut, denyOut
+			for _, v := range volumes {
+				name, path, ok := strings.Cut(v, ":")
+				if !ok || name == "" || path == "" {
+					return fmt.Errorf("--volume %q: want VOLUME:/path/in/the/sandbox (see hearth volume ls)", v)
+				}
+				in.Volumes = append(in.Volumes, apiwire.VolumeMount{Volume: name, Path: path})
+			}
 			sp := cli.StartSpinner(cmd.ErrOrStderr(), "Starting a "+tpl+" sandbox", !quiet && !f.json() && cli.IsTerminal(cmd.ErrOrStderr()))
 			sb, err := c.CreateSandbox(cmd.Context(), in)
 			if err != nil {
@@ -128,6 +137,7 @@ func newSandboxCreateCmd(f *apiFlags) *cobra.Command {
 	fl.BoolVar(&autoResume, "auto-resume", false, "resume automatically when used while paused")
 	fl.BoolVar(&noInternet, "no-internet", false, "no outbound internet access")
 	addEgressRuleFlags(fl, &allowOut, &denyOut)
+	fl.StringArrayVar(&volumes, "volume", nil, "mount a volume, VOLUME:/path (repeatable; the sandbox cannot pause)")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the sandbox ID")
 	return cmd
 }

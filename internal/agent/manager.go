@@ -75,7 +75,10 @@ type Deps struct {
 	// > 0 runs VMMs unprivileged (see confine).
 	Cgroups    Cgroups
 	VMMUIDBase int
-	Log        *slog.Logger
+	// Virtiofsd is the virtio-fs daemon for volumes (volume.FindVirtiofsd);
+	// empty: sandboxes with volumes are refused.
+	Virtiofsd string
+	Log       *slog.Logger
 }
 
 // Manager owns the sandboxes of this host: one state machine each.
@@ -213,6 +216,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	if err := spec.normalize(); err != nil {
 		return Info{}, err
 	}
+	if err := m.checkVolumes(spec); err != nil {
+		return Info{}, err
+	}
 	var tpl *templateMeta
 	if spec.TemplateKind == sbx.KindSnapshot {
 		t, err := m.checkTemplate(&spec)
@@ -321,6 +327,9 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 
 	cfg, err := m.machineConfig(sb, disk, slot)
 	if err != nil {
+		return err
+	}
+	if err := m.startShares(ctx, sb, &cfg); err != nil {
 		return err
 	}
 	// The first /init proves itself with a secret only this boot's kernel
@@ -552,6 +561,9 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 	sb.mu.Lock()
 	vmGone := sb.machine == nil
 	sb.mu.Unlock()
+	if vmGone {
+		m.stopShares(sb)
+	}
 	if m.d.Cgroups != nil && vmGone {
 		if err := m.d.Cgroups.Remove(id); err != nil {
 			errs = append(errs, err)
@@ -640,6 +652,9 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	id := sb.spec.ID
 	if sb.currentState() == sbx.StatePaused {
 		return nil
+	}
+	if len(sb.spec.Volumes) > 0 {
+		return fmt.Errorf("pause sandbox %s: %w", id, errVolumesPause)
 	}
 	if err := sb.transition(sbx.StatePausing, sbx.StateRunning); err != nil {
 		return err
@@ -874,6 +889,7 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 			sb.mu.Lock()
 			sb.machine = nil
 			sb.mu.Unlock()
+			m.stopShares(sb)
 		}
 	}
 	if err := m.d.Net.Teardown(ctx, sb.spec.ID); err != nil {

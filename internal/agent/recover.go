@@ -148,13 +148,14 @@ func recordedPID(md meta, dir string) int {
 	return md.VMMPID
 }
 
-// killVMM kills what may be left of a recorded sandbox's VMM.
+// killVMM kills what may be left of a recorded sandbox's VMM the virtiofsd daemons that served it.
 func (m *Manager) killVMM(md meta, dir string) {
 	for _, pid := range []int{md.VMMPID, readPIDFile(filepath.Join(dir, "vm", vmm.PIDFileName))} {
 		if pid > 0 {
 			killStale(pid, dir)
 		}
 	}
+	killShares(dir)
 }
 
 // recoverLive settles a sandbox recorded running, pausing or resuming

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
+	"github.com/hearth-sandbox/hearth/internal/volume"
 )
 
 // Spec is what a sandbox is created with. Only the access token and the
@@ -27,6 +29,8 @@ type Spec struct {
 	AccessToken  string
 	TimeoutS     int
 	Egress       egress.Policy
+	// Volumes of this host mounted in the guest (base templates only).
+	Volumes []VolumeMount
 	// Internal: the agent's own (a template build's start-command VM).
 	// Not listed to the control plane, whose reconciler would destroy a
 	// sandbox it never created; a crashed agent's is removed at start-up.
@@ -38,7 +42,8 @@ type Spec struct {
 func (s Spec) sameRequest(o Spec) bool {
 	return s.ID == o.ID && s.TemplateID == o.TemplateID && s.TemplateKind == o.TemplateKind &&
 		s.VCPUs == o.VCPUs && s.MemoryMB == o.MemoryMB && s.DiskSizeMB == o.DiskSizeMB &&
-		s.AccessToken == o.AccessToken && reflect.DeepEqual(s.Egress, o.Egress) && maps.Equal(s.Env, o.Env)
+		s.AccessToken == o.AccessToken && reflect.DeepEqual(s.Egress, o.Egress) && maps.Equal(s.Env, o.Env) &&
+		slices.Equal(s.Volumes, o.Volumes)
 }
 
 // Info is a sandbox as this host reports it.
@@ -80,13 +85,14 @@ type sandbox struct {
 	mu        sync.Mutex
 	state     sbx.State
 	errMsg    string
-	machine   vmm.Machine   // non-nil while a VMM process may exist
-	cfg       vmm.Config    // the config machine was started (or restored) with
-	exited    chan struct{} // closed when machine's process has exited
-	slot      *NetSlot      // non-nil while a network slot may exist
-	disk      *rootfs.Disk  // non-nil once the root disk exists
-	envd      Envd          // non-nil while running
-	user      string        // default OS user in the guest
+	machine   vmm.Machine      // non-nil while a VMM process may exist
+	cfg       vmm.Config       // the config machine was started (or restored) with
+	exited    chan struct{}    // closed when machine's process has exited
+	slot      *NetSlot         // non-nil while a network slot may exist
+	disk      *rootfs.Disk     // non-nil once the root disk exists
+	shares    []*volume.Daemon // virtiofsd of each volume, while they may run
+	envd      Envd             // non-nil while running
+	user      string           // default OS user in the guest
 	startedAt time.Time
 	pauseFrom *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
 	// resumeAtStart: paused by the agent's shutdown (sandbox.json).

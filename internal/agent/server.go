@@ -44,6 +44,7 @@ func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.C
 		AccessToken:  r.AccessToken,
 		TimeoutS:     int(r.TimeoutS),
 		Egress:       pol,
+		Volumes:      volumesFromPB(r.Volumes),
 	})
 	if err != nil {
 		return nil, connectErr(err)
@@ -170,33 +171,39 @@ func (s *rpcServer) ReadFile(ctx context.Context, req *connect.Request[pb.ReadFi
 		return connectErr(fmt.Errorf("read %s: %w", r.Path, err))
 	}
 	defer rc.Close()
-	buf := make([]byte, hostwire.ChunkSize)
-	for {
-		n, rerr := io.ReadFull(rc, buf)
-		if n > 0 {
-			if err := st.Send(&pb.ReadFileResponse{Data: buf[:n]}); err != nil {
-				return err
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if rerr != nil {
-			return connectErr(fmt.Errorf("read %s: %w", r.Path, rerr))
-		}
-	}
+	return sendFile(rc, r.Path, st)
 }
 
-func (s *rpcServer) WriteFile(ctx context.Context, st *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
+// sendFile streams a file's bytes to a ReadFile-shaped stream.
+func sendFile(rc io.Reader, path string, st *connect.ServerStream[pb.ReadFileResponse]) error {
+	err := hostwire.SendChunks(rc, func(b []byte) error { return st.Send(&pb.ReadFileResponse{Data: b}) })
+	var re *hostwire.ReadError
+	if errors.As(err, &re) {
+		return connectErr(fmt.Errorf("read %s: %w", path, re.Err))
+	}
+	return err
+}
+
+// firstHeader receives a file-writing stream's first message, which must
+// carry its header.
+func firstHeader[M, H any](st *connect.ClientStream[M], header func(*M) *H) (*H, error) {
 	if !st.Receive() {
 		if err := st.Err(); err != nil {
 			return nil, err
 		}
 		return nil, connectErr(&FieldError{Field: "header", Msg: "empty stream"})
 	}
-	h := st.Msg().GetHeader()
+	h := header(st.Msg())
 	if h == nil {
 		return nil, connectErr(&FieldError{Field: "header", Msg: "first message must be the header"})
+	}
+	return h, nil
+}
+
+func (s *rpcServer) WriteFile(ctx context.Context, st *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
+	h, err := firstHeader(st, (*pb.WriteFileRequest).GetHeader)
+	if err != nil {
+		return nil, err
 	}
 	e, user, err := s.m().envdOf(h.SandboxId)
 	if err != nil {

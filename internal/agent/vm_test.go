@@ -352,10 +352,35 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 	}
 	pid := vmmPID(t, e.data, "vmcrash1")
 	vmExec(t, e.client, "vmcrash1", "echo $$ > /tmp/before")
-	// "Crash": the first agent is abandoned without Shutdown (its in-memory
-	// state is simply never used again; its QMP connection dies as a
-	// killed process's would). A second agent starts.
-	sb, err := e.agent.Manager().get("vmcrash1")
+	a2, c2 := e.crashAndRestart(t, ctx, "vmcrash1")
+	if l := a2.Manager().List(); len(l) != 1 || l[0].ID != "vmcrash1" || l[0].State != sbx.StateRunning {
+		t.Fatalf("new agent lists %+v, want vmcrash1 re-adopted and running", l)
+	}
+	if got := vmmPID(t, e.data, "vmcrash1"); got != pid {
+		t.Fatalf("VMM pid %d after recovery, want the same process %d", got, pid)
+	}
+	if out := vmExec(t, c2, "vmcrash1", "cat /tmp/before"); strings.TrimSpace(out) == "" {
+		t.Fatal("the guest's file is gone after re-adoption")
+	}
+	if err := c2.DestroySandbox(ctx, "vmcrash1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pool.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeaks(t, e.data, "vmcrash1", pid)
+}
+
+// crashAndRestart "crashes" e's agent: it is abandoned without Shutdown
+// (its in-memory state is simply never used again; the QMP connection of
+// sandbox id's VM dies as a killed process's would). A second agent starts
+// on the same data dir; its client is returned (its server closes with t).
+func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*Agent, *agentclient.Client) {
+	t.Helper()
+	sb, err := e.agent.Manager().get(id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,28 +406,9 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := a2.Manager().List(); len(l) != 1 || l[0].ID != "vmcrash1" || l[0].State != sbx.StateRunning {
-		t.Fatalf("new agent lists %+v, want vmcrash1 re-adopted and running", l)
-	}
-	if got := vmmPID(t, e.data, "vmcrash1"); got != pid {
-		t.Fatalf("VMM pid %d after recovery, want the same process %d", got, pid)
-	}
 	srv := httptest.NewServer(a2.Handler())
-	defer srv.Close()
-	c2 := agentclient.NewClient(srv.URL, srv.Client())
-	if out := vmExec(t, c2, "vmcrash1", "cat /tmp/before"); strings.TrimSpace(out) == "" {
-		t.Fatal("the guest's file is gone after re-adoption")
-	}
-	if err := c2.DestroySandbox(ctx, "vmcrash1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a2.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pool.Close(); err != nil {
-		t.Fatal(err)
-	}
-	assertNoLeaks(t, e.data, "vmcrash1", pid)
+	t.Cleanup(srv.Close)
+	return a2, agentclient.NewClient(srv.URL, srv.Client())
 }
 
 // BenchmarkVMCreate measures cold-boot create latency (create returns once

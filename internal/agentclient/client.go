@@ -69,6 +69,7 @@ func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxReq
 		AllowInternet: req.Egress.AllowInternet,
 		AllowOut:      req.Egress.AllowOut,
 		DenyOut:       req.Egress.DenyOut,
+		Volumes:       volumesToPB(req.Volumes),
 	}))
 	if err != nil {
 		return service.SandboxRuntime{}, serviceErr("create sandbox", err)
@@ -174,6 +175,12 @@ func (c *Client) ExecStream(ctx context.Context, sandboxID string, req service.E
 func (c *Client) ReadFile(ctx context.Context, sandboxID, path string) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	st, err := c.rpc.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: sandboxID, Path: path}))
+	return readStream(st, err, cancel)
+}
+
+// readStream turns a file stream into a reader, returning the errors that
+// come before the first byte.
+func readStream(st *connect.ServerStreamForClient[pb.ReadFileResponse], err error, cancel context.CancelFunc) (io.ReadCloser, error) {
 	if err != nil {
 		cancel()
 		return nil, serviceErr("read file", err)
@@ -232,18 +239,14 @@ func (c *Client) WriteFile(ctx context.Context, sandboxID, path string, r io.Rea
 	defer cancel()
 	st := c.rpc.WriteFile(ctx)
 	err := st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Header{Header: &pb.WriteFileHeader{SandboxId: sandboxID, Path: path}}})
-	buf := make([]byte, hostwire.ChunkSize)
-	for err == nil {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			err = st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Data{Data: buf[:n]}})
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("write file %s: read source: %w", path, rerr)
-		}
+	if err == nil {
+		err = hostwire.SendChunks(r, func(b []byte) error {
+			return st.Send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Data{Data: b}})
+		})
+	}
+	var re *hostwire.ReadError
+	if errors.As(err, &re) {
+		return fmt.Errorf("write file %s: %w", path, re)
 	}
 	// A Send error (io.EOF) means the server answered early: the real
 	// error comes from CloseAndReceive.

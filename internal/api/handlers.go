@@ -130,7 +130,7 @@ func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 		Template: in.Template, VCPUs: in.VCPUs, MemoryMB: in.MemoryMB, DiskSizeMB: in.DiskSizeMB,
 		TimeoutS: in.TimeoutS, Env: in.Env, Metadata: in.Metadata,
 		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: in.AllowInternet,
-		AllowOut: in.AllowOut, DenyOut: in.DenyOut,
+		AllowOut: in.AllowOut, DenyOut: in.DenyOut, Volumes: mountsInput(in.Volumes),
 	})
 	if err != nil {
 		return err
@@ -355,6 +355,61 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if err := s.svc.DeleteSnapshot(r.Context(), principalFrom(r.Context()), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func mountsInput(in []apiwire.VolumeMount) []service.VolumeMountInput {
+	var out []service.VolumeMountInput
+	for _, m := range in {
+		out = append(out, service.VolumeMountInput{Volume: m.Volume, Path: m.Path})
+	}
+	return out
+}
+
+func volumeView(v store.Volume) apiwire.Volume {
+	return apiwire.Volume{ID: v.ID, Name: v.Name, Host: v.Host, Token: v.Token, CreatedAt: v.CreatedAt}
+}
+
+func (s *server) createVolume(w http.ResponseWriter, r *http.Request) error {
+	var in apiwire.CreateVolume
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	v, err := s.svc.CreateVolume(r.Context(), principalFrom(r.Context()), in.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, volumeView(v))
+	return nil
+}
+
+func (s *server) listVolumes(w http.ResponseWriter, r *http.Request) error {
+	vs, err := s.svc.ListVolumes(r.Context(), principalFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	out := make([]apiwire.Volume, len(vs))
+	for i, v := range vs {
+		out[i] = volumeView(v)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) getVolume(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.svc.GetVolume(r.Context(), principalFrom(r.Context()), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, volumeView(v))
+	return nil
+}
+
+func (s *server) deleteVolume(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.DeleteVolume(r.Context(), principalFrom(r.Context()), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -70,6 +70,10 @@ func (s *server) routes() []route {
 		{method: http.MethodPost, path: "/v1/snapshots", auth: authTeam, handle: s.createSnapshot},
 		{method: http.MethodGet, path: "/v1/snapshots", auth: authTeam, handle: s.listSnapshots},
 		{method: http.MethodDelete, path: "/v1/snapshots/{name}", auth: authTeam, handle: s.deleteSnapshot},
+		{method: http.MethodPost, path: "/v1/volumes", auth: authTeam, handle: s.createVolume},
+		{method: http.MethodGet, path: "/v1/volumes", auth: authTeam, handle: s.listVolumes},
+		{method: http.MethodGet, path: "/v1/volumes/{name}", auth: authTeam, handle: s.getVolume},
+		{method: http.MethodDelete, path: "/v1/volumes/{name}", auth: authTeam, handle: s.deleteVolume},
 
 		{method: http.MethodGet, path: "/v1/admin/templates", auth: authUser, handle: s.adminTemplates},
 		{method: http.MethodPost, path: "/v1/admin/hosts", auth: authUser, handle: s.createHostToken},

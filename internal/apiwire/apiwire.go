@@ -95,6 +95,24 @@ type CreateSandbox struct {
 	AllowInternet *bool             `json:"allow_internet,omitempty"`
 	AllowOut      []string          `json:"allow_out,omitempty"`
 	DenyOut       []string          `json:"deny_out,omitempty"`
+	// Volumes to mount; the sandbox runs on their host (docs/volumes.md).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+}
+
+// VolumeMount is a volume (name or ID) at an absolute guest path.
+type VolumeMount struct {
+	Volume string `json:"volume"`
+	Path   string `json:"path"`
+}
+
+// Volume is a team's persistent directory, mounted into sandboxes; Token
+// authenticates the content API (E2B's Volume class).
+type Volume struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Host      string    `json:"host"`
+	Token     string    `json:"token"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Network is the body of PUT /v1/sandboxes/{id}/network: the whole egress
@@ -258,6 +276,10 @@ type (
 	CreateSnapshot struct {
 		SandboxID string `json:"sandbox_id"`
 		Name      string `json:"name"`
+	}
+	// CreateVolume is the body of POST /v1/volumes.
+	CreateVolume struct {
+		Name string `json:"name"`
 	}
 	// NewHostToken is the (optional) body of POST /v1/admin/hosts.
 	NewHostToken struct {

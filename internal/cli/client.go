@@ -299,6 +299,23 @@ func (c *Client) DeleteSnapshot(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/snapshots/"+url.PathEscape(name), authTeam, nil, nil)
 }
 
+// CreateVolume creates a volume of the team.
+func (c *Client) CreateVolume(ctx context.Context, name string) (apiwire.Volume, error) {
+	var out apiwire.Volume
+	return out, c.do(ctx, http.MethodPost, "/v1/volumes", authTeam, apiwire.CreateVolume{Name: name}, &out)
+}
+
+// ListVolumes lists the team's volumes.
+func (c *Client) ListVolumes(ctx context.Context) ([]apiwire.Volume, error) {
+	var out []apiwire.Volume
+	return out, c.do(ctx, http.MethodGet, "/v1/volumes", authTeam, nil, &out)
+}
+
+// DeleteVolume deletes a volume (name or ID) and its files.
+func (c *Client) DeleteVolume(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/volumes/"+url.PathEscape(name), authTeam, nil, nil)
+}
+
 // TemplateNames maps template IDs to names, for showing sandboxes.
 func TemplateNames(ts []apiwire.Template) map[string]string {
 	m := make(map[string]string, len(ts))

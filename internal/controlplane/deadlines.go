@@ -10,7 +10,8 @@ import (
 // requestKind classifies the control plane's requests for httplimit: sandbox
 // traffic (the proxy), REST exec and file transfers, the dashboard's
 // terminal and file browser and any WebSocket are streams; everything else
-// (JSON API calls, the dashboard's pages and assets) is bounded.
+// (JSON API calls, the dashboard's pages and assets) is bounded. Volume
+// file transfers are streams too.
 func requestKind(isProxy func(*http.Request) bool) func(*http.Request) httplimit.Kind {
 	return func(r *http.Request) httplimit.Kind {
 		if isProxy(r) || streamingPath(r) {
@@ -20,12 +21,14 @@ func requestKind(isProxy func(*http.Request) bool) func(*http.Request) httplimit
 	}
 }
 
-// streamingPath reports the control plane's own long-lived routes.
+// streamingPath reports the control plane's own long-lived routes (volume
+// file reads and writes of E2B's content API among them).
 func streamingPath(r *http.Request) bool {
 	if r.Header.Get("Upgrade") != "" {
 		return true
 	}
 	p := r.URL.Path
 	return strings.HasSuffix(p, "/exec") || strings.HasSuffix(p, "/files") ||
+		(strings.HasPrefix(p, "/volumecontent/") && strings.HasSuffix(p, "/file")) ||
 		strings.HasPrefix(p, "/ws/") || strings.HasPrefix(p, "/ui/")
 }

@@ -37,16 +37,20 @@
 //	GET    /sandboxes/{id}/logs, /v2/...           guest console lines, paged
 //	POST   /secrets, GET /secrets                  create (201), list (paged)
 //	GET, POST, DELETE /secrets/{id}                info, new version, delete (204); values never returned
+//	POST, GET /volumes; GET, DELETE /volumes/{id}  team volumes (docs/volumes.md); delete of a mounted one 409
+//	/volumecontent/{id}/dir|path|file              the Volume class's content API (Bearer: the volume's token)
 //
 // Choices (see docs/e2b.md): listing is ordered by creation time, oldest
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
 // pause always keeps memory (a `memory: false` request is honoured as a full
 // snapshot, which resumes to the same state and more); network egress rules,
-// MCP, IAM tokens and volume mounts are refused with 400 rather than ignored.
+// MCP and IAM tokens are refused with 400 rather than ignored; a sandbox
+// with volume mounts cannot pause or be snapshotted (409).
 package e2bapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -89,6 +93,16 @@ type Service interface {
 	ListSecrets(ctx context.Context, p service.Principal, after string, limit int) ([]store.Secret, string, error)
 	UpdateSecret(ctx context.Context, p service.Principal, idOrName, value string, metadata map[string]string) (store.Secret, error)
 	DeleteSecret(ctx context.Context, p service.Principal, idOrName string) error
+	CreateVolume(ctx context.Context, p service.Principal, name string) (store.Volume, error)
+	GetVolume(ctx context.Context, p service.Principal, idOrName string) (store.Volume, error)
+	ListVolumes(ctx context.Context, p service.Principal) ([]store.Volume, error)
+	DeleteVolume(ctx context.Context, p service.Principal, idOrName string) error
+	SandboxVolumes(ctx context.Context, p service.Principal, sandboxID string) ([]store.SandboxVolume, error)
+	TeamSandboxVolumes(ctx context.Context, p service.Principal) (map[string][]store.SandboxVolume, error)
+	// The content API, authenticated by the volume's token.
+	VolumeFile(ctx context.Context, token string, req service.VolumeFileRequest) ([]service.VolumeEntry, error)
+	ReadVolumeFile(ctx context.Context, volumeID, token, path string) (io.ReadCloser, error)
+	WriteVolumeFile(ctx context.Context, volumeID, token, path string, r io.Reader, a service.VolumeAttrs) (service.VolumeEntry, error)
 	// SandboxLogLines reads the guest console log through the host agent.
 	SandboxLogLines(ctx context.Context, p service.Principal, id string, from, limit int) ([]string, error)
 }
@@ -136,7 +150,8 @@ const EnvdVersion = envd.Version
 // the native API, the sandbox proxy and the dashboard on one mux.
 func Paths() []string {
 	return []string{"/sandboxes", "/sandboxes/", "/v2/sandboxes", "/v2/sandboxes/", "/templates", "/templates/",
-		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots", "/teams", "/teams/", "/secrets", "/secrets/"}
+		"/v2/templates", "/v2/templates/", "/v3/templates", "/snapshots", "/teams", "/teams/", "/secrets", "/secrets/",
+		"/volumes", "/volumes/", "/volumecontent/"}
 }
 
 type server struct {
@@ -177,6 +192,7 @@ func New(d Deps) http.Handler {
 	for _, rt := range s.allRoutes() {
 		mux.Handle(rt.pattern, s.endpoint(rt.handle))
 	}
+	s.contentRoutes(mux)
 	// Template routes need a service that builds; uploads get their own
 	// body limit.
 	if ts, ok := d.Service.(TemplateService); ok {
@@ -220,7 +236,7 @@ func (s *server) routes() []route {
 
 // allRoutes adds the routes kept in their own files.
 func (s *server) allRoutes() []route {
-	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes(), s.secretRoutes(), s.logRoutes())
+	return slices.Concat(s.routes(), s.snapshotRoutes(), s.usageRoutes(), s.secretRoutes(), s.logRoutes(), s.volumeRoutes())
 }
 
 // handlerFunc writes its success response and returns errors for
@@ -233,11 +249,9 @@ func (s *server) endpoint(h handlerFunc) http.Handler { return s.endpointLimit(h
 // endpointLimit is endpoint with a body limit of its own.
 func (s *server) endpointLimit(h handlerFunc, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		if !limitBody(w, r, limit) {
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		key := r.Header.Get("X-API-Key")
 		if key == "" {
 			s.respondError(w, r, service.Unauthenticated("missing X-API-KEY header (a hearth team API key)"))
@@ -252,4 +266,15 @@ func (s *server) endpointLimit(h handlerFunc, limit int64) http.Handler {
 			s.respondError(w, r, err)
 		}
 	})
+}
+
+// limitBody bounds r's body to limit bytes, answering 413 (false) when its
+// declared length is over.
+func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
+	if r.ContentLength > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	return true
 }

@@ -316,7 +316,8 @@ func TestCreateErrors(t *testing.T) {
 			{"domain rule", e.key, map[string]any{"templateID": "base", "network": map[string]any{"allowOut": []string{"example.com"}}}, http.StatusBadRequest, `allowOut: rule \"example.com\": domain names`},
 			{"malformed rule", e.key, map[string]any{"templateID": "base", "network": map[string]any{"denyOut": []string{"10.0.0.1/8"}}}, http.StatusBadRequest, `denyOut: rule \"10.0.0.1/8\"`},
 			{"egress proxy", e.key, map[string]any{"templateID": "base", "network": map[string]any{"egressProxy": map[string]string{"address": "p:1080"}}}, http.StatusBadRequest, "network.egressProxy"},
-			{"volumes", e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "v", "path": "/v"}}}, http.StatusBadRequest, "volumeMounts"},
+			{"volume path", e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "v", "path": "v"}}}, http.StatusBadRequest, `volumeMounts: mount path \"v\"`},
+			{"unknown volume", e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "v", "path": "/v"}}}, http.StatusNotFound, `volume \"v\" not found`},
 			{"mcp", e.key, map[string]any{"templateID": "base", "mcp": map[string]any{"x": 1}}, http.StatusBadRequest, "mcp"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package e2bapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -64,7 +65,7 @@ type listedSandboxJSON struct {
 	Metadata     map[string]string `json:"metadata"`
 	State        string            `json:"state"`
 	EnvdVersion  string            `json:"envdVersion"`
-	VolumeMounts []struct{}        `json:"volumeMounts"`
+	VolumeMounts []volumeMountJSON `json:"volumeMounts"`
 }
 
 type detailJSON struct {
@@ -151,7 +152,7 @@ func (s *server) sandboxView(sb store.Sandbox, alias string) sandboxJSON {
 	}
 }
 
-func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedSandboxJSON {
+func (s *server) listedView(sb store.Sandbox, aliases map[string]string, mounts []store.SandboxVolume) listedSandboxJSON {
 	md := sb.Metadata
 	if md == nil {
 		md = map[string]string{}
@@ -160,7 +161,7 @@ func (s *server) listedView(sb store.Sandbox, aliases map[string]string) listedS
 		TemplateID: sb.TemplateID, Alias: aliases[sb.TemplateID], SandboxID: sb.ID, ClientID: s.clientID,
 		StartedAt: sb.CreatedAt.UTC(), EndAt: sb.EndAt.UTC(),
 		CPUCount: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
-		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: []struct{}{},
+		Metadata: md, State: e2bState(sb.Status), EnvdVersion: EnvdVersion, VolumeMounts: mountsView(mounts),
 	}
 }
 
@@ -229,8 +230,10 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		return errStatus(http.StatusBadRequest, "mcp: the MCP gateway is not supported by hearth")
 	case present(in.Iam):
 		return errStatus(http.StatusBadRequest, "iam: IAM tokens are not supported by hearth")
-	case len(in.VolumeMounts) > 0:
-		return errStatus(http.StatusBadRequest, "volumeMounts: volumes are not supported by hearth")
+	}
+	mounts, err := mountsInput(in.VolumeMounts)
+	if err != nil {
+		return err
 	}
 	autoResume, err := parseAutoResume(in.AutoResume)
 	if err != nil {
@@ -257,6 +260,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		AllowInternet: in.AllowInternetAccess,
 		AllowOut:      allowOut,
 		DenyOut:       denyOut,
+		Volumes:       mounts,
 	})
 	if err != nil {
 		return err
@@ -274,13 +278,18 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, p service.Principal
 	if err != nil {
 		return err
 	}
+	mounts, err := s.svc.SandboxVolumes(r.Context(), p, sb.ID)
+	if err != nil {
+		return err
+	}
 	allow := sb.AllowInternet
 	onTimeout := "kill"
 	if sb.AutoPause {
 		onTimeout = "pause"
 	}
+	listed := s.listedView(sb, s.templateAliases(r, p), mounts)
 	writeJSON(w, http.StatusOK, detailJSON{
-		listedSandboxJSON:   s.listedView(sb, s.templateAliases(r, p)),
+		listedSandboxJSON:   listed,
 		EnvdAccessToken:     sb.AccessToken,
 		AllowInternetAccess: &allow,
 		Network:             networkView(sb),
@@ -326,9 +335,13 @@ func (s *server) listV1(w http.ResponseWriter, r *http.Request, p service.Princi
 		return err
 	}
 	aliases := s.templateAliases(r, p)
+	mounts, err := s.svc.TeamSandboxVolumes(r.Context(), p)
+	if err != nil {
+		return err
+	}
 	out := make([]listedSandboxJSON, len(sbs))
 	for i, sb := range sbs {
-		out[i] = s.listedView(sb, aliases)
+		out[i] = s.listedView(sb, aliases, mounts[sb.ID])
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -383,6 +396,10 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 		w.Header().Set("X-Next-Token", next)
 	}
 	aliases := s.templateAliases(r, p)
+	mounts, err := s.svc.TeamSandboxVolumes(r.Context(), p)
+	if err != nil {
+		return err
+	}
 	tpl := q.Get("template")
 	out := make([]listedSandboxJSON, 0, len(sbs))
 	for _, sb := range sbs {
@@ -392,7 +409,7 @@ func (s *server) listV2(w http.ResponseWriter, r *http.Request, p service.Princi
 		if tpl != "" && tpl != sb.TemplateID && tpl != aliases[sb.TemplateID] {
 			continue
 		}
-		out = append(out, s.listedView(sb, aliases))
+		out = append(out, s.listedView(sb, aliases, mounts[sb.ID]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -434,6 +451,12 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request, p service.Princip
 	}
 	id := r.PathValue("id")
 	_, changed, err := s.svc.PauseSandbox(r.Context(), p, id)
+	var se *service.Error
+	if errors.Is(err, service.ErrHasVolumes) && errors.As(err, &se) {
+		// Not 409: the SDK reads a 409 from pause as "already paused"
+		// and returns false, which would hide why it still runs.
+		return errStatus(http.StatusBadRequest, "%s", se.Message)
+	}
 	if err != nil {
 		return err
 	}

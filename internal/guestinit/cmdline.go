@@ -18,6 +18,7 @@ import (
 //	hearth.rootfstype=ext4      its filesystem type
 //	hearth.envd=/usr/bin/envd   the daemon to supervise
 //	hearth.debug=1              print each boot step with the kernel uptime
+//	hearth.volume=TAG:PATH      mount virtio-fs TAG at PATH (repeatable)
 type Cmdline struct {
 	Debug      bool
 	IP         netip.Prefix
@@ -28,6 +29,8 @@ type Cmdline struct {
 	Root       string
 	RootFSType string
 	Envd       string
+	// Volumes are virtio-fs shares to mount before envd starts.
+	Volumes []VolumeMount
 	// ModuleParams holds "module.param=value" entries keyed by module name
 	// (dashes normalised to underscores). With a loadable module the kernel
 	// does not apply them itself: modprobe reads them from /proc/cmdline,
@@ -88,6 +91,12 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 		case "hearth.debug":
 			c.Debug = val != "0"
+		case "hearth.volume":
+			tag, path, ok := strings.Cut(val, ":")
+			if !ok || tag == "" || !strings.HasPrefix(path, "/") || path == "/" {
+				return c, fmt.Errorf("hearth.volume: want TAG:/path, got %q", val)
+			}
+			c.Volumes = append(c.Volumes, VolumeMount{Tag: tag, Path: path})
 		case "hearth.envd":
 			if val != "" {
 				c.Envd = val
@@ -103,3 +112,11 @@ func ParseCmdline(s string) (Cmdline, error) {
 	}
 	return c, nil
 }
+
+// VolumeMount is one hearth.volume parameter.
+type VolumeMount struct{ Tag, Path string }
+
+// VolumeArg is the kernel parameter that makes init mount virtio-fs tag at
+// path (the host agent writes it; path has no spaces or colons' meaning:
+// everything after the first colon is the path).
+func VolumeArg(tag, path string) string { return "hearth.volume=" + tag + ":" + path }

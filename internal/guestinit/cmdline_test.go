@@ -36,6 +36,15 @@ func TestParseCmdline(t *testing.T) {
 				c.ModuleParams["virtio_mmio"] = []string{"device=4K@0xd0000000:5", "device=4K@0xd0001000:6"}
 			},
 		},
+		{
+			name: "volumes",
+			in:   "hearth.volume=abc:/data hearth.volume=def:/home/user/my:dir",
+			want: func(c *Cmdline) {
+				c.Volumes = []VolumeMount{{"abc", "/data"}, {"def", "/home/user/my:dir"}}
+			},
+		},
+		{name: "volume without path", in: "hearth.volume=abc", wantErr: true},
+		{name: "volume at root", in: "hearth.volume=abc:/", wantErr: true},
 		{name: "bad ip", in: "hearth.ip=169.254.0.21", wantErr: true},
 		{name: "bad gw", in: "hearth.gw=nope", wantErr: true},
 		{name: "bad dns", in: "hearth.dns=1.1.1.1,x", wantErr: true},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -50,13 +51,19 @@ func ReadModuleOrder(dir string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// VolumeModules mount virtio-fs volumes (hearth.volume); the image
+// builder ships them in the initramfs.
+var VolumeModules = []string{"fuse", "virtiofs"}
+
 // LoadModules loads the modules listed in dir/modules.order with
 // finit_module, in order. A module already present in /sys/module (built
 // in, or loaded earlier) is skipped. Parameters for a module come from the
 // kernel command line ("virtio_mmio.device=..."), as modprobe would pass
 // them. A module that fails to load is reported and skipped: the
 // remaining ones may still give a usable VM (e.g. vsock is optional).
-func LoadModules(dir string, params map[string][]string, logf func(string, ...any)) error {
+// The volume modules load only when the command line mounts a volume
+// (most boots need none, and every module costs boot time under TCG).
+func LoadModules(dir string, cl Cmdline, logf func(string, ...any)) error {
 	files, err := ReadModuleOrder(dir)
 	if err != nil {
 		return fmt.Errorf("module order: %w", err)
@@ -67,7 +74,10 @@ func LoadModules(dir string, params map[string][]string, logf func(string, ...an
 		if _, err := os.Stat("/sys/module/" + name); err == nil {
 			continue
 		}
-		if err := finitModule(filepath.Join(dir, file), strings.Join(params[name], " ")); err != nil {
+		if len(cl.Volumes) == 0 && slices.Contains(VolumeModules, name) {
+			continue
+		}
+		if err := finitModule(filepath.Join(dir, file), strings.Join(cl.ModuleParams[name], " ")); err != nil {
 			logf("module %s: %v", name, err)
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}

@@ -93,3 +93,16 @@ func makeDevLinks() {
 		_ = os.Symlink(l[0], l[1]) // best effort: a missing convenience link is not fatal
 	}
 }
+
+// mountVolumes mounts each virtio-fs share at its path, creating the path.
+func mountVolumes(vols []VolumeMount) error {
+	for _, v := range vols {
+		if err := os.MkdirAll(v.Path, 0o755); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Tag, err)
+		}
+		if err := unix.Mount(v.Tag, v.Path, "virtiofs", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("mount volume %s at %s: %w", v.Tag, v.Path, err)
+		}
+	}
+	return nil
+}

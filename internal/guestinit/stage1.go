@@ -40,7 +40,7 @@ func stage1(l *logger) error {
 	}
 	l.debug = cl.Debug
 	l.stepf("stage 1: loading modules")
-	if err := LoadModules(ModulesDir, cl.ModuleParams, l.printf); err != nil {
+	if err := LoadModules(ModulesDir, cl, l.printf); err != nil {
 		l.printf("some modules failed to load: %v", err)
 	}
 	l.stepf("stage 1: waiting for %s", cl.Root)

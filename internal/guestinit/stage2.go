@@ -53,9 +53,14 @@ func stage2(l *logger) error {
 	l.debug = cl.Debug
 	l.stepf("stage 2: mounts done")
 	if _, err := os.Stat(ModulesDir); err == nil {
-		if err := LoadModules(ModulesDir, cl.ModuleParams, l.printf); err != nil {
+		if err := LoadModules(ModulesDir, cl, l.printf); err != nil {
 			l.printf("%v", err)
 		}
+	}
+	// A sandbox asked for its volumes: booting without one would look
+	// like an empty volume, so a failed mount is fatal (console says why).
+	if err := mountVolumes(cl.Volumes); err != nil {
+		return err
 	}
 	if err := unix.Sethostname([]byte(cl.Hostname)); err != nil {
 		l.printf("hostname: %v", err)

@@ -17,10 +17,7 @@ import (
 // GuestModules are the modules the guest needs, in the order that works
 // with the Debian cloud kernel (DESIGN.md §5). Required ones must exist
 // as a module or be built in; the vsock ones are loaded where present.
-var GuestModules = []struct {
-	Name     string
-	Required bool
-}{
+var GuestModules = append([]GuestModule{
 	{"virtio_ring", true},
 	{"virtio", true},
 	{"virtio_mmio", true},
@@ -32,6 +29,22 @@ var GuestModules = []struct {
 	{"vsock", false},
 	{"vmw_vsock_virtio_transport_common", false},
 	{"vmw_vsock_virtio_transport", false},
+}, volumeModules()...)
+
+// GuestModule is a kernel module the guest loads.
+type GuestModule struct {
+	Name     string
+	Required bool
+}
+
+// volumeModules are the guest init's VolumeModules, optional (QEMU hosts'
+// volumes; loaded only when a boot mounts one).
+func volumeModules() []GuestModule {
+	var out []GuestModule
+	for _, m := range guestinit.VolumeModules {
+		out = append(out, GuestModule{Name: m})
+	}
+	return out
 }
 
 type kmodule struct {

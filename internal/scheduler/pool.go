@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,6 +70,13 @@ func (p *Pool) Pick(ctx context.Context, req service.PlacementRequest) (string, 
 	hosts, err := p.st.ListHosts(ctx)
 	if err != nil {
 		return "", nil, service.Unavailable("cannot list hosts", err)
+	}
+	if req.Host != "" {
+		// Pinned (the sandbox's volumes live there): that host or none.
+		hosts = slices.DeleteFunc(hosts, func(h store.Host) bool { return h.ID != req.Host })
+		if len(hosts) == 0 {
+			return "", nil, service.Unavailable("host "+req.Host+", which holds the sandbox's volumes, is not registered", nil)
+		}
 	}
 	r := Request{VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskSizeMB, TemplateID: req.TemplateID, TemplateHosts: req.TemplateHosts}
 

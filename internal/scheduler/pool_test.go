@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,4 +134,30 @@ func BenchmarkPoolPick100Hosts(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+// A sandbox with volumes goes to the volumes' host (the less loaded one
+// is not a candidate), or fails naming it.
+func TestPoolPinnedHost(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, db *store.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		for id, used := range map[string]int{"busy": 6144, "idle": 0} {
+			if _, err := db.UpsertHost(ctx, store.Host{ID: id, Name: id, Address: id + ":7070", Status: store.HostReady,
+				VCPUs: 8, MemoryMB: 8192, DiskMB: 100000, UsedMemoryMB: used, LastHeartbeat: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pool := scheduler.NewPool(db, (&factory{}).make, scheduler.Policy{})
+		if id, _, err := pool.Pick(ctx, service.PlacementRequest{VCPUs: 1, MemoryMB: 512, Host: "busy"}); err != nil || id != "busy" {
+			t.Fatalf("pinned pick: %s %v", id, err)
+		}
+		if _, _, err := pool.Pick(ctx, service.PlacementRequest{VCPUs: 1, MemoryMB: 4096, Host: "busy"}); service.KindOf(err) != service.KindUnavailable {
+			t.Fatalf("pinned host without room: %v", err)
+		}
+		_, _, err := pool.Pick(ctx, service.PlacementRequest{VCPUs: 1, MemoryMB: 512, Host: "gone"})
+		if service.KindOf(err) != service.KindUnavailable || !strings.Contains(err.Error(), "gone") {
+			t.Fatalf("pinned to an unknown host: %v", err)
+		}
+	})
 }

@@ -18,6 +18,9 @@ func (p SingleHost) Pick(_ context.Context, req PlacementRequest) (string, HostC
 	if p.Client == nil {
 		return "", nil, Unavailable("no hosts available", nil)
 	}
+	if req.Host != "" && req.Host != p.ID {
+		return "", nil, Unavailable("host "+req.Host+", which holds the sandbox's volumes, is not available", nil)
+	}
 	if len(req.TemplateHosts) > 0 && !slices.Contains(req.TemplateHosts, p.ID) {
 		return "", nil, Unavailable("the host holding template "+req.TemplateID+" is not available", nil)
 	}

@@ -34,6 +34,8 @@ type Store interface {
 	BuildStore
 	// Secrets (secrets.go).
 	SecretsStore
+	// Volumes (volumes.go).
+	VolumesStore
 
 	// API keys.
 	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, error)
@@ -123,6 +125,14 @@ type CreateSandboxRequest struct {
 	AccessToken  string
 	TimeoutS     int
 	Egress       egress.Policy
+	// Volumes to mount (volumes of the chosen host).
+	Volumes []HostVolumeMount
+}
+
+// HostVolumeMount is a volume of the host at an absolute guest path.
+type HostVolumeMount struct {
+	VolumeID string
+	Path     string
 }
 
 type ResumeSandboxRequest struct {
@@ -191,6 +201,9 @@ type PlacementRequest struct {
 	VCPUs         int
 	MemoryMB      int
 	DiskSizeMB    int
+	// Host, when set, is the only host that may take the sandbox (its
+	// volumes live there).
+	Host string
 }
 
 // HostPool chooses hosts for new sandboxes and finds the host of existing

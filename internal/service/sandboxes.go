@@ -27,6 +27,8 @@ type CreateSandboxInput struct {
 	AllowInternet *bool // default true
 	AllowOut      []string
 	DenyOut       []string
+	// Volumes to mount; the sandbox is placed on their host.
+	Volumes []VolumeMountInput
 }
 
 // CreateSandbox validates the request against the template, records the
@@ -48,6 +50,16 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	mounts, volHost, err := s.resolveMounts(ctx, p, in.Volumes)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if len(mounts) > 0 && sb.AutoPause {
+		return store.Sandbox{}, InvalidArgument("autoPause", "a sandbox with volumes cannot pause (docs/volumes.md); leave autoPause off")
+	}
+	if len(mounts) > 0 && tpl.Kind == sandbox.KindSnapshot {
+		return store.Sandbox{}, InvalidArgument("volumeMounts", "template %s is a snapshot, whose machine cannot gain devices: mount volumes in sandboxes of a base template", tpl.Name)
+	}
 	token, err := auth.NewAccessToken()
 	if err != nil {
 		return store.Sandbox{}, err
@@ -64,6 +76,14 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		return store.Sandbox{}, fromStore(err, "sandbox", "sandbox ID collision, retry")
 	}
 	s.logTransition(ctx, sb, "", sandbox.StateCreating, "")
+	if len(mounts) > 0 {
+		if err := s.store.AddSandboxVolumes(ctx, sb.ID, mounts); err != nil {
+			if derr := s.store.DeleteSandbox(context.WithoutCancel(ctx), sb.ID); derr != nil {
+				s.log.ErrorContext(ctx, "drop sandbox whose mounts failed", "sandbox_id", sb.ID, "err", derr)
+			}
+			return store.Sandbox{}, fromStore(err, "volume", "")
+		}
+	}
 
 	holders, err := s.templateHolders(ctx, tpl)
 	if err != nil {
@@ -71,7 +91,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	}
 	hostID, hc, err := s.hosts.Pick(ctx, PlacementRequest{
 		TemplateID: tpl.HostTemplateID(), TemplateHosts: holders,
-		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
+		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB, Host: volHost,
 	})
 	if err != nil {
 		// Nothing exists on any host: forget the row rather than leave an
@@ -92,6 +112,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, Egress: policyOf(sb),
+		Volumes: hostMounts(mounts),
 	})
 	if err != nil {
 		return store.Sandbox{}, s.fail(ctx, sb, hostErrFor("create the sandbox", err))
@@ -478,6 +499,14 @@ func withTemplateEnv(tpl store.Template, env map[string]string) map[string]strin
 	}
 	for k, v := range env {
 		out[k] = v
+	}
+	return out
+}
+
+func hostMounts(ms []store.SandboxVolume) []HostVolumeMount {
+	var out []HostVolumeMount
+	for _, m := range ms {
+		out = append(out, HostVolumeMount{VolumeID: m.VolumeID, Path: m.Path})
 	}
 	return out
 }

@@ -17,9 +17,13 @@ import {
   Sandbox,
   Secret,
   SecretNotFoundError,
+  Volume,
+  VolumeFileType,
+  VolumeNotFoundError,
+  VolumePathNotFoundError,
 } from 'e2b'
 
-for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
+for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_VOLUME_API_URL', 'E2B_API_KEY']) {
   if (!process.env[v]) throw new Error(`${v} is not set: run tests/e2b/run.sh`)
 }
 
@@ -530,4 +534,83 @@ test('logs: the guest console through the agent, paged (v1 and v2)', T, async ()
   } finally {
     await kill(sbx)
   }
+})
+
+// otherTeamKey signs up a second user (its own team) through hearth's
+// native API and returns an API key of that team.
+async function otherTeamKey() {
+  const call = async (path, body, token) => {
+    const res = await fetch(process.env.E2B_API_URL + path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+    })
+    assert.equal(res.status, 201, `${path}: ${res.status}`)
+    return res.json()
+  }
+  const s = await call('/v1/auth/signup', { email: `other-${RUN_ID.slice(0, 8)}@example.com`, password: 'password123' })
+  return (await call('/v1/api-keys', { name: 'other' }, s.token)).key
+}
+
+describe('volumes', () => {
+  test('Volume.create, the content API, two sandboxes sharing a volume, destroy; another team gets 404', T, async () => {
+    const name = `v-${RUN_ID.slice(0, 8)}`
+    const vol = await Volume.create(name)
+    assert.equal(vol.name, name)
+    assert.ok(vol.volumeId && vol.token)
+
+    // The content API (E2B_VOLUME_API_URL, the volume's token).
+    const w = await vol.writeFile('/docs/hello.txt', 'hello from the API')
+    assert.equal(w.type, VolumeFileType.FILE)
+    assert.equal(w.size, 18)
+    assert.equal(await vol.readFile('/docs/hello.txt'), 'hello from the API')
+    assert.deepEqual(await vol.readFile('/docs/hello.txt', { format: 'bytes' }), new TextEncoder().encode('hello from the API'))
+    const dir = await vol.makeDir('/a/b', { force: true })
+    assert.equal(dir.type, VolumeFileType.DIRECTORY)
+    assert.equal(await vol.exists('/a/b'), true)
+    const listed = await vol.list('/', { depth: 2 })
+    assert.ok(listed.some((e) => e.path === '/docs/hello.txt' && e.type === VolumeFileType.FILE), JSON.stringify(listed))
+    assert.ok(listed[0].mtime instanceof Date && !Number.isNaN(listed[0].mtime.getTime()))
+    assert.equal((await vol.updateMetadata('/docs/hello.txt', { mode: 0o640 })).mode, 0o640)
+    assert.equal((await vol.getInfo('/docs')).type, VolumeFileType.DIRECTORY)
+    await vol.remove('/a')
+    assert.equal(await vol.exists('/a'), false)
+    await assert.rejects(vol.readFile('/nope.txt'), VolumePathNotFoundError)
+
+    assert.ok((await Volume.list()).some((v) => v.volumeId === vol.volumeId && v.name === name))
+    const again = await Volume.connect(vol.volumeId)
+    assert.equal(again.token, vol.token)
+
+    // Two sandboxes at once, by volume object and by name.
+    const a = await create({ volumeMounts: { '/mnt/data': vol } })
+    const b = await create({ volumeMounts: { '/data': name } })
+    assert.equal((await a.commands.run('cat /mnt/data/docs/hello.txt')).stdout, 'hello from the API')
+    await a.commands.run('echo written-in-a > /mnt/data/from-a.txt')
+    assert.equal((await b.commands.run('cat /data/from-a.txt')).stdout, 'written-in-a\n')
+    await b.files.write('/data/from-b.txt', 'written-in-b')
+    assert.equal(await a.files.read('/mnt/data/from-b.txt'), 'written-in-b')
+    assert.equal(await vol.readFile('/from-a.txt'), 'written-in-a\n')
+    assert.deepEqual((await a.getInfo()).volumeMounts, [{ name, path: '/mnt/data' }])
+
+    // What a sandbox with volumes cannot do, and bad mounts.
+    await assert.rejects(a.pause(), /virtio-fs/)
+    await assert.rejects(Volume.destroy(vol.volumeId), /mounted by a sandbox/)
+    await assert.rejects(create({ volumeMounts: { 'relative/path': vol } }), /volumeMounts: mount path/)
+    await assert.rejects(create({ volumeMounts: { '/x': 'no-such-volume' } }), /not found/)
+
+    // Another team's view: 404 everywhere.
+    const keyB = await otherTeamKey()
+    await assert.rejects(Volume.getInfo(vol.volumeId, { apiKey: keyB }), VolumeNotFoundError)
+    assert.equal(await Volume.destroy(vol.volumeId, { apiKey: keyB }), false)
+    assert.ok(!(await Volume.list({ apiKey: keyB })).some((v) => v.volumeId === vol.volumeId))
+    await assert.rejects(create({ volumeMounts: { '/x': name }, apiKey: keyB }), /not found/)
+
+    // The volume outlives its sandboxes.
+    await kill(a)
+    await kill(b)
+    assert.equal(await vol.readFile('/from-b.txt'), 'written-in-b')
+    assert.equal(await Volume.destroy(vol.volumeId), true)
+    assert.equal(await Volume.destroy(vol.volumeId), false)
+    await assert.rejects(Volume.getInfo(vol.volumeId), VolumeNotFoundError)
+  })
 })

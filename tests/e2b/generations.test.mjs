@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 
 const SDK = process.env.E2B_SDK || 'e2b'
-const { CommandExitError, FilesystemEventType, NotFoundError, Sandbox } = await import(SDK)
+const { CommandExitError, FilesystemEventType, NotFoundError, Sandbox, Volume } = await import(SDK)
 const version = createRequire(import.meta.url)(`${SDK}/package.json`).version
 const major = Number(version.split('.')[0])
 
@@ -20,7 +20,7 @@ const DOMAIN = process.env.E2B_DOMAIN
 for (const v of ['E2B_DOMAIN', 'E2B_API_KEY', 'NODE_EXTRA_CA_CERTS']) {
   if (!process.env[v]) throw new Error(`${v} is not set: run tests/e2b/run.sh`)
 }
-for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_DEBUG']) {
+for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_VOLUME_API_URL', 'E2B_DEBUG']) {
   if (process.env[v]) throw new Error(`${v} is set: this suite must reach hearth through E2B_DOMAIN alone`)
 }
 
@@ -181,4 +181,21 @@ test(`e2b ${version}: pause, then connect resumes with files and processes`, T, 
   assert.equal(await state(again.sandboxId), 'running')
   assert.ok((await again.commands.list()).some((p) => p.pid === bg.pid), 'the background process survived')
   assert.equal(await again.files.read('/tmp/kept.txt'), 'still here')
+})
+
+// The Volume class (2.x only) reaches the content API at
+// https://api.<domain> by itself, with the volume's token.
+test(`e2b ${version}: a volume's content API on https://api.${DOMAIN}, mounted in a sandbox`, T, async (t) => {
+  if (!Volume) return t.skip(`e2b ${version} has no Volume class`)
+  const vol = await Volume.create(`g-${RUN_ID.slice(0, 8)}`)
+  try {
+    await vol.writeFile('/hello.txt', 'over https')
+    assert.equal(await vol.readFile('/hello.txt'), 'over https')
+    const sbx = await create({ volumeMounts: { '/mnt/v': vol } })
+    assert.equal((await sbx.commands.run('cat /mnt/v/hello.txt')).stdout, 'over https')
+    await sbx.kill()
+    created.delete(sbx.sandboxId)
+  } finally {
+    await Volume.destroy(vol.volumeId)
+  }
 })

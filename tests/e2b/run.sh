@@ -4,7 +4,8 @@
 #
 #   1. conformance.test.mjs and template.test.mjs with e2b 2.x, and
 #      codeinterp.test.mjs with @e2b/code-interpreter, over plain HTTP
-#      (E2B_API_URL and E2B_SANDBOX_URL, the 2.x overrides);
+#      (E2B_API_URL, E2B_SANDBOX_URL and E2B_VOLUME_API_URL, the 2.x
+#      overrides);
 #   2. generations.test.mjs with e2b 2.x and e2b 1.x ("e2b-v1"), and
 #      codeinterp-tls.test.mjs with @e2b/code-interpreter, over HTTPS on
 #      the test domain hearth.test, the way hosted E2B is reached: only
@@ -136,7 +137,7 @@ start_hearth() {
 sdk_version() { node -e 'console.log(require(process.argv[1]).version)' "$here/node_modules/$1/package.json"; }
 
 # Make sure nothing sends sandbox traffic elsewhere.
-unset E2B_DOMAIN E2B_DEBUG E2B_API_URL E2B_SANDBOX_URL
+unset E2B_DOMAIN E2B_DEBUG E2B_API_URL E2B_SANDBOX_URL E2B_VOLUME_API_URL
 
 if [[ " $suites " == *" conformance "* ]]; then
 	port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
@@ -145,7 +146,7 @@ if [[ " $suites " == *" conformance "* ]]; then
 	# This hearth dev bakes code-interpreter-v1 at start (the
 	# code-interpreter suite waits for it).
 	log "conformance suite with e2b $(sdk_version e2b) and @e2b/code-interpreter $(sdk_version @e2b/code-interpreter) over $url"
-	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$api_key \
+	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_VOLUME_API_URL=$url E2B_API_KEY=$api_key \
 		HEARTH_TEST_REGISTRY_BIN=$root_tmp_bin/ociregistry HEARTH_IMAGES_DIR=$images_dir HEARTH_TEST_DATA_DIR=$data \
 		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs codeinterp.test.mjs)
 	stop_hearth

@@ -26,6 +26,8 @@ import (
 // Safe for concurrent use.
 type FakeHost struct {
 	ID string
+	// VolumesDir holds the host's volumes (volumes.go); empty: none.
+	VolumesDir string
 
 	mu        sync.Mutex
 	sandboxes map[string]*fakeSandbox

@@ -86,6 +86,21 @@ const (
 	// HostAgentServiceImportTemplateProcedure is the fully-qualified name of the HostAgentService's
 	// ImportTemplate RPC.
 	HostAgentServiceImportTemplateProcedure = "/hostagent.v1.HostAgentService/ImportTemplate"
+	// HostAgentServiceCreateVolumeProcedure is the fully-qualified name of the HostAgentService's
+	// CreateVolume RPC.
+	HostAgentServiceCreateVolumeProcedure = "/hostagent.v1.HostAgentService/CreateVolume"
+	// HostAgentServiceDeleteVolumeProcedure is the fully-qualified name of the HostAgentService's
+	// DeleteVolume RPC.
+	HostAgentServiceDeleteVolumeProcedure = "/hostagent.v1.HostAgentService/DeleteVolume"
+	// HostAgentServiceVolumeFileProcedure is the fully-qualified name of the HostAgentService's
+	// VolumeFile RPC.
+	HostAgentServiceVolumeFileProcedure = "/hostagent.v1.HostAgentService/VolumeFile"
+	// HostAgentServiceReadVolumeFileProcedure is the fully-qualified name of the HostAgentService's
+	// ReadVolumeFile RPC.
+	HostAgentServiceReadVolumeFileProcedure = "/hostagent.v1.HostAgentService/ReadVolumeFile"
+	// HostAgentServiceWriteVolumeFileProcedure is the fully-qualified name of the HostAgentService's
+	// WriteVolumeFile RPC.
+	HostAgentServiceWriteVolumeFileProcedure = "/hostagent.v1.HostAgentService/WriteVolumeFile"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -146,6 +161,22 @@ type HostAgentServiceClient interface {
 	// checks its hash, and only then renames the files into place: a
 	// half copy is never used. A template already here is kept.
 	ImportTemplate(context.Context) *connect.ClientStreamForClient[v1.TemplateChunk, v1.ImportTemplateResponse]
+	// Volumes: directories on this host (DATA/volumes/<id>/data) that
+	// sandboxes mount with virtio-fs. CreateVolume is idempotent.
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// DeleteVolume removes a volume and its files; FAILED_PRECONDITION while
+	// a sandbox of this host mounts it. Idempotent.
+	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// VolumeFile is the content API on a volume's files (no sandbox needed):
+	// stat, list, mkdir, remove, set owner/mode. Paths are relative to the
+	// volume's root and never leave it (symlinks included).
+	VolumeFile(context.Context, *connect.Request[v1.VolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error)
+	// ReadVolumeFile streams a volume file's bytes in chunks.
+	ReadVolumeFile(context.Context, *connect.Request[v1.ReadVolumeFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error)
+	// WriteVolumeFile: the first message is the header, the following ones
+	// the data. Missing parent directories are created; an existing file is
+	// replaced when the stream ends.
+	WriteVolumeFile(context.Context) *connect.ClientStreamForClient[v1.WriteVolumeFileRequest, v1.VolumeFileResponse]
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -261,6 +292,36 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("ImportTemplate")),
 			connect.WithClientOptions(opts...),
 		),
+		createVolume: connect.NewClient[v1.CreateVolumeRequest, v1.CreateVolumeResponse](
+			httpClient,
+			baseURL+HostAgentServiceCreateVolumeProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("CreateVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteVolume: connect.NewClient[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse](
+			httpClient,
+			baseURL+HostAgentServiceDeleteVolumeProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		volumeFile: connect.NewClient[v1.VolumeFileRequest, v1.VolumeFileResponse](
+			httpClient,
+			baseURL+HostAgentServiceVolumeFileProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("VolumeFile")),
+			connect.WithClientOptions(opts...),
+		),
+		readVolumeFile: connect.NewClient[v1.ReadVolumeFileRequest, v1.ReadFileResponse](
+			httpClient,
+			baseURL+HostAgentServiceReadVolumeFileProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ReadVolumeFile")),
+			connect.WithClientOptions(opts...),
+		),
+		writeVolumeFile: connect.NewClient[v1.WriteVolumeFileRequest, v1.VolumeFileResponse](
+			httpClient,
+			baseURL+HostAgentServiceWriteVolumeFileProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("WriteVolumeFile")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -283,6 +344,11 @@ type hostAgentServiceClient struct {
 	deleteBuild          *connect.Client[v1.DeleteBuildRequest, v1.DeleteBuildResponse]
 	exportTemplate       *connect.Client[v1.ExportTemplateRequest, v1.TemplateChunk]
 	importTemplate       *connect.Client[v1.TemplateChunk, v1.ImportTemplateResponse]
+	createVolume         *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
+	deleteVolume         *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
+	volumeFile           *connect.Client[v1.VolumeFileRequest, v1.VolumeFileResponse]
+	readVolumeFile       *connect.Client[v1.ReadVolumeFileRequest, v1.ReadFileResponse]
+	writeVolumeFile      *connect.Client[v1.WriteVolumeFileRequest, v1.VolumeFileResponse]
 }
 
 // CreateSandbox calls hostagent.v1.HostAgentService.CreateSandbox.
@@ -370,6 +436,31 @@ func (c *hostAgentServiceClient) ImportTemplate(ctx context.Context) *connect.Cl
 	return c.importTemplate.CallClientStream(ctx)
 }
 
+// CreateVolume calls hostagent.v1.HostAgentService.CreateVolume.
+func (c *hostAgentServiceClient) CreateVolume(ctx context.Context, req *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return c.createVolume.CallUnary(ctx, req)
+}
+
+// DeleteVolume calls hostagent.v1.HostAgentService.DeleteVolume.
+func (c *hostAgentServiceClient) DeleteVolume(ctx context.Context, req *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
+	return c.deleteVolume.CallUnary(ctx, req)
+}
+
+// VolumeFile calls hostagent.v1.HostAgentService.VolumeFile.
+func (c *hostAgentServiceClient) VolumeFile(ctx context.Context, req *connect.Request[v1.VolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error) {
+	return c.volumeFile.CallUnary(ctx, req)
+}
+
+// ReadVolumeFile calls hostagent.v1.HostAgentService.ReadVolumeFile.
+func (c *hostAgentServiceClient) ReadVolumeFile(ctx context.Context, req *connect.Request[v1.ReadVolumeFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error) {
+	return c.readVolumeFile.CallServerStream(ctx, req)
+}
+
+// WriteVolumeFile calls hostagent.v1.HostAgentService.WriteVolumeFile.
+func (c *hostAgentServiceClient) WriteVolumeFile(ctx context.Context) *connect.ClientStreamForClient[v1.WriteVolumeFileRequest, v1.VolumeFileResponse] {
+	return c.writeVolumeFile.CallClientStream(ctx)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox boots a sandbox (template_kind BASE) or restores one from
@@ -428,6 +519,22 @@ type HostAgentServiceHandler interface {
 	// checks its hash, and only then renames the files into place: a
 	// half copy is never used. A template already here is kept.
 	ImportTemplate(context.Context, *connect.ClientStream[v1.TemplateChunk]) (*connect.Response[v1.ImportTemplateResponse], error)
+	// Volumes: directories on this host (DATA/volumes/<id>/data) that
+	// sandboxes mount with virtio-fs. CreateVolume is idempotent.
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// DeleteVolume removes a volume and its files; FAILED_PRECONDITION while
+	// a sandbox of this host mounts it. Idempotent.
+	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// VolumeFile is the content API on a volume's files (no sandbox needed):
+	// stat, list, mkdir, remove, set owner/mode. Paths are relative to the
+	// volume's root and never leave it (symlinks included).
+	VolumeFile(context.Context, *connect.Request[v1.VolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error)
+	// ReadVolumeFile streams a volume file's bytes in chunks.
+	ReadVolumeFile(context.Context, *connect.Request[v1.ReadVolumeFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error
+	// WriteVolumeFile: the first message is the header, the following ones
+	// the data. Missing parent directories are created; an existing file is
+	// replaced when the stream ends.
+	WriteVolumeFile(context.Context, *connect.ClientStream[v1.WriteVolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -539,6 +646,36 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("ImportTemplate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceCreateVolumeHandler := connect.NewUnaryHandler(
+		HostAgentServiceCreateVolumeProcedure,
+		svc.CreateVolume,
+		connect.WithSchema(hostAgentServiceMethods.ByName("CreateVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceDeleteVolumeHandler := connect.NewUnaryHandler(
+		HostAgentServiceDeleteVolumeProcedure,
+		svc.DeleteVolume,
+		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceVolumeFileHandler := connect.NewUnaryHandler(
+		HostAgentServiceVolumeFileProcedure,
+		svc.VolumeFile,
+		connect.WithSchema(hostAgentServiceMethods.ByName("VolumeFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceReadVolumeFileHandler := connect.NewServerStreamHandler(
+		HostAgentServiceReadVolumeFileProcedure,
+		svc.ReadVolumeFile,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ReadVolumeFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceWriteVolumeFileHandler := connect.NewClientStreamHandler(
+		HostAgentServiceWriteVolumeFileProcedure,
+		svc.WriteVolumeFile,
+		connect.WithSchema(hostAgentServiceMethods.ByName("WriteVolumeFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -575,6 +712,16 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceExportTemplateHandler.ServeHTTP(w, r)
 		case HostAgentServiceImportTemplateProcedure:
 			hostAgentServiceImportTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceCreateVolumeProcedure:
+			hostAgentServiceCreateVolumeHandler.ServeHTTP(w, r)
+		case HostAgentServiceDeleteVolumeProcedure:
+			hostAgentServiceDeleteVolumeHandler.ServeHTTP(w, r)
+		case HostAgentServiceVolumeFileProcedure:
+			hostAgentServiceVolumeFileHandler.ServeHTTP(w, r)
+		case HostAgentServiceReadVolumeFileProcedure:
+			hostAgentServiceReadVolumeFileHandler.ServeHTTP(w, r)
+		case HostAgentServiceWriteVolumeFileProcedure:
+			hostAgentServiceWriteVolumeFileHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -650,4 +797,24 @@ func (UnimplementedHostAgentServiceHandler) ExportTemplate(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) ImportTemplate(context.Context, *connect.ClientStream[v1.TemplateChunk]) (*connect.Response[v1.ImportTemplateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ImportTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.CreateVolume is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteVolume is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) VolumeFile(context.Context, *connect.Request[v1.VolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.VolumeFile is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ReadVolumeFile(context.Context, *connect.Request[v1.ReadVolumeFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ReadVolumeFile is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) WriteVolumeFile(context.Context, *connect.ClientStream[v1.WriteVolumeFileRequest]) (*connect.Response[v1.VolumeFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.WriteVolumeFile is not implemented"))
 }
