@@ -73,7 +73,7 @@ const egressFlag = "egress-allow-private"
 // that run an agent.
 func addFirecrackerFlags(fs *pflag.FlagSet, j *agent.FirecrackerJail) {
 	fs.StringVar(&j.Jailer, "firecracker-jailer", "", "Firecracker's jailer binary, from the same release as firecracker (default: jailer in PATH); each Firecracker VM then runs chrooted as its own uid")
-	fs.StringVar(&j.ChrootBase, "firecracker-chroot-base", "", "the jailer's chroot base directory (default /srv/jailer); must be on the root disks' file system (they are hard-linked into it)")
+	fs.StringVar(&j.ChrootBase, "firecracker-chroot-base", "", "the jailer's chroot base directory; must be on the root disks' file system, as they are hard-linked into it (default: hearth-jail at the top of each root disk's file system, /srv/jailer for block-device disks)")
 	fs.BoolVar(&j.AllowRoot, "firecracker-allow-root", false, "run Firecracker as root, unconfined, when there is no jailer (not recommended; without it Firecracker is refused and QEMU is used)")
 }
 

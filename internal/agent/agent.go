@@ -97,7 +97,7 @@ type Agent struct {
 // FirecrackerJail configures Firecracker's jailer (vmm/firecracker).
 type FirecrackerJail struct {
 	Jailer     string // jailer binary; empty: "jailer" from PATH
-	ChrootBase string // --chroot-base-dir; on the root disks' file system
+	ChrootBase string // --chroot-base-dir on the root disks' file system; empty: at its top
 	AllowRoot  bool   // run Firecracker as root when there is no jailer
 }
 

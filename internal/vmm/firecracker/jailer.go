@@ -45,9 +45,59 @@ const (
 	jailSnapState = jailSnapDir + "/state"
 	jailSnapMem   = jailSnapDir + "/memory"
 	jailUffd      = "/uffd.sock"
-	// DefaultChrootBase is the jailer's own default --chroot-base-dir.
+	// DefaultChrootBase is the jailer's own default --chroot-base-dir,
+	// used for machines whose root disk is a block device.
 	DefaultChrootBase = "/srv/jailer"
+	// JailDirName is the chroot base at the top of a root disk's file
+	// system when Options.ChrootBase is empty.
+	JailDirName = "hearth-jail"
+	// sharedDirName, below a chroot base, holds one copy of each
+	// read-only input from another file system (the kernel), hard-linked
+	// into every jail from there.
+	sharedDirName = ".shared"
 )
+
+// defaultChrootBase puts the jails at the top of the file system that
+// holds disk (hard links cannot cross file systems): for the reflink
+// backend the root-disk pool's mount, for file disks the data dir's file
+// system.
+func defaultChrootBase(disk string) (string, error) {
+	if disk == "" {
+		return DefaultChrootBase, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(disk, &st); err != nil {
+		return "", fmt.Errorf("jailer: root disk: %w", err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		return DefaultChrootBase, nil
+	}
+	top, err := mountTop(filepath.Dir(disk), st.Dev)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(top, JailDirName), nil
+}
+
+// mountTop walks up from dir (on device dev) to the highest directory
+// still on dev: the file system's mount point.
+func mountTop(dir string, dev uint64) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for dir != "/" {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Dir(dir), &st); err != nil {
+			return "", fmt.Errorf("jailer: %w", err)
+		}
+		if st.Dev != dev {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	return dir, nil
+}
 
 // jailIDRE is the jailer's rule for --id: alphanumerics and hyphens, at
 // most 64 characters.
@@ -130,13 +180,13 @@ func (j jail) prepare(cfg vmm.Config, restore *vmm.RestoreSpec) (kernel, initrd 
 		return "", "", nil, fmt.Errorf("jailer: %w", err)
 	}
 	if cfg.KernelPath != "" {
-		if err := j.linkReadable(cfg.KernelPath, jailKernel); err != nil {
+		if err := j.linkReadable(cfg.KernelPath, jailKernel, true); err != nil {
 			return "", "", nil, err
 		}
 		kernel = jailKernel
 	}
 	if cfg.InitrdPath != "" {
-		if err := j.linkReadable(cfg.InitrdPath, jailInitrd); err != nil {
+		if err := j.linkReadable(cfg.InitrdPath, jailInitrd, true); err != nil {
 			return "", "", nil, err
 		}
 		initrd = jailInitrd
@@ -152,7 +202,7 @@ func (j jail) prepare(cfg vmm.Config, restore *vmm.RestoreSpec) (kernel, initrd 
 	}
 	if restore != nil {
 		rr := *restore
-		if err := j.linkReadable(restore.StatePath, jailSnapState); err != nil {
+		if err := j.linkReadable(restore.StatePath, jailSnapState, false); err != nil {
 			return "", "", nil, err
 		}
 		rr.StatePath = jailSnapState
@@ -164,7 +214,7 @@ func (j jail) prepare(cfg vmm.Config, restore *vmm.RestoreSpec) (kernel, initrd 
 			}
 			rr.UffdSocket = jailUffd
 		} else {
-			if err := j.linkReadable(restore.MemoryPath, jailSnapMem); err != nil {
+			if err := j.linkReadable(restore.MemoryPath, jailSnapMem, false); err != nil {
 				return "", "", nil, err
 			}
 			rr.MemoryPath = jailSnapMem
@@ -200,7 +250,7 @@ func (j jail) linkOwned(src, p string) error {
 		}
 	} else if err := os.Link(src, dst); err != nil {
 		if errors.Is(err, unix.EXDEV) {
-			return fmt.Errorf("jailer: %s is on another file system than the jail %s: put --firecracker-chroot-base on the root disks' file system", src, j.base)
+			return fmt.Errorf("jailer: %s is on another file system than the jail %s: root disks and page server sockets must be on the chroot base's file system (set --firecracker-chroot-base to a directory on it, or leave it empty to use the root disks' file system)", src, j.base)
 		}
 		return fmt.Errorf("jailer: %w", err)
 	}
@@ -210,8 +260,11 @@ func (j jail) linkOwned(src, p string) error {
 // linkReadable puts a read-only input (kernel, initrd, snapshot files,
 // possibly shared with other machines) into the jail: a hard link when
 // the jailed user can read the file as it is, else a private copy it owns
-// (rootfs.CopyFile: a reflink where the file system can, holes kept).
-func (j jail) linkReadable(src, p string) error {
+// (rootfs.CopyFile: a reflink where the file system can, holes kept),
+// removed with the jail. share: a file from another file system that
+// rarely changes (the kernel) is copied once per base and linked from
+// there instead.
+func (j jail) linkReadable(src, p string, share bool) error {
 	dst := j.hostPath(p)
 	var st unix.Stat_t
 	if err := unix.Stat(src, &st); err != nil {
@@ -226,10 +279,48 @@ func (j jail) linkReadable(src, p string) error {
 			return fmt.Errorf("jailer: %w", err)
 		}
 	}
+	if share && readableBy(st, j.uid, j.gid) {
+		// Another file system (the kernel in the data dir, jails next to
+		// the root disks): one shared copy per base, linked from there.
+		shared, err := j.sharedCopy(src, st)
+		if err != nil {
+			return err
+		}
+		if err := os.Link(shared, dst); err != nil {
+			return fmt.Errorf("jailer: %w", err)
+		}
+		return nil
+	}
 	if err := rootfs.CopyFile(src, dst); err != nil {
 		return fmt.Errorf("jailer: copy %s into the jail: %w", src, err)
 	}
 	return os.Chown(dst, j.uid, j.gid)
+}
+
+// sharedCopy returns a copy of src (readable by everyone, as src is)
+// below the base, made once and named after src's identity, so a new
+// kernel gets a new copy and a running jail keeps its link to the old.
+func (j jail) sharedCopy(src string, st unix.Stat_t) (string, error) {
+	dir := filepath.Join(j.base, sharedDirName)
+	p := filepath.Join(dir, fmt.Sprintf("%x-%x-%x-%d.%d-%s", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, filepath.Base(src)))
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("jailer: %w", err)
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", p, os.Getpid())
+	_ = os.Remove(tmp)
+	if err := rootfs.CopyFile(src, tmp); err != nil {
+		return "", fmt.Errorf("jailer: copy %s: %w", src, err)
+	}
+	if err := os.Chmod(tmp, 0o444); err != nil {
+		return "", fmt.Errorf("jailer: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("jailer: %w", err)
+	}
+	return p, nil
 }
 
 // readableBy applies the permission bits (no ACLs: the agent sets none).

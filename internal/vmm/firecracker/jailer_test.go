@@ -194,8 +194,9 @@ func TestJailPrepare(t *testing.T) {
 	}
 }
 
-// A root disk on another file system cannot go into the jail: the error
-// says how to fix it.
+// Across file systems: a root disk cannot go into the jail (the error
+// says how to fix it); a kernel is copied once per base and linked into
+// every jail from there; a snapshot file gets a private copy.
 func TestJailPrepareCrossDevice(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -210,16 +211,77 @@ func TestJailPrepareCrossDevice(t *testing.T) {
 	if stat(t, other).Dev == stat(t, dir).Dev {
 		t.Skip("/dev/shm and the temp dir are one file system")
 	}
-	disk := filepath.Join(other, "disk")
-	if err := os.WriteFile(disk, nil, 0o600); err != nil {
-		t.Fatal(err)
+	write := func(d, name string) string {
+		p := filepath.Join(d, name)
+		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	j, err := newJail("/usr/bin/jailer", "/usr/bin/firecracker", filepath.Join(dir, "jail"), "x", 7, 7)
+	farDisk, kernel, state := write(other, "disk"), write(other, "vmlinux"), write(other, "state")
+	base := filepath.Join(dir, "jail")
+	j, err := newJail("/usr/bin/jailer", "/usr/bin/firecracker", base, "x", 7, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := j.prepare(vmm.Config{RootDisk: disk}, nil); err == nil || !strings.Contains(err.Error(), "--firecracker-chroot-base") {
+	if _, _, _, err := j.prepare(vmm.Config{RootDisk: farDisk}, nil); err == nil || !strings.Contains(err.Error(), "--firecracker-chroot-base") {
 		t.Fatalf("cross-device root disk: %v", err)
+	}
+	disk := write(dir, "disk")
+	var inodes []uint64
+	for _, id := range []string{"x", "y"} {
+		j, err := newJail("/usr/bin/jailer", "/usr/bin/firecracker", base, id, 7, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := j.prepare(vmm.Config{KernelPath: kernel, RootDisk: disk}, &vmm.RestoreSpec{StatePath: state, MemoryPath: disk}); err != nil {
+			t.Fatal(err)
+		}
+		k := stat(t, j.hostPath("/vmlinux"))
+		inodes = append(inodes, k.Ino)
+		if k.Nlink < 2 || k.Mode&0o777 != 0o444 {
+			t.Errorf("%s: kernel in the jail: links %d mode %o, want a read-only shared copy", id, k.Nlink, k.Mode&0o777)
+		}
+		if b, _ := os.ReadFile(j.hostPath("/vmlinux")); string(b) != "vmlinux" {
+			t.Errorf("kernel content %q", b)
+		}
+		if s := stat(t, j.hostPath("/snapshot/state")); s.Nlink != 1 || s.Uid != 7 {
+			t.Errorf("%s: snapshot state: links %d uid %d, want a private copy", id, s.Nlink, s.Uid)
+		}
+	}
+	if inodes[0] != inodes[1] {
+		t.Error("two jails got two copies of the kernel")
+	}
+}
+
+// With no chroot base configured the jails go to the top of the root
+// disk's file system, where hard links to it work.
+func TestDefaultChrootBase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "sub", "disk")
+	if err := os.MkdirAll(filepath.Dir(disk), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, err := defaultChrootBase(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Dir(base)
+	if filepath.Base(base) != JailDirName || !strings.HasPrefix(disk, strings.TrimSuffix(top, "/")+"/") {
+		t.Fatalf("base %s for %s", base, disk)
+	}
+	if stat(t, top).Dev != stat(t, disk).Dev {
+		t.Errorf("%s is not on the disk's file system", top)
+	}
+	if top != "/" && stat(t, filepath.Dir(top)).Dev == stat(t, disk).Dev {
+		t.Errorf("%s is not the top of the disk's file system", top)
+	}
+	if base, err := defaultChrootBase(""); err != nil || base != DefaultChrootBase {
+		t.Errorf("no disk: %s, %v", base, err)
 	}
 }
 

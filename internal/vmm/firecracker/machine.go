@@ -49,9 +49,10 @@ type Options struct {
 	// empty: "jailer" from PATH when there is one. With it every machine
 	// runs chrooted below ChrootBase as its vmm.Config.RunAsUID/GID.
 	Jailer string
-	// ChrootBase is the jailer's --chroot-base-dir (default
-	// DefaultChrootBase). Root disks are hard-linked into it, so it must
-	// be on the root disks' file system.
+	// ChrootBase is the jailer's --chroot-base-dir. Root disks are
+	// hard-linked into it, so it must be on the root disks' file system.
+	// Empty: JailDirName at the top of the file system holding each
+	// machine's root disk (DefaultChrootBase for a block-device disk).
 	ChrootBase string
 	// AllowRoot lets Firecracker run as root, unconfined, when there is no
 	// jailer (or a machine has no RunAsUID). Off: such a start is refused
@@ -85,9 +86,6 @@ func New(opts Options) *Driver {
 	}
 	if opts.StableDir == "" {
 		opts.StableDir = DefaultStableDir
-	}
-	if opts.ChrootBase == "" {
-		opts.ChrootBase = DefaultChrootBase
 	}
 	if opts.Jailer == "" {
 		if p, err := exec.LookPath("jailer"); err == nil {
@@ -282,7 +280,13 @@ func (d *Driver) jailFor(cfg vmm.Config) (*jail, error) {
 	if err != nil {
 		return nil, err
 	}
-	j, err := newJail(d.opts.Jailer, bin, d.opts.ChrootBase, cfg.ID, cfg.RunAsUID, cfg.RunAsGID)
+	base := d.opts.ChrootBase
+	if base == "" {
+		if base, err = defaultChrootBase(cfg.RootDisk); err != nil {
+			return nil, err
+		}
+	}
+	j, err := newJail(d.opts.Jailer, bin, base, cfg.ID, cfg.RunAsUID, cfg.RunAsGID)
 	if err != nil {
 		return nil, err
 	}
