@@ -275,25 +275,40 @@ func followBuild(ctx context.Context, c *cli.Client, w io.Writer, b cli.Build, l
 		}()
 	}
 	var mu sync.Mutex
-	err := c.FollowBuildLogs(ctx, b.Template, b.ID, 0, func(l cli.BuildLog) error {
-		mu.Lock()
-		defer mu.Unlock()
-		p.Add(l)
-		return nil
-	})
-	close(stop)
-	if ctx.Err() != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if cb, cerr := c.CancelBuild(cctx, b.Template, b.ID); cerr == nil {
-			fmt.Fprintf(w, "Build %s cancelled\n", cb.ID)
+	after := 0
+	for {
+		err := c.FollowBuildLogs(ctx, b.Template, b.ID, after, func(l cli.BuildLog) error {
+			mu.Lock()
+			defer mu.Unlock()
+			p.Add(l)
+			after = l.Seq
+			return nil
+		})
+		if ctx.Err() != nil {
+			close(stop)
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if cb, cerr := c.CancelBuild(cctx, b.Template, b.ID); cerr == nil {
+				fmt.Fprintf(w, "Build %s cancelled\n", cb.ID)
+			}
+			return b, ctx.Err()
 		}
-		return b, ctx.Err()
+		if err != nil {
+			close(stop)
+			return b, err
+		}
+		cur, err := c.GetBuild(ctx, b.Template, b.ID)
+		if err != nil || cur.Finished() {
+			close(stop)
+			return cur, err
+		}
+		// The stream ended before the build (a proxy's or the server's
+		// time limit): follow again from the last line shown.
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
-	if err != nil {
-		return b, err
-	}
-	return c.GetBuild(ctx, b.Template, b.ID)
 }
 
 func newTemplateRmCmd(f *apiFlags) *cobra.Command {

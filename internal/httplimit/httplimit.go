@@ -82,6 +82,16 @@ func (l Limits) Handler(kind func(*http.Request) Kind, next http.Handler) http.H
 			now := time.Now()
 			_ = rc.SetReadDeadline(now.Add(l.Read))
 			_ = rc.SetWriteDeadline(now.Add(l.Write))
+			// Read bounds the body's arrival, not the handler: once the
+			// body is read (or there is none) net/http reads the
+			// connection in the background to see the client leave, and
+			// that read timing out would cancel the request's context and
+			// the connection's (every later request on it too).
+			if r.Body == nil || r.Body == http.NoBody {
+				_ = rc.SetReadDeadline(time.Time{})
+			} else {
+				r.Body = &bodyRead{ReadCloser: r.Body, rc: rc}
+			}
 		case Transfer:
 			if l.Stall > 0 {
 				_ = rc.SetReadDeadline(time.Now().Add(l.Stall))
@@ -92,6 +102,20 @@ func (l Limits) Handler(kind func(*http.Request) Kind, next http.Handler) http.H
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bodyRead lifts the read deadline once the body has been read to its end.
+type bodyRead struct {
+	io.ReadCloser
+	rc *http.ResponseController
+}
+
+func (b *bodyRead) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // stallReader moves the read deadline on before every read of the body.

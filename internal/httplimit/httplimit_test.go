@@ -49,12 +49,19 @@ func testServer(t *testing.T) *httptest.Server {
 				fmt.Fprintf(w, "chunk %d\n", i)
 				w.(http.Flusher).Flush()
 			}
+		case "/slow": // a bounded handler working past Read
+			if _, err := io.ReadAll(r.Body); err != nil {
+				http.Error(w, "read: "+err.Error(), http.StatusRequestTimeout)
+				return
+			}
+			time.Sleep(3 * d)
+			fmt.Fprintf(w, "ctx: %v\n", r.Context().Err())
 		default:
 			if _, err := io.ReadAll(r.Body); err != nil {
 				http.Error(w, "read: "+err.Error(), http.StatusRequestTimeout)
 				return
 			}
-			io.WriteString(w, "ok\n")
+			fmt.Fprintf(w, "ok, ctx: %v\n", r.Context().Err())
 		}
 	}))
 	srv := httptest.NewUnstartedServer(h)
@@ -113,7 +120,7 @@ func TestBoundedAndStream(t *testing.T) {
 		}
 		return resp, string(b)
 	}
-	if resp, body := do("POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"); resp.StatusCode != 200 || body != "ok\n" {
+	if resp, body := do("POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"); resp.StatusCode != 200 || body != "ok, ctx: <nil>\n" {
 		t.Fatalf("bounded request: %d %q", resp.StatusCode, body)
 	}
 	// 6×d of streaming, past the write deadline (4×d) the first request set.
@@ -131,6 +138,35 @@ func TestBoundedAndStream(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
 	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("stalled body: %v, %v; want the handler's 408 once the read deadline passed", resp, err)
+	}
+}
+
+// A bounded handler may work past Read once its body is in (a create
+// that takes long): its context stays live, and so does the next
+// request's on the same keep-alive connection.
+func TestBoundedHandlerPastRead(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	c := srv.Client()
+	for _, req := range []struct{ method, path, body string }{
+		{"GET", "/slow", ""}, {"POST", "/slow", "{}"}, {"GET", "/json", ""},
+	} {
+		r, err := http.NewRequest(req.method, srv.URL+req.path, strings.NewReader(req.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.body == "" {
+			r.Body = nil
+		}
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "ctx: <nil>") {
+			t.Errorf("%s %s: %d %q: the request's context ended", req.method, req.path, resp.StatusCode, b)
+		}
 	}
 }
 
