@@ -426,17 +426,10 @@ func BenchmarkVMPrefetchCold(b *testing.B) {
 	}
 }
 
-// procFaults returns a process's minor and major page faults.
+// procFaults returns a process's minor and major page faults (fields 10
+// and 12).
 func procFaults(pid int) (minor, major int64) {
-	s, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0
-	}
-	rest := string(s)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+2:]
-	}
-	f := strings.Fields(rest) // f[0] is field 3; minflt is 10, majflt 12
+	f := procStat(pid)
 	if len(f) < 10 {
 		return 0, 0
 	}
@@ -482,17 +475,24 @@ func findProc(b *testing.B, comm string) int {
 	return 0
 }
 
-// procCPU is a process's user+system CPU time (clock ticks of 10 ms).
-func procCPU(pid int) time.Duration {
+// procStat returns the fields of /proc/PID/stat after the command name:
+// element 0 is field 3 (the state).
+func procStat(pid int) []string {
 	s, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	rest := string(s)
 	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
 		rest = rest[i+2:]
 	}
-	f := strings.Fields(rest) // field 3 (state) is f[0]; utime is field 14
+	return strings.Fields(rest)
+}
+
+// procCPU is a process's user+system CPU time (fields 14 and 15, clock
+// ticks of 10 ms).
+func procCPU(pid int) time.Duration {
+	f := procStat(pid)
 	if len(f) < 13 {
 		return 0
 	}

@@ -67,7 +67,15 @@ func (s *Snapshotter) lazy() bool {
 
 // ramFile returns dir's flat RAM file for snap, materialising it first if
 // this boot has none (the one eager step, once per snapshot).
+//
+// Restores from one directory (the children of a template spawned at once)
+// wait for each other here: one builds the file, the others map it.
 func (s *Snapshotter) ramFile(ctx context.Context, dir string, snap *snapshot.Snapshot) (path string, built bool, err error) {
+	unlock, err := s.lockDir(ctx, dir)
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
 	path = filepath.Join(dir, ramName(snap.Seq(), s.boot))
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
@@ -77,6 +85,24 @@ func (s *Snapshotter) ramFile(ctx context.Context, dir string, snap *snapshot.Sn
 	}
 	s.removeStaleRAM(dir, filepath.Base(path))
 	return path, true, nil
+}
+
+// lockDir serialises the writers of RAM files in one directory in this
+// process.
+func (s *Snapshotter) lockDir(ctx context.Context, dir string) (func(), error) {
+	s.mu.Lock()
+	ch, ok := s.ramLocks[dir]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		s.ramLocks[dir] = ch
+	}
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // removeStaleRAM deletes RAM files of dir other than keep (older seqs,
@@ -318,6 +344,9 @@ func (s *Snapshotter) rollbackRAM(f *os.File, w *ramWriter, parent *snapshot.Sna
 // keepRAMFile renames a RAM file holding exactly snapshot seq to its
 // cache name (failure only costs the next resume a materialisation).
 func (s *Snapshotter) keepRAMFile(dir, path string, seq uint64) {
+	if unlock, err := s.lockDir(context.Background(), dir); err == nil {
+		defer unlock()
+	}
 	name := ramName(seq, s.boot)
 	if err := os.Rename(path, filepath.Join(dir, name)); err != nil {
 		s.log.Warn("keep RAM file", "dir", dir, "err", err)

@@ -171,3 +171,71 @@ func TestRAMWriterPatchesDiffAndRollsBack(t *testing.T) {
 		t.Fatal("rolled-back file does not hold the parent snapshot")
 	}
 }
+
+// TestRAMFileConcurrentRestores: restores from one directory at once (the
+// children of a template spawned together) get one RAM file, built once,
+// holding the snapshot's memory.
+func TestRAMFileConcurrentRestores(t *testing.T) {
+	dir := t.TempDir()
+	mem := make([]byte, 256*pageSize)
+	if _, err := rand.Read(mem[:100*pageSize]); err != nil {
+		t.Fatal(err)
+	}
+	st, err := snapshot.NewStore(filepath.Join(dir, memDirName), snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteFull(context.Background(), bytes.NewReader(mem), int64(len(mem))); err != nil {
+		t.Fatal(err)
+	}
+	s := &Snapshotter{log: slog.Default(), boot: "boot-1", ramLocks: map[string]chan struct{}{}}
+	// A file of an earlier boot is retired by the first build.
+	stale := filepath.Join(dir, ramName(1, "boot-0"))
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	paths := make([]string, n)
+	built := make([]bool, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			snap, err := snapshot.Open(filepath.Join(dir, memDirName))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer snap.Close()
+			paths[i], built[i], errs[i] = s.ramFile(context.Background(), dir, snap)
+		}()
+	}
+	wg.Wait()
+	builds := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("restore %d: %v", i, errs[i])
+		}
+		if paths[i] != paths[0] {
+			t.Fatalf("restores got %s and %s", paths[0], paths[i])
+		}
+		if built[i] {
+			builds++
+		}
+	}
+	if builds != 1 {
+		t.Errorf("RAM file built %d times, want once", builds)
+	}
+	got, err := os.ReadFile(paths[0])
+	if err != nil || !bytes.Equal(got, mem) {
+		t.Fatalf("RAM file does not hold the snapshot (%v)", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if n := e.Name(); n != memDirName && n != filepath.Base(paths[0]) {
+			t.Errorf("left in the directory: %s", n)
+		}
+	}
+}

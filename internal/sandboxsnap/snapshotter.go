@@ -94,7 +94,8 @@ type Snapshotter struct {
 	mu       sync.Mutex
 	needFull map[vmm.Machine]bool
 
-	boot string // this host boot's id: names the RAM files valid now
+	boot     string                   // this host boot's id: names the RAM files valid now
+	ramLocks map[string]chan struct{} // per snapshot dir: writers of RAM files (lockDir)
 }
 
 // DefaultMemoryDir is where the RAM files of the agent with this data dir
@@ -141,7 +142,7 @@ func New(o Options) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot}, nil
+	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot, ramLocks: map[string]chan struct{}{}}, nil
 }
 
 // sharedMemory: guest RAM lives in a file this package saves and
@@ -638,6 +639,9 @@ func (s *Snapshotter) Remove(_ context.Context, sandboxID, dir string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
+	s.mu.Lock()
+	delete(s.ramLocks, dir)
+	s.mu.Unlock()
 	return errors.Join(errs...)
 }
 
