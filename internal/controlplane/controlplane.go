@@ -67,6 +67,7 @@ type ControlPlane struct {
 	handler http.Handler
 	rec     *reconciler.Reconciler // single host only (a fleet has its own)
 	tls     *sitetls.Reloader      // nil: plain HTTP
+	settle  sync.Once              // the start-up reconcile runs once
 }
 
 // reconcileEvery is the single host's reconciler interval.
@@ -236,6 +237,26 @@ func (cp *ControlPlane) URL(ln net.Listener) string {
 	return "https://" + host
 }
 
+// Settle runs the single host's start-up reconcile once (Serve calls it
+// too): rows a crash left in a transitional state are settled at once, not
+// after the reconciler's grace. It treats every transitional row as
+// stale, so it must finish before anything of this process creates,
+// pauses or resumes a sandbox (hearth dev calls it before its
+// code-interpreter bake, whose brand-new "creating" row would otherwise be
+// marked lost).
+func (cp *ControlPlane) Settle(ctx context.Context) {
+	cp.settle.Do(func() {
+		if cp.rec == nil {
+			return
+		}
+		if rep, err := cp.rec.Settle(ctx); err != nil {
+			cp.log.Warn("start-up reconcile incomplete", "err", err)
+		} else if len(rep.Actions) > 0 {
+			cp.log.Info("start-up reconcile settled sandboxes", "actions", len(rep.Actions))
+		}
+	})
+}
+
 // Serve answers on ln (HTTPS when a certificate is configured, plus the
 // redirect listener) and runs the background loops until ctx ends, then
 // shuts down gracefully. It does not close the store (Close does).
@@ -261,15 +282,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		cp.log.Info("redirecting plain HTTP to HTTPS", "addr", rln.Addr().String())
 		go func() { serveErr <- rsrv.Serve(rln) }()
 	}
-	if cp.rec != nil {
-		// Nothing is in flight before the first request: rows a crash
-		// left in a transitional state are settled now, not after Grace.
-		if rep, err := cp.rec.Settle(ctx); err != nil {
-			cp.log.Warn("start-up reconcile incomplete", "err", err)
-		} else if len(rep.Actions) > 0 {
-			cp.log.Info("start-up reconcile settled sandboxes", "actions", len(rep.Actions))
-		}
-	}
+	cp.Settle(ctx)
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	loopsDone := make(chan struct{})
 	go func() {

@@ -139,6 +139,8 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.URL = s.ControlPlane.URL(ln)
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	// Settled before the bake below creates its sandbox (see Settle).
+	s.ControlPlane.Settle(serveCtx)
 	go func() { s.serveDone <- s.ControlPlane.Serve(serveCtx, ln) }()
 	if opts.CodeInterpreter {
 		s.startCodeInterpreterBake(ctx)
