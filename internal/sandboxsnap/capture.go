@@ -1,0 +1,126 @@
+package sandboxsnap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hearth-sandbox/hearth/internal/rootfs"
+	"github.com/hearth-sandbox/hearth/internal/snapshot"
+	"github.com/hearth-sandbox/hearth/internal/vmm"
+)
+
+// Capture writes a template snapshot (the layout Export writes) of the
+// running machine m, booted or restored with cfg, into dst (which must not
+// exist), and leaves m running with its network, disk and processes.
+//
+// The guest stands still only while its device state is saved (QMP stop +
+// migrate with x-ignore-shared), its RAM file is copied within the tmpfs
+// and frozen runs (the caller clones the root disk there, so memory, device
+// state and disk are of one instant); then QMP cont re-activates its block
+// devices and it runs again, before the copy is written into dst. The
+// returned duration is that standstill; m runs again on error too, unless
+// the error says it could not be continued.
+//
+// Only drivers whose guest RAM is a shared file (QEMU) can do this; others
+// return errors.ErrUnsupported, and the caller pauses, copies and resumes.
+//
+// Measured alternatives (QEMU 7.2 here): the background-snapshot migration
+// capability works with the share=on RAM file (6 ms downtime for 256 MiB),
+// but it puts RAM into the migration stream, which the template format
+// does not hold (a conversion QEMU would have to load it again), and it
+// needs userfaultfd in the unprivileged VMM.
+func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config, dst string, frozen func(context.Context) error) (stood time.Duration, err error) {
+	sm, ok := m.(vmm.Snapshotter)
+	if !ok || !s.sharedMemory() {
+		return 0, fmt.Errorf("sandboxsnap: capture a running %s machine: %w", s.o.Driver.Name(), errors.ErrUnsupported)
+	}
+	tmp, err := stageDir(dst)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	state := filepath.Join(tmp, stagingPrefix+"state")
+	ram := filepath.Join(s.o.MemoryDir, ".capture-"+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
+	defer os.Remove(ram)
+	t0 := time.Now()
+	err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
+	if err == nil {
+		// tmpfs to tmpfs, data extents only: what the guest never touched
+		// is a hole and costs nothing.
+		err = rootfs.CopyFile(s.MemoryFile(cfg.ID), ram)
+	}
+	if err == nil && frozen != nil {
+		err = frozen(ctx)
+	}
+	if rerr := sm.Resume(context.WithoutCancel(ctx)); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("continue the captured vm: %w", rerr))
+	}
+	stood = time.Since(t0)
+	if err != nil {
+		return stood, fmt.Errorf("capture %s: %w", cfg.ID, err)
+	}
+	f, err := os.Open(ram)
+	if err != nil {
+		return stood, err
+	}
+	defer f.Close()
+	t1 := time.Now()
+	if err := s.fillTemplate(ctx, tmp, f, int64(cfg.MemoryMB)<<20, 0, func(final string) error {
+		return os.Rename(state, final)
+	}); err != nil {
+		return stood, fmt.Errorf("capture %s: %w", cfg.ID, err)
+	}
+	if err := publishDir(tmp, dst); err != nil {
+		return stood, err
+	}
+	s.log.Info("captured", "sandbox", cfg.ID, "standstill_ms", stood.Milliseconds(), "write_ms", time.Since(t1).Milliseconds())
+	return stood, nil
+}
+
+// stageDir makes the staging directory beside dst that publishDir renames
+// to dst.
+func stageDir(dst string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".staging-")
+}
+
+// fillTemplate writes mem (size bytes of guest memory) as one generation
+// into tmp's store and puts the matching device state in place with
+// placeState (given the final name).
+func (s *Snapshotter) fillTemplate(ctx context.Context, tmp string, mem io.ReaderAt, size int64, blockSize int, placeState func(final string) error) error {
+	st, err := snapshot.NewStore(filepath.Join(tmp, memDirName), snapshot.Options{BlockSize: blockSize, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	if err := st.WriteFull(ctx, mem, size); err != nil {
+		return fmt.Errorf("write template memory: %w", err)
+	}
+	hdr, err := st.Current()
+	if err != nil {
+		return err
+	}
+	if err := placeState(filepath.Join(tmp, stateName(hdr.Seq))); err != nil {
+		return fmt.Errorf("template device state: %w", err)
+	}
+	return syncDir(tmp)
+}
+
+// publishDir renames a complete staging directory to dst.
+func publishDir(tmp, dst string) error {
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("publish %s: %w", dst, err)
+	}
+	return syncDir(filepath.Dir(dst))
+}
