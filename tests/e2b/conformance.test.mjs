@@ -243,6 +243,35 @@ test('pause, then Sandbox.connect resumes with memory and files intact', T, asyn
   }
 })
 
+// The SDK keeps its connections to hearth alive, and hearth keeps its
+// connections to the guest alive. A pause and resume gives the sandbox a new
+// network namespace (here also a new address: another sandbox takes the freed
+// one in between); the same Sandbox object must keep working, after E2B's
+// and hearth's own (/v1) pause and resume alike.
+test('kept-alive connections keep working after pause and resume (E2B and /v1)', T, async (t) => {
+  const sbx = await create()
+  const others = []
+  try {
+    assert.equal((await sbx.commands.run('echo one')).stdout, 'one\n')
+    const paused = await pauseOrSkip(t, sbx)
+    if (paused === null) return
+    others.push(await create())
+    await Sandbox.connect(sbx.sandboxId)
+    assert.equal((await sbx.commands.run('echo two')).stdout, 'two\n')
+    assert.equal(await sbx.files.read('/proc/sys/kernel/hostname').then(() => 'ok'), 'ok')
+
+    const v1 = (path) => fetch(`${process.env.E2B_API_URL}/v1/sandboxes/${sbx.sandboxId}/${path}`, {
+      method: 'POST', headers: { 'X-API-Key': process.env.E2B_API_KEY },
+    })
+    assert.equal((await v1('pause')).status, 200)
+    others.push(await create())
+    assert.equal((await v1('resume')).status, 200)
+    assert.equal((await sbx.commands.run('echo three')).stdout, 'three\n')
+  } finally {
+    await Promise.allSettled([sbx, ...others].map((s) => kill(s)))
+  }
+})
+
 test('network options: allowOut/denyOut at create, getInfo, updateNetwork, malformed rules', T, async () => {
   const sbx = await create({ network: { allowOut: ['1.1.1.1'], denyOut: [ALL_TRAFFIC] } })
   try {
