@@ -211,9 +211,11 @@ func (m *Manager) captureRunning(ctx context.Context, sb *sandbox, templateID, d
 			p := filepath.Join(filepath.Dir(disk.Path), ".capture-"+templateID+"-"+filepath.Base(disk.Path))
 			if rootfs.Reflink(disk.Path, p) == nil {
 				clone = p
-				return nil
+			} else if err := copyDisk(ctx, disk, diskDst); err != nil {
+				return err
 			}
-			return copyDisk(ctx, disk, diskDst)
+			m.crash("capture:frozen")
+			return nil
 		})
 		if err != nil {
 			return frozenEnvd{}, err

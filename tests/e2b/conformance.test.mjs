@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { eventually } from './helpers.mjs'
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import {
   ALL_TRAFFIC,
   AuthenticationError,
@@ -423,15 +424,38 @@ describe('snapshots', () => {
   })
 })
 
+// standstillLogged reads how long the host stood a capture's source still
+// (the agent's "source captured" line) from the server log run.sh names;
+// null when there is none.
+function standstillLogged(sandboxId) {
+  const path = process.env.HEARTH_SERVER_LOG
+  if (!path) return null
+  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.includes('source captured') && l.includes(sandboxId))
+  const m = lines.at(-1)?.match(/standstill_ms["=:]+(\d+)/)
+  return m ? Number(m[1]) : null
+}
+
 describe('fork', () => {
   test('fork({count: 3}): each fork has the memory, they diverge, the source keeps counting', T, async () => {
     const sbx = await create()
     try {
       await startMemoryHolder(sbx, 'fork-me')
       const endAt = (await sbx.getInfo()).endAt.getTime()
+      // While the fork runs, envd's /health is probed back to back through
+      // the proxy: the longest probe bounds how long the source stood still.
+      let forking = true
+      let longestProbe = 0
+      const probes = (async () => {
+        while (forking) {
+          const p0 = performance.now()
+          await sbx.isRunning()
+          longestProbe = Math.max(longestProbe, performance.now() - p0)
+        }
+      })()
       const t0 = performance.now()
-      const forks = await sbx.fork({ count: 3, timeoutMs: 600_000 })
+      const forks = await sbx.fork({ count: 3, timeoutMs: 600_000 }).finally(() => { forking = false })
       const forkMs = performance.now() - t0
+      await probes
       assert.equal(forks.length, 3)
       for (const f of forks) {
         assert.ok(f instanceof Sandbox, `fork failed: ${f?.message}`)
@@ -454,6 +478,18 @@ describe('fork', () => {
         const coldMs = performance.now() - t1
         await kill(cold)
         console.log(`FORK count=3 ${forkMs.toFixed(0)}ms vs one cold create ${coldMs.toFixed(0)}ms: ratio ${(forkMs / coldMs).toFixed(2)}`)
+
+        // The same source paused once (and resumed: the same Sandbox object
+        // then still works, through its kept-alive connections).
+        const t2 = performance.now()
+        assert.equal(await sbx.pause(), true)
+        const pauseMs = performance.now() - t2
+        await Sandbox.connect(sbx.sandboxId)
+        assert.equal((await sbx.commands.run('echo back')).stdout, 'back\n')
+        const logged = standstillLogged(sbx.sandboxId)
+        console.log(`FORK source standstill: longest /health probe during the fork ${longestProbe.toFixed(0)}ms` +
+          (logged === null ? '' : `, host-measured ${logged}ms`) +
+          ` vs one plain pause ${pauseMs.toFixed(0)}ms: ratio ${((logged ?? longestProbe) / pauseMs).toFixed(2)}`)
       } finally {
         await Promise.allSettled(forks.map((f) => kill(f)))
       }
