@@ -1114,7 +1114,7 @@ func CrashSteps() []string {
 		"create:vm-started",
 		"pause:started", "snapshot:state", "snapshot:committed", "pause:vm-stopped",
 		"resume:started", "restore:vm-started", "resume:initialized",
-		"template:written",
+		"capture:frozen", "template:written",
 		"destroy:started",
 	}
 }
