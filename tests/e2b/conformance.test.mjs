@@ -424,14 +424,14 @@ describe('snapshots', () => {
   })
 })
 
-// standstillLogged reads how long the host stood a capture's source still
-// (the agent's "source captured" line) from the server log run.sh names;
-// null when there is none.
-function standstillLogged(sandboxId) {
+// hostLogged reads a figure the host logged for a sandbox (the last line
+// holding marker and the sandbox's ID, field=N) from the server log run.sh
+// names; null when there is none.
+function hostLogged(sandboxId, marker, field) {
   const path = process.env.HEARTH_SERVER_LOG
   if (!path) return null
-  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.includes('source captured') && l.includes(sandboxId))
-  const m = lines.at(-1)?.match(/standstill_ms["=:]+(\d+)/)
+  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.includes(marker) && l.includes(sandboxId))
+  const m = lines.at(-1)?.match(new RegExp(`[ "]${field}["=:]+(\\d+)`))
   return m ? Number(m[1]) : null
 }
 
@@ -486,10 +486,11 @@ describe('fork', () => {
         const pauseMs = performance.now() - t2
         await Sandbox.connect(sbx.sandboxId)
         assert.equal((await sbx.commands.run('echo back')).stdout, 'back\n')
-        const logged = standstillLogged(sbx.sandboxId)
+        const stood = hostLogged(sbx.sandboxId, 'source captured', 'standstill_ms')
+        const paused = hostLogged(sbx.sandboxId, 'msg=paused component=agent', 'ms')
         console.log(`FORK source standstill: longest /health probe during the fork ${longestProbe.toFixed(0)}ms` +
-          (logged === null ? '' : `, host-measured ${logged}ms`) +
-          ` vs one plain pause ${pauseMs.toFixed(0)}ms: ratio ${((logged ?? longestProbe) / pauseMs).toFixed(2)}`)
+          ` vs one plain pause (sbx.pause()) ${pauseMs.toFixed(0)}ms: ratio ${(longestProbe / pauseMs).toFixed(2)}` +
+          (stood === null || paused === null ? '' : `; host-measured ${stood}ms vs ${paused}ms: ratio ${(stood / paused).toFixed(2)}`))
       } finally {
         await Promise.allSettled(forks.map((f) => kill(f)))
       }
