@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
@@ -50,7 +51,7 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 		}
 	}()
 	state := filepath.Join(tmp, stagingPrefix+"state")
-	ram := filepath.Join(s.o.MemoryDir, ".capture-"+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
+	ram := filepath.Join(s.o.MemoryDir, capturePrefix+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
 	defer os.Remove(ram)
 	t0 := time.Now()
 	err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
@@ -85,6 +86,23 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	}
 	s.log.Info("captured", "sandbox", cfg.ID, "standstill_ms", stood.Milliseconds(), "write_ms", time.Since(t1).Milliseconds())
 	return stood, nil
+}
+
+// capturePrefix names the RAM copies of captures in MemoryDir.
+const capturePrefix = ".capture-"
+
+// removeCaptureLeftovers deletes the RAM copies a killed agent's captures
+// left in MemoryDir (tmpfs: they hold memory). MemoryDir is this agent's
+// alone and a capture never outlives its process.
+func (s *Snapshotter) removeCaptureLeftovers() {
+	ents, _ := os.ReadDir(s.o.MemoryDir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), capturePrefix) {
+			if err := os.Remove(filepath.Join(s.o.MemoryDir, e.Name())); err != nil {
+				s.log.Warn("remove a capture's RAM copy", "file", e.Name(), "err", err)
+			}
+		}
+	}
 }
 
 // stageDir makes the staging directory beside dst that publishDir renames

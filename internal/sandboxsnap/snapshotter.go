@@ -142,7 +142,9 @@ func New(o Options) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot, ramLocks: map[string]chan struct{}{}}, nil
+	s := &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot, ramLocks: map[string]chan struct{}{}}
+	s.removeCaptureLeftovers()
+	return s, nil
 }
 
 // sharedMemory: guest RAM lives in a file this package saves and
