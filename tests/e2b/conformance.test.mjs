@@ -491,8 +491,14 @@ describe('fork', () => {
         console.log(`FORK source standstill: longest /health probe during the fork ${longestProbe.toFixed(0)}ms` +
           ` vs one plain pause (sbx.pause()) ${pauseMs.toFixed(0)}ms: ratio ${(longestProbe / pauseMs).toFixed(2)}` +
           (stood === null || paused === null ? '' : `; host-measured ${stood}ms vs ${paused}ms: ratio ${(stood / paused).toFixed(2)}`))
+        // The capture template goes with the last fork (the source is not
+        // one of its sandboxes).
+        assert.equal((await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems()).length, 1)
+        for (const f of forks) await kill(f)
+        assert.deepEqual(await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems(), [],
+          'the fork template is deleted with its last fork')
       } finally {
-        await Promise.allSettled(forks.map((f) => kill(f)))
+        await Promise.allSettled(forks.filter((f) => created.has(f.sandboxId)).map((f) => kill(f)))
       }
     } finally {
       await kill(sbx)
