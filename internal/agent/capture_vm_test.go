@@ -157,12 +157,57 @@ cat /tmp/secret $HOME/ondisk; [ -e $HOME/after ] && echo after-capture-write-lea
 	}
 	t.Logf("CAPTURE source standstill %d ms vs one pause %d ms: ratio %.2f (capture call %d ms)",
 		standstill.Milliseconds(), pause.Milliseconds(), float64(standstill)/float64(pause), captureRPC.Milliseconds())
-	for _, id := range []string{kid, src} {
+
+	// The resumed source and the spawned sandbox map their memory
+	// copy-on-write (lazy restores): their captures take the pages out of
+	// the migration stream. A sandbox spawned from each has that memory.
+	const tpl2, tpl3, kid2, kid3 = "tcapsrc2", "tcapkid", "capkid2", "capkid3"
+	for _, tc := range []struct{ from, tpl, kid, want string }{
+		{src, tpl2, kid2, "mem-42\ndisk-42\nlater\n"},
+		{kid, tpl3, kid3, "mem-42\ndisk-42\n"},
+	} {
+		pid := vmmPID(t, e.data, tc.from)
+		if _, err := c.CreateSnapshot(ctx, tc.from, tc.tpl); err != nil {
+			t.Fatalf("capture %s: %v", tc.from, err)
+		}
+		if got := vmmPID(t, e.data, tc.from); got != pid {
+			t.Fatalf("%s's VMM changed across the capture: pid %d → %d", tc.from, pid, got)
+		}
+		stood := time.Duration(rec.last.Load())
+		if _, err := c.CreateSandbox(ctx, service.CreateSandboxRequest{
+			SandboxID: tc.kid, TemplateID: tc.tpl, TemplateKind: sbx.KindSnapshot,
+			VCPUs: 1, MemoryMB: 256, DiskSizeMB: 2048, AccessToken: "tok-" + tc.kid,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got := vmExec(t, c, tc.kid, `rm -f /tmp/secret; kill -USR1 $(cat /tmp/holder.pid); for i in $(seq 50); do [ -s /tmp/secret ] && break; sleep 0.1; done
+cat /tmp/secret $HOME/ondisk; cat $HOME/after 2>/dev/null || true`)
+		if got != tc.want {
+			t.Fatalf("sandbox spawned from the capture of %s: %q, want %q", tc.from, got, tc.want)
+		}
+		if code, body := envdStat(t, keepAlive, e.srv.URL, tc.from, map[string]string{src: tok, kid: "tok-capkid"}[tc.from], "/tmp"); code != http.StatusOK {
+			t.Fatalf("envd Stat of %s after its capture: %d %s", tc.from, code, body)
+		}
+		// One pause of the same private-RAM machine, the baseline.
+		t2 := time.Now()
+		if err := c.PauseSandbox(ctx, tc.from); err != nil {
+			t.Fatal(err)
+		}
+		pause := time.Since(t2)
+		if _, err := c.ResumeSandbox(ctx, service.ResumeSandboxRequest{SandboxID: tc.from}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("CAPTURE of %s (private RAM) standstill %d ms vs one pause %d ms: ratio %.2f",
+			tc.from, stood.Milliseconds(), pause.Milliseconds(), float64(stood)/float64(pause))
+	}
+	for _, id := range []string{kid3, kid2, kid, src} {
 		if err := c.DestroySandbox(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.DeleteSnapshot(ctx, tpl); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{tpl3, tpl2, tpl} {
+		if err := c.DeleteSnapshot(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

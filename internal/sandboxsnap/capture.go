@@ -21,10 +21,12 @@ import (
 // exist), and leaves m running with its network, disk and processes.
 //
 // The guest stands still only while its device state is saved (QMP stop +
-// migrate with x-ignore-shared), its RAM file is copied within the tmpfs
-// and frozen runs (the caller clones the root disk there, so memory, device
-// state and disk are of one instant); then QMP cont re-activates its block
-// devices and it runs again, before the copy is written into dst. The
+// migrate with x-ignore-shared), its memory is copied into the tmpfs (its
+// shared RAM file, or the pages of a private mapping out of the migration
+// stream) and frozen runs (the caller clones the root disk there, so
+// memory, device state and disk are of one instant); then QMP cont
+// re-activates its block devices and it runs again, before the copy is
+// written into dst. The
 // returned duration is that standstill; m runs again on error too, unless
 // the error says it could not be continued.
 //
@@ -54,11 +56,17 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	ram := filepath.Join(s.o.MemoryDir, capturePrefix+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
 	defer os.Remove(ram)
 	t0 := time.Now()
-	err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
-	if err == nil {
-		// tmpfs to tmpfs, data extents only: what the guest never touched
-		// is a hole and costs nothing.
-		err = rootfs.CopyFile(s.MemoryFile(cfg.ID), ram)
+	if pm, ok := m.(privateRAM); ok && pm.PrivateMemoryFile() != "" {
+		// RAM mapped copy-on-write (a resumed sandbox, a template's child):
+		// its pages come out of the migration stream into the copy.
+		err = s.captureStream(ctx, sm, state, ram, int64(cfg.MemoryMB)<<20)
+	} else {
+		err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
+		if err == nil {
+			// tmpfs to tmpfs, data extents only: what the guest never
+			// touched is a hole and costs nothing.
+			err = rootfs.CopyFile(s.MemoryFile(cfg.ID), ram)
+		}
 	}
 	if err == nil && frozen != nil {
 		err = frozen(ctx)
@@ -86,6 +94,25 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	}
 	s.log.Info("captured", "sandbox", cfg.ID, "standstill_ms", stood.Milliseconds(), "write_ms", time.Since(t1).Milliseconds())
 	return stood, nil
+}
+
+// captureStream saves the device state of a private-RAM machine into state
+// and its memory pages, taken out of the migration stream, into a new
+// sparse file ram of size bytes.
+func (s *Snapshotter) captureStream(ctx context.Context, m vmm.Snapshotter, state, ram string, size int64) error {
+	f, err := os.OpenFile(ram, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	w := newRAMWriter(f, nil)
+	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state, Pages: w.page}); err != nil {
+		return fmt.Errorf("save device state and memory: %w", err)
+	}
+	return w.flush()
 }
 
 // capturePrefix names the RAM copies of captures in MemoryDir.
