@@ -55,11 +55,30 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	state := filepath.Join(tmp, stagingPrefix+"state")
 	ram := filepath.Join(s.o.MemoryDir, capturePrefix+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
 	defer os.Remove(ram)
-	t0 := time.Now()
-	if pm, ok := m.(privateRAM); ok && pm.PrivateMemoryFile() != "" {
+	size := int64(cfg.MemoryMB) << 20
+	pm, private := m.(privateRAM)
+	private = private && pm.PrivateMemoryFile() != ""
+	var parent *snapshot.Snapshot
+	if private {
 		// RAM mapped copy-on-write (a resumed sandbox, a template's child):
-		// its pages come out of the migration stream into the copy.
-		err = s.captureStream(ctx, sm, state, ram, int64(cfg.MemoryMB)<<20)
+		// the pages the guest never wrote are the mapped file's. Copied
+		// now, while the guest runs, the standstill below only patches
+		// in the pages whose hash differs, like a pause of it does.
+		if parent = s.originSnapshot(pm.PrivateMemoryFile(), size); parent != nil {
+			if err := rootfs.CopyFile(pm.PrivateMemoryFile(), ram); err != nil {
+				s.log.Warn("capture: copy the mapped RAM file", "sandbox", cfg.ID, "err", err)
+				os.Remove(ram)
+				parent.Close()
+				parent = nil
+			} else {
+				defer parent.Close()
+			}
+		}
+	}
+	t0 := time.Now()
+	if private {
+		// Its pages come out of the migration stream into the copy.
+		err = s.captureStream(ctx, sm, state, ram, size, parent)
 	} else {
 		err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
 		if err == nil {
@@ -92,27 +111,55 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	if err := publishDir(tmp, dst); err != nil {
 		return stood, err
 	}
-	s.log.Info("captured", "sandbox", cfg.ID, "standstill_ms", stood.Milliseconds(), "write_ms", time.Since(t1).Milliseconds())
+	s.log.Info("captured", "sandbox", cfg.ID, "standstill_ms", stood.Milliseconds(), "write_ms", time.Since(t1).Milliseconds(),
+		"private_ram", private, "patched", parent != nil)
 	return stood, nil
 }
 
 // captureStream saves the device state of a private-RAM machine into state
-// and its memory pages, taken out of the migration stream, into a new
-// sparse file ram of size bytes.
-func (s *Snapshotter) captureStream(ctx context.Context, m vmm.Snapshotter, state, ram string, size int64) error {
-	f, err := os.OpenFile(ram, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+// and its memory pages, taken out of the migration stream, into ram: with
+// parent, ram already holds parent's memory and only the pages that differ
+// are written; without, ram is a new sparse file of size bytes.
+func (s *Snapshotter) captureStream(ctx context.Context, m vmm.Snapshotter, state, ram string, size int64, parent *snapshot.Snapshot) error {
+	flag := os.O_RDWR
+	if parent == nil {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(ram, flag, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
+	var hdr *snapshot.Header
+	if parent != nil {
+		hdr = parent.Header()
+	} else if err := f.Truncate(size); err != nil {
 		return err
 	}
-	w := newRAMWriter(f, nil)
+	w := newRAMWriter(f, hdr)
 	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state, Pages: w.page}); err != nil {
 		return fmt.Errorf("save device state and memory: %w", err)
 	}
 	return w.flush()
+}
+
+// originSnapshot opens the committed snapshot whose memory the RAM file
+// origin (ram-<seq>-<boot> in a snapshot directory) holds, or returns nil
+// when origin holds no snapshot known to be that one.
+func (s *Snapshotter) originSnapshot(origin string, size int64) *snapshot.Snapshot {
+	seq, ok := s.parseRAMName(filepath.Base(origin))
+	if !ok {
+		return nil
+	}
+	snap, err := snapshot.Open(filepath.Join(filepath.Dir(origin), memDirName))
+	if err != nil {
+		return nil
+	}
+	if h := snap.Header(); h.Seq != seq || h.BlockSize != pageSize || int64(h.MemSize) != size {
+		snap.Close()
+		return nil
+	}
+	return snap
 }
 
 // capturePrefix names the RAM copies of captures in MemoryDir.
