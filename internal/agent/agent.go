@@ -178,6 +178,10 @@ func (a *Agent) Handler() http.Handler {
 // SandboxAddr returns the host-reachable IP of a running sandbox's guest.
 func (a *Agent) SandboxAddr(id string) (string, error) { return a.mgr.SandboxAddr(id) }
 
+// SandboxRoute returns a running sandbox's guest address and the
+// connection pool for its current network slot.
+func (a *Agent) SandboxRoute(id string) (GuestRoute, error) { return a.mgr.SandboxRoute(id) }
+
 // Shutdown stops accepting creates and stops (or, with a Snapshotter,
 // pauses) every sandbox, then releases the agent's components.
 func (a *Agent) Shutdown(ctx context.Context) error {

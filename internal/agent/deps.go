@@ -139,6 +139,15 @@ type Snapshotter interface {
 	Remove(ctx context.Context, sandboxID, dir string) error
 }
 
+// Capturer is implemented by Snapshotters that can capture a running
+// machine into a template directory without stopping it for longer than
+// the capture itself (sandboxsnap, for QEMU): frozen runs while the guest
+// stands still, so the caller's disk clone is of the same instant as the
+// memory. errors.ErrUnsupported: the caller pauses, copies and resumes.
+type Capturer interface {
+	Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config, dst string, frozen func(context.Context) error) (time.Duration, error)
+}
+
 // StaleCleaner is implemented by root-disk backends that hold kernel state
 // (loop devices, device-mapper targets) a crashed agent may have left
 // behind. live holds the IDs of sandboxes whose disks must stay.

@@ -80,11 +80,21 @@
 //     authenticated with the frozen token, setting the current token and the
 //     host clock (the guest clock is frozen while paused) → running. A
 //     failed resume releases the VM and slot and goes back to paused.
-//   - CreateSnapshot(sandbox, template): pause if running (resumed again
-//     afterwards), then DATA/templates/<template>/ (templates.go): the
-//     memory as one generation (Snapshotter.Export), the disk as a
-//     byte-for-byte sparse copy (NOT FlattenRootfs: the frozen kernel has
-//     the ext4 layout cached), template.json. Staged and renamed.
+//   - CreateSnapshot(sandbox, template) writes DATA/templates/<template>/
+//     (templates.go): the memory as one generation, the disk as a
+//     byte-for-byte copy (NOT FlattenRootfs: the frozen kernel has the ext4
+//     layout cached), template.json; staged and renamed. A running sandbox
+//     stays running in the same VMM (Capturer, QEMU): it stands still only
+//     while the device state is saved, the RAM file copied in the tmpfs and
+//     the disk reflinked beside itself (copied there where it cannot
+//     reflink), then QMP cont; the template is written from those copies
+//     while it runs, so its network slot, kept-alive connections, envd and
+//     token stay. Without a Capturer (Firecracker) a running sandbox is
+//     paused, exported (Snapshotter.Export) and resumed. A paused one is
+//     exported.
+//   - Kept-alive connections to a guest (the agent's sandbox proxy, hearth
+//     dev's direct route) are pooled per sandbox and network slot
+//     (SandboxRoute): a resume's new slot never gets one from before.
 //   - CreateSandbox with TEMPLATE_KIND_SNAPSHOT: vCPUs/memory must equal
 //     the template's (FieldError naming the field); disk = a backend clone
 //     of the template's disk at exactly its file-system size (no resize);

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
@@ -92,7 +93,8 @@ type Manager struct {
 	closed    bool
 	// builds is read-held by each running template build; the step cache
 	// is pruned only when it can be write-locked (no build reads it).
-	builds sync.RWMutex
+	builds   sync.RWMutex
+	slotGens atomic.Uint64 // see sandbox.slotGen
 }
 
 var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
@@ -322,7 +324,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 		return fmt.Errorf("network: %w", err)
 	}
 	sb.mu.Lock()
-	sb.slot = &slot
+	sb.slot, sb.slotGen = &slot, m.slotGens.Add(1)
 	sb.mu.Unlock()
 
 	cfg, err := m.machineConfig(sb, disk, slot)
@@ -831,7 +833,7 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 		return fmt.Errorf("network: %w", err)
 	}
 	sb.mu.Lock()
-	sb.slot = &slot
+	sb.slot, sb.slotGen = &slot, m.slotGens.Add(1)
 	sb.mu.Unlock()
 	disk, err := m.d.Disks.Lookup(ctx, sb.spec.ID)
 	if err != nil {
@@ -932,15 +934,35 @@ func (m *Manager) List() []Info {
 // SandboxAddr returns the host-reachable address (IP) of a running
 // sandbox's guest: dial SandboxAddr + ":" + port to reach a guest port.
 func (m *Manager) SandboxAddr(id string) (string, error) {
+	r, err := m.SandboxRoute(id)
+	return r.Addr, err
+}
+
+// GuestRoute is how to reach a running sandbox's guest.
+type GuestRoute struct {
+	Addr string // host-reachable IP of the guest
+	// Pool names the connection pool for it: the sandbox and its current
+	// network slot. A pause or resume gives the sandbox a new slot (a new
+	// namespace), so connections kept alive in the old pool are never
+	// reused; the old pool is closed when idle.
+	Pool string
+}
+
+// SandboxRoute returns the address and connection pool of a running
+// sandbox's guest.
+func (m *Manager) SandboxRoute(id string) (GuestRoute, error) {
 	sb, err := m.get(id)
 	if err != nil {
-		return "", err
+		return GuestRoute{}, err
 	}
 	in := sb.info()
 	if in.State != sbx.StateRunning {
-		return "", &sbx.ErrTransition{ID: id, From: in.State, To: sbx.StateRunning}
+		return GuestRoute{}, &sbx.ErrTransition{ID: id, From: in.State, To: sbx.StateRunning}
 	}
-	return in.GuestAddr, nil
+	sb.mu.Lock()
+	gen := sb.slotGen
+	sb.mu.Unlock()
+	return GuestRoute{Addr: in.GuestAddr, Pool: id + "#" + strconv.FormatUint(gen, 10)}, nil
 }
 
 // envdOf returns the envd of a running sandbox and its default user.
@@ -1092,7 +1114,7 @@ func CrashSteps() []string {
 		"create:vm-started",
 		"pause:started", "snapshot:state", "snapshot:committed", "pause:vm-stopped",
 		"resume:started", "restore:vm-started", "resume:initialized",
-		"template:written",
+		"capture:frozen", "template:written",
 		"destroy:started",
 	}
 }

@@ -48,7 +48,7 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 		http.Error(w, "invalid sandbox port", http.StatusBadRequest)
 		return
 	}
-	host, err := a.mgr.SandboxAddr(id)
+	route, err := a.mgr.SandboxRoute(id)
 	var te *sbx.ErrTransition
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -61,7 +61,8 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	target := &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}
+	target := &url.URL{Scheme: "http", Host: net.JoinHostPort(route.Addr, port)}
+	pool := a.pools.Get(route.Pool)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -73,14 +74,15 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 			pr.Out.Header.Del(hostwire.TokenHeader) // the agent's own token stays here
 			pr.SetXForwarded()
 		},
-		// A pool per sandbox: guest addresses are reused by later
-		// sandboxes (see hostwire.SandboxTransports).
-		Transport: a.pools.Get(id),
+		// A pool per sandbox and network slot: guest addresses are reused
+		// by later sandboxes (see hostwire.SandboxTransports), and a resumed
+		// sandbox's connections from before its pause are dead.
+		Transport: pool,
 		// Stream responses (server-sent events, Connect server streams).
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			a.log.Debug("proxy", "sandbox", id, "port", port, "err", err)
-			a.pools.Reset(id)
+			a.pools.Reset(route.Pool)
 			http.Error(w, "sandbox port "+port+" is not reachable", http.StatusBadGateway)
 		},
 	}

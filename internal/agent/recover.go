@@ -197,6 +197,18 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 			fail(errors.New("its VM exited while the agent was down"))
 			return
 		}
+		// A capture (CreateSnapshot of a running sandbox) cut short stops
+		// the guest without a state change: let it run again.
+		if rs, ok := machine.(vmm.RunStater); ok {
+			if running, err := rs.GuestRunning(ctx); err == nil && !running {
+				if sm, ok := machine.(vmm.Snapshotter); ok {
+					if err := sm.Resume(ctx); err != nil {
+						fail(fmt.Errorf("continue the VM of an unfinished capture: %w", err))
+						return
+					}
+				}
+			}
+		}
 		if err := m.readopt(ctx, sb, machine, md, false); err != nil {
 			fail(err)
 			return

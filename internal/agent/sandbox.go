@@ -82,13 +82,17 @@ type sandbox struct {
 
 	op chan struct{}
 
-	mu        sync.Mutex
-	state     sbx.State
-	errMsg    string
-	machine   vmm.Machine      // non-nil while a VMM process may exist
-	cfg       vmm.Config       // the config machine was started (or restored) with
-	exited    chan struct{}    // closed when machine's process has exited
-	slot      *NetSlot         // non-nil while a network slot may exist
+	mu      sync.Mutex
+	state   sbx.State
+	errMsg  string
+	machine vmm.Machine   // non-nil while a VMM process may exist
+	cfg     vmm.Config    // the config machine was started (or restored) with
+	exited  chan struct{} // closed when machine's process has exited
+	slot    *NetSlot      // non-nil while a network slot may exist
+	// slotGen numbers slot among all slots this agent set up: connections
+	// kept alive to the guest belong to one slot (a resume sets up a new
+	// namespace, maybe at another address), so their pool is keyed by it.
+	slotGen   uint64
 	disk      *rootfs.Disk     // non-nil once the root disk exists
 	shares    []*volume.Daemon // virtiofsd of each volume, while they may run
 	envd      Envd             // non-nil while running

@@ -131,7 +131,8 @@ type SnapshotInfo struct {
 }
 
 // CreateSnapshot makes snapshot template templateID from a running sandbox
-// (paused for the copy, then resumed) or a paused one. Idempotent: a retry
+// (standing still only for the capture, see captureRunning) or a paused
+// one. Idempotent: a retry
 // for the same sandbox returns the existing template.
 func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID string) (SnapshotInfo, error) {
 	if !validTemplate.MatchString(templateID) {
@@ -159,24 +160,14 @@ func (m *Manager) CreateSnapshot(ctx context.Context, sandboxID, templateID stri
 	if state != sbx.StateRunning && state != sbx.StatePaused {
 		return SnapshotInfo{}, &sbx.ErrTransition{ID: sandboxID, From: state, To: sbx.StatePaused}
 	}
-	if state == sbx.StateRunning {
-		paused := time.Now()
-		if err := m.pauseLocked(ctx, sb); err != nil {
-			return SnapshotInfo{}, fmt.Errorf("create snapshot: %w", err)
-		}
-		defer func() {
-			// Resume whatever happened to the copy: the sandbox was running.
-			if err := m.resumeLocked(context.WithoutCancel(ctx), sb, "", sb.spec.Egress); err != nil {
-				sb.log.Error("resume after snapshot", "err", err)
-				return
-			}
-			// How long the source stood still (fork and snapshot callers
-			// care): pause + copy + resume.
-			sb.log.Info("source resumed after snapshot", "template", templateID, "paused_ms", time.Since(paused).Milliseconds())
-		}()
-	}
 	t0 := time.Now()
-	t, err := m.writeTemplate(ctx, sb, templateID, dst)
+	var t templateMeta
+	if state == sbx.StateRunning {
+		t, err = m.captureRunning(ctx, sb, templateID, dst)
+	}
+	if state == sbx.StatePaused || errors.Is(err, errors.ErrUnsupported) {
+		t, err = m.capturePaused(ctx, sb, templateID, dst, state == sbx.StateRunning)
+	}
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("create snapshot %s of %s: %w", templateID, sandboxID, err)
 	}
@@ -189,8 +180,101 @@ func (t templateMeta) info() SnapshotInfo {
 	return SnapshotInfo{TemplateID: t.TemplateID, VCPUs: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: t.DiskSizeMB}
 }
 
-// writeTemplate copies a paused sandbox's snapshot and disk into dst.
-func (m *Manager) writeTemplate(ctx context.Context, sb *sandbox, templateID, dst string) (t templateMeta, err error) {
+// captureRunning makes the template of a running sandbox, which keeps
+// running: its ID, processes, network slot (so connections to it survive),
+// envd and expiry stay. The guest stands still while the Capturer saves its
+// state and copies its memory, and the root disk is cloned then: a reflink
+// beside the disk (milliseconds) copied into the template once the guest
+// runs again, or, where the disk's filesystem cannot reflink, a copy made
+// while it stands still. errors.ErrUnsupported: no Capturer for this driver.
+func (m *Manager) captureRunning(ctx context.Context, sb *sandbox, templateID, dst string) (templateMeta, error) {
+	c, ok := m.d.Snapshots.(Capturer)
+	if !ok {
+		return templateMeta{}, errors.ErrUnsupported
+	}
+	sb.mu.Lock()
+	machine, cfg, user := sb.machine, sb.cfg, sb.user
+	sb.mu.Unlock()
+	disk, err := m.d.Disks.Lookup(ctx, sb.spec.ID)
+	if err != nil {
+		return templateMeta{}, fmt.Errorf("root disk: %w", err)
+	}
+	return m.writeTemplate(ctx, sb, templateID, dst, func(tmp string) (frozenEnvd, error) {
+		diskDst := filepath.Join(tmp, "rootfs.ext4")
+		var clone string
+		defer func() {
+			if clone != "" {
+				os.Remove(clone)
+			}
+		}()
+		stood, err := c.Capture(ctx, machine, cfg, filepath.Join(tmp, "snapshot"), func(ctx context.Context) error {
+			p := filepath.Join(filepath.Dir(disk.Path), ".capture-"+templateID+"-"+filepath.Base(disk.Path))
+			if rootfs.Reflink(disk.Path, p) == nil {
+				clone = p
+			} else if err := copyDisk(ctx, disk, diskDst); err != nil {
+				return err
+			}
+			m.crash("capture:frozen")
+			return nil
+		})
+		if err != nil {
+			return frozenEnvd{}, err
+		}
+		// How long the source stood still: what snapshot and fork callers
+		// wait on (docs/e2b.md compares it with a pause).
+		sb.log.Info("source captured", "template", templateID, "standstill_ms", stood.Milliseconds(), "disk_reflinked", clone != "")
+		if clone != "" {
+			if err := copyDisk(ctx, rootfs.Disk{Path: clone, Format: disk.Format}, diskDst); err != nil {
+				return frozenEnvd{}, fmt.Errorf("copy root disk: %w", err)
+			}
+		}
+		// The running envd holds the sandbox's current token.
+		return frozenEnvd{Token: sb.spec.AccessToken, User: user}, nil
+	})
+}
+
+// capturePaused makes the template from a paused sandbox's snapshot; a
+// running one (wasRunning: a driver without a Capturer) is paused for the
+// copy and resumed, standing still for all of it.
+func (m *Manager) capturePaused(ctx context.Context, sb *sandbox, templateID, dst string, wasRunning bool) (templateMeta, error) {
+	if wasRunning {
+		paused := time.Now()
+		if err := m.pauseLocked(ctx, sb); err != nil {
+			return templateMeta{}, err
+		}
+		defer func() {
+			// Resume whatever happened to the copy: the sandbox was running.
+			if err := m.resumeLocked(context.WithoutCancel(ctx), sb, "", sb.spec.Egress); err != nil {
+				sb.log.Error("resume after snapshot", "err", err)
+				return
+			}
+			sb.log.Info("source resumed after snapshot", "template", templateID, "standstill_ms", time.Since(paused).Milliseconds())
+		}()
+	}
+	return m.writeTemplate(ctx, sb, templateID, dst, func(tmp string) (frozenEnvd, error) {
+		src := snapshotDir(sb.runDir)
+		frozen, err := readFrozen(src)
+		if err != nil {
+			return frozen, fmt.Errorf("frozen envd record: %w", err)
+		}
+		if err := m.d.Snapshots.Export(ctx, src, filepath.Join(tmp, "snapshot")); err != nil {
+			return frozen, err
+		}
+		disk, err := m.d.Disks.Lookup(ctx, sb.spec.ID)
+		if err != nil {
+			return frozen, fmt.Errorf("root disk: %w", err)
+		}
+		if err := copyDisk(ctx, disk, filepath.Join(tmp, "rootfs.ext4")); err != nil {
+			return frozen, fmt.Errorf("copy root disk: %w", err)
+		}
+		return frozen, nil
+	})
+}
+
+// writeTemplate stages template templateID of sb: fill writes the snapshot
+// and rootfs.ext4 into the staging dir and returns the frozen envd's
+// record; then the metadata is written and the dir renamed to dst.
+func (m *Manager) writeTemplate(ctx context.Context, sb *sandbox, templateID, dst string, fill func(tmp string) (frozenEnvd, error)) (t templateMeta, err error) {
 	if err := os.MkdirAll(m.templatesDir(), 0o700); err != nil {
 		return t, err
 	}
@@ -203,23 +287,11 @@ func (m *Manager) writeTemplate(ctx context.Context, sb *sandbox, templateID, ds
 			os.RemoveAll(tmp)
 		}
 	}()
-	src := snapshotDir(sb.runDir)
-	frozen, err := readFrozen(src)
+	frozen, err := fill(tmp)
 	if err != nil {
-		return t, fmt.Errorf("frozen envd record: %w", err)
-	}
-	if err := m.d.Snapshots.Export(ctx, src, filepath.Join(tmp, "snapshot")); err != nil {
 		return t, err
 	}
-	disk, err := m.d.Disks.Lookup(ctx, sb.spec.ID)
-	if err != nil {
-		return t, fmt.Errorf("root disk: %w", err)
-	}
-	diskDst := filepath.Join(tmp, "rootfs.ext4")
-	if err := copyDisk(ctx, disk, diskDst); err != nil {
-		return t, fmt.Errorf("copy root disk: %w", err)
-	}
-	fsBytes, err := ext4Size(diskDst)
+	fsBytes, err := ext4Size(filepath.Join(tmp, "rootfs.ext4"))
 	if err != nil {
 		return t, err
 	}

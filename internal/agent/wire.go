@@ -136,6 +136,7 @@ func (a *Agent) wire(ctx context.Context) error {
 
 var (
 	_ Snapshotter      = (*sandboxsnap.Snapshotter)(nil)
+	_ Capturer         = (*sandboxsnap.Snapshotter)(nil)
 	_ SnapshotRecovery = (*sandboxsnap.Snapshotter)(nil)
 	_ NetAdopter       = netAdapter{}
 )

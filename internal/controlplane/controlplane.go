@@ -161,7 +161,7 @@ func (cp *ControlPlane) build(ctx context.Context, opts Options) error {
 	}
 	px := proxy.New(&proxy.StoreResolver{Store: cp.Store, Route: route, Resume: proxy.ResumeWith(cp.Service)},
 		proxy.Options{Domain: cp.cfg.Domain, Transport: opts.ProxyTransport, SignedURLMaxAge: cp.cfg.SignedURLMaxAge, Logger: cp.log})
-	e2b := e2bapi.New(e2bapi.Deps{Service: cp.Service, Domain: cp.cfg.Domain, Metrics: e2bapi.EnvdMetrics{Proxy: px}, Conns: px, Logger: cp.log})
+	e2b := e2bapi.New(e2bapi.Deps{Service: cp.Service, Domain: cp.cfg.Domain, Metrics: e2bapi.EnvdMetrics{Proxy: px}, Logger: cp.log})
 	var hostAdmin api.HostAdmin // stays a nil interface without a fleet
 	if cp.Fleet != nil {
 		hostAdmin = cp.Fleet

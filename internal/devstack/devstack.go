@@ -122,8 +122,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		Config: cfg,
 		Hosts:  service.SingleHost{ID: aopts.HostID, Client: client},
 		// The guests are reachable from this process: no agent hop.
-		SandboxRoute: proxy.DirectRoute(s.Agent.SandboxAddr),
-		Logger:       log,
+		SandboxRoute: proxy.DirectRoute(func(id string) (string, string, error) {
+			r, err := s.Agent.SandboxRoute(id)
+			return r.Addr, r.Pool, err
+		}),
+		Logger: log,
 	}); err != nil {
 		return nil, err
 	}

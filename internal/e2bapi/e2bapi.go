@@ -115,11 +115,6 @@ type MetricsSource interface {
 	SandboxMetrics(ctx context.Context, sb store.Sandbox) (Metric, error)
 }
 
-// ConnForgetter drops kept-alive connections to a sandbox (*proxy.Proxy).
-type ConnForgetter interface {
-	ForgetConnections(sandboxID string)
-}
-
 // Metric is one resource-usage sample of a sandbox.
 type Metric = sandboxmetrics.Sample
 
@@ -128,9 +123,6 @@ type Deps struct {
 	Service Service
 	// Metrics, when nil, makes the metrics route answer an empty list.
 	Metrics MetricsSource
-	// Conns, when set, is told when a sandbox was paused and resumed under
-	// its running state (snapshot and fork captures).
-	Conns ConnForgetter
 	// Domain is the sandbox domain reported to SDKs (hosts are
 	// <port>-<sandboxID>.<Domain>); empty reports none.
 	Domain string
@@ -158,7 +150,6 @@ type server struct {
 	svc      Service
 	tpl      TemplateService
 	metrics  MetricsSource
-	conns    ConnForgetter
 	domain   string
 	clientID string
 	log      *slog.Logger
@@ -185,7 +176,7 @@ func New(d Deps) http.Handler {
 		d.MaxJSONBytes = 1 << 20
 	}
 	s := &server{
-		svc: d.Service, metrics: d.Metrics, conns: d.Conns, domain: d.Domain,
+		svc: d.Service, metrics: d.Metrics, domain: d.Domain,
 		clientID: d.ClientID, log: d.Logger, maxJSON: d.MaxJSONBytes, now: d.Now,
 	}
 	mux := http.NewServeMux()

@@ -56,7 +56,6 @@ func (s *server) createSnapshot(w http.ResponseWriter, r *http.Request, p servic
 	if err != nil {
 		return err
 	}
-	s.forgetConns(tpl.SourceSandboxID)
 	writeJSON(w, http.StatusCreated, snapshotView(tpl))
 	return nil
 }
@@ -102,14 +101,6 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, p service
 	return nil
 }
 
-// forgetConns drops the proxy's connections to a capture's source, which
-// the host paused and resumed.
-func (s *server) forgetConns(id string) {
-	if s.conns != nil {
-		s.conns.ForgetConnections(id)
-	}
-}
-
 // pageLimit parses E2B's limit query parameter (1–100, default 100).
 func pageLimit(v string) (int, error) {
 	if v == "" {
@@ -140,11 +131,10 @@ func (s *server) fork(w http.ResponseWriter, r *http.Request, p service.Principa
 	if in.Timeout != nil {
 		timeout = *in.Timeout
 	}
-	tpl, results, err := s.svc.ForkSandbox(r.Context(), p, r.PathValue("id"), count, timeout)
+	_, results, err := s.svc.ForkSandbox(r.Context(), p, r.PathValue("id"), count, timeout)
 	if err != nil {
 		return err
 	}
-	s.forgetConns(tpl.SourceSandboxID)
 	out := make([]forkResultJSON, len(results))
 	for i, res := range results {
 		if res.Err != nil {

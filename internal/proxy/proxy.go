@@ -66,6 +66,11 @@ type Target struct {
 	// Header is set on the forwarded request (e.g. the agent's token),
 	// replacing any client value of the same names.
 	Header http.Header
+	// Pool names the kept-alive connections the request may reuse (with
+	// the default Transport); empty: the sandbox's ID. A route straight to
+	// a guest names its network slot here, because connections into a
+	// namespace that a pause and resume replaced are dead.
+	Pool string
 }
 
 // Resolver finds sandboxes for the proxy.
@@ -138,7 +143,7 @@ func New(res Resolver, o Options) *Proxy {
 			rt, _ := r.Context().Value(routeKey{}).(route)
 			p.log.DebugContext(r.Context(), "proxy: upstream failed", "sandbox_id", rt.id, "port", rt.port, "err", err)
 			if pools != nil {
-				pools.Reset(rt.id)
+				pools.Reset(rt.pool())
 			}
 			if r.Context().Err() != nil {
 				return // the client left; nobody to answer
@@ -149,16 +154,6 @@ func New(res Resolver, o Options) *Proxy {
 	return p
 }
 
-// ForgetConnections drops the kept-alive connections to sandbox id. A
-// sandbox the host paused and resumed behind the proxy's back (a snapshot
-// or fork capture) comes back in a new network namespace; a connection
-// kept from before is reset by the guest on first use.
-func (p *Proxy) ForgetConnections(id string) {
-	if p.pools != nil {
-		p.pools.Reset(id)
-	}
-}
-
 // route is a parsed request destination.
 type route struct {
 	id     string
@@ -167,6 +162,14 @@ type route struct {
 }
 
 type routeKey struct{}
+
+// pool is the connection pool of the route's target.
+func (rt route) pool() string {
+	if rt.target.Pool != "" {
+		return rt.target.Pool
+	}
+	return rt.id
+}
 
 // Matches reports whether r is sandbox traffic (routing headers, or a host
 // name under the sandbox domain), for a top-level router that sends it here
@@ -377,5 +380,5 @@ type routedPools struct{ *hostwire.SandboxTransports }
 
 func (p routedPools) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt, _ := r.Context().Value(routeKey{}).(route)
-	return p.Get(rt.id).RoundTrip(r)
+	return p.Get(rt.pool()).RoundTrip(r)
 }

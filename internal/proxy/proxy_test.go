@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -592,5 +593,73 @@ func TestResolverFailureIs502WithoutDetails(t *testing.T) {
 	body := readBody(t, resp)
 	if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "database") {
 		t.Fatalf("got %d %s, want 502 without internal details", resp.StatusCode, body)
+	}
+}
+
+// poolResolver routes one sandbox to one upstream through the pool its
+// test sets (what DirectRoute does with the agent's network slot number).
+type poolResolver struct {
+	mu   sync.Mutex
+	base *url.URL
+	pool string
+}
+
+func (r *poolResolver) Resolve(context.Context, string, int) (proxy.Target, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return proxy.Target{URL: r.base, Pool: r.pool}, nil
+}
+
+func (r *poolResolver) AutoResume(context.Context, string) (bool, error) { return false, nil }
+
+// A kept-alive upstream connection serves later requests of the same pool
+// and never those of another: a resumed sandbox's new network slot (same
+// guest address or not) gets fresh connections, never one into the
+// namespace its pause replaced.
+func TestProxyPoolsPerTargetPool(t *testing.T) {
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	base, _ := url.Parse(up.URL)
+	res := &poolResolver{base: base, pool: "sbx1#1"}
+	srv := httptest.NewServer(proxy.New(res, proxy.Options{Logger: slog.New(slog.DiscardHandler)}))
+	defer srv.Close()
+	post := func() {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/x", strings.NewReader("{}"))
+		req.Header.Set(hostwire.HeaderSandboxID, "sbx1")
+		req.Header.Set(hostwire.HeaderSandboxPort, "8080")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for _, tc := range []struct {
+		pool  string
+		conns int32
+	}{
+		{"sbx1#1", 1}, {"sbx1#1", 1}, // kept alive
+		{"sbx1#2", 2}, {"sbx1#2", 2}, // resumed: a new slot, a new connection, kept again
+	} {
+		res.mu.Lock()
+		res.pool = tc.pool
+		res.mu.Unlock()
+		post()
+		if got := conns.Load(); got != tc.conns {
+			t.Fatalf("pool %s: %d upstream connections so far, want %d", tc.pool, got, tc.conns)
+		}
 	}
 }

@@ -109,15 +109,17 @@ func AgentRoute(agentToken string) RouteFunc {
 }
 
 // DirectRoute sends traffic straight to the guest at the host-reachable
-// address guestIP returns (e.g. agent.(*Agent).SandboxAddr in `hearth dev`,
-// where the control plane runs on the sandbox's host).
-func DirectRoute(guestIP func(sandboxID string) (string, error)) RouteFunc {
+// address guest returns (e.g. from agent.(*Agent).SandboxRoute in `hearth
+// dev`, where the control plane runs on the sandbox's host), through the
+// connection pool it names: one per sandbox and network slot, so a resumed
+// sandbox (a new namespace) never gets a connection kept from before.
+func DirectRoute(guest func(sandboxID string) (addr, pool string, err error)) RouteFunc {
 	return func(_ context.Context, sb store.Sandbox, _ store.Host, port int) (Target, error) {
-		ip, err := guestIP(sb.ID)
+		ip, pool, err := guest(sb.ID)
 		if err != nil {
 			return Target{}, fmt.Errorf("sandbox %s address: %w", sb.ID, err)
 		}
-		return Target{URL: &url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(port))}}, nil
+		return Target{URL: &url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(port))}, Pool: pool}, nil
 	}
 }
 

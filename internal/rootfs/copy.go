@@ -27,6 +27,10 @@ func CopyFile(src, dst string) error {
 	return sparseCopy(src, dst)
 }
 
+// Reflink clones src into a new file dst (FICLONE, same filesystem only):
+// milliseconds and no space, or an error where the filesystem cannot.
+func Reflink(src, dst string) error { return reflinkFile(src, dst) }
+
 // reflinkFile clones src into a new file dst with FICLONE: no data is
 // copied, blocks are shared copy-on-write (xfs with reflink=1, btrfs).
 func reflinkFile(src, dst string) error {

@@ -91,7 +91,12 @@
 // # Templates
 //
 // Export copies a committed snapshot as one generation (+ its state) into a
-// new directory, staged and renamed. Restore takes a template's directory
+// new directory, staged and renamed. Capture (QEMU) makes the same
+// directory from a running machine without stopping it for longer than
+// the capture: QMP stop + migrate the device state, copy the guest's memory
+// (data extents only), run the caller's hook (the agent reflinks the
+// disk), QMP cont (block devices re-activated), then write the copy as one
+// generation while the guest runs. Restore takes a template's directory
 // like a sandbox's: every child spawned from it maps the template's one
 // RAM file copy-on-write, so N children hold one copy of the pages they
 // only read (in the page cache) plus each its own copies of the pages it

@@ -142,7 +142,9 @@ func New(o Options) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot, ramLocks: map[string]chan struct{}{}}, nil
+	s := &Snapshotter{o: o, log: o.Logger.With("component", "sandboxsnap"), needFull: map[vmm.Machine]bool{}, boot: boot, ramLocks: map[string]chan struct{}{}}
+	s.removeCaptureLeftovers()
+	return s, nil
 }
 
 // sharedMemory: guest RAM lives in a file this package saves and
@@ -664,10 +666,7 @@ func (s *Snapshotter) Export(ctx context.Context, srcDir, dstDir string) (err er
 		return err
 	}
 	defer snap.Close()
-	if err := os.MkdirAll(filepath.Dir(dstDir), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dstDir), "."+filepath.Base(dstDir)+".staging-")
+	tmp, err := stageDir(dstDir)
 	if err != nil {
 		return err
 	}
@@ -676,27 +675,12 @@ func (s *Snapshotter) Export(ctx context.Context, srcDir, dstDir string) (err er
 			os.RemoveAll(tmp)
 		}
 	}()
-	st, err := snapshot.NewStore(filepath.Join(tmp, memDirName), snapshot.Options{BlockSize: snap.BlockSize(), Logger: s.log})
-	if err != nil {
-		return err
-	}
-	if err := st.WriteFull(ctx, snap, snap.Size()); err != nil {
-		return fmt.Errorf("export memory: %w", err)
-	}
-	hdr, err := st.Current()
-	if err != nil {
-		return err
-	}
-	if err := rootfs.CopyFile(state, filepath.Join(tmp, stateName(hdr.Seq))); err != nil {
-		return fmt.Errorf("export device state: %w", err)
-	}
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dstDir); err != nil {
+	if err := s.fillTemplate(ctx, tmp, snap, snap.Size(), snap.BlockSize(), func(final string) error {
+		return rootfs.CopyFile(state, final)
+	}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	return syncDir(filepath.Dir(dstDir))
+	return publishDir(tmp, dstDir)
 }
 
 // CommittedSeq returns the sequence number of dir's committed snapshot (a

@@ -29,6 +29,9 @@ type CreateSandboxInput struct {
 	DenyOut       []string
 	// Volumes to mount; the sandbox is placed on their host.
 	Volumes []VolumeMountInput
+	// id presets the sandbox's ID (a fork that fails is destroyed by it:
+	// its caller only gets the error).
+	id string
 }
 
 // CreateSandbox validates the request against the template, records the
@@ -64,7 +67,10 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	sb.ID = store.NewShortID()
+	sb.ID = in.id
+	if sb.ID == "" {
+		sb.ID = store.NewShortID()
+	}
 	sb.TeamID = p.TeamID
 	sb.TemplateID = tpl.ID
 	sb.Status = sandbox.StateCreating
@@ -275,6 +281,7 @@ func (s *Service) destroy(ctx context.Context, sb store.Sandbox) error {
 	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("delete sandbox row: %w", err)
 	}
+	s.releaseAutoTemplate(ctx, sb.TeamID, sb.TemplateID)
 	return nil
 }
 

@@ -41,6 +41,7 @@ type Service struct {
 	settleTimeout time.Duration
 	buildFilesDir string
 	builds        builds
+	forks         forkSpawns
 }
 
 // New checks deps and returns the service.

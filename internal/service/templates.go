@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,6 +37,12 @@ func (s *Service) ListAllTemplates(ctx context.Context, p Principal) ([]store.Te
 // team. The template row is written first so the name is reserved before
 // the host spends time on files; a host failure removes it again.
 func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, name string) (store.Template, error) {
+	return s.createSnapshot(ctx, p, sandboxID, name, false)
+}
+
+// createSnapshot is CreateSnapshot; autoDelete marks the template for
+// deletion with the last sandbox made from it (a fork's capture).
+func (s *Service) createSnapshot(ctx context.Context, p Principal, sandboxID, name string, autoDelete bool) (store.Template, error) {
 	if sandboxID == "" {
 		return store.Template{}, InvalidArgument("sandbox_id", "is required")
 	}
@@ -59,7 +66,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p Principal, sandboxID, na
 	tpl, err := s.store.CreateTemplate(ctx, store.Template{
 		ID: store.NewShortID(), TeamID: p.TeamID, Name: name, Kind: sandbox.KindSnapshot,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
-		Host: sb.Host, SourceSandboxID: sb.ID,
+		Host: sb.Host, SourceSandboxID: sb.ID, AutoDelete: autoDelete,
 	})
 	if err != nil {
 		return store.Template{}, fromStore(err, "template", fmt.Sprintf("a template named %q already exists", name))
@@ -116,6 +123,16 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 	if n > 0 {
 		return Conflict("snapshot %s is used by %d sandbox(es); destroy them first", tpl.Name, n)
 	}
+	if err := s.deleteSnapshotTemplate(ctx, tpl); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "snapshot deleted", "template_id", tpl.ID, "name", tpl.Name)
+	return nil
+}
+
+// deleteSnapshotTemplate removes a snapshot template's files from every
+// host holding them, then its row.
+func (s *Service) deleteSnapshotTemplate(ctx context.Context, tpl store.Template) error {
 	clients, err := s.holderClients(ctx, tpl.Host, tpl.HostTemplateID())
 	if err != nil {
 		return err
@@ -125,9 +142,38 @@ func (s *Service) DeleteSnapshot(ctx context.Context, p Principal, name string) 
 			return hostErrFor("delete the snapshot", err)
 		}
 	}
-	if err := s.store.DeleteTemplate(ctx, p.TeamID, tpl.ID); err != nil {
+	if err := s.store.DeleteTemplate(ctx, tpl.TeamID, tpl.ID); err != nil {
 		return fromStore(err, "snapshot", "")
 	}
-	s.log.InfoContext(ctx, "snapshot deleted", "template_id", tpl.ID, "name", tpl.Name)
 	return nil
+}
+
+// releaseAutoTemplate deletes template id when it is an auto-delete
+// template (a fork's capture) that no sandbox uses any more and no fork is
+// still spawning from. Called after a sandbox row is deleted; failures are
+// logged (the next release, or DELETE /templates, retries).
+func (s *Service) releaseAutoTemplate(ctx context.Context, teamID, id string) {
+	if id == "" || s.forks.spawning(id) {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	tpl, err := s.store.GetTemplateByTeam(ctx, teamID, id)
+	if err != nil || !tpl.AutoDelete || tpl.ID != id || tpl.TeamID != teamID {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.WarnContext(ctx, "release fork template", "template_id", id, "err", err)
+		}
+		return
+	}
+	n, err := s.store.CountSandboxesUsingTemplate(ctx, id)
+	if err != nil || n > 0 {
+		if err != nil {
+			s.log.WarnContext(ctx, "release fork template", "template_id", id, "err", err)
+		}
+		return
+	}
+	if err := s.deleteSnapshotTemplate(ctx, tpl); err != nil && KindOf(err) != KindNotFound {
+		s.log.WarnContext(ctx, "delete fork template", "template_id", id, "err", err)
+		return
+	}
+	s.log.InfoContext(ctx, "fork template deleted with its last sandbox", "template_id", id, "name", tpl.Name)
 }

@@ -10,7 +10,7 @@ import (
 // Templates. Reads "by team" see the team's own templates and the platform
 // team's (PlatformTeamID), which every team may use.
 
-const templateCols = `id, team_id, name, kind, vcpus, memory_mb, disk_size_mb, host, source_sandbox_id, created_at, artifact_id, config, build_status`
+const templateCols = `id, team_id, name, kind, vcpus, memory_mb, disk_size_mb, host, source_sandbox_id, created_at, artifact_id, config, build_status, auto_delete`
 
 func scanTemplate(r interface{ Scan(...any) error }) (Template, error) {
 	var (
@@ -19,7 +19,7 @@ func scanTemplate(r interface{ Scan(...any) error }) (Template, error) {
 		at   timeCol
 	)
 	err := r.Scan(&t.ID, &t.TeamID, &t.Name, &kind, &t.VCPUs, &t.MemoryMB, &t.DiskSizeMB, &t.Host, &t.SourceSandboxID, &at,
-		&t.ArtifactID, &t.Config, &t.BuildStatus)
+		&t.ArtifactID, &t.Config, &t.BuildStatus, &t.AutoDelete)
 	t.Kind, t.CreatedAt = sandbox.TemplateKind(kind), at.t
 	return t, err
 }
@@ -43,14 +43,14 @@ func prepTemplate(t Template) Template {
 
 func (db *DB) templateArgs(t Template) []any {
 	return []any{t.ID, t.TeamID, t.Name, string(t.Kind), t.VCPUs, t.MemoryMB, t.DiskSizeMB, t.Host, t.SourceSandboxID, db.ts(t.CreatedAt),
-		t.ArtifactID, t.Config, t.BuildStatus}
+		t.ArtifactID, t.Config, t.BuildStatus, t.AutoDelete}
 }
 
 // CreateTemplate stores a template. Empty ID, CreatedAt and DiskSizeMB are
 // filled in. A name already used by the team (or a used ID): ErrConflict.
 func (db *DB) CreateTemplate(ctx context.Context, t Template) (Template, error) {
 	t = prepTemplate(t)
-	_, err := db.sql.ExecContext(ctx, db.q(`INSERT INTO templates (`+templateCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), db.templateArgs(t)...)
+	_, err := db.sql.ExecContext(ctx, db.q(`INSERT INTO templates (`+templateCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), db.templateArgs(t)...)
 	if err != nil {
 		return Template{}, wrap("create template", err)
 	}
@@ -62,7 +62,7 @@ func (db *DB) CreateTemplate(ctx context.Context, t Template) (Template, error) 
 func (db *DB) UpsertPlatformTemplate(ctx context.Context, t Template) (Template, error) {
 	t.TeamID = PlatformTeamID
 	t = prepTemplate(t)
-	out, err := scanTemplate(db.sql.QueryRowContext(ctx, db.q(`INSERT INTO templates (`+templateCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	out, err := scanTemplate(db.sql.QueryRowContext(ctx, db.q(`INSERT INTO templates (`+templateCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (team_id, name) DO UPDATE SET
   kind = excluded.kind, vcpus = excluded.vcpus, memory_mb = excluded.memory_mb,
   disk_size_mb = excluded.disk_size_mb, host = excluded.host, source_sandbox_id = excluded.source_sandbox_id,

@@ -85,6 +85,9 @@ type Template struct {
 	ArtifactID  string
 	Config      string
 	BuildStatus string
+	// AutoDelete: the template is deleted with the last sandbox made from
+	// it (a fork's internal capture); it is not meant to be reused.
+	AutoDelete bool
 }
 
 // HostTemplateID is the template ID a host knows the current version by.

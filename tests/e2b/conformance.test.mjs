@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { eventually } from './helpers.mjs'
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import {
   ALL_TRAFFIC,
   AuthenticationError,
@@ -243,6 +244,35 @@ test('pause, then Sandbox.connect resumes with memory and files intact', T, asyn
   }
 })
 
+// The SDK keeps its connections to hearth alive, and hearth keeps its
+// connections to the guest alive. A pause and resume gives the sandbox a new
+// network namespace (here also a new address: another sandbox takes the freed
+// one in between); the same Sandbox object must keep working, after E2B's
+// and hearth's own (/v1) pause and resume alike.
+test('kept-alive connections keep working after pause and resume (E2B and /v1)', T, async (t) => {
+  const sbx = await create()
+  const others = []
+  try {
+    assert.equal((await sbx.commands.run('echo one')).stdout, 'one\n')
+    const paused = await pauseOrSkip(t, sbx)
+    if (paused === null) return
+    others.push(await create())
+    await Sandbox.connect(sbx.sandboxId)
+    assert.equal((await sbx.commands.run('echo two')).stdout, 'two\n')
+    assert.equal(await sbx.files.read('/proc/sys/kernel/hostname').then(() => 'ok'), 'ok')
+
+    const v1 = (path) => fetch(`${process.env.E2B_API_URL}/v1/sandboxes/${sbx.sandboxId}/${path}`, {
+      method: 'POST', headers: { 'X-API-Key': process.env.E2B_API_KEY },
+    })
+    assert.equal((await v1('pause')).status, 200)
+    others.push(await create())
+    assert.equal((await v1('resume')).status, 200)
+    assert.equal((await sbx.commands.run('echo three')).stdout, 'three\n')
+  } finally {
+    await Promise.allSettled([sbx, ...others].map((s) => kill(s)))
+  }
+})
+
 test('network options: allowOut/denyOut at create, getInfo, updateNetwork, malformed rules', T, async () => {
   const sbx = await create({ network: { allowOut: ['1.1.1.1'], denyOut: [ALL_TRAFFIC] } })
   try {
@@ -394,15 +424,38 @@ describe('snapshots', () => {
   })
 })
 
+// hostLogged reads a figure the host logged for a sandbox (the last line
+// holding marker and the sandbox's ID, field=N) from the server log run.sh
+// names; null when there is none.
+function hostLogged(sandboxId, marker, field) {
+  const path = process.env.HEARTH_SERVER_LOG
+  if (!path) return null
+  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.includes(marker) && l.includes(sandboxId))
+  const m = lines.at(-1)?.match(new RegExp(`[ "]${field}["=:]+(\\d+)`))
+  return m ? Number(m[1]) : null
+}
+
 describe('fork', () => {
   test('fork({count: 3}): each fork has the memory, they diverge, the source keeps counting', T, async () => {
     const sbx = await create()
     try {
       await startMemoryHolder(sbx, 'fork-me')
       const endAt = (await sbx.getInfo()).endAt.getTime()
+      // While the fork runs, envd's /health is probed back to back through
+      // the proxy: the longest probe bounds how long the source stood still.
+      let forking = true
+      let longestProbe = 0
+      const probes = (async () => {
+        while (forking) {
+          const p0 = performance.now()
+          await sbx.isRunning()
+          longestProbe = Math.max(longestProbe, performance.now() - p0)
+        }
+      })()
       const t0 = performance.now()
-      const forks = await sbx.fork({ count: 3, timeoutMs: 600_000 })
+      const forks = await sbx.fork({ count: 3, timeoutMs: 600_000 }).finally(() => { forking = false })
       const forkMs = performance.now() - t0
+      await probes
       assert.equal(forks.length, 3)
       for (const f of forks) {
         assert.ok(f instanceof Sandbox, `fork failed: ${f?.message}`)
@@ -425,8 +478,27 @@ describe('fork', () => {
         const coldMs = performance.now() - t1
         await kill(cold)
         console.log(`FORK count=3 ${forkMs.toFixed(0)}ms vs one cold create ${coldMs.toFixed(0)}ms: ratio ${(forkMs / coldMs).toFixed(2)}`)
+
+        // The same source paused once (and resumed: the same Sandbox object
+        // then still works, through its kept-alive connections).
+        const t2 = performance.now()
+        assert.equal(await sbx.pause(), true)
+        const pauseMs = performance.now() - t2
+        await Sandbox.connect(sbx.sandboxId)
+        assert.equal((await sbx.commands.run('echo back')).stdout, 'back\n')
+        const stood = hostLogged(sbx.sandboxId, 'source captured', 'standstill_ms')
+        const paused = hostLogged(sbx.sandboxId, 'msg=paused component=agent', 'ms')
+        console.log(`FORK source standstill: longest /health probe during the fork ${longestProbe.toFixed(0)}ms` +
+          ` vs one plain pause (sbx.pause()) ${pauseMs.toFixed(0)}ms: ratio ${(longestProbe / pauseMs).toFixed(2)}` +
+          (stood === null || paused === null ? '' : `; host-measured ${stood}ms vs ${paused}ms: ratio ${(stood / paused).toFixed(2)}`))
+        // The capture template goes with the last fork (the source is not
+        // one of its sandboxes).
+        assert.equal((await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems()).length, 1)
+        for (const f of forks) await kill(f)
+        assert.deepEqual(await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems(), [],
+          'the fork template is deleted with its last fork')
       } finally {
-        await Promise.allSettled(forks.map((f) => kill(f)))
+        await Promise.allSettled(forks.filter((f) => created.has(f.sandboxId)).map((f) => kill(f)))
       }
     } finally {
       await kill(sbx)

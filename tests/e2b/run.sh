@@ -146,7 +146,7 @@ if [[ " $suites " == *" conformance "* ]]; then
 	# This hearth dev bakes code-interpreter-v1 at start (the
 	# code-interpreter suite waits for it).
 	log "conformance suite with e2b $(sdk_version e2b) and @e2b/code-interpreter $(sdk_version @e2b/code-interpreter) over $url"
-	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_VOLUME_API_URL=$url E2B_API_KEY=$api_key \
+	(cd "$here" && E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_VOLUME_API_URL=$url E2B_API_KEY=$api_key HEARTH_SERVER_LOG=$server_log \
 		HEARTH_TEST_REGISTRY_BIN=$root_tmp_bin/ociregistry HEARTH_IMAGES_DIR=$images_dir HEARTH_TEST_DATA_DIR=$data \
 		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs codeinterp.test.mjs)
 	stop_hearth
