@@ -260,7 +260,7 @@ Ctrl-C.`,
 	fl.IntVar(&o.SmallMB, "small-mb", 256, "memory of the small resume guest, MiB")
 	fl.IntVar(&o.ExecN, "exec-n", 20, "exec round trips per exec stage")
 	fl.IntVar(&o.ResumeN, "resume-n", 3, "pause/resume cycles per resume guest")
-	fl.DurationVar(&o.Settle, "settle", 10*time.Second, "wait after the children are up before reading memory and CPU")
+	fl.DurationVar(&o.Settle, "settle", 30*time.Second, "wait after the children are up before reading memory and CPU (restored guests take ~20-60 s to go quiet)")
 	fl.DurationVar(&o.IdleWindow, "idle-window", 30*time.Second, "how long idle CPU is measured")
 	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
 	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")
