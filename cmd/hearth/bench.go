@@ -61,19 +61,7 @@ With --dev it starts its own control plane + agent in a temporary data dir
 			if dev {
 				rep.Notes = append(rep.Notes, "--dev: the server runs in this process, so the healthz baseline has no process hop")
 			}
-			if f.json() {
-				if err := cli.WriteJSON(cmd.OutOrStdout(), rep); err != nil {
-					return err
-				}
-			} else if len(rep.Stages) > 0 {
-				if !quiet {
-					fmt.Fprintln(cmd.ErrOrStderr())
-				}
-				if err := bench.Print(cmd.OutOrStdout(), rep); err != nil {
-					return err
-				}
-			}
-			return runErr
+			return errors.Join(writeBenchReport(cmd, f, rep, quiet), runErr)
 		}),
 	}
 	f.register(cmd)
@@ -91,6 +79,22 @@ With --dev it starts its own control plane + agent in a temporary data dir
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	cmd.AddCommand(newBenchLoadCmd(), newBenchDensityCmd())
 	return cmd
+}
+
+// writeBenchReport writes a report as JSON (-o json) or tables (nothing
+// for a run that measured nothing), after a blank line that separates the
+// tables from the progress lines.
+func writeBenchReport(cmd *cobra.Command, f apiFlags, rep bench.Report, quiet bool) error {
+	if f.json() {
+		return cli.WriteJSON(cmd.OutOrStdout(), rep)
+	}
+	if len(rep.Stages) == 0 {
+		return nil
+	}
+	if !quiet {
+		fmt.Fprintln(cmd.ErrOrStderr())
+	}
+	return bench.Print(cmd.OutOrStdout(), rep)
 }
 
 // benchTarget returns the client of the server a bench measures: an
@@ -233,19 +237,7 @@ Ctrl-C.`,
 			}
 			defer func() { err = errors.Join(err, closeDev()) }()
 			rep, runErr := bench.Density(cmd.Context(), c, o)
-			if f.json() {
-				if err := cli.WriteJSON(cmd.OutOrStdout(), rep); err != nil {
-					return err
-				}
-			} else {
-				if !quiet {
-					fmt.Fprintln(cmd.ErrOrStderr())
-				}
-				if err := bench.Print(cmd.OutOrStdout(), rep); err != nil {
-					return err
-				}
-			}
-			return runErr
+			return errors.Join(writeBenchReport(cmd, f, rep, quiet), runErr)
 		}),
 	}
 	f.register(cmd)
@@ -260,7 +252,7 @@ Ctrl-C.`,
 	fl.IntVar(&o.SmallMB, "small-mb", 256, "memory of the small resume guest, MiB")
 	fl.IntVar(&o.ExecN, "exec-n", 20, "exec round trips per exec stage")
 	fl.IntVar(&o.ResumeN, "resume-n", 3, "pause/resume cycles per resume guest")
-	fl.DurationVar(&o.Settle, "settle", 10*time.Second, "wait after the children are up before reading memory and CPU")
+	fl.DurationVar(&o.Settle, "settle", 30*time.Second, "wait after the children are up before reading memory and CPU (restored guests take ~20-60 s to go quiet)")
 	fl.DurationVar(&o.IdleWindow, "idle-window", 30*time.Second, "how long idle CPU is measured")
 	fl.DurationVar(&o.OpTimeout, "op-timeout", 5*time.Minute, "give up on any single API call after this long")
 	fl.BoolVar(&dev, "dev", false, "start an in-process hearth dev in a temp data dir and measure it")

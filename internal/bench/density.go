@@ -34,7 +34,7 @@ type DensityOptions struct {
 	// ResumeN is the number of pause/resume cycles per guest (default 3).
 	ResumeN int
 	// Settle is how long the children sit before memory and CPU are read
-	// (default 10 s); IdleWindow is how long idle CPU is measured over
+	// (default 30 s: restored guests take a while to go quiet); IdleWindow is how long idle CPU is measured over
 	// (default 30 s).
 	Settle, IdleWindow time.Duration
 	// OpTimeout bounds each API call (default 5 min).
@@ -64,7 +64,7 @@ func (o *DensityOptions) defaults() {
 		o.Template = "base"
 	}
 	if o.Settle <= 0 {
-		o.Settle = 10 * time.Second
+		o.Settle = 30 * time.Second
 	}
 	if o.IdleWindow <= 0 {
 		o.IdleWindow = 30 * time.Second

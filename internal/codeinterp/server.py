@@ -111,7 +111,10 @@ class Context:
         if self.kc is not None:
             self.kc.stop_channels()
         self.kc = self.km.blocking_client()
-        self.kc.start_channels()
+        # No heartbeat channel: it pings the kernel every second (a wake-up
+        # of this server and of the kernel, each second, in every idle
+        # sandbox); liveness comes from the kernel process (km.is_alive).
+        self.kc.start_channels(hb=False)
         self.kc.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
 
     def restart(self):
@@ -627,7 +630,10 @@ def main():
     # Listen first: /health answers (503) while the kernel warms up.
     threading.Thread(target=interp.start_default, daemon=True).start()
     print("code-interpreter: listening on %d" % server.server_address[1], file=sys.stderr, flush=True)
-    server.serve_forever()
+    # poll_interval only bounds how late shutdown() is noticed (never
+    # called: SIGTERM exits); the default 0.5 s woke an idle sandbox twice
+    # a second.
+    server.serve_forever(poll_interval=3600)
 
 
 if __name__ == "__main__":
