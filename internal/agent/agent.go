@@ -20,7 +20,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
-	"github.com/hearth-sandbox/hearth/internal/volume"
 )
 
 // Options configure an Agent. Nil components are built from the data dir
@@ -125,12 +124,6 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		a.runClosers()
 		return nil, err
 	}
-	// Volumes need virtiofsd; without it sandboxes with volumes are
-	// refused with a message that says so.
-	virtiofsd, verr := volume.FindVirtiofsd()
-	if verr != nil && a.opts.Driver.Capabilities().FileShares {
-		a.log.Warn("volumes unavailable", "err", verr)
-	}
 	mgr, err := NewManager(ctx, Deps{
 		DataDir:          a.opts.DataDir,
 		Driver:           a.opts.Driver,
@@ -145,7 +138,6 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		Crash:            a.crashFunc(),
 		Cgroups:          a.opts.Cgroups,
 		VMMUIDBase:       a.opts.VMMUIDBase,
-		Virtiofsd:        virtiofsd,
 		Log:              a.log,
 	})
 	if err != nil {

@@ -76,10 +76,7 @@ type Deps struct {
 	// > 0 runs VMMs unprivileged (see confine).
 	Cgroups    Cgroups
 	VMMUIDBase int
-	// Virtiofsd is the virtio-fs daemon for volumes (volume.FindVirtiofsd);
-	// empty: sandboxes with volumes are refused.
-	Virtiofsd string
-	Log       *slog.Logger
+	Log        *slog.Logger
 }
 
 // Manager owns the sandboxes of this host: one state machine each.
@@ -331,7 +328,8 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	if err != nil {
 		return err
 	}
-	if err := m.startShares(ctx, sb, &cfg); err != nil {
+	cfg.KernelArgs += volumeArgs(spec)
+	if err := m.startVolumes(sb, slot); err != nil {
 		return err
 	}
 	// The first /init proves itself with a secret only this boot's kernel
@@ -563,9 +561,7 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 	sb.mu.Lock()
 	vmGone := sb.machine == nil
 	sb.mu.Unlock()
-	if vmGone {
-		m.stopShares(sb)
-	}
+	m.stopVolumes(sb)
 	if m.d.Cgroups != nil && vmGone {
 		if err := m.d.Cgroups.Remove(id); err != nil {
 			errs = append(errs, err)
@@ -655,9 +651,6 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	if sb.currentState() == sbx.StatePaused {
 		return nil
 	}
-	if len(sb.spec.Volumes) > 0 {
-		return fmt.Errorf("pause sandbox %s: %w", id, errVolumesPause)
-	}
 	if err := sb.transition(sbx.StatePausing, sbx.StateRunning); err != nil {
 		return err
 	}
@@ -690,6 +683,9 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	case <-ctx.Done():
 	}
 	m.crash("pause:vm-stopped")
+	// The snapshot holds the guest's NFS client only; its server starts
+	// again before the guest resumes.
+	m.stopVolumes(sb)
 	// The frozen envd holds this token: a later resume or a template made
 	// from this snapshot authenticates /init with it. The snapshot's memory
 	// holds it anyway, so keeping it beside that memory exposes nothing new
@@ -853,6 +849,9 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 	sb.cfg = cfg
 	sb.mu.Unlock()
 	m.saveMeta(sb)
+	if err := m.startVolumes(sb, slot); err != nil {
+		return err
+	}
 	machine, err := m.d.Snapshots.Restore(ctx, cfg, dir)
 	if machine != nil {
 		// Recorded even on error: a restore that failed halfway may have
@@ -891,9 +890,9 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 			sb.mu.Lock()
 			sb.machine = nil
 			sb.mu.Unlock()
-			m.stopShares(sb)
 		}
 	}
+	m.stopVolumes(sb)
 	if err := m.d.Net.Teardown(ctx, sb.spec.ID); err != nil {
 		errs = append(errs, err)
 	} else {

@@ -148,14 +148,13 @@ func recordedPID(md meta, dir string) int {
 	return md.VMMPID
 }
 
-// killVMM kills what may be left of a recorded sandbox's VMM the virtiofsd daemons that served it.
+// killVMM kills what may be left of a recorded sandbox's VMM.
 func (m *Manager) killVMM(md meta, dir string) {
 	for _, pid := range []int{md.VMMPID, readPIDFile(filepath.Join(dir, "vm", vmm.PIDFileName))} {
 		if pid > 0 {
 			killStale(pid, dir)
 		}
 	}
-	killShares(dir)
 }
 
 // recoverLive settles a sandbox recorded running, pausing or resuming
@@ -369,6 +368,10 @@ func (m *Manager) readopt(ctx context.Context, sb *sandbox, machine vmm.Machine,
 	cur, err := readFrozen(sb.runDir)
 	if err != nil {
 		return fmt.Errorf("envd token record: %w", err)
+	}
+	// The guest's NFS client retries until its volumes' server is back.
+	if err := m.startVolumes(sb, slot); err != nil {
+		return err
 	}
 	sb.mu.Lock()
 	sb.slot, sb.disk = &slot, &disk

@@ -93,10 +93,10 @@ type sandbox struct {
 	// kept alive to the guest belong to one slot (a resume sets up a new
 	// namespace, maybe at another address), so their pool is keyed by it.
 	slotGen   uint64
-	disk      *rootfs.Disk     // non-nil once the root disk exists
-	shares    []*volume.Daemon // virtiofsd of each volume, while they may run
-	envd      Envd             // non-nil while running
-	user      string           // default OS user in the guest
+	disk      *rootfs.Disk   // non-nil once the root disk exists
+	volSrv    *volume.Server // serves the guest its volumes while it may run
+	envd      Envd           // non-nil while running
+	user      string         // default OS user in the guest
 	startedAt time.Time
 	pauseFrom *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
 	// resumeAtStart: paused by the agent's shutdown (sandbox.json).

@@ -376,7 +376,8 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 
 // crashAndRestart "crashes" e's agent: it is abandoned without Shutdown
 // (its in-memory state is simply never used again; the QMP connection of
-// sandbox id's VM dies as a killed process's would). A second agent starts
+// sandbox id's VM and its volume server die as a killed process's would).
+// A second agent starts
 // on the same data dir; its client is returned (its server closes with t).
 func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*Agent, *agentclient.Client) {
 	t.Helper()
@@ -387,6 +388,7 @@ func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*
 	sb.mu.Lock()
 	sb.machine.(*qemu.Machine).QMP().Close()
 	sb.mu.Unlock()
+	e.agent.Manager().stopVolumes(sb)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	disks, err := rootfs.NewReflink(e.pool.Mount, log)
 	if err != nil {

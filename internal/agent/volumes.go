@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,25 +17,24 @@ import (
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
 	"github.com/hearth-sandbox/hearth/internal/guestinit"
+	"github.com/hearth-sandbox/hearth/internal/netns"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
-	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/volume"
 )
 
-// Volumes (docs/volumes.md): DATA/volumes/<id>/data on this host, shared
-// into a sandbox's guest by one virtiofsd per (sandbox, volume), started
-// before the VMM and stopped with it (and killed by crash recovery with
-// the VMM it served). A sandbox with volumes cannot pause or be
-// snapshotted: QEMU 7.2 refuses to migrate a vhost-user-fs device.
+// Volumes (docs/volumes.md): DATA/volumes/<id>/data on this host,
+// served to a sandbox's guest by an NFSv3 server of this agent that
+// listens inside the sandbox's network namespace and exports only that
+// sandbox's volumes. The guest's kernel mounts them over its network, so
+// any VMM serves volumes and a paused sandbox's guest state holds nothing
+// but an NFS client: the server stops with the VM and starts again
+// before a resumed guest runs.
 
 // VolumeMount is one volume in a sandbox's spec.
 type VolumeMount struct {
 	VolumeID string `json:"volume_id"`
 	Path     string `json:"path"` // absolute, in the guest
 }
-
-// errVolumesPause is why a sandbox with volumes does not pause.
-var errVolumesPause = fmt.Errorf("%w: the sandbox mounts volumes and QEMU 7.2 cannot save a virtio-fs device's state; destroy it instead (its volumes keep their files)", ErrInUse)
 
 func (m *Manager) volumes() volume.Dir {
 	return volume.Dir{Root: filepath.Join(m.d.DataDir, "volumes")}
@@ -61,14 +60,8 @@ func (m *Manager) checkVolumes(spec Spec) error {
 	if len(spec.Volumes) == 0 {
 		return nil
 	}
-	if !m.d.Driver.Capabilities().FileShares {
-		return fmt.Errorf("volumes: %w: the %s VMM has no shared file system device (virtio-fs); volumes need a QEMU host", ErrUnimplemented, m.d.Driver.Name())
-	}
 	if spec.TemplateKind == sbx.KindSnapshot {
-		return &FieldError{Field: "volumes", Msg: "a snapshot template restores a machine that cannot gain devices: mount volumes in sandboxes of a base template"}
-	}
-	if m.d.Virtiofsd == "" {
-		return fmt.Errorf("volumes: %w: no virtiofsd on this host (install qemu-system-common)", ErrUnimplemented)
+		return &FieldError{Field: "volumes", Msg: "a snapshot template restores a guest whose init has already run, so nothing would mount them: mount volumes in sandboxes of a base template"}
 	}
 	for _, v := range spec.Volumes {
 		p, err := m.volumes().DataPath(v.VolumeID)
@@ -85,61 +78,67 @@ func (m *Manager) checkVolumes(spec Spec) error {
 	return nil
 }
 
-// startShares starts a virtiofsd per volume of sb and adds the devices
-// and the guest's mount parameters to cfg. Each daemon is recorded on sb
-// as soon as it runs, for cleanup.
-func (m *Manager) startShares(ctx context.Context, sb *sandbox, cfg *vmm.Config) error {
+// volumeServer is where a sandbox's guest finds its volumes: the
+// namespace's end of the tap, the same in every namespace and so after a
+// resume.
+var volumeServer = netip.AddrPortFrom(netip.MustParseAddr(netns.GatewayIP), volume.NFSPort)
+
+// volumeArgs are the kernel parameters that make the guest mount sb's
+// volumes ("" without volumes).
+func volumeArgs(spec Spec) string {
+	if len(spec.Volumes) == 0 {
+		return ""
+	}
+	var mounts []guestinit.VolumeMount
+	for i, v := range spec.Volumes {
+		mounts = append(mounts, guestinit.VolumeMount{Tag: exportName(i), Path: v.Path})
+	}
+	return " " + guestinit.VolumeArgs(volumeServer, mounts)
+}
+
+func exportName(i int) string { return "vol" + strconv.Itoa(i) }
+
+// startVolumes starts sb's volume server in slot's namespace (before the
+// guest runs: it mounts at boot, and a resumed one retries its requests).
+// A sandbox without volumes has none.
+func (m *Manager) startVolumes(sb *sandbox, slot NetSlot) error {
 	if len(sb.spec.Volumes) == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return err
-	}
+	var exports []volume.Export
 	for i, v := range sb.spec.Volumes {
 		dir, err := m.volumes().DataPath(v.VolumeID)
 		if err != nil {
 			return volErr(err)
 		}
-		name := "virtiofsd-" + strconv.Itoa(i)
-		d, err := volume.StartDaemon(ctx, volume.DaemonSpec{
-			Binary: m.d.Virtiofsd, Dir: dir,
-			Socket:  filepath.Join(cfg.RunDir, name+".sock"),
-			PIDFile: filepath.Join(cfg.RunDir, name+".pid"),
-			Log:     filepath.Join(cfg.RunDir, name+".log"),
-		})
-		if err != nil {
-			return fmt.Errorf("volume %s: %w", v.VolumeID, err)
-		}
-		sb.mu.Lock()
-		sb.shares = append(sb.shares, d)
-		sb.mu.Unlock()
-		tag := "vol" + strconv.Itoa(i)
-		cfg.FileShares = append(cfg.FileShares, vmm.FileShare{Tag: tag, Socket: filepath.Join(cfg.RunDir, name+".sock")})
-		cfg.KernelArgs += " " + guestinit.VolumeArg(tag, v.Path)
+		exports = append(exports, volume.Export{Name: exportName(i), Dir: dir})
 	}
+	if slot.NSPath == "" {
+		return fmt.Errorf("volumes: %w: the network has no namespace to serve them in", ErrUnimplemented)
+	}
+	l, err := netns.ListenTCP(slot.NSPath, volumeServer.String())
+	if err != nil {
+		return fmt.Errorf("volume server: %w", err)
+	}
+	srv, err := volume.Serve(l, exports)
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("volume server: %w", err)
+	}
+	sb.mu.Lock()
+	sb.volSrv = srv
+	sb.mu.Unlock()
 	return nil
 }
 
-// stopShares stops sb's virtiofsd daemons: the ones this agent started
-// and, after a crash, the ones a previous agent recorded in pid files.
-func (m *Manager) stopShares(sb *sandbox) {
+// stopVolumes stops sb's volume server, if it runs.
+func (m *Manager) stopVolumes(sb *sandbox) {
 	sb.mu.Lock()
-	shares := sb.shares
-	sb.shares = nil
+	srv := sb.volSrv
+	sb.volSrv = nil
 	sb.mu.Unlock()
-	for _, d := range shares {
-		d.Stop()
-	}
-	killShares(sb.runDir)
-}
-
-// killShares kills the daemons named by the pid files of a sandbox's
-// run dir (a previous agent's; they are checked to be this sandbox's).
-func killShares(runDir string) {
-	for _, pf := range volume.PIDFiles(filepath.Join(runDir, "vm")) {
-		if pid := readPIDFile(pf); pid > 0 {
-			killStale(pid, runDir)
-		}
+	if srv != nil {
+		srv.Stop()
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,12 +17,13 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/service"
 )
 
-// TestVMVolumes: a volume shared with virtio-fs into two running
-// sandboxes at once; a file written in one guest is on the host and in the
-// other guest, and one written through the content API is in both; a
-// sandbox with volumes does not pause; a mounted volume is not deleted;
-// destroying the sandboxes stops their virtiofsd. It also logs the
-// throughput of a sequential write on the volume vs on the root disk.
+// TestVMVolumes: a volume served over NFS into two running sandboxes at
+// once; a file written in one guest is on the host and in the other
+// guest, and one written through the content API is in both; a sandbox
+// with volumes pauses and resumes (twice) with its mount working after
+// each resume (read and write, seen by the other sandbox); a mounted
+// volume is not deleted. It also logs the throughput of a sequential
+// write on the volume vs on the root disk.
 func TestVMVolumes(t *testing.T) {
 	e := newVMEnv(t, "tiny")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -86,8 +86,28 @@ func TestVMVolumes(t *testing.T) {
 		t.Fatalf("content API reads %q", b)
 	}
 
-	if err := c.PauseSandbox(ctx, "vmvola"); service.KindOf(err) != service.KindConflict || !strings.Contains(err.Error(), "virtio-fs") {
-		t.Fatalf("pause with volumes: %v, want a conflict naming virtio-fs", err)
+	// Pause and resume: the guest's NFS client reconnects to the server
+	// started again before it runs; what it wrote is there, and the mount
+	// reads and writes.
+	for round := range 2 {
+		name := fmt.Sprintf("/mnt/data/round%d.txt", round)
+		sh("vmvola", "echo before-pause-"+strconv.Itoa(round)+" > "+name)
+		if err := c.PauseSandbox(ctx, "vmvola"); err != nil {
+			t.Fatalf("pause %d with volumes: %v", round, err)
+		}
+		// The volume stays usable from the other sandbox meanwhile.
+		sh("vmvolb", fmt.Sprintf("echo while-paused-%d > /data/paused%d.txt", round, round))
+		if _, err := c.ResumeSandbox(ctx, service.ResumeSandboxRequest{SandboxID: "vmvola", AccessToken: "tok-vmvola"}); err != nil {
+			t.Fatalf("resume %d: %v", round, err)
+		}
+		want := fmt.Sprintf("before-pause-%d\nwhile-paused-%d\n", round, round)
+		if got := sh("vmvola", fmt.Sprintf("cat %s /mnt/data/paused%d.txt", name, round)); got != want {
+			t.Fatalf("after resume %d the volume reads %q, want %q", round, got, want)
+		}
+		sh("vmvola", fmt.Sprintf("echo after-resume-%d > /mnt/data/resumed%d.txt", round, round))
+		if got := sh("vmvolb", fmt.Sprintf("cat /data/resumed%d.txt", round)); got != fmt.Sprintf("after-resume-%d\n", round) {
+			t.Fatalf("the other sandbox reads the resumed one's file as %q", got)
+		}
 	}
 	if err := c.DeleteVolume(ctx, vol); service.KindOf(err) != service.KindConflict {
 		t.Fatalf("delete a mounted volume: %v, want a conflict", err)
@@ -117,9 +137,6 @@ func TestVMVolumes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if out, _ := exec.Command("pgrep", "-f", "virtiofsd.*"+e.data).Output(); len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("virtiofsd left running: %s", out)
-	}
 	// The volume outlives its sandboxes.
 	if b, err := os.ReadFile(filepath.Join(host, "b.txt")); err != nil || string(b) != "from-b\n" {
 		t.Fatalf("volume after its sandboxes: %q %v", b, err)
@@ -139,10 +156,10 @@ func TestVMVolumes(t *testing.T) {
 	assertNoLeaks(t, e.data, "vmvola", pidA)
 }
 
-// TestVMVolumesAgentCrash: after an agent crash the new agent adopts a
-// sandbox with a volume; the guest still reads and writes the volume
-// through the same virtiofsd, and destroying the sandbox from the new
-// agent (which never started that daemon) stops it by its pid file.
+// TestVMVolumesAgentCrash: after an agent crash (its NFS server dies with
+// it) the new agent adopts a sandbox with a volume and serves the volume
+// again; the guest, whose mount outlived the server, reads and writes it
+// through the new one.
 func TestVMVolumesAgentCrash(t *testing.T) {
 	e := newVMEnv(t, "tiny")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -158,11 +175,6 @@ func TestVMVolumesAgentCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := vmmPID(t, e.data, id)
-	pidFile := filepath.Join(e.data, "sandboxes", id, "vm", "virtiofsd-0.pid")
-	daemon := readPIDFile(pidFile)
-	if daemon == 0 {
-		t.Fatal("no virtiofsd pid file")
-	}
 	vmExec(t, e.client, id, "echo before > /vol/before")
 
 	a2, c2 := e.crashAndRestart(t, ctx, id)
@@ -176,16 +188,8 @@ func TestVMVolumesAgentCrash(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(host, "after")); err != nil || string(b) != "after\n" {
 		t.Fatalf("write after the crash on the host: %q %v", b, err)
 	}
-	if got := readPIDFile(pidFile); got != daemon {
-		t.Fatalf("virtiofsd pid %d after recovery, want the same daemon %d", got, daemon)
-	}
 	if err := c2.DestroySandbox(ctx, id); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(daemon) + "/cmdline"); err == nil {
-		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/cmdline"); strings.Contains(string(b), e.data) {
-			t.Fatalf("virtiofsd %d still runs after destroy", daemon)
-		}
 	}
 	if err := c2.DeleteVolume(ctx, vol); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,6 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/vmm"
 	"github.com/hearth-sandbox/hearth/internal/vmm/auto"
 	"github.com/hearth-sandbox/hearth/internal/vmm/qemu"
-	"github.com/hearth-sandbox/hearth/internal/volume"
 )
 
 // Check is one capability line.
@@ -73,7 +72,6 @@ func Run(ctx context.Context, opts Options) Report {
 	add(qemuCheck(ctx))
 	add(resultCheck("qemu TCG", byName["qemu-tcg"], "software emulation; ~1.6 s boots"))
 	add(dmCheck(ctx))
-	add(virtiofsdCheck())
 	add(uffdCheck())
 	add(deviceCheck("loop devices", "/dev/loop-control", "modprobe loop"))
 	add(deviceCheck("tun", "/dev/net/tun", "modprobe tun"))
@@ -334,13 +332,3 @@ var ErrCannotRun = errors.New("no VMM can run sandboxes on this host")
 
 // Timeout bounds a whole doctor run (probe boots are the slow part).
 const Timeout = 60 * time.Second
-
-// virtiofsdCheck reports the daemon volumes need (docs/volumes.md).
-func virtiofsdCheck() Check {
-	const name = "virtiofsd (volumes)"
-	p, err := volume.FindVirtiofsd()
-	if err != nil {
-		return Check{Name: name, Detail: err.Error() + "; sandboxes with volumes are refused"}
-	}
-	return Check{Name: name, OK: true, Detail: p}
-}

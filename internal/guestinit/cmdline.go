@@ -18,7 +18,8 @@ import (
 //	hearth.rootfstype=ext4      its filesystem type
 //	hearth.envd=/usr/bin/envd   the daemon to supervise
 //	hearth.debug=1              print each boot step with the kernel uptime
-//	hearth.volume=TAG:PATH      mount virtio-fs TAG at PATH (repeatable)
+//	hearth.volume=EXPORT:PATH   mount NFS export /EXPORT at PATH (repeatable)
+//	hearth.nfs=IP:PORT          the volumes' NFSv3 server (MOUNT and NFS on one port)
 type Cmdline struct {
 	Debug      bool
 	IP         netip.Prefix
@@ -29,8 +30,10 @@ type Cmdline struct {
 	Root       string
 	RootFSType string
 	Envd       string
-	// Volumes are virtio-fs shares to mount before envd starts.
-	Volumes []VolumeMount
+	// Volumes are NFS exports of VolumeServer to mount before envd
+	// starts.
+	Volumes      []VolumeMount
+	VolumeServer netip.AddrPort
 	// ModuleParams holds "module.param=value" entries keyed by module name
 	// (dashes normalised to underscores). With a loadable module the kernel
 	// does not apply them itself: modprobe reads them from /proc/cmdline,
@@ -97,6 +100,12 @@ func ParseCmdline(s string) (Cmdline, error) {
 				return c, fmt.Errorf("hearth.volume: want TAG:/path, got %q", val)
 			}
 			c.Volumes = append(c.Volumes, VolumeMount{Tag: tag, Path: path})
+		case "hearth.nfs":
+			a, err := netip.ParseAddrPort(val)
+			if err != nil {
+				return c, fmt.Errorf("hearth.nfs: %w", err)
+			}
+			c.VolumeServer = a
 		case "hearth.envd":
 			if val != "" {
 				c.Envd = val
@@ -110,13 +119,23 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.ModuleParams[mod] = append(c.ModuleParams[mod], param+"="+val)
 		}
 	}
+	if len(c.Volumes) > 0 && !c.VolumeServer.IsValid() {
+		return c, fmt.Errorf("hearth.volume without hearth.nfs")
+	}
 	return c, nil
 }
 
-// VolumeMount is one hearth.volume parameter.
+// VolumeMount is one hearth.volume parameter: NFS export "/"+Tag at Path.
 type VolumeMount struct{ Tag, Path string }
 
-// VolumeArg is the kernel parameter that makes init mount virtio-fs tag at
-// path (the host agent writes it; path has no spaces or colons' meaning:
-// everything after the first colon is the path).
-func VolumeArg(tag, path string) string { return "hearth.volume=" + tag + ":" + path }
+// VolumeArgs are the kernel parameters that make init mount NFS export
+// "/"+tag of server at path (the host agent writes them; path has no
+// spaces, and everything after the first colon is the path).
+func VolumeArgs(server netip.AddrPort, mounts []VolumeMount) string {
+	var b strings.Builder
+	b.WriteString("hearth.nfs=" + server.String())
+	for _, m := range mounts {
+		b.WriteString(" hearth.volume=" + m.Tag + ":" + m.Path)
+	}
+	return b.String()
+}

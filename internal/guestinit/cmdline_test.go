@@ -38,13 +38,16 @@ func TestParseCmdline(t *testing.T) {
 		},
 		{
 			name: "volumes",
-			in:   "hearth.volume=abc:/data hearth.volume=def:/home/user/my:dir",
+			in:   VolumeArgs(netip.MustParseAddrPort("169.254.0.22:2049"), []VolumeMount{{"abc", "/data"}, {"def", "/home/user/my:dir"}}),
 			want: func(c *Cmdline) {
 				c.Volumes = []VolumeMount{{"abc", "/data"}, {"def", "/home/user/my:dir"}}
+				c.VolumeServer = netip.MustParseAddrPort("169.254.0.22:2049")
 			},
 		},
 		{name: "volume without path", in: "hearth.volume=abc", wantErr: true},
-		{name: "volume at root", in: "hearth.volume=abc:/", wantErr: true},
+		{name: "volume at root", in: "hearth.nfs=169.254.0.22:2049 hearth.volume=abc:/", wantErr: true},
+		{name: "volume without server", in: "hearth.volume=abc:/data", wantErr: true},
+		{name: "bad nfs server", in: "hearth.nfs=169.254.0.22 hearth.volume=abc:/data", wantErr: true},
 		{name: "bad ip", in: "hearth.ip=169.254.0.21", wantErr: true},
 		{name: "bad gw", in: "hearth.gw=nope", wantErr: true},
 		{name: "bad dns", in: "hearth.dns=1.1.1.1,x", wantErr: true},

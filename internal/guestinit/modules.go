@@ -51,9 +51,10 @@ func ReadModuleOrder(dir string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// VolumeModules mount virtio-fs volumes (hearth.volume); the image
-// builder ships them in the initramfs.
-var VolumeModules = []string{"fuse", "virtiofs"}
+// VolumeModules mount NFS volumes (hearth.volume); the image builder
+// ships them and their dependencies (sunrpc, lockd, grace, nfs_acl,
+// netfs/fscache where the kernel has them) in the image.
+var VolumeModules = []string{"sunrpc", "grace", "lockd", "nfs_acl", "nfs", "nfsv3"}
 
 // LoadModules loads the modules listed in dir/modules.order with
 // finit_module, in order. A module already present in /sys/module (built

@@ -57,11 +57,6 @@ func stage2(l *logger) error {
 			l.printf("%v", err)
 		}
 	}
-	// A sandbox asked for its volumes: booting without one would look
-	// like an empty volume, so a failed mount is fatal (console says why).
-	if err := mountVolumes(cl.Volumes); err != nil {
-		return err
-	}
 	if err := unix.Sethostname([]byte(cl.Hostname)); err != nil {
 		l.printf("hostname: %v", err)
 	}
@@ -75,6 +70,12 @@ func stage2(l *logger) error {
 	}
 	if err := writeResolvConf(cl); err != nil {
 		l.printf("resolv.conf: %v", err)
+	}
+	// A sandbox asked for its volumes (served over the network just
+	// configured): booting without one would look like an empty volume,
+	// so a failed mount is fatal (the console says why).
+	if err := mountVolumes(cl.VolumeServer, cl.Volumes); err != nil {
+		return err
 	}
 	os.Clearenv()
 	for _, kv := range baseEnv {

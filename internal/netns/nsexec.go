@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -74,4 +75,25 @@ func rebindName(name string, pid int) error {
 		return fmt.Errorf("bind %s to %s: %w", src, path, err)
 	}
 	return nil
+}
+
+// ListenTCP opens a TCP listener on addr inside the network namespace at
+// nsPath: the socket belongs to the namespace for its whole life, and is
+// served from any goroutine afterwards.
+func ListenTCP(nsPath, addr string) (net.Listener, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	var l net.Listener
+	err = inNS(ns, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in %s: %w", addr, nsPath, err)
+	}
+	return l, nil
 }

@@ -51,13 +51,6 @@ type Config struct {
 	// Firecracker ignores it (it writes memory in Snapshot).
 	MemoryFile string
 
-	// FileShares are virtio-fs devices (drivers with
-	// Capabilities.FileShares only): each connects to a vhost-user file
-	// system daemon already listening on Socket and appears in the guest
-	// as Tag. They need guest memory the daemon can map (QEMU: a shared
-	// memory backend).
-	FileShares []FileShare
-
 	// Confinement. RunAsUID > 0 runs the VMM as that uid/gid once it has
 	// opened its devices and files (QEMU: -runas); Cgroup, when set, gets
 	// the VMM process before it boots the guest.
@@ -65,12 +58,6 @@ type Config struct {
 	// Not saved with the config (the agent records it for crash
 	// recovery): an adopted VMM is in its cgroup already.
 	Cgroup Cgroup `json:"-"`
-}
-
-// FileShare is one virtio-fs device.
-type FileShare struct {
-	Tag    string // at most 36 bytes
-	Socket string // the vhost-user daemon's unix socket
 }
 
 // Cgroup is where a VMM process is put (internal/cgroup implements it).
@@ -148,10 +135,6 @@ type Capabilities struct {
 	// PrivateRestore: Restore can map memory copy-on-write
 	// (RestoreSpec.MemoryPrivate).
 	PrivateRestore bool
-	// FileShares: machines take Config.FileShares (virtio-fs). Snapshots
-	// of such machines are not supported (QEMU 7.2 cannot migrate a
-	// vhost-user-fs device).
-	FileShares bool
 	// SnapshotFormat names the format of the state Snapshot writes: a
 	// snapshot restores only on a driver with the same format. (Equal to
 	// the driver names, which templates recorded before capabilities.)

@@ -176,9 +176,6 @@ func (d *Driver) probe(ctx context.Context) error {
 func (d *Driver) NewMachine(cfg vmm.Config) (vmm.Machine, error) { return d.newMachine(cfg, nil) }
 
 func (d *Driver) newMachine(cfg vmm.Config, restore *vmm.RestoreSpec) (*Machine, error) {
-	if len(cfg.FileShares) > 0 {
-		return nil, errors.New("firecracker has no shared file system device (virtio-fs): volumes need a QEMU host")
-	}
 	var missing []string
 	if cfg.RunDir == "" {
 		missing = append(missing, "RunDir")

@@ -100,7 +100,7 @@ func (d *Driver) Name() string { return "qemu" }
 // Capabilities implements vmm.Driver: RAM in a shared file (QEMU
 // memory-backend-file), device state in a migration stream.
 func (d *Driver) Capabilities() vmm.Capabilities {
-	return vmm.Capabilities{Memory: vmm.MemorySharedFile, PrivateRestore: true, FileShares: true, SnapshotFormat: "qemu"}
+	return vmm.Capabilities{Memory: vmm.MemorySharedFile, PrivateRestore: true, SnapshotFormat: "qemu"}
 }
 
 // Accel returns the accelerator this driver uses.

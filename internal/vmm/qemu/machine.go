@@ -77,10 +77,6 @@ func (m *Machine) Args() []string {
 			share = "off"
 		}
 		args = append(args, "-object", "memory-backend-file,id=mem,size="+strconv.Itoa(cfg.MemoryMB)+"M,mem-path="+qemuOpt(cfg.MemoryFile)+",share="+share)
-	} else if len(cfg.FileShares) > 0 {
-		// vhost-user daemons map guest RAM: it must be shared memory.
-		machine += ",memory-backend=mem"
-		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(cfg.MemoryMB)+"M,share=on")
 	}
 	args = append([]string{
 		"-name", "hearth-" + cfg.ID,
@@ -132,19 +128,6 @@ func (m *Machine) Args() []string {
 		args = append(args,
 			"-netdev", "tap,id=net0,ifname="+qemuOpt(cfg.TapName)+",script=no,downscript=no,vhost=off",
 			"-device", "virtio-net-device,netdev=net0,mac="+cfg.MAC)
-	}
-	if len(cfg.FileShares) > 0 {
-		// vhost-user daemons speak modern virtio only; microvm's
-		// virtio-mmio transport is legacy unless told otherwise. Only
-		// for machines with file shares: the device state of the others
-		// (their snapshots and templates) stays as it was.
-		args = append(args, "-global", "virtio-mmio.force-legacy=false")
-	}
-	for i, fs := range cfg.FileShares {
-		id := "fs" + strconv.Itoa(i)
-		args = append(args,
-			"-chardev", "socket,id="+id+",path="+qemuOpt(fs.Socket),
-			"-device", "vhost-user-fs-device,chardev="+id+",tag="+qemuOpt(fs.Tag))
 	}
 	if m.restore != nil {
 		// -S: stay paused after the incoming migration so Restore decides.
