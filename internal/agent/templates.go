@@ -48,6 +48,10 @@ type templateMeta struct {
 	Driver        string    `json:"driver"`        // the snapshot format (vmm.Capabilities.SnapshotFormat)
 	User          string    `json:"user"`
 	Token         string    `json:"token"` // the frozen envd's access token: /init re-auth
+	// Volumes the frozen guest has mounted: every sandbox spawned from
+	// the template mounts the same volumes of this host (its kernel
+	// reconnects to the volume server the spawn starts).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 }
 
@@ -100,6 +104,12 @@ func (m *Manager) checkTemplate(spec *Spec) (templateMeta, error) {
 	// The guest's file system is frozen at the template's size: a bigger
 	// request gets the template's disk (it cannot grow under a live kernel).
 	spec.DiskSizeMB = t.DiskSizeMB
+	if len(t.Volumes) > 0 {
+		if err := m.volumesExist(t.Volumes); err != nil {
+			return t, fmt.Errorf("snapshot template %s mounts %w", t.TemplateID, err)
+		}
+		spec.Volumes = t.Volumes
+	}
 	return t, nil
 }
 
@@ -299,6 +309,7 @@ func (m *Manager) writeTemplate(ctx context.Context, sb *sandbox, templateID, ds
 		TemplateID: templateID, SourceSandbox: sb.spec.ID,
 		VCPUs: sb.spec.VCPUs, MemoryMB: sb.spec.MemoryMB, DiskSizeMB: sb.spec.DiskSizeMB, DiskFSBytes: fsBytes,
 		Driver: m.d.Driver.Capabilities().SnapshotFormat, User: frozen.User, Token: frozen.Token, CreatedAt: time.Now().UTC(),
+		Volumes: sb.spec.Volumes,
 	}
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {

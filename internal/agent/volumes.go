@@ -61,18 +61,28 @@ func (m *Manager) checkVolumes(spec Spec) error {
 		return nil
 	}
 	if spec.TemplateKind == sbx.KindSnapshot {
-		return &FieldError{Field: "volumes", Msg: "a snapshot template restores a guest whose init has already run, so nothing would mount them: mount volumes in sandboxes of a base template"}
+		return &FieldError{Field: "volumes", Msg: "a snapshot template restores a guest whose init has already run, so nothing would mount new volumes: mount them in sandboxes of a base template (a snapshot of a sandbox with volumes mounts the same ones)"}
+	}
+	if err := m.volumesExist(spec.Volumes); err != nil {
+		return err
 	}
 	for _, v := range spec.Volumes {
+		if !strings.HasPrefix(v.Path, "/") || strings.ContainsAny(v.Path, " \t\n") {
+			return &FieldError{Field: "volumes", Msg: fmt.Sprintf("mount path %q: want an absolute path without spaces", v.Path)}
+		}
+	}
+	return nil
+}
+
+// volumesExist checks that this host has each volume of vols.
+func (m *Manager) volumesExist(vols []VolumeMount) error {
+	for _, v := range vols {
 		p, err := m.volumes().DataPath(v.VolumeID)
 		if err != nil {
 			return volErr(err)
 		}
 		if !exists(p) {
 			return fmt.Errorf("volume %s: %w", v.VolumeID, ErrNotFound)
-		}
-		if !strings.HasPrefix(v.Path, "/") || strings.ContainsAny(v.Path, " \t\n") {
-			return &FieldError{Field: "volumes", Msg: fmt.Sprintf("mount path %q: want an absolute path without spaces", v.Path)}
 		}
 	}
 	return nil

@@ -22,7 +22,8 @@ import (
 // guest, and one written through the content API is in both; a sandbox
 // with volumes pauses and resumes (twice) with its mount working after
 // each resume (read and write, seen by the other sandbox); a mounted
-// volume is not deleted. It also logs the throughput of a sequential
+// volume is not deleted; a sandbox spawned from a snapshot of one mounts
+// the same volume. It also logs the throughput of a sequential
 // write on the volume vs on the root disk.
 func TestVMVolumes(t *testing.T) {
 	e := newVMEnv(t, "tiny")
@@ -111,6 +112,29 @@ func TestVMVolumes(t *testing.T) {
 	}
 	if err := c.DeleteVolume(ctx, vol); service.KindOf(err) != service.KindConflict {
 		t.Fatalf("delete a mounted volume: %v, want a conflict", err)
+	}
+
+	// A snapshot template of a sandbox with volumes: its children mount
+	// the same volume (their restored kernels reconnect to the server
+	// their spawn starts), and write to it.
+	if _, err := c.CreateSnapshot(ctx, "vmvola", "vmvoltpl"); err != nil {
+		t.Fatalf("snapshot with volumes: %v", err)
+	}
+	if _, err := c.CreateSandbox(ctx, service.CreateSandboxRequest{
+		SandboxID: "vmvolc", TemplateID: "vmvoltpl", TemplateKind: sbx.KindSnapshot,
+		VCPUs: 1, MemoryMB: 256, DiskSizeMB: 2048, AccessToken: "tok-vmvolc",
+	}); err != nil {
+		t.Fatalf("create from the snapshot: %v", err)
+	}
+	sh("vmvolc", "echo from-child > /mnt/data/child.txt")
+	if got := sh("vmvolb", "cat /data/child.txt /data/resumed1.txt"); got != "from-child\nafter-resume-1\n" {
+		t.Fatalf("the snapshot's child's write reads %q in another sandbox", got)
+	}
+	if err := c.DestroySandbox(ctx, "vmvolc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSnapshot(ctx, "vmvoltpl"); err != nil {
+		t.Fatal(err)
 	}
 
 	// Throughput of one sequential write, volume vs root disk, same guest.

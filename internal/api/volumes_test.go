@@ -40,7 +40,8 @@ func TestVolumes(t *testing.T) {
 		if got := e.host.Creates(); got[len(got)-1].Volumes[0].VolumeID != v.ID {
 			t.Fatalf("host got %+v", got[len(got)-1].Volumes)
 		}
-		e.want(e.do("POST", "/v1/sandboxes/"+sb.ID+"/pause", nil, ka), 409, "pause with volumes")
+		e.want(e.do("POST", "/v1/sandboxes/"+sb.ID+"/pause", nil, ka), 200, "pause with volumes")
+		e.want(e.do("POST", "/v1/sandboxes/"+sb.ID+"/resume", nil, ka), 200, "resume with volumes")
 		e.want(e.do("DELETE", "/v1/volumes/data", nil, ka), 409, "delete mounted")
 		e.want(e.do("DELETE", "/v1/sandboxes/"+sb.ID, nil, ka), 204, "destroy sandbox")
 		e.want(e.do("DELETE", "/v1/volumes/data", nil, ka), 204, "delete")

@@ -44,8 +44,7 @@
 // first, whatever `order` says; a sandbox's startedAt is its creation time;
 // pause always keeps memory (a `memory: false` request is honoured as a full
 // snapshot, which resumes to the same state and more); network egress rules,
-// MCP and IAM tokens are refused with 400 rather than ignored; a sandbox
-// with volume mounts cannot pause or be snapshotted (409).
+// MCP and IAM tokens are refused with 400 rather than ignored.
 package e2bapi
 
 import (

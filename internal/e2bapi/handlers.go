@@ -3,7 +3,6 @@ package e2bapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -451,12 +450,6 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request, p service.Princip
 	}
 	id := r.PathValue("id")
 	_, changed, err := s.svc.PauseSandbox(r.Context(), p, id)
-	var se *service.Error
-	if errors.Is(err, service.ErrHasVolumes) && errors.As(err, &se) {
-		// Not 409: the SDK reads a 409 from pause as "already paused"
-		// and returns false, which would hide why it still runs.
-		return errStatus(http.StatusBadRequest, "%s", se.Message)
-	}
 	if err != nil {
 		return err
 	}

@@ -104,9 +104,6 @@ func (s *Service) pause(ctx context.Context, sb store.Sandbox, read reader) (sto
 		case sb.Status != sandbox.StateRunning:
 			return store.Sandbox{}, false, Conflict("sandbox %s is %s, only a running sandbox can be paused", sb.ID, sb.Status)
 		}
-		if err := s.refuseWithVolumes(ctx, sb, "paused"); err != nil {
-			return store.Sandbox{}, false, err
-		}
 		hc, err := s.hosts.Get(ctx, sb.Host)
 		if err != nil {
 			return store.Sandbox{}, false, err

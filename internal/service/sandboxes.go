@@ -57,11 +57,8 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	if len(mounts) > 0 && sb.AutoPause {
-		return store.Sandbox{}, InvalidArgument("autoPause", "a sandbox with volumes cannot pause (docs/volumes.md); leave autoPause off")
-	}
 	if len(mounts) > 0 && tpl.Kind == sandbox.KindSnapshot {
-		return store.Sandbox{}, InvalidArgument("volumeMounts", "template %s is a snapshot, whose machine cannot gain devices: mount volumes in sandboxes of a base template", tpl.Name)
+		return store.Sandbox{}, InvalidArgument("volumeMounts", "template %s is a snapshot, whose guest has already mounted what it mounts (a snapshot of a sandbox with volumes mounts the same ones): mount volumes in sandboxes of a base template", tpl.Name)
 	}
 	token, err := auth.NewAccessToken()
 	if err != nil {

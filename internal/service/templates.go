@@ -56,9 +56,6 @@ func (s *Service) createSnapshot(ctx context.Context, p Principal, sandboxID, na
 	if sb.Status != sandbox.StateRunning && sb.Status != sandbox.StatePaused {
 		return store.Template{}, Conflict("sandbox %s is %s; snapshot a running or paused sandbox", sb.ID, sb.Status)
 	}
-	if err := s.refuseWithVolumes(ctx, sb, "snapshotted or forked"); err != nil {
-		return store.Template{}, err
-	}
 	hc, err := s.hosts.Get(ctx, sb.Host)
 	if err != nil {
 		return store.Template{}, err

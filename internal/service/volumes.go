@@ -235,23 +235,6 @@ func (s *Service) resolveMounts(ctx context.Context, p Principal, in []VolumeMou
 	return out, host, nil
 }
 
-// ErrHasVolumes is in the chain of the conflict refuseWithVolumes returns.
-var ErrHasVolumes = errors.New("the sandbox mounts volumes")
-
-// refuseWithVolumes answers 409 for operations that need a snapshot of a
-// sandbox that mounts volumes (see docs/volumes.md).
-func (s *Service) refuseWithVolumes(ctx context.Context, sb store.Sandbox, op string) error {
-	mounts, err := s.store.ListSandboxVolumes(ctx, sb.ID)
-	if err != nil {
-		return fmt.Errorf("sandbox volumes: %w", err)
-	}
-	if len(mounts) > 0 {
-		return &Error{Kind: KindConflict, Err: ErrHasVolumes, Message: fmt.Sprintf(
-			"sandbox %s mounts volumes and cannot be %s: a virtio-fs device's state cannot be saved (QEMU 7.2); destroy it instead, its volumes keep their files", sb.ID, op)}
-	}
-	return nil
-}
-
 // SandboxVolumes lists a sandbox's mounts (p's team's sandbox).
 func (s *Service) SandboxVolumes(ctx context.Context, p Principal, sandboxID string) ([]store.SandboxVolume, error) {
 	if _, err := s.GetSandbox(ctx, p, sandboxID); err != nil {

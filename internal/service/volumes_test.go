@@ -96,14 +96,14 @@ func TestVolumes(t *testing.T) {
 			{"twice", []service.VolumeMountInput{{"data", "/a"}, {"data", "/a"}}, false, service.KindInvalidArgument},
 			{"unknown volume", []service.VolumeMountInput{{"nope", "/a"}}, false, service.KindNotFound},
 			{"other team's volume", []service.VolumeMountInput{{ov.ID, "/a"}}, false, service.KindNotFound},
-			{"auto-pause", []service.VolumeMountInput{{"data", "/a"}}, true, service.KindInvalidArgument},
 		} {
 			_, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base", Volumes: tc.mounts, AutoPause: tc.auto})
 			if got := service.KindOf(err); got != tc.want {
 				t.Errorf("mount %s: %v (%s), want %s", tc.name, err, got, tc.want)
 			}
 		}
-		// A snapshot template restores a machine: it cannot gain the device.
+		// A snapshot template restores a guest that has mounted what it
+		// mounts: a request cannot add volumes.
 		plain, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base"})
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +113,7 @@ func TestVolumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: snap.ID,
-			Volumes: []service.VolumeMountInput{{"data", "/a"}}}); service.KindOf(err) != service.KindInvalidArgument || !strings.Contains(err.Error(), "cannot gain devices") {
+			Volumes: []service.VolumeMountInput{{"data", "/a"}}}); service.KindOf(err) != service.KindInvalidArgument || !strings.Contains(err.Error(), "base template") {
 			t.Errorf("mount in a snapshot template's sandbox: %v", err)
 		}
 		sb, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: "base",
@@ -130,10 +130,15 @@ func TestVolumes(t *testing.T) {
 		if err != nil || len(mounts) != 2 || mounts[0].Name != "data" {
 			t.Fatalf("sandbox volumes: %+v %v", mounts, err)
 		}
-		if _, _, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); service.KindOf(err) != service.KindConflict {
+		// Volumes are served over the network: the sandbox pauses, resumes
+		// and is snapshotted like any other.
+		if _, _, err := f.svc.PauseSandbox(ctx, f.p, sb.ID); err != nil {
 			t.Fatalf("pause with volumes: %v", err)
 		}
-		if _, err := f.svc.CreateSnapshot(ctx, f.p, sb.ID, "snap"); service.KindOf(err) != service.KindConflict {
+		if _, err := f.svc.ResumeSandbox(ctx, f.p, sb.ID); err != nil {
+			t.Fatalf("resume with volumes: %v", err)
+		}
+		if _, err := f.svc.CreateSnapshot(ctx, f.p, sb.ID, "snap"); err != nil {
 			t.Fatalf("snapshot with volumes: %v", err)
 		}
 		if err := f.svc.DeleteVolume(ctx, f.p, "data"); service.KindOf(err) != service.KindConflict {
