@@ -39,20 +39,20 @@ import (
 const templateMetaFile = "template.json"
 
 type templateMeta struct {
-	TemplateID    string    `json:"template_id"`
-	SourceSandbox string    `json:"source_sandbox"`
-	VCPUs         int       `json:"vcpus"`
-	MemoryMB      int       `json:"memory_mb"`
-	DiskSizeMB    int       `json:"disk_size_mb"`
-	DiskFSBytes   int64     `json:"disk_fs_bytes"` // ext4 size: spawned disks are cloned at exactly this size
-	Driver        string    `json:"driver"`        // the snapshot format (vmm.Capabilities.SnapshotFormat)
-	User          string    `json:"user"`
-	Token         string    `json:"token"` // the frozen envd's access token: /init re-auth
+	TemplateID    string `json:"template_id"`
+	SourceSandbox string `json:"source_sandbox"`
+	VCPUs         int    `json:"vcpus"`
+	MemoryMB      int    `json:"memory_mb"`
+	DiskSizeMB    int    `json:"disk_size_mb"`
+	DiskFSBytes   int64  `json:"disk_fs_bytes"` // ext4 size: spawned disks are cloned at exactly this size
+	Driver        string `json:"driver"`        // the snapshot format (vmm.Capabilities.SnapshotFormat)
+	User          string `json:"user"`
+	Token         string `json:"token"` // the frozen envd's access token: /init re-auth
 	// Volumes the frozen guest has mounted: every sandbox spawned from
 	// the template mounts the same volumes of this host (its kernel
 	// reconnects to the volume server the spawn starts).
-	Volumes []VolumeMount `json:"volumes,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
+	Volumes   []VolumeMount `json:"volumes,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
 }
 
 func (m *Manager) templatesDir() string { return filepath.Join(m.d.DataDir, "templates") }
