@@ -1,6 +1,6 @@
 // Package volume keeps a host's volumes: one directory each,
-// DATA/volumes/<id>/data, shared into the guests that mount it with
-// virtio-fs (see Virtiofsd) and read and written by the control plane's
+// DATA/volumes/<id>/data, served to the guests that mount it over NFSv3
+// (see Serve) and read and written by the control plane's
 // content API through the host agent (the methods of Dir). Every path a
 // caller gives is resolved inside the volume with os.Root, so neither
 // ".." nor a symlink a guest planted leads out of it.
@@ -34,8 +34,8 @@ var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
 // Dir is the volumes directory of a host (DATA/volumes).
 type Dir struct{ Root string }
 
-// DataPath is the directory a volume's files live in (what virtio-fs
-// shares).
+// DataPath is the directory a volume's files live in (what a sandbox's
+// NFS server exports).
 func (d Dir) DataPath(id string) (string, error) {
 	if !validID.MatchString(id) {
 		return "", fmt.Errorf("%w: volume ID %q", ErrInvalid, id)
@@ -45,9 +45,9 @@ func (d Dir) DataPath(id string) (string, error) {
 
 // Create makes the volume's directory; an existing one is kept. The
 // root is world-writable: guests write it as whatever user they run as.
-// Root in a guest is root in its volumes (virtiofsd keeps owners and
-// modes), so a guest can leave setuid files there: the volumes directory
-// is 0700, out of reach of the host's other users.
+// What guests create belongs to root (the NFS server does not take
+// their credentials): the volumes directory is 0700, out of reach of the
+// host's other users.
 func (d Dir) Create(id string) error {
 	p, err := d.DataPath(id)
 	if err != nil {

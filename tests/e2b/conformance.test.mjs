@@ -625,7 +625,7 @@ async function otherTeamKey() {
 }
 
 describe('volumes', () => {
-  test('Volume.create, the content API, two sandboxes sharing a volume, destroy; another team gets 404', T, async () => {
+  test('Volume.create, the content API, two sandboxes sharing a volume, pause and resume, destroy; another team gets 404', T, async (t) => {
     const name = `v-${RUN_ID.slice(0, 8)}`
     const vol = await Volume.create(name)
     assert.equal(vol.name, name)
@@ -664,8 +664,20 @@ describe('volumes', () => {
     assert.equal(await vol.readFile('/from-a.txt'), 'written-in-a\n')
     assert.deepEqual((await a.getInfo()).volumeMounts, [{ name, path: '/mnt/data' }])
 
+    // Pause and resume: the volume is mounted again, reads and writes.
+    await a.commands.run('echo before-pause > /mnt/data/paused.txt')
+    const paused = await pauseOrSkip(t, a)
+    if (paused === null) return
+    assert.equal(paused, true)
+    await b.commands.run('echo while-paused >> /data/paused.txt')
+    const a2 = await Sandbox.connect(a.sandboxId)
+    assert.equal((await a2.getInfo()).state, 'running')
+    assert.equal((await a2.commands.run('cat /mnt/data/paused.txt')).stdout, 'before-pause\nwhile-paused\n')
+    await a2.files.write('/mnt/data/after-resume.txt', 'after-resume')
+    assert.equal((await b.commands.run('cat /data/after-resume.txt')).stdout, 'after-resume')
+    assert.equal(await vol.readFile('/after-resume.txt'), 'after-resume')
+
     // What a sandbox with volumes cannot do, and bad mounts.
-    await assert.rejects(a.pause(), /virtio-fs/)
     await assert.rejects(Volume.destroy(vol.volumeId), /mounted by a sandbox/)
     await assert.rejects(create({ volumeMounts: { 'relative/path': vol } }), /volumeMounts: mount path/)
     await assert.rejects(create({ volumeMounts: { '/x': 'no-such-volume' } }), /not found/)
