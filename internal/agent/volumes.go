@@ -88,10 +88,10 @@ func (m *Manager) volumesExist(vols []VolumeMount) error {
 	return nil
 }
 
-// volumeServer is where a sandbox's guest finds its volumes: the
-// namespace's end of the tap, the same in every namespace and so after a
-// resume.
-var volumeServer = netip.AddrPortFrom(netip.MustParseAddr(netns.GatewayIP), volume.NFSPort)
+// volumeServer is where a sandbox's guest finds its volumes (MOUNT and
+// NFS on one port): the namespace's end of the tap, the same in every
+// namespace and so after a resume.
+var volumeServer = netip.AddrPortFrom(netip.MustParseAddr(netns.GatewayIP), netns.VolumeServerPort)
 
 // volumeArgs are the kernel parameters that make the guest mount sb's
 // volumes ("" without volumes).

@@ -106,6 +106,8 @@ func (e *cmdError) Unwrap() error { return e.err }
 //     on its own link whatever its routes are.
 //   - guest → world: SNAT to the slot address; the root namespace then
 //     MASQUERADEs the pool.
+//   - guest → namespace: only the volume server's port (VolumeServerPort)
+//     and replies; the rest is dropped.
 //   - egress: the operator's chain (closed ranges, fixed for the slot's
 //     life) sends what it lets through to the user chain, which SetPolicy
 //     swaps atomically; replies to host-initiated connections bypass both.
@@ -117,6 +119,10 @@ func slotRules(slotAddr string, operator, user string) string {
 	fmt.Fprintf(&b, "-A POSTROUTING -o %s -s %s/32 -j SNAT --to-source %s\n", nsVethName, GuestIP, slotAddr)
 	fmt.Fprintf(&b, "COMMIT\n")
 	fmt.Fprintf(&b, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:%s - [0:0]\n:%s - [0:0]\n", egressChain, userChain)
+	// The guest reaches the namespace itself only at its volume server.
+	fmt.Fprintf(&b, "-A INPUT -i %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n", TapName)
+	fmt.Fprintf(&b, "-A INPUT -i %s -d %s/32 -p tcp --dport %d -j ACCEPT\n", TapName, GatewayIP, VolumeServerPort)
+	fmt.Fprintf(&b, "-A INPUT -i %s -j DROP\n", TapName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j ACCEPT\n", nsVethName, TapName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -m conntrack --ctstate ESTABLISHED,RELATED --ctdir REPLY -j ACCEPT\n", TapName, nsVethName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j %s\n", TapName, nsVethName, egressChain)

@@ -46,6 +46,10 @@ import (
 const (
 	GuestIP   = "169.254.0.21"
 	GatewayIP = "169.254.0.22" // the tap, inside the sandbox namespace
+	// VolumeServerPort is the one port of GatewayIP a guest reaches: its
+	// host agent's NFS server for the sandbox's volumes (docs/volumes.md).
+	// Everything else the guest sends to the namespace itself is dropped.
+	VolumeServerPort = 2049
 	GuestMAC  = "02:fc:00:00:00:05"
 	// TapMAC is the gateway's (the tap's) MAC, fixed like GuestMAC: a
 	// restored guest's ARP cache holds the gateway's MAC from before the

@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,7 @@ func TestSlotRulesShape(t *testing.T) {
 		"-A PREROUTING -i veth0 -d 10.200.0.2/32 -j DNAT --to-destination 169.254.0.21",
 		"-A POSTROUTING -o veth0 -s 169.254.0.21/32 -j SNAT --to-source 10.200.0.2",
 		":FORWARD DROP",
+		"-A INPUT -i tap0 -d 169.254.0.22/32 -p tcp --dport 2049 -j ACCEPT\n-A INPUT -i tap0 -j DROP\n",
 		// Order matters: pool, operator-opened, closed, user chain.
 		"-A HEARTH-EGRESS -d 10.200.0.0/16 -j DROP\n-A HEARTH-EGRESS -d 10.1.0.0/16 -j HEARTH-USER\n-A HEARTH-EGRESS -d 0.0.0.0/8 -j DROP\n",
 		"-A HEARTH-EGRESS -d 169.254.0.0/16 -j DROP\n",
@@ -297,6 +299,11 @@ func serve(t *testing.T, ns netns.NsHandle, addr, banner string) {
 	} else {
 		inTestNS(t, ns, listen)
 	}
+	serveOn(t, ln, banner)
+}
+
+// serveOn answers every connection to ln with banner and the peer.
+func serveOn(t *testing.T, ln net.Listener, banner string) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -355,6 +362,30 @@ func mustNotFetch(t *testing.T, ns netns.NsHandle, addr string) {
 	if got, err := fetch(ns, addr); err == nil {
 		t.Fatalf("connect %s succeeded (%q); want it blocked", addr, got)
 	}
+}
+
+// A guest reaches its own namespace only at the volume server's port,
+// on a socket ListenTCP opened in that namespace.
+func TestGuestReachesOnlyVolumeServer(t *testing.T) {
+	needRoot(t)
+	m := newTestManager(t, testConfig(t))
+	a, err := m.Setup(t.Context(), "sbv", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Teardown(context.Background(), "sbv") })
+	guest := fakeGuest(t, a)
+	for _, port := range []int{VolumeServerPort, VolumeServerPort + 1} {
+		ln, err := ListenTCP(a.NamespacePath, net.JoinHostPort(GatewayIP, strconv.Itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		serveOn(t, ln, "port-"+strconv.Itoa(port))
+	}
+	mustFetch(t, guest, net.JoinHostPort(GatewayIP, strconv.Itoa(VolumeServerPort)), "port-2049 from "+GuestIP)
+	mustNotFetch(t, guest, net.JoinHostPort(GatewayIP, strconv.Itoa(VolumeServerPort+1)))
+	// The listener is the namespace's, not the host's.
+	mustNotFetch(t, netns.None(), net.JoinHostPort(GatewayIP, strconv.Itoa(VolumeServerPort)))
 }
 
 func TestTwoSlotsSameGuestIP(t *testing.T) {

@@ -17,12 +17,6 @@ import (
 	nfs "github.com/willscott/go-nfs"
 )
 
-// NFSPort is where a sandbox's volume server listens, MOUNT and NFS on
-// one port, on the guest-facing address of the sandbox's network
-// namespace: every namespace has its own, and a resumed guest finds it
-// where it was.
-const NFSPort = 2049
-
 // Export is one volume a sandbox mounts: the guest mounts "/"+Name.
 type Export struct {
 	Name string // "vol0", "vol1", ... (the guest's hearth.volume tag)
@@ -69,11 +63,14 @@ func (s *Server) Stop() {
 	_ = s.l.Close()
 	<-s.done
 	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
 		_ = c.Close()
 	}
-	s.conns = map[net.Conn]struct{}{}
-	s.mu.Unlock()
 }
 
 // trackingListener records accepted connections so Stop can close them.
@@ -87,10 +84,25 @@ func (t trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	tc := &trackedConn{Conn: c, s: t.s}
 	t.s.mu.Lock()
-	t.s.conns[c] = struct{}{}
+	t.s.conns[tc] = struct{}{}
 	t.s.mu.Unlock()
-	return c, nil
+	return tc, nil
+}
+
+// trackedConn leaves the server's set when closed (a guest's reconnect
+// does not accumulate dead connections).
+type trackedConn struct {
+	net.Conn
+	s *Server
+}
+
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // handleLen: one byte of export index and 19 of a path hash; a multiple
