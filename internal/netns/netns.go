@@ -50,7 +50,7 @@ const (
 	// host agent's NFS server for the sandbox's volumes (docs/volumes.md).
 	// Everything else the guest sends to the namespace itself is dropped.
 	VolumeServerPort = 2049
-	GuestMAC  = "02:fc:00:00:00:05"
+	GuestMAC         = "02:fc:00:00:00:05"
 	// TapMAC is the gateway's (the tap's) MAC, fixed like GuestMAC: a
 	// restored guest's ARP cache holds the gateway's MAC from before the
 	// snapshot, and the host never ARPs for the guest (its entry is
