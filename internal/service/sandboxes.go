@@ -57,8 +57,19 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	if len(mounts) > 0 && tpl.Kind == sandbox.KindSnapshot {
-		return store.Sandbox{}, InvalidArgument("volumeMounts", "template %s is a snapshot, whose guest has already mounted what it mounts (a snapshot of a sandbox with volumes mounts the same ones): mount volumes in sandboxes of a base template", tpl.Name)
+	// requested go to the host; a snapshot's sandbox mounts what its
+	// source mounted (its host knows them from the template), recorded
+	// here so that listings show them and deleting such a volume is a 409.
+	requested := mounts
+	if tpl.Kind == sandbox.KindSnapshot {
+		if len(mounts) > 0 {
+			return store.Sandbox{}, InvalidArgument("volumeMounts", "template %s is a snapshot, whose guest has already mounted what it mounts (a snapshot of a sandbox with volumes mounts the same ones): mount volumes in sandboxes of a base template", tpl.Name)
+		}
+		if tpl.SourceSandboxID != "" {
+			if mounts, err = s.store.ListSandboxVolumes(ctx, tpl.SourceSandboxID); err != nil {
+				return store.Sandbox{}, fmt.Errorf("snapshot source's volumes: %w", err)
+			}
+		}
 	}
 	token, err := auth.NewAccessToken()
 	if err != nil {
@@ -115,7 +126,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, Egress: policyOf(sb),
-		Volumes: hostMounts(mounts),
+		Volumes: hostMounts(requested),
 	})
 	if err != nil {
 		return store.Sandbox{}, s.fail(ctx, sb, hostErrFor("create the sandbox", err))

@@ -138,13 +138,30 @@ func TestVolumes(t *testing.T) {
 		if _, err := f.svc.ResumeSandbox(ctx, f.p, sb.ID); err != nil {
 			t.Fatalf("resume with volumes: %v", err)
 		}
-		if _, err := f.svc.CreateSnapshot(ctx, f.p, sb.ID, "snap"); err != nil {
+		withVols, err := f.svc.CreateSnapshot(ctx, f.p, sb.ID, "snap")
+		if err != nil {
 			t.Fatalf("snapshot with volumes: %v", err)
 		}
-		if err := f.svc.DeleteVolume(ctx, f.p, "data"); service.KindOf(err) != service.KindConflict {
-			t.Fatalf("delete a mounted volume: %v", err)
+		// Its sandbox inherits the mounts: recorded (listed, and deleting
+		// the volume is refused while it runs), not sent to the host (the
+		// host has them in the template).
+		child, err := f.svc.CreateSandbox(ctx, f.p, service.CreateSandboxInput{Template: withVols.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if creates := f.host.Creates(); len(creates[len(creates)-1].Volumes) != 0 {
+			t.Fatalf("host got mounts for a snapshot's sandbox: %+v", creates[len(creates)-1].Volumes)
+		}
+		if cm, err := f.svc.SandboxVolumes(ctx, f.p, child.ID); err != nil || len(cm) != 2 || cm[1].Name != "data" || cm[1].Path != "/mnt/data" {
+			t.Fatalf("snapshot child's volumes: %+v %v", cm, err)
 		}
 		if err := f.svc.DestroySandbox(ctx, f.p, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.svc.DeleteVolume(ctx, f.p, "data"); service.KindOf(err) != service.KindConflict {
+			t.Fatalf("delete a volume a snapshot's sandbox mounts: %v", err)
+		}
+		if err := f.svc.DestroySandbox(ctx, f.p, child.ID); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.svc.DeleteVolume(ctx, f.p, "data"); err != nil {
