@@ -28,13 +28,18 @@ type Export struct {
 // caller opened inside the sandbox's network namespace.
 type Server struct {
 	l     net.Listener
+	h     *handler
 	done  chan struct{}
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	once  sync.Once
 }
 
 // Serve starts serving exports on l until Stop.
 func Serve(l net.Listener, exports []Export) (*Server, error) {
+	if len(exports) > 256 {
+		return nil, fmt.Errorf("%d volume exports: at most 256 (one byte of each file handle)", len(exports))
+	}
 	h := &handler{exports: map[string]*rootFS{}, byFS: map[*rootFS]byte{}, paths: map[[handleLen]byte][]string{}}
 	for i, e := range exports {
 		r, err := os.OpenRoot(e.Dir)
@@ -47,18 +52,18 @@ func Serve(l net.Listener, exports []Export) (*Server, error) {
 		h.byFS[f] = byte(i)
 		h.fss = append(h.fss, f)
 	}
-	s := &Server{l: l, done: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	s := &Server{l: l, h: h, done: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	srv := &nfs.Server{Handler: h, Context: context.Background()}
 	go func() {
 		defer close(s.done)
-		defer h.close()
 		_ = srv.Serve(trackingListener{l, s})
 	}()
 	return s, nil
 }
 
 // Stop closes the listener and every connection (a paused or destroyed
-// guest's), and waits for the accept loop; idempotent.
+// guest's: a request it sent and got no reply for is sent again on its
+// next connection), then the exports; idempotent.
 func (s *Server) Stop() {
 	_ = s.l.Close()
 	<-s.done
@@ -71,6 +76,7 @@ func (s *Server) Stop() {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+	s.once.Do(s.h.close)
 }
 
 // trackingListener records accepted connections so Stop can close them.

@@ -625,7 +625,7 @@ async function otherTeamKey() {
 }
 
 describe('volumes', () => {
-  test('Volume.create, the content API, two sandboxes sharing a volume, pause and resume, destroy; another team gets 404', T, async (t) => {
+  test('Volume.create, the content API, two sandboxes sharing a volume, pause and resume, fork, destroy; another team gets 404', T, async (t) => {
     const name = `v-${RUN_ID.slice(0, 8)}`
     const vol = await Volume.create(name)
     assert.equal(vol.name, name)
@@ -676,6 +676,14 @@ describe('volumes', () => {
     await a2.files.write('/mnt/data/after-resume.txt', 'after-resume')
     assert.equal((await b.commands.run('cat /data/after-resume.txt')).stdout, 'after-resume')
     assert.equal(await vol.readFile('/after-resume.txt'), 'after-resume')
+
+    // A fork mounts the same volume (listed, and its writes are shared).
+    const [f] = await a2.fork({ count: 1, timeoutMs: 600_000 })
+    created.add(f.sandboxId)
+    assert.deepEqual((await f.getInfo()).volumeMounts, [{ name, path: '/mnt/data' }])
+    await f.commands.run('echo from-fork > /mnt/data/fork.txt')
+    assert.equal((await b.commands.run('cat /data/fork.txt')).stdout, 'from-fork\n')
+    await kill(f)
 
     // What a sandbox with volumes cannot do, and bad mounts.
     await assert.rejects(Volume.destroy(vol.volumeId), /mounted by a sandbox/)
