@@ -1,7 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages hearth needs to build, test and run, if any
-# are missing: QEMU (microVMs under TCG or KVM; qemu-system-common has the
-# virtiofsd volumes use), the image builder's tools
+# are missing: QEMU (microVMs under TCG or KVM), the image builder's tools
 # (debootstrap, busybox-static, e2fsprogs, cpio, xz, zstd, lz4), the root
 # disk and network tools (xfsprogs, iptables, iproute2, kmod) and
 # PostgreSQL (store tests), Chromium (dashboard browser tests), Node.js
