@@ -20,13 +20,16 @@ import (
 // running machine m, booted or restored with cfg, into dst (which must not
 // exist), and leaves m running with its network, disk and processes.
 //
-// The guest stands still only while its device state is saved (QMP stop +
-// migrate with x-ignore-shared), its memory is copied into the tmpfs (its
-// shared RAM file, or the pages of a private mapping out of the migration
-// stream) and frozen runs (the caller clones the root disk there, so
-// memory, device state and disk are of one instant); then QMP cont
-// re-activates its block devices and it runs again, before the copy is
-// written into dst. The
+// The guest stands still only while its device state is saved and its
+// memory is taken, and while frozen runs (the caller clones the root disk
+// there, so memory, device state and disk are of one instant); then QMP
+// cont re-activates its block devices and it runs again, before the copy
+// is written into dst. Memory is taken in one of three ways: a shared RAM
+// file is copied within the tmpfs after QMP stop + migrate with
+// x-ignore-shared; the pages of a private mapping (a resumed sandbox, a
+// template's child) come out of a live migration (vmm.LiveSnapshotter)
+// while the guest still runs, and it is stopped only for the last pass;
+// a driver that cannot migrate live stops it for the whole stream. The
 // returned duration is that standstill; m runs again on error too, unless
 // the error says it could not be continued.
 //
@@ -52,8 +55,11 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 			os.RemoveAll(tmp)
 		}
 	}()
-	state := filepath.Join(tmp, stagingPrefix+"state")
-	ram := filepath.Join(s.o.MemoryDir, capturePrefix+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".ram")
+	// The device state goes to the tmpfs first: nothing is synced to disk
+	// while the guest stands still; it is copied into dst after.
+	stem := filepath.Join(s.o.MemoryDir, capturePrefix+cfg.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	state, ram := stem+".state", stem+".ram"
+	defer os.Remove(state)
 	defer os.Remove(ram)
 	size := int64(cfg.MemoryMB) << 20
 	pm, private := m.(privateRAM)
@@ -62,8 +68,8 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	if private {
 		// RAM mapped copy-on-write (a resumed sandbox, a template's child):
 		// the pages the guest never wrote are the mapped file's. Copied
-		// now, while the guest runs, the standstill below only patches
-		// in the pages whose hash differs, like a pause of it does.
+		// now, while the guest runs, only the pages whose hash differs
+		// are written below, like a pause of it does.
 		if parent = s.originSnapshot(pm.PrivateMemoryFile(), size); parent != nil {
 			if err := rootfs.CopyFile(pm.PrivateMemoryFile(), ram); err != nil {
 				s.log.Warn("capture: copy the mapped RAM file", "sandbox", cfg.ID, "err", err)
@@ -75,11 +81,24 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 			}
 		}
 	}
+	var before time.Duration // standing still when the guest was stopped for us
 	t0 := time.Now()
-	if private {
-		// Its pages come out of the migration stream into the copy.
-		err = s.captureStream(ctx, sm, state, ram, size, parent)
-	} else {
+	live, isLive := m.(vmm.LiveSnapshotter)
+	switch {
+	case private && isLive:
+		// Its pages come out of the migration stream into the copy while
+		// it runs; QEMU stops it for the last pass only.
+		err = s.captureStream(ram, size, parent, func(pages vmm.PageFunc) error {
+			var err error
+			before, err = live.SnapshotLive(ctx, vmm.SnapshotSpec{StatePath: state, Pages: pages})
+			return err
+		})
+		t0 = time.Now()
+	case private:
+		err = s.captureStream(ram, size, parent, func(pages vmm.PageFunc) error {
+			return sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state, Pages: pages})
+		})
+	default:
 		err = sm.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state})
 		if err == nil {
 			// tmpfs to tmpfs, data extents only: what the guest never
@@ -93,7 +112,7 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	if rerr := sm.Resume(context.WithoutCancel(ctx)); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("continue the captured vm: %w", rerr))
 	}
-	stood = time.Since(t0)
+	stood = before + time.Since(t0)
 	if err != nil {
 		return stood, fmt.Errorf("capture %s: %w", cfg.ID, err)
 	}
@@ -104,7 +123,7 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	defer f.Close()
 	t1 := time.Now()
 	if err := s.fillTemplate(ctx, tmp, f, int64(cfg.MemoryMB)<<20, 0, func(final string) error {
-		return os.Rename(state, final)
+		return copySynced(state, final)
 	}); err != nil {
 		return stood, fmt.Errorf("capture %s: %w", cfg.ID, err)
 	}
@@ -116,11 +135,11 @@ func (s *Snapshotter) Capture(ctx context.Context, m vmm.Machine, cfg vmm.Config
 	return stood, nil
 }
 
-// captureStream saves the device state of a private-RAM machine into state
-// and its memory pages, taken out of the migration stream, into ram: with
-// parent, ram already holds parent's memory and only the pages that differ
-// are written; without, ram is a new sparse file of size bytes.
-func (s *Snapshotter) captureStream(ctx context.Context, m vmm.Snapshotter, state, ram string, size int64, parent *snapshot.Snapshot) error {
+// captureStream runs save, which hands out the memory pages of a
+// private-RAM machine, into ram: with parent, ram already holds parent's
+// memory and only the pages that differ are written; without, ram is a new
+// sparse file of size bytes.
+func (s *Snapshotter) captureStream(ram string, size int64, parent *snapshot.Snapshot, save func(vmm.PageFunc) error) error {
 	flag := os.O_RDWR
 	if parent == nil {
 		flag |= os.O_CREATE | os.O_EXCL
@@ -136,11 +155,32 @@ func (s *Snapshotter) captureStream(ctx context.Context, m vmm.Snapshotter, stat
 	} else if err := f.Truncate(size); err != nil {
 		return err
 	}
-	w := newRAMWriter(f, hdr)
-	if err := m.Snapshot(ctx, vmm.SnapshotSpec{StatePath: state, Pages: w.page}); err != nil {
+	w := newRAMWriter(f, hdr, int(size/pageSize))
+	if err := save(w.page); err != nil {
 		return fmt.Errorf("save device state and memory: %w", err)
 	}
 	return w.flush()
+}
+
+// copySynced copies the file src to a new file dst and syncs it.
+func copySynced(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // originSnapshot opens the committed snapshot whose memory the RAM file

@@ -149,10 +149,13 @@ func (s *Snapshotter) restoreLazy(ctx context.Context, cfg vmm.Config, snap *sna
 }
 
 // ramWriter receives the pages a private-RAM QEMU hands out while it is
-// snapshotted and writes them into a RAM file. With parent hashes (patch
-// mode: the file holds the parent snapshot, the one the machine was
-// restored from) only pages whose hash differs are written and marked
-// dirty; without (a new sparse file) every non-zero page is written.
+// snapshotted and writes them into a RAM file of pages pages. With parent
+// hashes (patch mode: the file holds the parent snapshot, the one the
+// machine was restored from) only pages whose hash differs are written;
+// without (a new sparse file) every non-zero page is. Every page written
+// is marked in dirty, and a page handed out again (a live snapshot's
+// later pass) is written whenever it was written before, even if it now
+// equals the parent or zero, so the last copy of a page always wins.
 // Consecutive pages are written in runs of up to 1 MiB.
 type ramWriter struct {
 	f      *os.File
@@ -163,22 +166,25 @@ type ramWriter struct {
 	runOff int64
 }
 
-func newRAMWriter(f *os.File, parent *snapshot.Header) *ramWriter {
+func newRAMWriter(f *os.File, parent *snapshot.Header, pages int) *ramWriter {
 	w := &ramWriter{f: f, run: make([]byte, 0, 1<<20)}
 	if parent != nil {
 		w.hashes = parent.Hashes
 		w.zh = xxhash.Sum64(make([]byte, pageSize))
-		w.dirty = snapshot.NewBitmap(len(parent.Hashes))
+		pages = len(parent.Hashes)
 	}
+	w.dirty = snapshot.NewBitmap(pages)
 	return w
 }
 
 func (w *ramWriter) page(off int64, data []byte) error {
-	if w.hashes != nil {
-		i := int(off / pageSize)
-		if i < 0 || i >= len(w.hashes) {
-			return fmt.Errorf("guest page at %#x beyond the snapshot", off)
-		}
+	i := int(off / pageSize)
+	if i < 0 || i >= w.dirty.Len() {
+		return fmt.Errorf("guest page at %#x beyond the snapshot", off)
+	}
+	again := w.dirty.Test(i)
+	switch {
+	case w.hashes != nil && !again:
 		h := w.zh
 		if data != nil {
 			h = xxhash.Sum64(data)
@@ -186,16 +192,16 @@ func (w *ramWriter) page(off int64, data []byte) error {
 		if h == w.hashes[i] {
 			return nil
 		}
-		w.dirty.Set(i)
-		if data == nil {
-			if err := w.flush(); err != nil {
-				return err
-			}
-			// The page was zeroed: it must read as zero from the file too.
-			return zeroRange(w.f, off, pageSize)
-		}
-	} else if data == nil {
+	case w.hashes == nil && data == nil && !again:
 		return nil // a new sparse file reads zero where nothing is written
+	}
+	w.dirty.Set(i)
+	if data == nil {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		// The page was zeroed: it must read as zero from the file too.
+		return zeroRange(w.f, off, pageSize)
 	}
 	if len(w.run) > 0 && (w.runOff+int64(len(w.run)) != off || len(w.run) == cap(w.run)) {
 		if err := w.flush(); err != nil {
@@ -280,7 +286,7 @@ func (s *Snapshotter) pausePrivate(ctx context.Context, m vmm.Snapshotter, cfg v
 		return st, fmt.Errorf("RAM file: %w", err)
 	}
 	defer f.Close()
-	w := newRAMWriter(f, parent)
+	w := newRAMWriter(f, parent, int(size/pageSize))
 	committed := false
 	if parent != nil {
 		defer func() {

@@ -138,7 +138,7 @@ func TestRAMWriterPatchesDiffAndRollsBack(t *testing.T) {
 	copy(now[3*pageSize:], bytes.Repeat([]byte{7}, pageSize))  // changed
 	clear(now[10*pageSize : 11*pageSize])                      // zeroed
 	copy(now[50*pageSize:], bytes.Repeat([]byte{9}, pageSize)) // was zero
-	w := newRAMWriter(f, snap.Header())
+	w := newRAMWriter(f, snap.Header(), 0)
 	for p := range pages { // every page, as QEMU hands them out
 		page := now[p*pageSize : (p+1)*pageSize]
 		if bytes.Equal(page, make([]byte, pageSize)) {
@@ -237,5 +237,97 @@ func TestRAMFileConcurrentRestores(t *testing.T) {
 		if n := e.Name(); n != memDirName && n != filepath.Base(paths[0]) {
 			t.Errorf("left in the directory: %s", n)
 		}
+	}
+}
+
+// TestRAMWriterLastPassWins: a live snapshot hands a page out again when
+// the guest wrote it after its first pass; the file must end up with the
+// last copy even when that equals the parent's page or zero (which a
+// writer that only compares against the parent would skip).
+func TestRAMWriterLastPassWins(t *testing.T) {
+	const pages = 16
+	fill := func(b byte) []byte { return bytes.Repeat([]byte{b}, pageSize) }
+	for _, patch := range []bool{true, false} {
+		t.Run(map[bool]string{true: "patch", false: "sparse"}[patch], func(t *testing.T) {
+			dir := t.TempDir()
+			parentMem := make([]byte, pages*pageSize)
+			for p := range 8 { // pages 8.. are zero
+				copy(parentMem[p*pageSize:], fill(byte(p+1)))
+			}
+			f, err := os.OpenFile(filepath.Join(dir, "ram"), os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var w *ramWriter
+			if patch {
+				st, err := snapshot.NewStore(filepath.Join(dir, "mem"), snapshot.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.WriteFull(context.Background(), bytes.NewReader(parentMem), int64(len(parentMem))); err != nil {
+					t.Fatal(err)
+				}
+				snap, err := snapshot.Open(filepath.Join(dir, "mem"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer snap.Close()
+				if _, err := f.Write(parentMem); err != nil {
+					t.Fatal(err)
+				}
+				w = newRAMWriter(f, snap.Header(), 0)
+			} else {
+				if err := f.Truncate(pages * pageSize); err != nil {
+					t.Fatal(err)
+				}
+				w = newRAMWriter(f, nil, pages)
+			}
+			want := slices.Clone(parentMem)
+			hand := func(p int, data []byte) {
+				t.Helper()
+				if data == nil {
+					clear(want[p*pageSize : (p+1)*pageSize])
+				} else {
+					copy(want[p*pageSize:], data)
+				}
+				if err := w.page(int64(p)*pageSize, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// First pass: every page, some changed since the parent.
+			for p := range pages {
+				switch p {
+				case 1, 2, 3:
+					hand(p, fill(0xaa))
+				case 9, 10:
+					hand(p, fill(0xbb))
+				default:
+					if p < 8 {
+						hand(p, parentMem[p*pageSize:(p+1)*pageSize])
+					} else {
+						hand(p, nil)
+					}
+				}
+			}
+			// Second pass: the guest wrote them again.
+			hand(1, parentMem[pageSize:2*pageSize]) // back to the parent's page
+			hand(2, nil)                            // zeroed
+			hand(3, fill(0xcc))                     // changed again
+			hand(9, nil)                            // back to zero
+			hand(10, fill(0xdd))
+			if err := w.flush(); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(want))
+			if _, err := f.ReadAt(got, 0); err != nil {
+				t.Fatal(err)
+			}
+			for p := range pages {
+				if !bytes.Equal(got[p*pageSize:(p+1)*pageSize], want[p*pageSize:(p+1)*pageSize]) {
+					t.Errorf("page %d: got %#x…, want %#x…", p, got[p*pageSize], want[p*pageSize])
+				}
+			}
+		})
 	}
 }

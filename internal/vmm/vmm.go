@@ -159,6 +159,20 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, snap SnapshotSpec) error
 }
 
+// LiveSnapshotter is implemented by machines that can hand out guest memory
+// while the guest still runs (QEMU with a private RAM mapping: a precopy
+// migration), so a running machine stands still only for the last pass.
+type LiveSnapshotter interface {
+	// SnapshotLive writes what Snapshot with snap.Pages writes, but starts
+	// on a running machine and hands pages out while the guest runs; the
+	// guest is stopped only for the last pass and the device state. A page
+	// the guest wrote after it was handed out is handed out again (the
+	// last copy wins). The machine is left stopped, as after Pause (Resume
+	// continues it); stopped is how long the guest had been standing still
+	// when SnapshotLive returned.
+	SnapshotLive(ctx context.Context, snap SnapshotSpec) (stopped time.Duration, err error)
+}
+
 // SnapshotSpec names where a snapshot is written. The snapshot storage
 // format (headers, generations) is the caller's business: drivers only read
 // and write these files.

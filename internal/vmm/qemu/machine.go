@@ -44,8 +44,9 @@ type Machine struct {
 }
 
 var (
-	_ vmm.Snapshotter = (*Machine)(nil)
-	_ vmm.RunStater   = (*Machine)(nil)
+	_ vmm.Snapshotter     = (*Machine)(nil)
+	_ vmm.RunStater       = (*Machine)(nil)
+	_ vmm.LiveSnapshotter = (*Machine)(nil)
 )
 
 // QMPSocket returns the path of the machine's QMP socket.
@@ -458,7 +459,7 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 	}
 	defer f.Close()
 	if m.privateMemoryFile() != "" && snap.Pages != nil {
-		err = m.snapshotSplit(ctx, q, f, snap.Pages)
+		_, err = m.snapshotSplit(ctx, q, f, snap.Pages, nil)
 	} else {
 		err = m.migrate(ctx, q, f)
 	}
@@ -473,14 +474,20 @@ func (m *Machine) Snapshot(ctx context.Context, snap vmm.SnapshotSpec) error {
 
 // migrate runs an outgoing migration of the stopped VM into f.
 func (m *Machine) migrate(ctx context.Context, q *QMP, f *os.File) error {
+	_, err := m.migrateWith(ctx, q, f, q.WaitMigration)
+	return err
+}
+
+// migrateWith starts an outgoing migration into f and waits for its end
+// with wait.
+func (m *Machine) migrateWith(ctx context.Context, q *QMP, f *os.File, wait func(context.Context) (MigrationInfo, error)) (MigrationInfo, error) {
 	if err := q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFDName}, f); err != nil {
-		return err
+		return MigrationInfo{}, err
 	}
 	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFDName}, nil); err != nil {
-		return err
+		return MigrationInfo{}, err
 	}
-	_, err := q.WaitMigration(ctx)
-	return err
+	return wait(ctx)
 }
 
 // snapshotSplit snapshots a machine whose RAM is a private (share=off)
@@ -488,14 +495,16 @@ func (m *Machine) migrate(ctx context.Context, q *QMP, f *os.File) error {
 // into a pipe and splitRAM takes the guest RAM block's pages out of the
 // stream (handing them to pages) while the rest, the device state, goes
 // to f. The throttle is lifted: a stopped VM's migration is otherwise
-// paced by max-bandwidth (128 MiB/s by default).
-func (m *Machine) snapshotSplit(ctx context.Context, q *QMP, f *os.File, pages vmm.PageFunc) error {
+// paced by max-bandwidth (128 MiB/s by default). With wait nil the
+// machine is already stopped and the migration is awaited with
+// WaitMigration; a live snapshot passes its own wait.
+func (m *Machine) snapshotSplit(ctx context.Context, q *QMP, f *os.File, pages vmm.PageFunc, wait func(context.Context) (MigrationInfo, error)) (MigrationInfo, error) {
 	if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
-		return err
+		return MigrationInfo{}, err
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return err
+		return MigrationInfo{}, err
 	}
 	defer pr.Close()
 	split := make(chan error, 1)
@@ -506,16 +515,119 @@ func (m *Machine) snapshotSplit(ctx context.Context, q *QMP, f *os.File, pages v
 		pr.Close()
 		split <- err
 	}()
-	err = m.migrate(ctx, q, pw)
+	if wait == nil {
+		wait = q.WaitMigration
+	}
+	mi, err := m.migrateWith(ctx, q, pw, wait)
 	pw.Close()
 	if err != nil {
-		return errors.Join(err, <-split)
+		return mi, errors.Join(err, <-split)
 	}
 	select {
 	case err := <-split:
-		return err
+		return mi, err
 	case <-ctx.Done():
-		return ctx.Err()
+		return mi, ctx.Err()
+	}
+}
+
+// Live snapshot tuning. The guest runs while the first passes copy its
+// RAM; QEMU switches over (stops it for the rest and the device state)
+// once what is left fits in liveDowntime at the measured bandwidth. A
+// guest that dirties memory faster than that never fits: after
+// liveConverge the limit is lifted so the next pass is the last.
+const (
+	liveDowntime = 10 * time.Millisecond
+	liveConverge = time.Second
+	livePoll     = time.Millisecond
+)
+
+// SnapshotLive implements vmm.LiveSnapshotter for a machine restored with
+// a private RAM mapping (the only RAM QEMU migrates: a shared RAM file is
+// skipped with x-ignore-shared and is the caller's to copy).
+func (m *Machine) SnapshotLive(ctx context.Context, snap vmm.SnapshotSpec) (time.Duration, error) {
+	if snap.StatePath == "" || snap.Pages == nil {
+		return 0, errors.New("qemu live snapshot: StatePath and Pages are required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.running()
+	if err != nil {
+		return 0, err
+	}
+	if m.privateMemoryFile() == "" {
+		return 0, fmt.Errorf("qemu live snapshot: guest RAM is not a private mapping: %w", errors.ErrUnsupported)
+	}
+	if err := q.SetMigrationCapabilities(ctx, map[string]bool{"x-ignore-shared": true}); err != nil {
+		return 0, err
+	}
+	if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": liveDowntime.Milliseconds()}, nil); err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(snap.StatePath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("qemu live snapshot: %w", err)
+	}
+	defer f.Close()
+	var running, done time.Time
+	mi, err := m.snapshotSplit(ctx, q, f, snap.Pages, func(ctx context.Context) (MigrationInfo, error) {
+		var mi MigrationInfo
+		running, mi, err = waitLive(ctx, q)
+		done = time.Now()
+		return mi, err
+	})
+	if err != nil {
+		// A failed or cut-short migration leaves a running guest running;
+		// one that had stopped it is continued by the caller's Resume.
+		return 0, fmt.Errorf("qemu live snapshot: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("qemu live snapshot: %w", err)
+	}
+	// The guest was still running when the last poll before the end sent
+	// its query: counting from there never undercounts the standstill
+	// (it overcounts by at most the poll period and a round trip). QEMU's
+	// own count (stop to migration end) is used where it is longer.
+	return max(time.Since(running), time.Since(done)+time.Duration(mi.Downtime)*time.Millisecond), nil
+}
+
+// waitLive polls a live migration until it completes, more often than
+// WaitMigration (every poll's delay is standstill once QEMU has switched
+// over), lifting the downtime limit after liveConverge. running is when
+// the last query that found the migration still active was sent (the
+// guest ran until then at least).
+func waitLive(ctx context.Context, q *QMP) (running time.Time, mi MigrationInfo, err error) {
+	converge := time.NewTimer(liveConverge)
+	defer converge.Stop()
+	tick := time.NewTicker(livePoll)
+	defer tick.Stop()
+	running = time.Now()
+	for {
+		sent := time.Now()
+		mi = MigrationInfo{}
+		if err := q.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return running, mi, err
+		}
+		switch mi.Status {
+		case "completed":
+			return running, mi, nil
+		case "failed", "cancelled":
+			return running, mi, fmt.Errorf("migration %s: %s", mi.Status, mi.ErrorDesc)
+		case "setup", "active":
+			running = sent
+		}
+		select {
+		case <-ctx.Done():
+			// Cancel so the guest is not left migrating (or stopped by a
+			// switchover that then has nowhere to write).
+			_ = q.Execute(context.WithoutCancel(ctx), "migrate_cancel", nil, nil)
+			return running, mi, fmt.Errorf("migration %s: %w", mi.Status, ctx.Err())
+		case <-converge.C:
+			if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": int64(60_000)}, nil); err != nil {
+				return running, mi, err
+			}
+		case <-tick.C:
+		}
 	}
 }
 

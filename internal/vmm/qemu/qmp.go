@@ -242,6 +242,9 @@ type MigrationInfo struct {
 	Status    string `json:"status"` // "setup", "active", "completed", "failed", ...
 	ErrorDesc string `json:"error-desc"`
 	TotalTime int64  `json:"total-time"`
+	// Downtime is how long the guest stood still, in ms (QEMU's count from
+	// the stop to the end of the migration); set once completed.
+	Downtime int64 `json:"downtime"`
 }
 
 // WaitMigration polls query-migrate until the migration completes or fails.
