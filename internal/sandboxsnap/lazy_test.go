@@ -100,6 +100,25 @@ func TestMappedPagesSeesTouchedPagesOfARealMapping(t *testing.T) {
 	}
 }
 
+// parentSnapshot writes mem as a snapshot store in dir and opens it (closed
+// when the test ends).
+func parentSnapshot(t *testing.T, dir string, mem []byte) *snapshot.Snapshot {
+	t.Helper()
+	st, err := snapshot.NewStore(dir, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteFull(context.Background(), bytes.NewReader(mem), int64(len(mem))); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { snap.Close() })
+	return snap
+}
+
 // TestRAMWriterPatchesDiffAndRollsBack: patch mode writes only the pages
 // whose hash differs from the parent snapshot (a zeroed page included, and
 // punched out), marks exactly those dirty, and rollbackRAM restores the
@@ -111,18 +130,7 @@ func TestRAMWriterPatchesDiffAndRollsBack(t *testing.T) {
 	if _, err := rand.Read(parentMem[:40*pageSize]); err != nil { // pages 40.. stay zero
 		t.Fatal(err)
 	}
-	st, err := snapshot.NewStore(filepath.Join(dir, "mem"), snapshot.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.WriteFull(context.Background(), bytes.NewReader(parentMem), int64(len(parentMem))); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := snapshot.Open(filepath.Join(dir, "mem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snap.Close()
+	snap := parentSnapshot(t, filepath.Join(dir, "mem"), parentMem)
 	origin := filepath.Join(dir, "ram-origin")
 	staged := filepath.Join(dir, ".staging-ram")
 	if err := os.WriteFile(staged, parentMem, 0o600); err != nil {
@@ -261,18 +269,7 @@ func TestRAMWriterLastPassWins(t *testing.T) {
 			defer f.Close()
 			var w *ramWriter
 			if patch {
-				st, err := snapshot.NewStore(filepath.Join(dir, "mem"), snapshot.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := st.WriteFull(context.Background(), bytes.NewReader(parentMem), int64(len(parentMem))); err != nil {
-					t.Fatal(err)
-				}
-				snap, err := snapshot.Open(filepath.Join(dir, "mem"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer snap.Close()
+				snap := parentSnapshot(t, filepath.Join(dir, "mem"), parentMem)
 				if _, err := f.Write(parentMem); err != nil {
 					t.Fatal(err)
 				}
