@@ -118,6 +118,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		return fmt.Errorf("agent: clean stale network slots: %w", err)
 	}
 	m.cleanTemplateLeftovers()
+	m.removeCaptureClones(ctx, live)
 	if m.d.Cgroups != nil {
 		// Groups of sandboxes that are gone; a group still holding a
 		// process (a VMM that could not be killed) stays and is logged.
@@ -137,6 +138,28 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	m.pruneVariants(ctx)
 	return nil
+}
+
+// removeCaptureClones deletes the root-disk clones a capture cut short left
+// beside the disks of the sandboxes that live on (nothing captures while
+// the agent starts; a removed sandbox's disk went with its clone).
+func (m *Manager) removeCaptureClones(ctx context.Context, live map[string]bool) {
+	dirs := map[string]bool{}
+	for id := range live {
+		if d, err := m.d.Disks.Lookup(ctx, id); err == nil && d.Path != "" {
+			dirs[filepath.Dir(d.Path)] = true
+		}
+	}
+	for dir := range dirs {
+		clones, _ := filepath.Glob(filepath.Join(dir, captureClonePrefix+"*"))
+		for _, p := range clones {
+			if err := os.Remove(p); err != nil {
+				m.log.Warn("remove a cut-short capture's disk clone", "file", p, "err", err)
+				continue
+			}
+			m.log.Info("removed a cut-short capture's disk clone", "file", p)
+		}
+	}
 }
 
 // recordedPID is the VMM pid sandbox.json or the VMM's pid file names; 0:

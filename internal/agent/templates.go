@@ -190,6 +190,10 @@ func (t templateMeta) info() SnapshotInfo {
 	return SnapshotInfo{TemplateID: t.TemplateID, VCPUs: t.VCPUs, MemoryMB: t.MemoryMB, DiskSizeMB: t.DiskSizeMB}
 }
 
+// captureClonePrefix names the root-disk clones captureRunning makes beside
+// a sandbox's disk (removed at start-up if a capture was cut short).
+const captureClonePrefix = ".capture-"
+
 // captureRunning makes the template of a running sandbox, which keeps
 // running: its ID, processes, network slot (so connections to it survive),
 // envd and expiry stay. The guest stands still while the Capturer saves its
@@ -218,7 +222,7 @@ func (m *Manager) captureRunning(ctx context.Context, sb *sandbox, templateID, d
 			}
 		}()
 		stood, err := c.Capture(ctx, machine, cfg, filepath.Join(tmp, "snapshot"), func(ctx context.Context) error {
-			p := filepath.Join(filepath.Dir(disk.Path), ".capture-"+templateID+"-"+filepath.Base(disk.Path))
+			p := filepath.Join(filepath.Dir(disk.Path), captureClonePrefix+templateID+"-"+filepath.Base(disk.Path))
 			if rootfs.Reflink(disk.Path, p) == nil {
 				clone = p
 			} else if err := copyDisk(ctx, disk, diskDst); err != nil {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -321,6 +322,19 @@ func (d *dev) vmmProcesses() int {
 	return len(strings.Fields(string(out)))
 }
 
+// captureLeftovers lists the files of cut-short captures (root-disk clones,
+// RAM and state copies: named .capture-*) in the data dir.
+func (d *dev) captureLeftovers() []string {
+	var left []string
+	filepath.WalkDir(d.data, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(e.Name(), ".capture-") {
+			left = append(left, p)
+		}
+		return nil
+	})
+	return left
+}
+
 // TestCrashDuringOperations: for every crash point of pause, resume and
 // snapshot, and with nothing in flight, the sandbox survives a SIGKILL of
 // hearth dev: after a restart it is running or paused (as far as the
@@ -373,6 +387,9 @@ func TestCrashDuringOperations(t *testing.T) {
 			sb := d.settled(id)
 			if sb.Status != tc.want {
 				t.Fatalf("after the restart: %s (%s), want %s", sb.Status, sb.Error, tc.want)
+			}
+			if left := d.captureLeftovers(); len(left) > 0 {
+				t.Fatalf("a capture cut short left %q after the restart", left)
 			}
 			if sb.Status == "paused" {
 				if code := d.do("POST", "/v1/sandboxes/"+id+"/resume", nil, nil); code != http.StatusOK {
