@@ -26,18 +26,22 @@ import (
 )
 
 // netIdentity derives a network object prefix ("h" + 4 hex digits + "-")
-// and a /16 address pool inside 10.128.0.0/10 from the data dir, so two
-// agents with different data dirs do not collide (a 1-in-64 chance of a
-// shared pool remains: set Options.NetPool explicitly on such hosts).
-func netIdentity(dataDir string) (string, netip.Prefix) {
+// and the /16 address pools inside 10.128.0.0/10 an agent may take, in
+// order of preference, from the data dir: two agents with different data
+// dirs prefer different pools (1 in 64 share one), and netns.PickPool
+// skips a pool another agent on the host already routes.
+func netIdentity(dataDir string) (string, []netip.Prefix) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		abs = dataDir
 	}
 	sum := sha256.Sum256([]byte(abs))
 	prefix := fmt.Sprintf("h%02x%02x-", sum[0], sum[1])
-	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128 + sum[2]%64, 0, 0}), 16)
-	return prefix, pool
+	pools := make([]netip.Prefix, 64)
+	for i := range pools {
+		pools[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128 + byte((int(sum[2])+i)%64), 0, 0}), 16)
+	}
+	return prefix, pools
 }
 
 // wire fills in the components Options left nil with the real ones.
@@ -57,7 +61,7 @@ func (a *Agent) wire(ctx context.Context) error {
 		}
 		o.Driver = d
 	}
-	prefix, pool := netIdentity(o.DataDir)
+	prefix, pools := netIdentity(o.DataDir)
 	if o.NetnsPrefix != "" {
 		prefix = o.NetnsPrefix
 	}
@@ -77,8 +81,12 @@ func (a *Agent) wire(ctx context.Context) error {
 		o.VMMUIDBase = 0
 	}
 	if o.Net == nil {
-		if o.NetPool.IsValid() {
-			pool = o.NetPool
+		pool := o.NetPool
+		if !pool.IsValid() {
+			var err error
+			if pool, err = netns.PickPool(pools, prefix); err != nil {
+				return fmt.Errorf("agent: network: %w", err)
+			}
 		}
 		nm, err := netns.NewManager(ctx, netns.Config{Prefix: prefix, Pool: pool, OpenPrivate: o.EgressAllowPrivate, Logger: o.Logger})
 		if err != nil {
