@@ -21,10 +21,15 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/hearth-sandbox/hearth/gen/envd/process"
+	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/hostwire/hostwiretest"
 	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -388,4 +393,55 @@ func TestProxyToSandboxPort(t *testing.T) {
 	if err != nil || addr != "127.0.0.1" {
 		t.Errorf("SandboxAddr = %q, %v", addr, err)
 	}
+}
+
+// The agent's sandbox-traffic endpoint carries a process stream whole when
+// envd answers before the proxy's Transport has read the end of the
+// request body (see hostwire.FullDuplex; LateBodyRead makes that order
+// certain).
+func TestProxyStreamWhenBodyEndReadLate(t *testing.T) {
+	t.Parallel()
+	e := newRPCEnv(t, "tok")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.client.CreateSandbox(ctx, createReq("late1")); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hostwiretest.LateBodyRead(e.agent.Handler()))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(e.envdURL("late1"))
+	hc := &http.Client{Transport: hostwiretest.WholeBody(headerSetter{
+		hostwire.TokenHeader: "tok", envd.AccessTokenHeader: "secret-late1",
+	})}
+	pc := processconnect.NewProcessClient(hc, srv.URL+"/sandboxes/late1/proxy/"+u.Port())
+	stream, err := pc.Start(ctx, connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo one; sleep 0.5; echo two"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var out string
+	ended := false
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		out += string(ev.GetData().GetStdout())
+		if end := ev.GetEnd(); end != nil {
+			ended = end.GetExitCode() == 0
+		}
+	}
+	if err := stream.Err(); err != nil || !ended || out != "one\ntwo\n" {
+		t.Fatalf("stream: err %v, ended %v, stdout %q; want the whole stream", err, ended, out)
+	}
+}
+
+// headerSetter is a client Transport that sets its headers on every request.
+type headerSetter map[string]string
+
+func (h headerSetter) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/hostwire/hostwiretest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 )
 
@@ -661,5 +662,41 @@ func TestProxyPoolsPerTargetPool(t *testing.T) {
 		if got := conns.Load(); got != tc.conns {
 			t.Fatalf("pool %s: %d upstream connections so far, want %d", tc.pool, got, tc.conns)
 		}
+	}
+}
+
+// A process stream goes through whole when envd answers before the proxy's
+// Transport has read the end of the client's request body. The HTTP/1
+// server drains and closes an unread body once the response starts, so that
+// late read used to fail and the Transport closed the guest connection
+// under the stream: the E2B SDK's "terminated" of a commands.run, seen one
+// run in four in the volume scenario on a busy host (LateBodyRead makes the
+// order certain).
+func TestStreamWhenBodyEndReadLate(t *testing.T) {
+	t.Parallel()
+	res := newResolver()
+	srv := httptest.NewServer(hostwiretest.LateBodyRead(proxy.New(res, proxy.Options{Logger: slog.New(slog.DiscardHandler)})))
+	t.Cleanup(srv.Close)
+	res.add("sbx1", proxy.EnvdPort, startEnvd(t))
+	hc := &http.Client{Transport: hostwiretest.WholeBody(headerTransport{id: "sbx1", port: "49983", token: testToken})}
+	pc := processconnect.NewProcessClient(hc, srv.URL)
+	stream, err := pc.Start(testCtx(t), connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo one; sleep 0.5; echo two"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var out string
+	ended := false
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		out += string(ev.GetData().GetStdout())
+		if e := ev.GetEnd(); e != nil {
+			ended = e.GetExitCode() == 0
+		}
+	}
+	if err := stream.Err(); err != nil || !ended || out != "one\ntwo\n" {
+		t.Fatalf("stream: err %v, ended %v, stdout %q; want the whole stream", err, ended, out)
 	}
 }
