@@ -21,9 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
-	"github.com/hearth-sandbox/hearth/gen/envd/process"
 	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/agentclient"
@@ -414,25 +411,7 @@ func TestProxyStreamWhenBodyEndReadLate(t *testing.T) {
 		hostwire.TokenHeader: "tok", envd.AccessTokenHeader: "secret-late1",
 	})}
 	pc := processconnect.NewProcessClient(hc, srv.URL+"/sandboxes/late1/proxy/"+u.Port())
-	stream, err := pc.Start(ctx, connect.NewRequest(&process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo one; sleep 0.5; echo two"}},
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	var out string
-	ended := false
-	for stream.Receive() {
-		ev := stream.Msg().GetEvent()
-		out += string(ev.GetData().GetStdout())
-		if end := ev.GetEnd(); end != nil {
-			ended = end.GetExitCode() == 0
-		}
-	}
-	if err := stream.Err(); err != nil || !ended || out != "one\ntwo\n" {
-		t.Fatalf("stream: err %v, ended %v, stdout %q; want the whole stream", err, ended, out)
-	}
+	hostwiretest.CheckWholeStream(ctx, t, pc)
 }
 
 // headerSetter is a client Transport that sets its headers on every request.

@@ -680,23 +680,5 @@ func TestStreamWhenBodyEndReadLate(t *testing.T) {
 	res.add("sbx1", proxy.EnvdPort, startEnvd(t))
 	hc := &http.Client{Transport: hostwiretest.WholeBody(headerTransport{id: "sbx1", port: "49983", token: testToken})}
 	pc := processconnect.NewProcessClient(hc, srv.URL)
-	stream, err := pc.Start(testCtx(t), connect.NewRequest(&process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo one; sleep 0.5; echo two"}},
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	var out string
-	ended := false
-	for stream.Receive() {
-		ev := stream.Msg().GetEvent()
-		out += string(ev.GetData().GetStdout())
-		if e := ev.GetEnd(); e != nil {
-			ended = e.GetExitCode() == 0
-		}
-	}
-	if err := stream.Err(); err != nil || !ended || out != "one\ntwo\n" {
-		t.Fatalf("stream: err %v, ended %v, stdout %q; want the whole stream", err, ended, out)
-	}
+	hostwiretest.CheckWholeStream(testCtx(t), t, pc)
 }

@@ -8,6 +8,12 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/hearth-sandbox/hearth/gen/envd/process"
+	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 )
 
 // LateBodyRead wraps a proxy's handler so that the proxy's Transport,
@@ -90,3 +96,29 @@ func WholeBody(next http.RoundTripper) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// CheckWholeStream runs a shell command whose stream outlives the proxy's
+// first flush through pc, and fails t unless the stream carries all of its
+// output and its end.
+func CheckWholeStream(ctx context.Context, t testing.TB, pc processconnect.ProcessClient) {
+	t.Helper()
+	stream, err := pc.Start(ctx, connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo one; sleep 0.5; echo two"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var out string
+	ended := false
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		out += string(ev.GetData().GetStdout())
+		if end := ev.GetEnd(); end != nil {
+			ended = end.GetExitCode() == 0
+		}
+	}
+	if err := stream.Err(); err != nil || !ended || out != "one\ntwo\n" {
+		t.Fatalf("stream: err %v, ended %v, stdout %q; want the whole stream", err, ended, out)
+	}
+}
