@@ -80,6 +80,12 @@ func (a *Agent) proxyTo(w http.ResponseWriter, r *http.Request, id, port, path s
 		Transport: pool,
 		// Stream responses (server-sent events, Connect server streams).
 		FlushInterval: -1,
+		// The guest answered: the Transport may still be reading the
+		// request body (see hostwire.FullDuplex).
+		ModifyResponse: func(*http.Response) error {
+			hostwire.FullDuplex(w)
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			a.log.Debug("proxy", "sandbox", id, "port", port, "err", err)
 			a.pools.Reset(route.Pool)

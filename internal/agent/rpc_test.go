@@ -21,10 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/gen/envd/process/processconnect"
 	"github.com/hearth-sandbox/hearth/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearth-sandbox/hearth/internal/agentclient"
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/hostwire/hostwiretest"
 	"github.com/hearth-sandbox/hearth/internal/httplimit"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
@@ -388,4 +390,37 @@ func TestProxyToSandboxPort(t *testing.T) {
 	if err != nil || addr != "127.0.0.1" {
 		t.Errorf("SandboxAddr = %q, %v", addr, err)
 	}
+}
+
+// The agent's sandbox-traffic endpoint carries a process stream whole when
+// envd answers before the proxy's Transport has read the end of the
+// request body (see hostwire.FullDuplex; LateBodyRead makes that order
+// certain).
+func TestProxyStreamWhenBodyEndReadLate(t *testing.T) {
+	t.Parallel()
+	e := newRPCEnv(t, "tok")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.client.CreateSandbox(ctx, createReq("late1")); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hostwiretest.LateBodyRead(e.agent.Handler()))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(e.envdURL("late1"))
+	hc := &http.Client{Transport: hostwiretest.WholeBody(headerSetter{
+		hostwire.TokenHeader: "tok", envd.AccessTokenHeader: "secret-late1",
+	})}
+	pc := processconnect.NewProcessClient(hc, srv.URL+"/sandboxes/late1/proxy/"+u.Port())
+	hostwiretest.CheckWholeStream(ctx, t, pc)
+}
+
+// headerSetter is a client Transport that sets its headers on every request.
+type headerSetter map[string]string
+
+func (h headerSetter) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }

@@ -79,3 +79,22 @@ func (s *SandboxTransports) Reset(id string) {
 		p.t.CloseIdleConnections()
 	}
 }
+
+// FullDuplex lets a proxy handler go on reading the client's request body
+// after the response has started. Without it, net/http's HTTP/1 server
+// drains and closes the unread request body when the handler writes the
+// response headers, while the Transport forwarding that body upstream may
+// still be reading it: after the last byte it reads once more to see the
+// end, and when the upstream answered first (a Connect server stream
+// answers as soon as its request message is in) and the Transport's
+// goroutine was descheduled on a busy host, that read fails with
+// ErrBodyReadAfterClose, on which the Transport closes the upstream
+// connection under the response being copied: the client's stream is cut
+// mid-way (the E2B SDK reports "terminated").
+//
+// Proxies call it once the upstream has answered (ModifyResponse): an
+// error the proxy answers itself (an unreachable guest) keeps the server's
+// default, with which a client still sending its body gets the answer
+// rather than a reset connection. HTTP/2 is always full duplex (the call
+// then reports ErrNotSupported).
+func FullDuplex(w http.ResponseWriter) { _ = http.NewResponseController(w).EnableFullDuplex() }

@@ -139,6 +139,14 @@ func New(res Resolver, o Options) *Proxy {
 		// -1: flush every write, so server streams, SSE and long polls
 		// reach the client as the guest produces them.
 		FlushInterval: -1,
+		// The guest answered: the Transport may still be reading the
+		// request body (see hostwire.FullDuplex).
+		ModifyResponse: func(resp *http.Response) error {
+			if rt, ok := resp.Request.Context().Value(routeKey{}).(route); ok {
+				hostwire.FullDuplex(rt.client)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt, _ := r.Context().Value(routeKey{}).(route)
 			p.log.DebugContext(r.Context(), "proxy: upstream failed", "sandbox_id", rt.id, "port", rt.port, "err", err)
@@ -159,6 +167,7 @@ type route struct {
 	id     string
 	port   int
 	target Target
+	client http.ResponseWriter // the answer to the client
 }
 
 type routeKey struct{}
@@ -233,7 +242,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.resolveError(w, r, id, port, err)
 		return
 	}
-	ctx := context.WithValue(r.Context(), routeKey{}, route{id: id, port: port, target: target})
+	ctx := context.WithValue(r.Context(), routeKey{}, route{id: id, port: port, target: target, client: w})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/hearth-sandbox/hearth/internal/envd"
 	"github.com/hearth-sandbox/hearth/internal/envd/envdtest"
 	"github.com/hearth-sandbox/hearth/internal/hostwire"
+	"github.com/hearth-sandbox/hearth/internal/hostwire/hostwiretest"
 	"github.com/hearth-sandbox/hearth/internal/proxy"
 )
 
@@ -662,4 +663,22 @@ func TestProxyPoolsPerTargetPool(t *testing.T) {
 			t.Fatalf("pool %s: %d upstream connections so far, want %d", tc.pool, got, tc.conns)
 		}
 	}
+}
+
+// A process stream goes through whole when envd answers before the proxy's
+// Transport has read the end of the client's request body. The HTTP/1
+// server drains and closes an unread body once the response starts, so that
+// late read used to fail and the Transport closed the guest connection
+// under the stream: the E2B SDK's "terminated" of a commands.run, seen one
+// run in four in the volume scenario on a busy host (LateBodyRead makes the
+// order certain).
+func TestStreamWhenBodyEndReadLate(t *testing.T) {
+	t.Parallel()
+	res := newResolver()
+	srv := httptest.NewServer(hostwiretest.LateBodyRead(proxy.New(res, proxy.Options{Logger: slog.New(slog.DiscardHandler)})))
+	t.Cleanup(srv.Close)
+	res.add("sbx1", proxy.EnvdPort, startEnvd(t))
+	hc := &http.Client{Transport: hostwiretest.WholeBody(headerTransport{id: "sbx1", port: "49983", token: testToken})}
+	pc := processconnect.NewProcessClient(hc, srv.URL)
+	hostwiretest.CheckWholeStream(testCtx(t), t, pc)
 }
