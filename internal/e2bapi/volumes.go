@@ -272,9 +272,12 @@ func (s *server) readVolumeFile(w http.ResponseWriter, r *http.Request, token st
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
-	// Headers are sent: a failure now can only cut the body short.
+	// Headers are sent: a failure now can only cut the body short, and the
+	// client must see it as a failure, not as a shorter file: the
+	// connection is aborted (no final chunk, an HTTP/2 stream reset).
 	if _, err := io.Copy(w, rc); err != nil {
 		s.log.WarnContext(r.Context(), "volume file read cut short", "volume_id", r.PathValue("id"), "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	return nil
 }

@@ -94,6 +94,23 @@ func TestVolumes(t *testing.T) {
 			}
 		}
 
+		// A read the host cuts short is an error for the client, not a
+		// shorter file.
+		if status, _ := content("PUT", "/file?path=/big", v.Token, bytes.NewReader(make([]byte, 256<<10))); status != http.StatusCreated {
+			t.Fatalf("write /big: %d", status)
+		}
+		e.host.VolumeReadCut = 100 << 10
+		req, _ := http.NewRequest("GET", e.url+"/volumecontent/"+v.VolumeID+"/file?path=/big", nil)
+		req.Header.Set("Authorization", "Bearer "+v.Token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err == nil {
+				t.Errorf("a read cut short by the host ended cleanly with %d of %d bytes", len(b), 256<<10)
+			}
+		}
+		e.host.VolumeReadCut = 0
+
 		// Mounted: 409 on delete, the mount in the sandbox's detail.
 		c := e.create(e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "data", "path": "/mnt/data"}}})
 		for _, path := range []string{"/sandboxes/" + c.SandboxID, "/sandboxes", "/v2/sandboxes"} {

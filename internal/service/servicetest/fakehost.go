@@ -28,6 +28,9 @@ type FakeHost struct {
 	ID string
 	// VolumesDir holds the host's volumes (volumes.go); empty: none.
 	VolumesDir string
+	// VolumeReadCut, when > 0, makes volume file reads fail after that many
+	// bytes (a host that goes away mid-stream).
+	VolumeReadCut int64
 
 	mu        sync.Mutex
 	sandboxes map[string]*fakeSandbox

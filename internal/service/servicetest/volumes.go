@@ -109,7 +109,27 @@ func (h *FakeHost) ReadVolumeFile(_ context.Context, id, path string) (io.ReadCl
 		return nil, err
 	}
 	f, err := d.Open(id, path)
-	return f, volErr(err)
+	if err != nil {
+		return nil, volErr(err)
+	}
+	if h.VolumeReadCut > 0 {
+		return cutReader{io.LimitReader(f, h.VolumeReadCut), f}, nil
+	}
+	return f, nil
+}
+
+// cutReader ends in an error where its limit cuts the file short.
+type cutReader struct {
+	r io.Reader
+	io.Closer
+}
+
+func (c cutReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		err = errors.New("host went away")
+	}
+	return n, err
 }
 
 func (h *FakeHost) WriteVolumeFile(_ context.Context, id, path string, r io.Reader, a service.VolumeAttrs) (service.VolumeEntry, error) {
