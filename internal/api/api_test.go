@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -342,6 +343,21 @@ func TestSandboxLifecycle(t *testing.T) {
 		}
 		e.want(e.do("GET", "/v1/sandboxes/"+sb.ID+"/files?path=/nope", nil, k), http.StatusNotFound, "missing file")
 		e.want(e.do("PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/big", bytes.Repeat([]byte("x"), 1<<20+1), k), http.StatusRequestEntityTooLarge, "too big upload")
+		// A download the host cuts short is an error for the client, not
+		// a shorter file.
+		e.host.ReadCut = 1000
+		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/sandboxes/"+sb.ID+"/files?path=/tmp/x.bin", nil)
+		for i := 0; i+1 < len(k); i += 2 {
+			req.Header.Set(k[i], k[i+1])
+		}
+		if res, err := e.srv.Client().Do(req); err == nil {
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err == nil {
+				t.Errorf("a download cut short by the host ended cleanly with %d of %d bytes", len(b), len(content))
+			}
+		}
+		e.host.ReadCut = 0
 
 		// Pause and resume, both idempotent.
 		for range 2 {

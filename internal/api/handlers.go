@@ -268,7 +268,8 @@ func (s *server) setNetwork(w http.ResponseWriter, r *http.Request) error {
 }
 
 // readFile streams the file; errors can only be reported before the first
-// byte, after that a broken copy just ends the response.
+// byte, after that a broken copy aborts the response, so the client sees a
+// failure rather than a shorter file.
 func (s *server) readFile(w http.ResponseWriter, r *http.Request) error {
 	rc, err := s.svc.ReadFile(r.Context(), principalFrom(r.Context()), r.PathValue("id"), r.URL.Query().Get("path"))
 	if err != nil {
@@ -279,6 +280,7 @@ func (s *server) readFile(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, rc); err != nil {
 		s.log.WarnContext(r.Context(), "file download interrupted", "err", err, "request_id", requestIDFrom(r.Context()))
+		panic(http.ErrAbortHandler)
 	}
 	return nil
 }

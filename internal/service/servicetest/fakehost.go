@@ -28,9 +28,9 @@ type FakeHost struct {
 	ID string
 	// VolumesDir holds the host's volumes (volumes.go); empty: none.
 	VolumesDir string
-	// VolumeReadCut, when > 0, makes volume file reads fail after that many
-	// bytes (a host that goes away mid-stream).
-	VolumeReadCut int64
+	// ReadCut, when > 0, makes sandbox and volume file reads fail after
+	// that many bytes (a host that goes away mid-stream).
+	ReadCut int64
 
 	mu        sync.Mutex
 	sandboxes map[string]*fakeSandbox
@@ -411,7 +411,7 @@ func (h *FakeHost) ReadFile(_ context.Context, id, path string) (io.ReadCloser, 
 	if !ok {
 		return nil, service.NotFound("file " + path)
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	return h.cut(io.NopCloser(bytes.NewReader(b))), nil
 }
 
 func (h *FakeHost) WriteFile(_ context.Context, id, path string, r io.Reader) error {

@@ -112,10 +112,15 @@ func (h *FakeHost) ReadVolumeFile(_ context.Context, id, path string) (io.ReadCl
 	if err != nil {
 		return nil, volErr(err)
 	}
-	if h.VolumeReadCut > 0 {
-		return cutReader{io.LimitReader(f, h.VolumeReadCut), f}, nil
+	return h.cut(f), nil
+}
+
+// cut applies ReadCut to a file being read.
+func (h *FakeHost) cut(rc io.ReadCloser) io.ReadCloser {
+	if h.ReadCut > 0 {
+		return cutReader{io.LimitReader(rc, h.ReadCut), rc}
 	}
-	return f, nil
+	return rc
 }
 
 // cutReader ends in an error where its limit cuts the file short.
