@@ -122,7 +122,7 @@ func TestSecrets(t *testing.T) {
 				transform(map[string]string{"authorization": "Bearer old", "X-Org": "o1"}),
 				transform(map[string]string{"Authorization": "Bearer ${e2b.secrets.egress-key}"}),
 			},
-			"*.example.com": []any{transform(map[string]string{"X-Key": "${e2b.secrets.EGRESS-KEY}:${e2b.secrets.egress-key}"})},
+			"*.example.com":          []any{transform(map[string]string{"X-Key": "${e2b.secrets.EGRESS-KEY}:${e2b.secrets.egress-key}"})},
 			"no-headers.example.org": []any{map[string]any{}},
 		}}
 		r = e.do(http.MethodPost, "/v2/sandboxes", e.key, body)
