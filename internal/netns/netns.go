@@ -428,21 +428,28 @@ func (m *Manager) destroy(_ context.Context, nsName, veth string) error {
 // namespace, so an adopted slot keeps them; a new slot (resume) needs
 // them again.
 func (m *Manager) RedirectHTTPS(ctx context.Context, sandboxID string) error {
+	_, err := m.restoreInSlot(ctx, sandboxID, redirectRules())
+	if err != nil {
+		return fmt.Errorf("netns: redirect https %s: %w", sandboxID, err)
+	}
+	return nil
+}
+
+// restoreInSlot feeds rules to iptables-restore --noflush in a known
+// slot's namespace and returns the slot.
+func (m *Manager) restoreInSlot(ctx context.Context, sandboxID, rules string) (*Slot, error) {
 	m.mu.Lock()
 	s, ok := m.slots[sandboxID]
 	m.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("netns: %s: %w", sandboxID, ErrNotFound)
+		return nil, ErrNotFound
 	}
 	ns, err := netns.GetFromPath(s.NamespacePath)
 	if err != nil {
-		return fmt.Errorf("netns: open %s: %w", s.NamespacePath, err)
+		return nil, fmt.Errorf("open %s: %w", s.NamespacePath, err)
 	}
 	defer ns.Close()
-	if err := inNS(ns, func() error { return m.ipt.restoreRules(ctx, redirectRules(), true) }); err != nil {
-		return fmt.Errorf("netns: redirect https %s: %w", sandboxID, err)
-	}
-	return nil
+	return s, inNS(ns, func() error { return m.ipt.restoreRules(ctx, rules, true) })
 }
 
 // SetPolicy replaces the guest's egress policy in one transaction; host →
@@ -452,18 +459,8 @@ func (m *Manager) SetPolicy(ctx context.Context, sandboxID string, p egress.Poli
 	if m.cfg.NoEgressFilter {
 		return errors.New("netns: egress filtering is off on this manager")
 	}
-	m.mu.Lock()
-	s, ok := m.slots[sandboxID]
-	m.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("netns: %s: %w", sandboxID, ErrNotFound)
-	}
-	ns, err := netns.GetFromPath(s.NamespacePath)
+	s, err := m.restoreInSlot(ctx, sandboxID, userChainRules(p))
 	if err != nil {
-		return fmt.Errorf("netns: open %s: %w", s.NamespacePath, err)
-	}
-	defer ns.Close()
-	if err := inNS(ns, func() error { return m.ipt.restoreRules(ctx, userChainRules(p), true) }); err != nil {
 		return fmt.Errorf("netns: set egress policy %s: %w", sandboxID, err)
 	}
 	m.mu.Lock()

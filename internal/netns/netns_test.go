@@ -338,6 +338,11 @@ func fetch(ns netns.NsHandle, addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return readBanner(conn)
+}
+
+// readBanner reads a serve banner's line and closes conn.
+func readBanner(conn net.Conn) (string, error) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(conn).ReadString('\n')
@@ -373,13 +378,7 @@ func dialFetch(ctx context.Context, nsPath, addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	return strings.TrimSpace(line), nil
+	return readBanner(c)
 }
 
 // RedirectHTTPS sends a guest's connections to any address's port 443 to
