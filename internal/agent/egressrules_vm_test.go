@@ -157,6 +157,25 @@ func TestVMEgressRules(t *testing.T) {
 		}
 	})
 
+	t.Run("after an agent restart", func(t *testing.T) {
+		// The agent's shutdown pauses the sandbox and the next agent
+		// resumes it at start-up with the rules it reads from egress.json.
+		e.restart(t)
+		c = e.client
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			rt, err := c.ListSandboxes(ctx)
+			if err == nil && len(rt) == 1 && rt[0].State == string(sbx.StateRunning) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sandbox not running after the restart: %+v %v", rt, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		check(t)
+	})
+
 	t.Run("denied by the egress policy", func(t *testing.T) {
 		// The proxy's upstream dial obeys the sandbox's policy: with the
 		// node denied, a rule's request gets no answer from it.
