@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,16 +72,16 @@ func TestVMEgressRules(t *testing.T) {
 	t.Cleanup(func() { _ = up.Close() })
 
 	const secret = "s3cret-value-9f2c"
+	netCfg := netns.Config{Prefix: e2eNetPrefix, Pool: e2eNetPool, OpenPrivate: []netip.Prefix{tn.Subnet}}
 	e := newVMEnvWith(t, func(o *Options) {
-		nm, err := netns.NewManager(context.Background(), netns.Config{
-			Prefix: e2eNetPrefix, Pool: e2eNetPool, OpenPrivate: []netip.Prefix{tn.Subnet},
-		})
+		nm, err := netns.NewManager(context.Background(), netCfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		o.Net = netAdapter{nm}
 		o.EgressRoots = upCA.Pool()
 	}, "base")
+	e.netCfg = netCfg
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	c := e.client
@@ -174,6 +175,20 @@ func TestVMEgressRules(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		check(t)
+	})
+
+	// A crash: the new agent re-adopts the running VM and its slot (whose
+	// redirect rules are still there) and starts a new proxy with the
+	// rules from egress.json.
+	a2, c2 := e.crashAndRestart(t, ctx, id)
+	t.Cleanup(func() { _ = a2.Close() })
+	e.agent, c = a2, c2
+	t.Run("after an agent crash", func(t *testing.T) {
+		check(t)
+		if out, err := exec.Command("ip", "netns", "exec", e2eNetPrefix+id, "iptables", "-w", "-t", "nat", "-S", "PREROUTING").CombinedOutput(); err != nil ||
+			strings.Count(string(out), "--to-ports 2443") != 1 {
+			t.Errorf("redirect rules after re-adoption: %s %v (want exactly one)", out, err)
+		}
 	})
 
 	t.Run("denied by the egress policy", func(t *testing.T) {
