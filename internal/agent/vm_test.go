@@ -408,7 +408,7 @@ func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*
 	}
 	a2, err := New(ctx, Options{
 		EgressRoots: e.opts.EgressRoots,
-		DataDir: e.data, HostID: "vmtest",
+		DataDir:     e.data, HostID: "vmtest",
 		Driver: qemu.New(qemu.Options{Accel: qemu.AccelTCG, Logger: log}),
 		Disks:  diskAdapter{Backend: disks, dataDir: e.data},
 		Net:    netAdapter{nm},
