@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,8 +54,11 @@ type Config struct {
 // the server to speak first is spliced when it passes.
 const helloTimeout = 10 * time.Second
 
-// leafTTL: leaves live in memory only, one per name and proxy.
-const leafTTL = 24 * time.Hour
+// leafTTL: leaves live in memory only, at most maxLeaves per proxy.
+const (
+	leafTTL   = 24 * time.Hour
+	maxLeaves = 1024
+)
 
 // Proxy serves one sandbox's redirected connections.
 type Proxy struct {
@@ -97,8 +101,9 @@ func Serve(l net.Listener, cfg Config) (*Proxy, error) {
 		},
 	}
 	p.http = &http.Server{
-		Handler:           rp,
+		Handler:           sameHost(rp),
 		ReadHeaderTimeout: time.Minute,
+		IdleTimeout:       5 * time.Minute,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c.(*interceptedConn))
 		},
@@ -240,6 +245,25 @@ func (p *Proxy) upstream(sni string, dst netip.AddrPort) *http.Transport {
 	}
 }
 
+// sameHost refuses a request whose Host is not the connection's server
+// name (421): the verified upstream certificate is for that name, and a
+// server that routes by Host (a CDN) must not hand the rule's headers to
+// another site it serves (domain fronting).
+func sameHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ic := r.Context().Value(connKey{}).(*interceptedConn)
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !strings.EqualFold(strings.TrimSuffix(host, "."), ic.sni) {
+			http.Error(w, "hearth egress proxy: Host "+r.Host+" is not the TLS server name "+ic.sni, http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // rewrite sends a request to its connection's destination with the
 // rule's headers replacing any of the same name.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -261,6 +285,9 @@ func (p *Proxy) leaf(name string) (*tls.Certificate, error) {
 	c, err := p.cfg.CA.IssueServer(leafTTL, name)
 	if err != nil {
 		return nil, err
+	}
+	if len(p.leaves) >= maxLeaves {
+		clear(p.leaves) // a wildcard rule meets any number of names
 	}
 	p.leaves[name] = c
 	return c, nil

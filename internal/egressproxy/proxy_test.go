@@ -146,6 +146,27 @@ func TestProxy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Host other than the server name", func(t *testing.T) {
+		// Domain fronting: a CDN routing by Host would hand the secret
+		// to another of its sites.
+		tc, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{ServerName: "api.example.com", RootCAs: roots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		req, _ := http.NewRequest("GET", "https://c.example.org/", nil)
+		if err := req.Write(tc); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("status %d, want 421", resp.StatusCode)
+		}
+	})
 	// Every upstream connection went to the original destination.
 	close(dials)
 	n := 0
