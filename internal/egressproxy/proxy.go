@@ -184,6 +184,12 @@ func (p *Proxy) handle(c net.Conn) {
 		_ = c.Close()
 		return
 	}
+	// A connection made to the proxy's own address (not redirected) has
+	// that address as its destination: dialling it would loop.
+	if self, err := netip.ParseAddrPort(p.l.Addr().String()); err == nil && dst == self {
+		_ = c.Close()
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(helloTimeout))
 	sni, peeked := peekServerName(c)
 	_ = c.SetReadDeadline(time.Time{})

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -230,6 +231,47 @@ func TestProxyUpstreamChecks(t *testing.T) {
 				t.Errorf("status %d, want 502", resp.StatusCode)
 			}
 		})
+	}
+}
+
+// A connection straight to the proxy (not redirected) has the proxy's own
+// address as its destination: it is closed, never dialled (a loop).
+func TestProxyRefusesItself(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialled := make(chan string, 1)
+	p, err := egressproxy.Serve(l, egressproxy.Config{
+		Rules: []egress.HeaderRule{{Domain: "api.example.com", Headers: map[string]string{"A": "b"}}},
+		CA:    ca,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialled <- addr
+			return nil, errors.New("no")
+		},
+		OriginalDst: func(c net.Conn) (netip.AddrPort, error) { return netip.ParseAddrPort(c.LocalAddr().String()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d, %v: want the connection closed at once", n, err)
+	}
+	select {
+	case a := <-dialled:
+		t.Fatalf("dialled %s", a)
+	default:
 	}
 }
 
