@@ -51,15 +51,15 @@ var (
 
 // Deps are the components the manager drives.
 type Deps struct {
-	DataDir string
+	DataDir   string
+	Driver    vmm.Driver
+	Disks     rootfs.Backend
+	Net       Network
+	Images    Images
+	Dial      EnvdDialer
+	Snapshots Snapshotter // optional (issue 4)
 	// EgressRoots: Options.EgressRoots.
 	EgressRoots *x509.CertPool
-	Driver      vmm.Driver
-	Disks       rootfs.Backend
-	Net         Network
-	Images      Images
-	Dial        EnvdDialer
-	Snapshots   Snapshotter // optional (issue 4)
 	// EnsureImageSizes grows base images at start-up; nil skips it.
 	EnsureImageSizes ImageSizer
 	// BuildCacheBytes caps the disk space of the template build step cache

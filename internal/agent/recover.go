@@ -79,7 +79,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		sb.spec.ID = id
 		rules, rerr := readEgressRules(dir)
 		if rerr != nil {
-			m.log.Warn("sandbox egress rules unreadable: it runs without them", "sandbox", id, "err", rerr)
+			m.log.Warn("sandbox egress rules unreadable: its guest's HTTPS fails (no egress proxy)", "sandbox", id, "err", rerr)
 		}
 		sb.spec.EgressRules = rules
 		sb.startedAt = md.StartedAt
