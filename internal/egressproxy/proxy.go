@@ -310,6 +310,12 @@ func (p *Proxy) splice(c net.Conn, dst netip.AddrPort) {
 		return
 	}
 	defer up.Close()
+	// Stop closes both ends: an idle upstream would otherwise hold the
+	// copy from it, and Stop with it, forever.
+	if !p.track(up, true) {
+		return
+	}
+	defer p.track(up, false)
 	errc := make(chan error, 2)
 	cp := func(w, r net.Conn) {
 		_, err := io.Copy(w, r)

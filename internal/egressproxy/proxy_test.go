@@ -275,6 +275,59 @@ func TestProxyRefusesItself(t *testing.T) {
 	}
 }
 
+// Stop ends spliced connections whatever their upstream does (a pause
+// stops the proxy while the guest's connections may be idle).
+func TestStopEndsSplices(t *testing.T) {
+	idle, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := idle.Accept(); err == nil {
+			accepted <- c // held open, never written to
+		}
+	}()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := egressproxy.Serve(l, egressproxy.Config{
+		CA: ca, Dial: (&net.Dialer{}).DialContext,
+		OriginalDst: func(net.Conn) (netip.AddrPort, error) { return netip.ParseAddrPort(idle.Addr().String()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("not TLS\r\n")); err != nil { // spliced at once
+		t.Fatal(err)
+	}
+	var up net.Conn
+	select {
+	case up = <-accepted:
+		defer up.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the splice never reached the upstream")
+	}
+	stopped := make(chan struct{})
+	go func() { p.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop hangs on a spliced connection with an idle upstream")
+	}
+}
+
 func TestServeRefusesBadRules(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
