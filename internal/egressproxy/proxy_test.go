@@ -29,7 +29,7 @@ type echoed struct {
 
 // upstream is a real TLS server for several names, signed by its own CA,
 // that answers every request with the request's host and headers.
-func upstream(t *testing.T, names ...string) (*httptest.Server, *pki.CA) {
+func upstream(t testing.TB, names ...string) (*httptest.Server, *pki.CA) {
 	t.Helper()
 	ca, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "upstream-ca"))
 	if err != nil {
