@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,9 @@ type Options struct {
 	// VMMUIDBase: VMMs run as uid/gid base+n, one per sandbox (QEMU; see
 	// DefaultVMMUIDBase, the default). Negative: as the agent (root).
 	VMMUIDBase int
+	// EgressRoots verifies the servers the egress proxy forwards rule
+	// requests to; nil: the host's roots (SSL_CERT_FILE, SSL_CERT_DIR).
+	EgressRoots *x509.CertPool
 
 	Driver           vmm.Driver
 	Disks            rootfs.Backend
@@ -138,6 +142,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		Crash:            a.crashFunc(),
 		Cgroups:          a.opts.Cgroups,
 		VMMUIDBase:       a.opts.VMMUIDBase,
+		EgressRoots:      a.opts.EgressRoots,
 		Log:              a.log,
 	})
 	if err != nil {

@@ -105,4 +105,18 @@
 //     the variants of its disk the root-disk backend cached.
 //   - Destroy of a paused sandbox removes the snapshot dir, page-server
 //     sockets and RAM file (Snapshotter.Remove), then the disk and run dir.
+//
+// # Egress header rules (E2B network.rules, egressrules.go)
+//
+// A sandbox created with EgressRules (values resolved by the control
+// plane) gets an egressproxy.Proxy listening in its namespace at
+// GatewayIP:netns.EgressProxyPort, with the namespace's HTTPS redirected
+// there (HTTPSRedirector), started and stopped beside the volume server:
+// before the guest runs at create and resume, after it stops at pause,
+// destroy and a failed resume; a re-adopted slot keeps its redirect and
+// gets a new proxy. The rules live in memory and in egress.json (0600 in
+// the 0700 run dir, never in sandbox.json), read back at start-up. After
+// envd's /init at create and resume the guest gets the agent's egress CA
+// certificate (DATA/egress-ca, created on first use) in its system bundle
+// and NODE_EXTRA_CA_CERTS in its default env. See docs/security.md.
 package agent

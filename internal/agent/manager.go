@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/envd/initsecret"
+	"github.com/hearth-sandbox/hearth/internal/pki"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
@@ -56,6 +58,8 @@ type Deps struct {
 	Images    Images
 	Dial      EnvdDialer
 	Snapshots Snapshotter // optional (issue 4)
+	// EgressRoots: Options.EgressRoots.
+	EgressRoots *x509.CertPool
 	// EnsureImageSizes grows base images at start-up; nil skips it.
 	EnsureImageSizes ImageSizer
 	// BuildCacheBytes caps the disk space of the template build step cache
@@ -92,6 +96,9 @@ type Manager struct {
 	// is pruned only when it can be write-locked (no build reads it).
 	builds   sync.RWMutex
 	slotGens atomic.Uint64 // see sandbox.slotGen
+	// caMu guards ca, the egress CA (egressrules.go), loaded on first use.
+	caMu sync.Mutex
+	ca   *pki.CA
 }
 
 var validID = regexp.MustCompile(`^[a-z0-9]{1,63}$`)
@@ -199,6 +206,9 @@ func (s *Spec) normalize() error {
 		return bad("template_kind", "%q", s.TemplateKind)
 	case s.AccessToken == "":
 		return bad("access_token", "is required")
+	}
+	if err := egress.ValidateRules(s.EgressRules); err != nil {
+		return bad("egress_rules", "%v", err)
 	}
 	// Looser than the control plane's (sandbox.HostLimits).
 	var fe *sbx.FieldError
@@ -332,6 +342,9 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 	if err := m.startVolumes(sb, slot); err != nil {
 		return err
 	}
+	if err := m.startEgress(ctx, sb, slot, true); err != nil {
+		return err
+	}
 	// The first /init proves itself with a secret only this boot's kernel
 	// command line commits to (see internal/envd/initsecret).
 	initSecret, initArg, err := initsecret.New()
@@ -442,13 +455,17 @@ func (m *Manager) connectEnvd(ctx context.Context, sb *sandbox, slot NetSlot, us
 	if err := e.Init(ctx, EnvdInit{
 		CurrentToken: currentToken,
 		AccessToken:  sb.spec.AccessToken,
-		EnvVars:      sb.spec.Env,
+		EnvVars:      egressEnv(sb.spec),
 		DefaultUser:  user,
 		DefaultDir:   m.defaultDir(sb.spec.TemplateID, user),
 		Now:          time.Now(),
 	}); err != nil {
 		closeEnvd(e)
 		return fmt.Errorf("envd init: %w", err)
+	}
+	if err := m.trustEgressCA(ctx, sb, e); err != nil {
+		closeEnvd(e)
+		return err
 	}
 	// The guest's envd now holds this token: a restarted agent reconnects
 	// with it. Kept beside the VM, whose RAM file holds it anyway.
@@ -562,6 +579,7 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 	vmGone := sb.machine == nil
 	sb.mu.Unlock()
 	m.stopVolumes(sb)
+	m.stopEgress(sb)
 	if m.d.Cgroups != nil && vmGone {
 		if err := m.d.Cgroups.Remove(id); err != nil {
 			errs = append(errs, err)
@@ -686,6 +704,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	// The snapshot holds the guest's NFS client only; its server starts
 	// again before the guest resumes.
 	m.stopVolumes(sb)
+	m.stopEgress(sb)
 	// The frozen envd holds this token: a later resume or a template made
 	// from this snapshot authenticates /init with it. The snapshot's memory
 	// holds it anyway, so keeping it beside that memory exposes nothing new
@@ -852,6 +871,9 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 	if err := m.startVolumes(sb, slot); err != nil {
 		return err
 	}
+	if err := m.startEgress(ctx, sb, slot, true); err != nil {
+		return err
+	}
 	machine, err := m.d.Snapshots.Restore(ctx, cfg, dir)
 	if machine != nil {
 		// Recorded even on error: a restore that failed halfway may have
@@ -893,6 +915,7 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 		}
 	}
 	m.stopVolumes(sb)
+	m.stopEgress(sb)
 	if err := m.d.Net.Teardown(ctx, sb.spec.ID); err != nil {
 		errs = append(errs, err)
 	} else {

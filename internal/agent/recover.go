@@ -77,6 +77,11 @@ func (m *Manager) recover(ctx context.Context) error {
 		md, err := readMeta(dir)
 		sb := newSandbox(md.Spec, dir, m.log)
 		sb.spec.ID = id
+		rules, rerr := readEgressRules(dir)
+		if rerr != nil {
+			m.log.Warn("sandbox egress rules unreadable: its guest's HTTPS fails (no egress proxy)", "sandbox", id, "err", rerr)
+		}
+		sb.spec.EgressRules = rules
 		sb.startedAt = md.StartedAt
 		internal := err == nil && md.Spec.Internal
 		switch {
@@ -197,6 +202,8 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		if machine != nil {
 			m.stopAdopted(ctx, sb, machine)
 		}
+		m.stopVolumes(sb)
+		m.stopEgress(sb)
 		if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok {
 			sr.ReleaseMemory(id)
 		}
@@ -207,6 +214,8 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		if machine != nil {
 			m.stopAdopted(ctx, sb, machine)
 		}
+		m.stopVolumes(sb)
+		m.stopEgress(sb)
 		_ = m.d.Net.Teardown(ctx, id)
 		sb.state = sbx.StateError
 		sb.errMsg = fmt.Sprintf("agent restart: %v; disk and last snapshot kept (destroy the sandbox to free them)", cause)
@@ -394,6 +403,9 @@ func (m *Manager) readopt(ctx context.Context, sb *sandbox, machine vmm.Machine,
 	}
 	// The guest's NFS client retries until its volumes' server is back.
 	if err := m.startVolumes(sb, slot); err != nil {
+		return err
+	}
+	if err := m.startEgress(ctx, sb, slot, false); err != nil {
 		return err
 	}
 	sb.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
+	"github.com/hearth-sandbox/hearth/internal/egressproxy"
 	"github.com/hearth-sandbox/hearth/internal/rootfs"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/vmm"
@@ -31,6 +32,9 @@ type Spec struct {
 	Egress       egress.Policy
 	// Volumes of this host mounted in the guest (base templates only).
 	Volumes []VolumeMount
+	// EgressRules are header rules with resolved values (secrets): kept
+	// out of sandbox.json, in egress.json (egressrules.go).
+	EgressRules []egress.HeaderRule `json:"-"`
 	// Internal: the agent's own (a template build's start-command VM).
 	// Not listed to the control plane, whose reconciler would destroy a
 	// sandbox it never created; a crashed agent's is removed at start-up.
@@ -43,7 +47,7 @@ func (s Spec) sameRequest(o Spec) bool {
 	return s.ID == o.ID && s.TemplateID == o.TemplateID && s.TemplateKind == o.TemplateKind &&
 		s.VCPUs == o.VCPUs && s.MemoryMB == o.MemoryMB && s.DiskSizeMB == o.DiskSizeMB &&
 		s.AccessToken == o.AccessToken && reflect.DeepEqual(s.Egress, o.Egress) && maps.Equal(s.Env, o.Env) &&
-		slices.Equal(s.Volumes, o.Volumes)
+		slices.Equal(s.Volumes, o.Volumes) && reflect.DeepEqual(s.EgressRules, o.EgressRules)
 }
 
 // Info is a sandbox as this host reports it.
@@ -92,13 +96,15 @@ type sandbox struct {
 	// slotGen numbers slot among all slots this agent set up: connections
 	// kept alive to the guest belong to one slot (a resume sets up a new
 	// namespace, maybe at another address), so their pool is keyed by it.
-	slotGen   uint64
-	disk      *rootfs.Disk   // non-nil once the root disk exists
-	volSrv    *volume.Server // serves the guest its volumes while it may run
-	envd      Envd           // non-nil while running
-	user      string         // default OS user in the guest
-	startedAt time.Time
-	pauseFrom *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
+	slotGen uint64
+	disk    *rootfs.Disk   // non-nil once the root disk exists
+	volSrv  *volume.Server // serves the guest its volumes while it may run
+	// egressProxy applies the egress rules while the guest may run.
+	egressProxy *egressproxy.Proxy
+	envd        Envd   // non-nil while running
+	user        string // default OS user in the guest
+	startedAt   time.Time
+	pauseFrom   *uint64 // while pausing: the committed snapshot it started from (sandbox.json)
 	// resumeAtStart: paused by the agent's shutdown (sandbox.json).
 	resumeAtStart bool
 }

@@ -45,6 +45,7 @@ func (s *rpcServer) CreateSandbox(ctx context.Context, req *connect.Request[pb.C
 		TimeoutS:     int(r.TimeoutS),
 		Egress:       pol,
 		Volumes:      volumesFromPB(r.Volumes),
+		EgressRules:  hostwire.RulesFromPB(r.EgressRules),
 	})
 	if err != nil {
 		return nil, connectErr(err)

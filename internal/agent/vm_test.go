@@ -56,6 +56,9 @@ type vmEnv struct {
 	pool   *rootfs.Pool
 	opts   Options
 	srv    *httptest.Server
+	// netCfg configures the network of an agent crashAndRestart starts
+	// (default: this process's prefix and pool).
+	netCfg netns.Config
 }
 
 func newVMEnv(t testing.TB, images ...string) *vmEnv {
@@ -138,7 +141,8 @@ func newVMEnvWith(t testing.TB, adjust func(*Options), images ...string) *vmEnv 
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
-	e := &vmEnv{data: data, agent: a, client: agentclient.NewClient(srv.URL, srv.Client()), pool: pool, opts: opts, srv: srv}
+	e := &vmEnv{data: data, agent: a, client: agentclient.NewClient(srv.URL, srv.Client()), pool: pool, opts: opts, srv: srv,
+		netCfg: netns.Config{Prefix: e2eNetPrefix, Pool: e2eNetPool}}
 	t.Cleanup(func() {
 		// Tests close these themselves to check for leaks; this is for
 		// the failure paths (both are idempotent).
@@ -376,7 +380,8 @@ func TestVMAgentCrashRecovery(t *testing.T) {
 
 // crashAndRestart "crashes" e's agent: it is abandoned without Shutdown
 // (its in-memory state is simply never used again; the QMP connection of
-// sandbox id's VM and its volume server die as a killed process's would).
+// sandbox id's VM, its volume server and egress proxy die as a killed
+// process's would).
 // A second agent starts
 // on the same data dir; its client is returned (its server closes with t).
 func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*Agent, *agentclient.Client) {
@@ -389,12 +394,15 @@ func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*
 	sb.machine.(*qemu.Machine).QMP().Close()
 	sb.mu.Unlock()
 	e.agent.Manager().stopVolumes(sb)
+	e.agent.Manager().stopEgress(sb)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	disks, err := rootfs.NewReflink(e.pool.Mount, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nm, err := netns.NewManager(ctx, netns.Config{Prefix: e2eNetPrefix, Pool: e2eNetPool, Logger: log})
+	cfg := e.netCfg
+	cfg.Logger = log
+	nm, err := netns.NewManager(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +412,8 @@ func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*
 		Disks:  diskAdapter{Backend: disks, dataDir: e.data},
 		Net:    netAdapter{nm},
 		Logger: log,
+		// The egress test trusts its upstream this way (nil: host roots).
+		EgressRoots: e.opts.EgressRoots,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -147,6 +147,7 @@ var (
 	_ Capturer         = (*sandboxsnap.Snapshotter)(nil)
 	_ SnapshotRecovery = (*sandboxsnap.Snapshotter)(nil)
 	_ NetAdopter       = netAdapter{}
+	_ HTTPSRedirector  = netAdapter{}
 )
 
 // netAdapter adapts *netns.Manager to Network.
@@ -165,6 +166,9 @@ func (n netAdapter) SetPolicy(ctx context.Context, id string, p egress.Policy) e
 	return n.m.SetPolicy(ctx, id, p)
 }
 func (n netAdapter) CleanupStale(ctx context.Context) error { return n.m.CleanupStale(ctx) }
+func (n netAdapter) RedirectHTTPS(ctx context.Context, id string) error {
+	return n.m.RedirectHTTPS(ctx, id)
+}
 
 func (n netAdapter) Adopt(ctx context.Context, id string, memberPID int) (NetSlot, error) {
 	s, err := n.m.Adopt(ctx, id, memberPID)

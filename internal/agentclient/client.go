@@ -70,6 +70,7 @@ func (c *Client) CreateSandbox(ctx context.Context, req service.CreateSandboxReq
 		AllowOut:      req.Egress.AllowOut,
 		DenyOut:       req.Egress.DenyOut,
 		Volumes:       volumesToPB(req.Volumes),
+		EgressRules:   hostwire.RulesToPB(req.EgressRules),
 	}))
 	if err != nil {
 		return service.SandboxRuntime{}, serviceErr("create sandbox", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hearth-sandbox/hearth/internal/apiwire"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	sbx "github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -131,6 +132,7 @@ func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 		TimeoutS: in.TimeoutS, Env: in.Env, Metadata: in.Metadata,
 		AutoPause: in.AutoPause, AutoResume: in.AutoResume, AllowInternet: in.AllowInternet,
 		AllowOut: in.AllowOut, DenyOut: in.DenyOut, Volumes: mountsInput(in.Volumes),
+		EgressRules: egressRulesInput(in.EgressRules),
 	})
 	if err != nil {
 		return err
@@ -367,6 +369,14 @@ func mountsInput(in []apiwire.VolumeMount) []service.VolumeMountInput {
 	var out []service.VolumeMountInput
 	for _, m := range in {
 		out = append(out, service.VolumeMountInput{Volume: m.Volume, Path: m.Path})
+	}
+	return out
+}
+
+func egressRulesInput(in []apiwire.EgressRule) []egress.HeaderRule {
+	var out []egress.HeaderRule
+	for _, r := range in {
+		out = append(out, egress.HeaderRule{Domain: r.Domain, Headers: r.Headers})
 	}
 	return out
 }

@@ -97,6 +97,15 @@ type CreateSandbox struct {
 	DenyOut       []string          `json:"deny_out,omitempty"`
 	// Volumes to mount; the sandbox runs on their host (docs/volumes.md).
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// EgressRules set headers on the guest's HTTPS to their domains;
+	// values may name team secrets as ${e2b.secrets.NAME}.
+	EgressRules []EgressRule `json:"egress_rules,omitempty"`
+}
+
+// EgressRule is a header rule of a sandbox (docs/security.md).
+type EgressRule struct {
+	Domain  string            `json:"domain"`
+	Headers map[string]string `json:"headers"`
 }
 
 // VolumeMount is a volume (name or ID) at an absolute guest path.

@@ -707,7 +707,7 @@ func TestNetwork(t *testing.T) {
 		}{
 			{"malformed", c.SandboxID, map[string]any{"allowOut": []string{"1.2.3"}}, http.StatusBadRequest, `allowOut: rule \"1.2.3\"`},
 			{"domain", c.SandboxID, map[string]any{"allowOut": []string{"*.example.com"}}, http.StatusBadRequest, "domain names"},
-			{"rules", c.SandboxID, map[string]any{"rules": map[string]any{"a.com": []any{}}}, http.StatusBadRequest, "network.rules"},
+			{"rules", c.SandboxID, map[string]any{"rules": map[string]any{"a.com": []any{}}}, http.StatusNotImplemented, "network.rules: egress rules are set at create only"},
 			{"unknown sandbox", "nosuch", map[string]any{}, http.StatusNotFound, "sandbox"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

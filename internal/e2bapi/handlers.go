@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/service"
 	"github.com/hearth-sandbox/hearth/internal/store"
@@ -186,11 +187,6 @@ func present(raw json.RawMessage) bool {
 	return len(v) > 0 && !bytes.Equal(v, []byte("null")) && !bytes.Equal(v, []byte("{}")) && !bytes.Equal(v, []byte("[]"))
 }
 
-// networkRules reports whether a create's network object has egress rules.
-func networkRules(n *networkJSON) bool {
-	return n != nil && present(n.Rules)
-}
-
 // parseAutoResume accepts {"enabled": bool} (current) and a bare bool.
 func parseAutoResume(raw json.RawMessage) (bool, error) {
 	if !present(raw) {
@@ -220,11 +216,6 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 	// Refuse what hearth cannot honour instead of silently ignoring it: a
 	// caller relying on egress rules or a mounted volume must know.
 	switch {
-	case networkRules(in.Network):
-		// Rules carry the header transforms through which a sandbox uses
-		// a secret (${e2b.secrets.NAME}); the secret must be injected on
-		// the host, never in the guest.
-		return errStatus(http.StatusNotImplemented, "network.rules: egress header transforms (secret injection) need a host-side egress proxy, which hearth does not have yet")
 	case present(in.Mcp):
 		return errStatus(http.StatusBadRequest, "mcp: the MCP gateway is not supported by hearth")
 	case present(in.Iam):
@@ -242,12 +233,18 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 	if in.Timeout != nil {
 		timeout = *in.Timeout
 	}
-	var allowOut, denyOut []string
+	var (
+		allowOut, denyOut []string
+		rules             []egress.HeaderRule
+	)
 	if in.Network != nil {
 		if err := in.Network.supported(); err != nil {
 			return err
 		}
 		allowOut, denyOut = in.Network.AllowOut, in.Network.DenyOut
+		if rules, err = egressRules(in.Network.Rules); err != nil {
+			return err
+		}
 	}
 	sb, err := s.svc.CreateSandbox(r.Context(), p, service.CreateSandboxInput{
 		Template:      in.TemplateID,
@@ -260,6 +257,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, p service.Princi
 		AllowOut:      allowOut,
 		DenyOut:       denyOut,
 		Volumes:       mounts,
+		EgressRules:   rules,
 	})
 	if err != nil {
 		return err
@@ -580,8 +578,6 @@ func (n *networkJSON) supported() error {
 		return errStatus(http.StatusBadRequest, "network.egressProxy: egress proxies are not supported by hearth")
 	case n.MaskRequestHost != nil && *n.MaskRequestHost != "":
 		return errStatus(http.StatusBadRequest, "network.maskRequestHost: not supported by hearth")
-	case present(n.Rules):
-		return errStatus(http.StatusBadRequest, "network.rules: per-domain transform rules are not supported by hearth")
 	case present(n.HTTPSPorts):
 		return errStatus(http.StatusBadRequest, "network.httpsPorts: not supported by hearth")
 	}
@@ -607,6 +603,11 @@ func (s *server) updateNetwork(w http.ResponseWriter, r *http.Request, p service
 	}
 	if err := in.supported(); err != nil {
 		return err
+	}
+	if present(in.Rules) {
+		// A running sandbox's proxy, its guest's trust and the secrets it
+		// holds are set up at create only.
+		return errStatus(http.StatusNotImplemented, "network.rules: egress rules are set at create only; hearth cannot change them on an existing sandbox")
 	}
 	_, err := s.svc.UpdateSandboxNetwork(r.Context(), p, r.PathValue("id"), service.NetworkInput{
 		AllowInternet: in.AllowInternetAccess, AllowOut: in.AllowOut, DenyOut: in.DenyOut,

@@ -1,10 +1,13 @@
 package e2bapi_test
 
 import (
+	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/store"
 	"github.com/hearth-sandbox/hearth/internal/store/storetest"
 )
@@ -104,13 +107,61 @@ func TestSecrets(t *testing.T) {
 			t.Fatalf("get deleted: %d", r.status)
 		}
 
-		// A sandbox cannot use a secret through egress transforms yet: 501,
-		// naming what is missing.
+		// Egress transforms name secrets; the host gets their values, the
+		// client never does.
+		const value = "sk-egress-4b1d"
+		if r := e.do(http.MethodPost, "/secrets", e.key, map[string]any{"name": "Egress-Key", "value": value}); r.status != http.StatusCreated {
+			t.Fatalf("create secret: %d %s", r.status, r.body)
+		}
+		transform := func(h map[string]string) map[string]any {
+			return map[string]any{"transform": map[string]any{"headers": h}}
+		}
 		body := sdkCreate(nil)
-		body["network"] = map[string]any{"rules": map[string]any{"api.openai.com": []any{map[string]any{"transform": map[string]any{"headers": map[string]string{"Authorization": "Bearer ${e2b.secrets.another}"}}}}}}
+		body["network"] = map[string]any{"rules": map[string]any{
+			"API.OpenAI.com": []any{
+				transform(map[string]string{"authorization": "Bearer old", "X-Org": "o1"}),
+				transform(map[string]string{"Authorization": "Bearer ${e2b.secrets.egress-key}"}),
+			},
+			"*.example.com":          []any{transform(map[string]string{"X-Key": "${e2b.secrets.EGRESS-KEY}:${e2b.secrets.egress-key}"})},
+			"no-headers.example.org": []any{map[string]any{}},
+		}}
 		r = e.do(http.MethodPost, "/v2/sandboxes", e.key, body)
-		if r.status != http.StatusNotImplemented || !strings.Contains(string(r.body), "egress") {
+		if r.status != http.StatusCreated || strings.Contains(string(r.body), value) {
 			t.Fatalf("create with egress transforms: %d %s", r.status, r.body)
+		}
+		creates := e.host.Creates()
+		got := creates[len(creates)-1].EgressRules
+		want := []egress.HeaderRule{
+			{Domain: "*.example.com", Headers: map[string]string{"X-Key": value + ":" + value}},
+			{Domain: "api.openai.com", Headers: map[string]string{"Authorization": "Bearer " + value, "X-Org": "o1"}},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("host got rules %+v, want %+v", got, want)
+		}
+		var created struct{ SandboxID string }
+		_ = json.Unmarshal(r.body, &created)
+		if r := e.do(http.MethodGet, "/sandboxes/"+created.SandboxID, e.key, nil); r.status != http.StatusOK || strings.Contains(string(r.body), value) {
+			t.Fatalf("getInfo: %d %s (must not show the secret)", r.status, r.body)
+		}
+		for _, tc := range []struct {
+			name  string
+			rules map[string]any
+			msg   string
+		}{
+			{"unknown secret", map[string]any{"a.example.com": []any{transform(map[string]string{"A": "${e2b.secrets.nosuch}"})}}, `no secret named \"nosuch\"`},
+			{"bare wildcard", map[string]any{"*": []any{transform(map[string]string{"A": "b"})}}, `\"*\"`},
+			{"inner wildcard", map[string]any{"a.*.example.com": []any{transform(map[string]string{"A": "b"})}}, "a.*.example.com"},
+			{"IP", map[string]any{"10.0.0.1": []any{transform(map[string]string{"A": "b"})}}, "10.0.0.1"},
+			{"same domain twice", map[string]any{"a.example.com": []any{}, "A.example.com": []any{}}, "same domain"},
+			{"framing header", map[string]any{"a.example.com": []any{transform(map[string]string{"Host": "x"})}}, "header Host"},
+			{"not a rule list", map[string]any{"a.example.com": "Bearer x"}, "network.rules"},
+		} {
+			body := sdkCreate(nil)
+			body["network"] = map[string]any{"rules": tc.rules}
+			r := e.do(http.MethodPost, "/v2/sandboxes", e.key, body)
+			if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), tc.msg) {
+				t.Errorf("%s: %d %s, want 400 mentioning %s", tc.name, r.status, r.body, tc.msg)
+			}
 		}
 	})
 }

@@ -5,11 +5,12 @@
 // control plane's proxy and the agent's sandbox-traffic endpoint use.
 //
 // It is a leaf on the host side's dependency graph: it imports only the
-// generated protocol and package sandbox.
+// generated protocol and packages sandbox and egress.
 package hostwire
 
 import (
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
 
@@ -78,4 +79,22 @@ func KindFromPB(k pb.TemplateKind) sandbox.TemplateKind {
 		return sandbox.KindSnapshot
 	}
 	return sandbox.KindBase
+}
+
+// RulesToPB maps egress header rules (resolved values) to the wire.
+func RulesToPB(rules []egress.HeaderRule) []*pb.EgressHeaderRule {
+	var out []*pb.EgressHeaderRule
+	for _, r := range rules {
+		out = append(out, &pb.EgressHeaderRule{Domain: r.Domain, Headers: r.Headers})
+	}
+	return out
+}
+
+// RulesFromPB is RulesToPB's inverse.
+func RulesFromPB(in []*pb.EgressHeaderRule) []egress.HeaderRule {
+	var out []egress.HeaderRule
+	for _, r := range in {
+		out = append(out, egress.HeaderRule{Domain: r.GetDomain(), Headers: r.GetHeaders()})
+	}
+	return out
 }

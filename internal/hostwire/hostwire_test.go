@@ -1,11 +1,26 @@
 package hostwire
 
 import (
+	"reflect"
 	"testing"
 
 	pb "github.com/hearth-sandbox/hearth/gen/hostagent/v1"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 )
+
+func TestRulesRoundTrip(t *testing.T) {
+	rules := []egress.HeaderRule{
+		{Domain: "api.example.com", Headers: map[string]string{"Authorization": "Bearer x"}},
+		{Domain: "*.example.org", Headers: map[string]string{"X-A": "1", "X-B": "2"}},
+	}
+	if got := RulesFromPB(RulesToPB(rules)); !reflect.DeepEqual(got, rules) {
+		t.Errorf("round trip: %v, want %v", got, rules)
+	}
+	if got := RulesFromPB(RulesToPB(nil)); got != nil {
+		t.Errorf("no rules → %v", got)
+	}
+}
 
 // Every state and kind crosses the wire and comes back as itself.
 func TestRoundTrip(t *testing.T) {

@@ -19,7 +19,7 @@ const module = "github.com/hearth-sandbox/hearth/"
 // must build without any of the control plane (go list -deps, tests
 // excluded).
 var (
-	hostSide     = []string{"agent", "vmm", "rootfs", "netns", "sandboxsnap", "pagesrv", "snapshot", "templatebuild", "volume"}
+	hostSide     = []string{"agent", "vmm", "rootfs", "netns", "sandboxsnap", "pagesrv", "snapshot", "templatebuild", "volume", "egressproxy"}
 	controlPlane = []string{"service", "store", "proxy", "api", "e2bapi", "controlplane", "scheduler", "reconciler", "dashboard", "fleet", "citemplate"}
 )
 

@@ -107,7 +107,11 @@ func (e *cmdError) Unwrap() error { return e.err }
 //   - guest → world: SNAT to the slot address; the root namespace then
 //     MASQUERADEs the pool.
 //   - guest → namespace: only the volume server's port (VolumeServerPort)
-//     and replies; the rest is dropped.
+//     and replies; the rest is dropped (RedirectHTTPS adds the egress
+//     proxy's port).
+//   - namespace → world (the egress proxy's upstream connections): the
+//     same egress chain as the guest's, so a proxied connection goes only
+//     where the guest itself could.
 //   - egress: the operator's chain (closed ranges, fixed for the slot's
 //     life) sends what it lets through to the user chain, which SetPolicy
 //     swaps atomically; replies to host-initiated connections bypass both.
@@ -126,10 +130,19 @@ func slotRules(slotAddr string, operator, user string) string {
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j ACCEPT\n", nsVethName, TapName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -m conntrack --ctstate ESTABLISHED,RELATED --ctdir REPLY -j ACCEPT\n", TapName, nsVethName)
 	fmt.Fprintf(&b, "-A FORWARD -i %s -o %s -j %s\n", TapName, nsVethName, egressChain)
+	fmt.Fprintf(&b, "-A OUTPUT -o %s -p tcp -j %s\n", nsVethName, egressChain)
 	b.WriteString(operator)
 	b.WriteString(user)
 	fmt.Fprintf(&b, "COMMIT\n")
 	return b.String()
+}
+
+// redirectRules send the guest's HTTPS to the egress proxy (added with
+// iptables-restore --noflush: the rules before them stay).
+func redirectRules() string {
+	return fmt.Sprintf("*nat\n-A PREROUTING -i %s -p tcp --dport 443 -j REDIRECT --to-ports %d\nCOMMIT\n"+
+		"*filter\n-I INPUT 1 -i %s -d %s/32 -p tcp --dport %d -j ACCEPT\nCOMMIT\n",
+		TapName, EgressProxyPort, TapName, GatewayIP, EgressProxyPort)
 }
 
 // operatorRules fill the egress chain: the slot pool (other sandboxes) is

@@ -50,7 +50,11 @@ const (
 	// host agent's NFS server for the sandbox's volumes (docs/volumes.md).
 	// Everything else the guest sends to the namespace itself is dropped.
 	VolumeServerPort = 2049
-	GuestMAC         = "02:fc:00:00:00:05"
+	// EgressProxyPort is where the namespace redirects a guest's HTTPS
+	// (TCP 443) when its sandbox has egress header rules: the host
+	// agent's egress proxy (docs/security.md).
+	EgressProxyPort = 2443
+	GuestMAC        = "02:fc:00:00:00:05"
 	// TapMAC is the gateway's (the tap's) MAC, fixed like GuestMAC: a
 	// restored guest's ARP cache holds the gateway's MAC from before the
 	// snapshot, and the host never ARPs for the guest (its entry is
@@ -418,6 +422,36 @@ func (m *Manager) destroy(_ context.Context, nsName, veth string) error {
 	return errors.Join(errs...)
 }
 
+// RedirectHTTPS sends the guest's TCP connections to port 443 to the
+// namespace's EgressProxyPort (the agent's egress proxy listens there on
+// GatewayIP) and lets the guest reach that port. The rules live in the
+// namespace, so an adopted slot keeps them; a new slot (resume) needs
+// them again.
+func (m *Manager) RedirectHTTPS(ctx context.Context, sandboxID string) error {
+	_, err := m.restoreInSlot(ctx, sandboxID, redirectRules())
+	if err != nil {
+		return fmt.Errorf("netns: redirect https %s: %w", sandboxID, err)
+	}
+	return nil
+}
+
+// restoreInSlot feeds rules to iptables-restore --noflush in a known
+// slot's namespace and returns the slot.
+func (m *Manager) restoreInSlot(ctx context.Context, sandboxID, rules string) (*Slot, error) {
+	m.mu.Lock()
+	s, ok := m.slots[sandboxID]
+	m.mu.Unlock()
+	if !ok {
+		return nil, ErrNotFound
+	}
+	ns, err := netns.GetFromPath(s.NamespacePath)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", s.NamespacePath, err)
+	}
+	defer ns.Close()
+	return s, inNS(ns, func() error { return m.ipt.restoreRules(ctx, rules, true) })
+}
+
 // SetPolicy replaces the guest's egress policy in one transaction; host →
 // guest traffic is unaffected. Packets of established guest connections
 // that the new policy refuses stop at once (egress is checked per packet).
@@ -425,18 +459,8 @@ func (m *Manager) SetPolicy(ctx context.Context, sandboxID string, p egress.Poli
 	if m.cfg.NoEgressFilter {
 		return errors.New("netns: egress filtering is off on this manager")
 	}
-	m.mu.Lock()
-	s, ok := m.slots[sandboxID]
-	m.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("netns: %s: %w", sandboxID, ErrNotFound)
-	}
-	ns, err := netns.GetFromPath(s.NamespacePath)
+	s, err := m.restoreInSlot(ctx, sandboxID, userChainRules(p))
 	if err != nil {
-		return fmt.Errorf("netns: open %s: %w", s.NamespacePath, err)
-	}
-	defer ns.Close()
-	if err := inNS(ns, func() error { return m.ipt.restoreRules(ctx, userChainRules(p), true) }); err != nil {
 		return fmt.Errorf("netns: set egress policy %s: %w", sandboxID, err)
 	}
 	m.mu.Lock()

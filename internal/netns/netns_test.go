@@ -78,6 +78,7 @@ func TestSlotRulesShape(t *testing.T) {
 		"-A PREROUTING -i veth0 -d 10.200.0.2/32 -j DNAT --to-destination 169.254.0.21",
 		"-A POSTROUTING -o veth0 -s 169.254.0.21/32 -j SNAT --to-source 10.200.0.2",
 		":FORWARD DROP",
+		"-A OUTPUT -o veth0 -p tcp -j HEARTH-EGRESS\n",
 		"-A INPUT -i tap0 -d 169.254.0.22/32 -p tcp --dport 2049 -j ACCEPT\n-A INPUT -i tap0 -j DROP\n",
 		// Order matters: pool, operator-opened, closed, user chain.
 		"-A HEARTH-EGRESS -d 10.200.0.0/16 -j DROP\n-A HEARTH-EGRESS -d 10.1.0.0/16 -j HEARTH-USER\n-A HEARTH-EGRESS -d 0.0.0.0/8 -j DROP\n",
@@ -337,6 +338,11 @@ func fetch(ns netns.NsHandle, addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return readBanner(conn)
+}
+
+// readBanner reads a serve banner's line and closes conn.
+func readBanner(conn net.Conn) (string, error) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(conn).ReadString('\n')
@@ -361,6 +367,49 @@ func mustNotFetch(t *testing.T, ns netns.NsHandle, addr string) {
 	t.Helper()
 	if got, err := fetch(ns, addr); err == nil {
 		t.Fatalf("connect %s succeeded (%q); want it blocked", addr, got)
+	}
+}
+
+// dialFetch reads the banner at addr over a DialTCP connection.
+func dialFetch(ctx context.Context, nsPath, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := DialTCP(ctx, nsPath, addr)
+	if err != nil {
+		return "", err
+	}
+	return readBanner(c)
+}
+
+// RedirectHTTPS sends a guest's connections to any address's port 443 to
+// the egress proxy's port in its namespace; other ports are untouched.
+func TestRedirectHTTPS(t *testing.T) {
+	needRoot(t)
+	m := newTestManager(t, testConfig(t))
+	ctx := t.Context()
+	inetNS, inetIP := fakeInternet(t)
+	serve(t, inetNS, inetIP+":443", "internet-443")
+	a, err := m.Setup(ctx, "sbr", Options{Egress: egress.Open()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Teardown(context.Background(), "sbr") })
+	guest := fakeGuest(t, a)
+	ln, err := ListenTCP(a.NamespacePath, net.JoinHostPort(GatewayIP, strconv.Itoa(EgressProxyPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, ln, "proxy")
+	hostIP := netip.MustParseAddr(inetIP).Prev().String()
+	mustFetch(t, guest, net.JoinHostPort(inetIP, "443"), "internet-443 from "+hostIP)
+	mustNotFetch(t, guest, net.JoinHostPort(GatewayIP, strconv.Itoa(EgressProxyPort)))
+	if err := m.RedirectHTTPS(ctx, "sbr"); err != nil {
+		t.Fatal(err)
+	}
+	mustFetch(t, guest, net.JoinHostPort(inetIP, "443"), "proxy from "+GuestIP)
+	mustFetch(t, guest, "198.51.100.7:443", "proxy from "+GuestIP)
+	if err := m.RedirectHTTPS(ctx, "nosuch"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RedirectHTTPS(unknown) = %v, want ErrNotFound", err)
 	}
 }
 
@@ -810,6 +859,14 @@ func TestEgressPolicy(t *testing.T) {
 			}
 			defer m.Teardown(ctx, id)
 			check(t, fakeGuest(t, s), c.reaches)
+			// The egress proxy's upstream dials leave from the namespace
+			// itself: the same policy applies to them.
+			for _, name := range []string{"internet", "opened", "closed", "host"} {
+				got, err := dialFetch(ctx, s.NamespacePath, dst[name])
+				if reach := slices.Contains(c.reaches, name); reach != (err == nil) || (reach && got != name+" from "+from[name]) {
+					t.Errorf("DialTCP from the namespace to %s: %q, %v; want reached=%v", name, got, err, reach)
+				}
+			}
 		})
 	}
 

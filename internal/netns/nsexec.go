@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -96,4 +97,24 @@ func ListenTCP(nsPath, addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s in %s: %w", addr, nsPath, err)
 	}
 	return l, nil
+}
+
+// DialTCP connects to addr from inside the network namespace at nsPath:
+// the connection leaves through the namespace's routes and firewall (a
+// sandbox's egress chain). The dialling thread is discarded afterwards,
+// as in inNS.
+func DialTCP(ctx context.Context, nsPath, addr string) (net.Conn, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	var c net.Conn
+	err = inNS(ns, func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
 }

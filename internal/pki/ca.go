@@ -18,6 +18,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -301,4 +302,29 @@ func randSerial() *big.Int {
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ea.Equal(b)
+}
+
+// IssueServer issues a plain TLS server certificate for hosts (DNS names
+// or IPs) with a fresh key, kept in memory (the host agent's egress proxy
+// presents these to its guests). ttl 0 is DefaultCertLifetime.
+func (ca *CA) IssueServer(ttl time.Duration, hosts ...string) (*tls.Certificate, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	cn := ""
+	if len(hosts) > 0 {
+		cn = hosts[0]
+	}
+	tmpl := leafTemplate(ca.now(), cn, ttl, nil, hosts)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: sign server certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }

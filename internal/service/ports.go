@@ -127,6 +127,8 @@ type CreateSandboxRequest struct {
 	Egress       egress.Policy
 	// Volumes to mount (volumes of the chosen host).
 	Volumes []HostVolumeMount
+	// EgressRules with the team's secrets filled in (never stored).
+	EgressRules []egress.HeaderRule
 }
 
 // HostVolumeMount is a volume of the host at an absolute guest path.

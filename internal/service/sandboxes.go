@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/hearth-sandbox/hearth/internal/auth"
+	"github.com/hearth-sandbox/hearth/internal/egress"
 	"github.com/hearth-sandbox/hearth/internal/sandbox"
 	"github.com/hearth-sandbox/hearth/internal/store"
 )
@@ -29,6 +30,9 @@ type CreateSandboxInput struct {
 	DenyOut       []string
 	// Volumes to mount; the sandbox is placed on their host.
 	Volumes []VolumeMountInput
+	// EgressRules set headers on the guest's HTTPS to their domains;
+	// values may name team secrets as ${e2b.secrets.NAME}.
+	EgressRules []egress.HeaderRule
 	// id presets the sandbox's ID (a fork that fails is destroyed by it:
 	// its caller only gets the error).
 	id string
@@ -54,6 +58,10 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		return store.Sandbox{}, err
 	}
 	mounts, volHost, err := s.resolveMounts(ctx, p, in.Volumes)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	rules, err := s.resolveEgressRules(ctx, p, in.EgressRules)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
@@ -126,7 +134,7 @@ func (s *Service) CreateSandbox(ctx context.Context, p Principal, in CreateSandb
 		SandboxID: sb.ID, TemplateID: tpl.HostTemplateID(), TemplateKind: tpl.Kind,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskSizeMB,
 		Env: sb.Env, AccessToken: token, TimeoutS: sb.TimeoutS, Egress: policyOf(sb),
-		Volumes: hostMounts(requested),
+		Volumes: hostMounts(requested), EgressRules: rules,
 	})
 	if err != nil {
 		return store.Sandbox{}, s.fail(ctx, sb, hostErrFor("create the sandbox", err))

@@ -10,8 +10,9 @@ import (
 )
 
 // Team secrets (E2B's Secret API). Values are write-only: they are sealed
-// by the store and no method here returns them. Nothing injects them into
-// sandbox traffic yet (see docs/e2b.md).
+// by the store and no method here returns them to a client. Egress rules
+// (egressrules.go) fill them into the headers a sandbox's host sets on its
+// HTTPS requests (docs/security.md).
 
 // Secret bounds, E2B's: names 1-128 of [a-zA-Z0-9_-] (lower-cased; "sec_"
 // is reserved for IDs), metadata at most 32 entries, keys 128 bytes,
@@ -34,6 +35,8 @@ type SecretsStore interface {
 	ListSecrets(ctx context.Context, teamID, afterName string, limit int) ([]store.Secret, error)
 	UpdateSecret(ctx context.Context, teamID, id, value string, metadata map[string]string) (store.Secret, error)
 	DeleteSecret(ctx context.Context, teamID, id string) error
+	// SecretValue unseals a secret's value (egress rules only).
+	SecretValue(ctx context.Context, teamID, name string) (string, error)
 }
 
 var _ SecretsStore = (*store.DB)(nil)

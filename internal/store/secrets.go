@@ -119,3 +119,19 @@ func (db *DB) DeleteSecret(ctx context.Context, teamID, id string) error {
 	}
 	return wrap("delete secret", affected(res))
 }
+
+// SecretValue returns the unsealed value of a team's secret by name: only
+// for filling egress rules at sandbox create, which hand it to the
+// sandbox's host and never to a client. Unknown: ErrNotFound.
+func (db *DB) SecretValue(ctx context.Context, teamID, name string) (string, error) {
+	var sealed []byte
+	err := db.sql.QueryRowContext(ctx, db.q(`SELECT value FROM secrets WHERE team_id = ? AND name = ?`), teamID, name).Scan(&sealed)
+	if err != nil {
+		return "", wrap("get secret value", err)
+	}
+	v, err := db.unseal(sealed)
+	if err != nil {
+		return "", fmt.Errorf("unseal secret: %w", err)
+	}
+	return string(v), nil
+}

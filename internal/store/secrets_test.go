@@ -36,6 +36,12 @@ func TestSecrets(t *testing.T) {
 		if len(raw) == 0 || bytes.Contains(raw, []byte("sk-plain-value")) {
 			t.Fatalf("value stored unsealed: %q", raw)
 		}
+		if v, err := db.SecretValue(ctx, teamA.ID, "openai"); err != nil || v != "sk-plain-value" {
+			t.Fatalf("SecretValue = %q, %v", v, err)
+		}
+		if _, err := db.SecretValue(ctx, teamB.ID, "openai"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("another team's SecretValue: %v, want ErrNotFound", err)
+		}
 		if _, err := db.CreateSecret(ctx, store.Secret{TeamID: teamA.ID, Name: "openai", Value: "x"}); !errors.Is(err, store.ErrConflict) {
 			t.Fatalf("duplicate name: %v", err)
 		}

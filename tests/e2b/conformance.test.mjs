@@ -547,6 +547,65 @@ describe('secrets', () => {
   })
 })
 
+describe('egress rules', () => {
+  // run.sh serves HTTPS for *.egress.test at HEARTH_TEST_EGRESS_UPSTREAM
+  // (a namespace of its own, opened with --egress-allow-private, its CA
+  // trusted by the agent): the guest connects there with server name
+  // api.egress.test and the upstream echoes the headers it received.
+  const upstream = process.env.HEARTH_TEST_EGRESS_UPSTREAM
+  const guestGet = (name) => `python3 - <<'EOF'
+import socket, ssl
+t = ssl.create_default_context().wrap_socket(socket.create_connection(("${upstream}", 443), timeout=60), server_hostname="${name}")
+t.sendall(b"GET / HTTP/1.1\\r\\nHost: ${name}\\r\\nAuthorization: Bearer guest\\r\\nConnection: close\\r\\n\\r\\n")
+d = b""
+while True:
+    c = t.recv(65536)
+    if not c:
+        break
+    d += c
+print(d.decode().split("\\r\\n\\r\\n", 1)[1])
+EOF`
+
+  test('Secret.fill in a header: set by the host on the way out, never in the guest; bad rules are 400s', T, async (t) => {
+    const name = `egress-${RUN_ID.slice(0, 8)}`
+    const value = `sk-egress-${randomUUID()}`
+    await Secret.create(name, value)
+    try {
+      const rule = (headers) => [{ transform: { headers } }]
+      const is400 = (what) => (err) => {
+        assert.match(err.message, /^400: /)
+        assert.ok(err.message.includes(what), `error names ${what}: ${err.message}`)
+        return true
+      }
+      await assert.rejects(Sandbox.create(TEMPLATE, { network: { rules: { 'api.egress.test': rule({ Authorization: Secret.fill('nosuch-secret') }) } } }), is400('nosuch-secret'))
+      await assert.rejects(Sandbox.create(TEMPLATE, { network: { rules: { '*': rule({ A: 'b' }) } } }), is400('"*"'))
+      await assert.rejects(Sandbox.create(TEMPLATE, { network: { rules: { 'a.*.egress.test': rule({ A: 'b' }) } } }), is400('a.*.egress.test'))
+      if (!upstream) {
+        t.skip('no HEARTH_TEST_EGRESS_UPSTREAM (run.sh sets it up as root)')
+        return
+      }
+      const sbx = await create({ network: { rules: { '*.egress.test': rule({ Authorization: `Bearer ${Secret.fill(name)}` }) } } })
+      try {
+        const seen = JSON.parse((await sbx.commands.run(guestGet('api.egress.test'), { timeoutMs: 90_000 })).stdout)
+        assert.equal(seen.authorization, `Bearer ${value}`, 'the upstream got the secret in place of the guest\'s header')
+        // The secret is nowhere the guest can look (pattern split so that
+        // only a leak matches).
+        const half = value.length / 2
+        const pat = `"${value.slice(0, half)}""${value.slice(half)}"`
+        const r = await sbx.commands.run(`env; grep -rlsF ${pat} /etc /usr/local /root /home /tmp /run; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF ${pat} || true`, { user: 'root' })
+        assert.ok(!r.stdout.includes(value), `secret visible in the guest:\n${r.stdout}`)
+        assert.equal(r.stdout.trim().split('\n').at(-1), '0')
+        assert.match(r.stdout, /NODE_EXTRA_CA_CERTS=\/usr\/local\/share\/ca-certificates\/hearth-egress.crt/)
+        await assert.rejects(sbx.updateNetwork({ rules: { 'x.egress.test': rule({ A: 'b' }) } }), /501|not implemented|create only/i)
+      } finally {
+        await kill(sbx)
+      }
+    } finally {
+      await Secret.destroy(name)
+    }
+  })
+})
+
 // Routes the SDK 2.51 has no method for, called as its API client would.
 async function api(method, path, body) {
   const res = await fetch(process.env.E2B_API_URL + path, {

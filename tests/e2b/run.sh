@@ -80,6 +80,7 @@ stop_hearth() {
 cleanup() {
 	local rc=$?
 	stop_hearth
+	stop_egress_upstream
 	if [[ $rc -ne 0 && -n $server_log && -f $server_log ]]; then
 		log "last lines of the server log ($server_log):"
 		tail -n 40 "$server_log" >&2 || true
@@ -139,9 +140,47 @@ sdk_version() { node -e 'console.log(require(process.argv[1]).version)' "$here/n
 # Make sure nothing sends sandbox traffic elsewhere.
 unset E2B_DOMAIN E2B_DEBUG E2B_API_URL E2B_SANDBOX_URL E2B_VOLUME_API_URL
 
+# start_egress_upstream: the egress-rules scenario's "internet" server
+# (conformance.test.mjs): HTTPS for *.egress.test in a network namespace of
+# its own (guests reach no address of the host itself), which hearth dev
+# opens to sandboxes with HEARTH_EGRESS_ALLOW_PRIVATE and whose CA its
+# agent trusts through SSL_CERT_FILE (the system bundle plus that CA).
+# Needs root and ip(8); without them the scenario checks validation only.
+egress_up=
+egress_up_pid=
+start_egress_upstream() {
+	[[ $(id -u) -eq 0 ]] && command -v ip >/dev/null || return 0
+	egress_up=e2bup$$
+	local net=10.213.$((RANDOM % 250)) dir=$root_tmp/egress-upstream
+	mkdir -p "$dir"
+	(cd "$root" && go run ./tests/e2b/gencert "$dir" egress.test)
+	cat /etc/ssl/certs/ca-certificates.crt "$dir/ca.pem" >"$dir/roots.pem" 2>/dev/null || cp "$dir/ca.pem" "$dir/roots.pem"
+	ip netns add "$egress_up"
+	ip link add "${egress_up}h" type veth peer name "${egress_up}n" netns "$egress_up"
+	ip addr add "$net.1/30" dev "${egress_up}h"
+	ip link set "${egress_up}h" up
+	ip -n "$egress_up" addr add "$net.2/30" dev "${egress_up}n"
+	ip -n "$egress_up" link set "${egress_up}n" up
+	ip -n "$egress_up" link set lo up
+	ip netns exec "$egress_up" node "$here/egress-upstream.mjs" "$net.2" "$dir/cert.pem" "$dir/key.pem" >"$dir/server.log" 2>&1 &
+	egress_up_pid=$!
+	export HEARTH_EGRESS_ALLOW_PRIVATE=$net.0/30 SSL_CERT_FILE=$dir/roots.pem HEARTH_TEST_EGRESS_UPSTREAM=$net.2
+	for _ in $(seq 1 100); do grep -q "egress upstream on" "$dir/server.log" && return 0; sleep 0.1; done
+	log "the egress upstream did not start: $(cat "$dir/server.log")"
+	exit 1
+}
+
+stop_egress_upstream() {
+	if [[ -n $egress_up_pid ]]; then kill "$egress_up_pid" 2>/dev/null || true; wait "$egress_up_pid" 2>/dev/null || true; fi
+	if [[ -n $egress_up ]]; then ip netns del "$egress_up" 2>/dev/null || true; fi
+	egress_up= egress_up_pid=
+	unset HEARTH_EGRESS_ALLOW_PRIVATE SSL_CERT_FILE HEARTH_TEST_EGRESS_UPSTREAM
+}
+
 if [[ " $suites " == *" conformance "* ]]; then
 	port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 	url=http://127.0.0.1:$port
+	start_egress_upstream
 	start_hearth plain "$url/healthz" -- --listen "127.0.0.1:$port"
 	# This hearth dev bakes code-interpreter-v1 at start (the
 	# code-interpreter suite waits for it).
@@ -150,6 +189,7 @@ if [[ " $suites " == *" conformance "* ]]; then
 		HEARTH_TEST_REGISTRY_BIN=$root_tmp_bin/ociregistry HEARTH_IMAGES_DIR=$images_dir HEARTH_TEST_DATA_DIR=$data \
 		node --test --test-concurrency=1 --test-reporter=spec "$@" conformance.test.mjs template.test.mjs codeinterp.test.mjs)
 	stop_hearth
+	stop_egress_upstream
 fi
 
 if [[ " $suites " == *" generations "* ]]; then

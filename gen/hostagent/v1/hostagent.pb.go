@@ -341,7 +341,11 @@ type CreateSandboxRequest struct {
 	// Volumes of this host to mount in the guest (BASE templates only: a
 	// restored machine cannot gain devices). UNIMPLEMENTED on a VMM without
 	// a shared file system device.
-	Volumes       []*VolumeMount `protobuf:"bytes,13,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Volumes []*VolumeMount `protobuf:"bytes,13,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// Header rules of the egress proxy (E2B's network.rules) with resolved
+	// values (secrets): the agent keeps them in memory and in its 0700 run
+	// dir, never in the guest. Empty: no proxy, HTTPS goes out untouched.
+	EgressRules   []*EgressHeaderRule `protobuf:"bytes,14,rep,name=egress_rules,json=egressRules,proto3" json:"egress_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,6 +471,67 @@ func (x *CreateSandboxRequest) GetVolumes() []*VolumeMount {
 	return nil
 }
 
+func (x *CreateSandboxRequest) GetEgressRules() []*EgressHeaderRule {
+	if x != nil {
+		return x.EgressRules
+	}
+	return nil
+}
+
+// EgressHeaderRule sets headers on a guest's HTTPS requests to a domain:
+// an exact lower-case DNS name or "*." and a name (its subdomains only).
+type EgressHeaderRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Headers       map[string]string      `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressHeaderRule) Reset() {
+	*x = EgressHeaderRule{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressHeaderRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressHeaderRule) ProtoMessage() {}
+
+func (x *EgressHeaderRule) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressHeaderRule.ProtoReflect.Descriptor instead.
+func (*EgressHeaderRule) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EgressHeaderRule) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *EgressHeaderRule) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 type VolumeMount struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	VolumeId string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
@@ -478,7 +543,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +555,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +568,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VolumeMount) GetVolumeId() string {
@@ -529,7 +594,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +606,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +619,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
@@ -573,7 +638,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +650,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +663,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -616,7 +681,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +693,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +706,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
 }
 
 type PauseSandboxRequest struct {
@@ -653,7 +718,7 @@ type PauseSandboxRequest struct {
 
 func (x *PauseSandboxRequest) Reset() {
 	*x = PauseSandboxRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +730,7 @@ func (x *PauseSandboxRequest) String() string {
 func (*PauseSandboxRequest) ProtoMessage() {}
 
 func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +743,7 @@ func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxRequest.ProtoReflect.Descriptor instead.
 func (*PauseSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PauseSandboxRequest) GetSandboxId() string {
@@ -697,7 +762,7 @@ type PauseSandboxResponse struct {
 
 func (x *PauseSandboxResponse) Reset() {
 	*x = PauseSandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +774,7 @@ func (x *PauseSandboxResponse) String() string {
 func (*PauseSandboxResponse) ProtoMessage() {}
 
 func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +787,7 @@ func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxResponse.ProtoReflect.Descriptor instead.
 func (*PauseSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PauseSandboxResponse) GetSandbox() *Sandbox {
@@ -745,7 +810,7 @@ type ResumeSandboxRequest struct {
 
 func (x *ResumeSandboxRequest) Reset() {
 	*x = ResumeSandboxRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +822,7 @@ func (x *ResumeSandboxRequest) String() string {
 func (*ResumeSandboxRequest) ProtoMessage() {}
 
 func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +835,7 @@ func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResumeSandboxRequest) GetSandboxId() string {
@@ -820,7 +885,7 @@ type UpdateSandboxNetworkRequest struct {
 
 func (x *UpdateSandboxNetworkRequest) Reset() {
 	*x = UpdateSandboxNetworkRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +897,7 @@ func (x *UpdateSandboxNetworkRequest) String() string {
 func (*UpdateSandboxNetworkRequest) ProtoMessage() {}
 
 func (x *UpdateSandboxNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +910,7 @@ func (x *UpdateSandboxNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSandboxNetworkRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSandboxNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateSandboxNetworkRequest) GetSandboxId() string {
@@ -885,7 +950,7 @@ type UpdateSandboxNetworkResponse struct {
 
 func (x *UpdateSandboxNetworkResponse) Reset() {
 	*x = UpdateSandboxNetworkResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +962,7 @@ func (x *UpdateSandboxNetworkResponse) String() string {
 func (*UpdateSandboxNetworkResponse) ProtoMessage() {}
 
 func (x *UpdateSandboxNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +975,7 @@ func (x *UpdateSandboxNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSandboxNetworkResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSandboxNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateSandboxNetworkResponse) GetSandbox() *Sandbox {
@@ -929,7 +994,7 @@ type ResumeSandboxResponse struct {
 
 func (x *ResumeSandboxResponse) Reset() {
 	*x = ResumeSandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1006,7 @@ func (x *ResumeSandboxResponse) String() string {
 func (*ResumeSandboxResponse) ProtoMessage() {}
 
 func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1019,7 @@ func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
@@ -972,7 +1037,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1049,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1062,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
 }
 
 type ListSandboxesResponse struct {
@@ -1009,7 +1074,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1086,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1099,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1052,7 +1117,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1129,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1142,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 type Resources struct {
@@ -1091,7 +1156,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1168,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1181,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Resources) GetVcpus() int32 {
@@ -1161,7 +1226,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1238,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1251,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PingResponse) GetHostId() string {
@@ -1255,7 +1320,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1332,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1345,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecRequest) GetSandboxId() string {
@@ -1346,7 +1411,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1423,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1436,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecResponse) GetEvent() isExecResponse_Event {
@@ -1441,7 +1506,7 @@ type ExitStatus struct {
 
 func (x *ExitStatus) Reset() {
 	*x = ExitStatus{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1518,7 @@ func (x *ExitStatus) String() string {
 func (*ExitStatus) ProtoMessage() {}
 
 func (x *ExitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1531,7 @@ func (x *ExitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
 func (*ExitStatus) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExitStatus) GetExitCode() int32 {
@@ -1494,7 +1559,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1571,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1584,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadFileRequest) GetSandboxId() string {
@@ -1552,7 +1617,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1629,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1642,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadFileResponse) GetData() []byte {
@@ -1600,7 +1665,7 @@ type WriteFileRequest struct {
 
 func (x *WriteFileRequest) Reset() {
 	*x = WriteFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1677,7 @@ func (x *WriteFileRequest) String() string {
 func (*WriteFileRequest) ProtoMessage() {}
 
 func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1690,7 @@ func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WriteFileRequest) GetMsg() isWriteFileRequest_Msg {
@@ -1680,7 +1745,7 @@ type WriteFileHeader struct {
 
 func (x *WriteFileHeader) Reset() {
 	*x = WriteFileHeader{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1757,7 @@ func (x *WriteFileHeader) String() string {
 func (*WriteFileHeader) ProtoMessage() {}
 
 func (x *WriteFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1770,7 @@ func (x *WriteFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileHeader.ProtoReflect.Descriptor instead.
 func (*WriteFileHeader) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WriteFileHeader) GetSandboxId() string {
@@ -1738,7 +1803,7 @@ type WriteFileResponse struct {
 
 func (x *WriteFileResponse) Reset() {
 	*x = WriteFileResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1815,7 @@ func (x *WriteFileResponse) String() string {
 func (*WriteFileResponse) ProtoMessage() {}
 
 func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1828,7 @@ func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
 func (*WriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WriteFileResponse) GetBytesWritten() int64 {
@@ -1784,7 +1849,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1861,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1874,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateSnapshotRequest) GetSandboxId() string {
@@ -1838,7 +1903,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1915,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1928,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateSnapshotResponse) GetTemplateId() string {
@@ -1903,7 +1968,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +1980,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +1993,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteSnapshotRequest) GetTemplateId() string {
@@ -1946,7 +2011,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2023,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2036,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 type ReadConsoleLogRequest struct {
@@ -1985,7 +2050,7 @@ type ReadConsoleLogRequest struct {
 
 func (x *ReadConsoleLogRequest) Reset() {
 	*x = ReadConsoleLogRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2062,7 @@ func (x *ReadConsoleLogRequest) String() string {
 func (*ReadConsoleLogRequest) ProtoMessage() {}
 
 func (x *ReadConsoleLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2075,7 @@ func (x *ReadConsoleLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadConsoleLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadConsoleLogRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadConsoleLogRequest) GetSandboxId() string {
@@ -2045,7 +2110,7 @@ type ReadConsoleLogResponse struct {
 
 func (x *ReadConsoleLogResponse) Reset() {
 	*x = ReadConsoleLogResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2122,7 @@ func (x *ReadConsoleLogResponse) String() string {
 func (*ReadConsoleLogResponse) ProtoMessage() {}
 
 func (x *ReadConsoleLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2135,7 @@ func (x *ReadConsoleLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadConsoleLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadConsoleLogResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadConsoleLogResponse) GetData() []byte {
@@ -2117,7 +2182,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2194,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2207,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BuildTemplateRequest) GetArtifactId() string {
@@ -2241,7 +2306,7 @@ type BuildLogLine struct {
 
 func (x *BuildLogLine) Reset() {
 	*x = BuildLogLine{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2318,7 @@ func (x *BuildLogLine) String() string {
 func (*BuildLogLine) ProtoMessage() {}
 
 func (x *BuildLogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2331,7 @@ func (x *BuildLogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogLine.ProtoReflect.Descriptor instead.
 func (*BuildLogLine) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BuildLogLine) GetTime() *timestamppb.Timestamp {
@@ -2310,7 +2375,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2387,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2400,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -2394,7 +2459,7 @@ type BuildTemplateResult struct {
 
 func (x *BuildTemplateResult) Reset() {
 	*x = BuildTemplateResult{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2471,7 @@ func (x *BuildTemplateResult) String() string {
 func (*BuildTemplateResult) ProtoMessage() {}
 
 func (x *BuildTemplateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2484,7 @@ func (x *BuildTemplateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResult.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResult) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BuildTemplateResult) GetSnapshot() bool {
@@ -2452,7 +2517,7 @@ type DeleteBuildRequest struct {
 
 func (x *DeleteBuildRequest) Reset() {
 	*x = DeleteBuildRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2529,7 @@ func (x *DeleteBuildRequest) String() string {
 func (*DeleteBuildRequest) ProtoMessage() {}
 
 func (x *DeleteBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2542,7 @@ func (x *DeleteBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBuildRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBuildRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteBuildRequest) GetArtifactId() string {
@@ -2495,7 +2560,7 @@ type DeleteBuildResponse struct {
 
 func (x *DeleteBuildResponse) Reset() {
 	*x = DeleteBuildResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2572,7 @@ func (x *DeleteBuildResponse) String() string {
 func (*DeleteBuildResponse) ProtoMessage() {}
 
 func (x *DeleteBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2585,7 @@ func (x *DeleteBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBuildResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBuildResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 type ExportTemplateRequest struct {
@@ -2532,7 +2597,7 @@ type ExportTemplateRequest struct {
 
 func (x *ExportTemplateRequest) Reset() {
 	*x = ExportTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2609,7 @@ func (x *ExportTemplateRequest) String() string {
 func (*ExportTemplateRequest) ProtoMessage() {}
 
 func (x *ExportTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2622,7 @@ func (x *ExportTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportTemplateRequest.ProtoReflect.Descriptor instead.
 func (*ExportTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExportTemplateRequest) GetTemplateId() string {
@@ -2589,7 +2654,7 @@ type TemplateChunk struct {
 
 func (x *TemplateChunk) Reset() {
 	*x = TemplateChunk{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2666,7 @@ func (x *TemplateChunk) String() string {
 func (*TemplateChunk) ProtoMessage() {}
 
 func (x *TemplateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2679,7 @@ func (x *TemplateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateChunk.ProtoReflect.Descriptor instead.
 func (*TemplateChunk) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TemplateChunk) GetPath() string {
@@ -2689,7 +2754,7 @@ type ImportTemplateResponse struct {
 
 func (x *ImportTemplateResponse) Reset() {
 	*x = ImportTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2766,7 @@ func (x *ImportTemplateResponse) String() string {
 func (*ImportTemplateResponse) ProtoMessage() {}
 
 func (x *ImportTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2779,7 @@ func (x *ImportTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportTemplateResponse.ProtoReflect.Descriptor instead.
 func (*ImportTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ImportTemplateResponse) GetBytes() int64 {
@@ -2733,7 +2798,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2810,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2823,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateVolumeRequest) GetVolumeId() string {
@@ -2776,7 +2841,7 @@ type CreateVolumeResponse struct {
 
 func (x *CreateVolumeResponse) Reset() {
 	*x = CreateVolumeResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2853,7 @@ func (x *CreateVolumeResponse) String() string {
 func (*CreateVolumeResponse) ProtoMessage() {}
 
 func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2866,7 @@ func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeResponse.ProtoReflect.Descriptor instead.
 func (*CreateVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
 }
 
 type DeleteVolumeRequest struct {
@@ -2813,7 +2878,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2890,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2903,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteVolumeRequest) GetVolumeId() string {
@@ -2856,7 +2921,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2933,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2946,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
 }
 
 type VolumeFileRequest struct {
@@ -2900,7 +2965,7 @@ type VolumeFileRequest struct {
 
 func (x *VolumeFileRequest) Reset() {
 	*x = VolumeFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +2977,7 @@ func (x *VolumeFileRequest) String() string {
 func (*VolumeFileRequest) ProtoMessage() {}
 
 func (x *VolumeFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +2990,7 @@ func (x *VolumeFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeFileRequest.ProtoReflect.Descriptor instead.
 func (*VolumeFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VolumeFileRequest) GetVolumeId() string {
@@ -3006,7 +3071,7 @@ type VolumeEntry struct {
 
 func (x *VolumeEntry) Reset() {
 	*x = VolumeEntry{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3083,7 @@ func (x *VolumeEntry) String() string {
 func (*VolumeEntry) ProtoMessage() {}
 
 func (x *VolumeEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3096,7 @@ func (x *VolumeEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeEntry.ProtoReflect.Descriptor instead.
 func (*VolumeEntry) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VolumeEntry) GetName() string {
@@ -3122,7 +3187,7 @@ type VolumeFileResponse struct {
 
 func (x *VolumeFileResponse) Reset() {
 	*x = VolumeFileResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3199,7 @@ func (x *VolumeFileResponse) String() string {
 func (*VolumeFileResponse) ProtoMessage() {}
 
 func (x *VolumeFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3212,7 @@ func (x *VolumeFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeFileResponse.ProtoReflect.Descriptor instead.
 func (*VolumeFileResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *VolumeFileResponse) GetEntries() []*VolumeEntry {
@@ -3167,7 +3232,7 @@ type ReadVolumeFileRequest struct {
 
 func (x *ReadVolumeFileRequest) Reset() {
 	*x = ReadVolumeFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3244,7 @@ func (x *ReadVolumeFileRequest) String() string {
 func (*ReadVolumeFileRequest) ProtoMessage() {}
 
 func (x *ReadVolumeFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3257,7 @@ func (x *ReadVolumeFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadVolumeFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadVolumeFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadVolumeFileRequest) GetVolumeId() string {
@@ -3222,7 +3287,7 @@ type WriteVolumeFileRequest struct {
 
 func (x *WriteVolumeFileRequest) Reset() {
 	*x = WriteVolumeFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3299,7 @@ func (x *WriteVolumeFileRequest) String() string {
 func (*WriteVolumeFileRequest) ProtoMessage() {}
 
 func (x *WriteVolumeFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3312,7 @@ func (x *WriteVolumeFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteVolumeFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteVolumeFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WriteVolumeFileRequest) GetMsg() isWriteVolumeFileRequest_Msg {
@@ -3304,7 +3369,7 @@ type WriteVolumeFileHeader struct {
 
 func (x *WriteVolumeFileHeader) Reset() {
 	*x = WriteVolumeFileHeader{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3381,7 @@ func (x *WriteVolumeFileHeader) String() string {
 func (*WriteVolumeFileHeader) ProtoMessage() {}
 
 func (x *WriteVolumeFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3394,7 @@ func (x *WriteVolumeFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteVolumeFileHeader.ProtoReflect.Descriptor instead.
 func (*WriteVolumeFileHeader) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WriteVolumeFileHeader) GetVolumeId() string {
@@ -3385,7 +3450,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\tmemory_mb\x18\a \x01(\x05R\bmemoryMb\x12 \n" +
 	"\fdisk_size_mb\x18\b \x01(\x05R\n" +
 	"diskSizeMb\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xb7\x04\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xfa\x04\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1f\n" +
@@ -3403,8 +3468,15 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	" \x01(\bR\rallowInternet\x12\x1b\n" +
 	"\tallow_out\x18\v \x03(\tR\ballowOut\x12\x19\n" +
 	"\bdeny_out\x18\f \x03(\tR\adenyOut\x123\n" +
-	"\avolumes\x18\r \x03(\v2\x19.hostagent.v1.VolumeMountR\avolumes\x1a6\n" +
+	"\avolumes\x18\r \x03(\v2\x19.hostagent.v1.VolumeMountR\avolumes\x12A\n" +
+	"\fegress_rules\x18\x0e \x03(\v2\x1e.hostagent.v1.EgressHeaderRuleR\vegressRules\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
+	"\x10EgressHeaderRule\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12E\n" +
+	"\aheaders\x18\x02 \x03(\v2+.hostagent.v1.EgressHeaderRule.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\vVolumeMount\x12\x1b\n" +
@@ -3683,141 +3755,145 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),                    // 0: hostagent.v1.SandboxState
 	(TemplateKind)(0),                    // 1: hostagent.v1.TemplateKind
 	(VolumeOp)(0),                        // 2: hostagent.v1.VolumeOp
 	(*Sandbox)(nil),                      // 3: hostagent.v1.Sandbox
 	(*CreateSandboxRequest)(nil),         // 4: hostagent.v1.CreateSandboxRequest
-	(*VolumeMount)(nil),                  // 5: hostagent.v1.VolumeMount
-	(*CreateSandboxResponse)(nil),        // 6: hostagent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),        // 7: hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),       // 8: hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),          // 9: hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),         // 10: hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),         // 11: hostagent.v1.ResumeSandboxRequest
-	(*UpdateSandboxNetworkRequest)(nil),  // 12: hostagent.v1.UpdateSandboxNetworkRequest
-	(*UpdateSandboxNetworkResponse)(nil), // 13: hostagent.v1.UpdateSandboxNetworkResponse
-	(*ResumeSandboxResponse)(nil),        // 14: hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),         // 15: hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),        // 16: hostagent.v1.ListSandboxesResponse
-	(*PingRequest)(nil),                  // 17: hostagent.v1.PingRequest
-	(*Resources)(nil),                    // 18: hostagent.v1.Resources
-	(*PingResponse)(nil),                 // 19: hostagent.v1.PingResponse
-	(*ExecRequest)(nil),                  // 20: hostagent.v1.ExecRequest
-	(*ExecResponse)(nil),                 // 21: hostagent.v1.ExecResponse
-	(*ExitStatus)(nil),                   // 22: hostagent.v1.ExitStatus
-	(*ReadFileRequest)(nil),              // 23: hostagent.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),             // 24: hostagent.v1.ReadFileResponse
-	(*WriteFileRequest)(nil),             // 25: hostagent.v1.WriteFileRequest
-	(*WriteFileHeader)(nil),              // 26: hostagent.v1.WriteFileHeader
-	(*WriteFileResponse)(nil),            // 27: hostagent.v1.WriteFileResponse
-	(*CreateSnapshotRequest)(nil),        // 28: hostagent.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),       // 29: hostagent.v1.CreateSnapshotResponse
-	(*DeleteSnapshotRequest)(nil),        // 30: hostagent.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),       // 31: hostagent.v1.DeleteSnapshotResponse
-	(*ReadConsoleLogRequest)(nil),        // 32: hostagent.v1.ReadConsoleLogRequest
-	(*ReadConsoleLogResponse)(nil),       // 33: hostagent.v1.ReadConsoleLogResponse
-	(*BuildTemplateRequest)(nil),         // 34: hostagent.v1.BuildTemplateRequest
-	(*BuildLogLine)(nil),                 // 35: hostagent.v1.BuildLogLine
-	(*BuildTemplateResponse)(nil),        // 36: hostagent.v1.BuildTemplateResponse
-	(*BuildTemplateResult)(nil),          // 37: hostagent.v1.BuildTemplateResult
-	(*DeleteBuildRequest)(nil),           // 38: hostagent.v1.DeleteBuildRequest
-	(*DeleteBuildResponse)(nil),          // 39: hostagent.v1.DeleteBuildResponse
-	(*ExportTemplateRequest)(nil),        // 40: hostagent.v1.ExportTemplateRequest
-	(*TemplateChunk)(nil),                // 41: hostagent.v1.TemplateChunk
-	(*ImportTemplateResponse)(nil),       // 42: hostagent.v1.ImportTemplateResponse
-	(*CreateVolumeRequest)(nil),          // 43: hostagent.v1.CreateVolumeRequest
-	(*CreateVolumeResponse)(nil),         // 44: hostagent.v1.CreateVolumeResponse
-	(*DeleteVolumeRequest)(nil),          // 45: hostagent.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),         // 46: hostagent.v1.DeleteVolumeResponse
-	(*VolumeFileRequest)(nil),            // 47: hostagent.v1.VolumeFileRequest
-	(*VolumeEntry)(nil),                  // 48: hostagent.v1.VolumeEntry
-	(*VolumeFileResponse)(nil),           // 49: hostagent.v1.VolumeFileResponse
-	(*ReadVolumeFileRequest)(nil),        // 50: hostagent.v1.ReadVolumeFileRequest
-	(*WriteVolumeFileRequest)(nil),       // 51: hostagent.v1.WriteVolumeFileRequest
-	(*WriteVolumeFileHeader)(nil),        // 52: hostagent.v1.WriteVolumeFileHeader
-	nil,                                  // 53: hostagent.v1.CreateSandboxRequest.EnvEntry
-	nil,                                  // 54: hostagent.v1.ExecRequest.EnvEntry
-	nil,                                  // 55: hostagent.v1.BuildTemplateRequest.FilesEntry
-	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
+	(*EgressHeaderRule)(nil),             // 5: hostagent.v1.EgressHeaderRule
+	(*VolumeMount)(nil),                  // 6: hostagent.v1.VolumeMount
+	(*CreateSandboxResponse)(nil),        // 7: hostagent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),        // 8: hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),       // 9: hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),          // 10: hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),         // 11: hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),         // 12: hostagent.v1.ResumeSandboxRequest
+	(*UpdateSandboxNetworkRequest)(nil),  // 13: hostagent.v1.UpdateSandboxNetworkRequest
+	(*UpdateSandboxNetworkResponse)(nil), // 14: hostagent.v1.UpdateSandboxNetworkResponse
+	(*ResumeSandboxResponse)(nil),        // 15: hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),         // 16: hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),        // 17: hostagent.v1.ListSandboxesResponse
+	(*PingRequest)(nil),                  // 18: hostagent.v1.PingRequest
+	(*Resources)(nil),                    // 19: hostagent.v1.Resources
+	(*PingResponse)(nil),                 // 20: hostagent.v1.PingResponse
+	(*ExecRequest)(nil),                  // 21: hostagent.v1.ExecRequest
+	(*ExecResponse)(nil),                 // 22: hostagent.v1.ExecResponse
+	(*ExitStatus)(nil),                   // 23: hostagent.v1.ExitStatus
+	(*ReadFileRequest)(nil),              // 24: hostagent.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),             // 25: hostagent.v1.ReadFileResponse
+	(*WriteFileRequest)(nil),             // 26: hostagent.v1.WriteFileRequest
+	(*WriteFileHeader)(nil),              // 27: hostagent.v1.WriteFileHeader
+	(*WriteFileResponse)(nil),            // 28: hostagent.v1.WriteFileResponse
+	(*CreateSnapshotRequest)(nil),        // 29: hostagent.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),       // 30: hostagent.v1.CreateSnapshotResponse
+	(*DeleteSnapshotRequest)(nil),        // 31: hostagent.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),       // 32: hostagent.v1.DeleteSnapshotResponse
+	(*ReadConsoleLogRequest)(nil),        // 33: hostagent.v1.ReadConsoleLogRequest
+	(*ReadConsoleLogResponse)(nil),       // 34: hostagent.v1.ReadConsoleLogResponse
+	(*BuildTemplateRequest)(nil),         // 35: hostagent.v1.BuildTemplateRequest
+	(*BuildLogLine)(nil),                 // 36: hostagent.v1.BuildLogLine
+	(*BuildTemplateResponse)(nil),        // 37: hostagent.v1.BuildTemplateResponse
+	(*BuildTemplateResult)(nil),          // 38: hostagent.v1.BuildTemplateResult
+	(*DeleteBuildRequest)(nil),           // 39: hostagent.v1.DeleteBuildRequest
+	(*DeleteBuildResponse)(nil),          // 40: hostagent.v1.DeleteBuildResponse
+	(*ExportTemplateRequest)(nil),        // 41: hostagent.v1.ExportTemplateRequest
+	(*TemplateChunk)(nil),                // 42: hostagent.v1.TemplateChunk
+	(*ImportTemplateResponse)(nil),       // 43: hostagent.v1.ImportTemplateResponse
+	(*CreateVolumeRequest)(nil),          // 44: hostagent.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),         // 45: hostagent.v1.CreateVolumeResponse
+	(*DeleteVolumeRequest)(nil),          // 46: hostagent.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),         // 47: hostagent.v1.DeleteVolumeResponse
+	(*VolumeFileRequest)(nil),            // 48: hostagent.v1.VolumeFileRequest
+	(*VolumeEntry)(nil),                  // 49: hostagent.v1.VolumeEntry
+	(*VolumeFileResponse)(nil),           // 50: hostagent.v1.VolumeFileResponse
+	(*ReadVolumeFileRequest)(nil),        // 51: hostagent.v1.ReadVolumeFileRequest
+	(*WriteVolumeFileRequest)(nil),       // 52: hostagent.v1.WriteVolumeFileRequest
+	(*WriteVolumeFileHeader)(nil),        // 53: hostagent.v1.WriteVolumeFileHeader
+	nil,                                  // 54: hostagent.v1.CreateSandboxRequest.EnvEntry
+	nil,                                  // 55: hostagent.v1.EgressHeaderRule.HeadersEntry
+	nil,                                  // 56: hostagent.v1.ExecRequest.EnvEntry
+	nil,                                  // 57: hostagent.v1.BuildTemplateRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),        // 58: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	56, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	58, // 1: hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: hostagent.v1.CreateSandboxRequest.template_kind:type_name -> hostagent.v1.TemplateKind
-	53, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
-	5,  // 4: hostagent.v1.CreateSandboxRequest.volumes:type_name -> hostagent.v1.VolumeMount
-	3,  // 5: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	3,  // 6: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	3,  // 7: hostagent.v1.UpdateSandboxNetworkResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	3,  // 8: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	3,  // 9: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
-	18, // 10: hostagent.v1.PingResponse.capacity:type_name -> hostagent.v1.Resources
-	18, // 11: hostagent.v1.PingResponse.usage:type_name -> hostagent.v1.Resources
-	54, // 12: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
-	22, // 13: hostagent.v1.ExecResponse.exit:type_name -> hostagent.v1.ExitStatus
-	26, // 14: hostagent.v1.WriteFileRequest.header:type_name -> hostagent.v1.WriteFileHeader
-	55, // 15: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
-	56, // 16: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
-	35, // 17: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
-	37, // 18: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
-	2,  // 19: hostagent.v1.VolumeFileRequest.op:type_name -> hostagent.v1.VolumeOp
-	56, // 20: hostagent.v1.VolumeEntry.atime:type_name -> google.protobuf.Timestamp
-	56, // 21: hostagent.v1.VolumeEntry.mtime:type_name -> google.protobuf.Timestamp
-	56, // 22: hostagent.v1.VolumeEntry.ctime:type_name -> google.protobuf.Timestamp
-	48, // 23: hostagent.v1.VolumeFileResponse.entries:type_name -> hostagent.v1.VolumeEntry
-	52, // 24: hostagent.v1.WriteVolumeFileRequest.header:type_name -> hostagent.v1.WriteVolumeFileHeader
-	4,  // 25: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
-	7,  // 26: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
-	9,  // 27: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
-	11, // 28: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
-	12, // 29: hostagent.v1.HostAgentService.UpdateSandboxNetwork:input_type -> hostagent.v1.UpdateSandboxNetworkRequest
-	15, // 30: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
-	17, // 31: hostagent.v1.HostAgentService.Ping:input_type -> hostagent.v1.PingRequest
-	20, // 32: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
-	23, // 33: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
-	25, // 34: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
-	28, // 35: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
-	30, // 36: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	32, // 37: hostagent.v1.HostAgentService.ReadConsoleLog:input_type -> hostagent.v1.ReadConsoleLogRequest
-	34, // 38: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
-	38, // 39: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
-	40, // 40: hostagent.v1.HostAgentService.ExportTemplate:input_type -> hostagent.v1.ExportTemplateRequest
-	41, // 41: hostagent.v1.HostAgentService.ImportTemplate:input_type -> hostagent.v1.TemplateChunk
-	43, // 42: hostagent.v1.HostAgentService.CreateVolume:input_type -> hostagent.v1.CreateVolumeRequest
-	45, // 43: hostagent.v1.HostAgentService.DeleteVolume:input_type -> hostagent.v1.DeleteVolumeRequest
-	47, // 44: hostagent.v1.HostAgentService.VolumeFile:input_type -> hostagent.v1.VolumeFileRequest
-	50, // 45: hostagent.v1.HostAgentService.ReadVolumeFile:input_type -> hostagent.v1.ReadVolumeFileRequest
-	51, // 46: hostagent.v1.HostAgentService.WriteVolumeFile:input_type -> hostagent.v1.WriteVolumeFileRequest
-	6,  // 47: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	8,  // 48: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	10, // 49: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	14, // 50: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	13, // 51: hostagent.v1.HostAgentService.UpdateSandboxNetwork:output_type -> hostagent.v1.UpdateSandboxNetworkResponse
-	16, // 52: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	19, // 53: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
-	21, // 54: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	24, // 55: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	27, // 56: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	29, // 57: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	31, // 58: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	33, // 59: hostagent.v1.HostAgentService.ReadConsoleLog:output_type -> hostagent.v1.ReadConsoleLogResponse
-	36, // 60: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
-	39, // 61: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
-	41, // 62: hostagent.v1.HostAgentService.ExportTemplate:output_type -> hostagent.v1.TemplateChunk
-	42, // 63: hostagent.v1.HostAgentService.ImportTemplate:output_type -> hostagent.v1.ImportTemplateResponse
-	44, // 64: hostagent.v1.HostAgentService.CreateVolume:output_type -> hostagent.v1.CreateVolumeResponse
-	46, // 65: hostagent.v1.HostAgentService.DeleteVolume:output_type -> hostagent.v1.DeleteVolumeResponse
-	49, // 66: hostagent.v1.HostAgentService.VolumeFile:output_type -> hostagent.v1.VolumeFileResponse
-	24, // 67: hostagent.v1.HostAgentService.ReadVolumeFile:output_type -> hostagent.v1.ReadFileResponse
-	49, // 68: hostagent.v1.HostAgentService.WriteVolumeFile:output_type -> hostagent.v1.VolumeFileResponse
-	47, // [47:69] is the sub-list for method output_type
-	25, // [25:47] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	54, // 3: hostagent.v1.CreateSandboxRequest.env:type_name -> hostagent.v1.CreateSandboxRequest.EnvEntry
+	6,  // 4: hostagent.v1.CreateSandboxRequest.volumes:type_name -> hostagent.v1.VolumeMount
+	5,  // 5: hostagent.v1.CreateSandboxRequest.egress_rules:type_name -> hostagent.v1.EgressHeaderRule
+	55, // 6: hostagent.v1.EgressHeaderRule.headers:type_name -> hostagent.v1.EgressHeaderRule.HeadersEntry
+	3,  // 7: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	3,  // 8: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	3,  // 9: hostagent.v1.UpdateSandboxNetworkResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	3,  // 10: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	3,  // 11: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
+	19, // 12: hostagent.v1.PingResponse.capacity:type_name -> hostagent.v1.Resources
+	19, // 13: hostagent.v1.PingResponse.usage:type_name -> hostagent.v1.Resources
+	56, // 14: hostagent.v1.ExecRequest.env:type_name -> hostagent.v1.ExecRequest.EnvEntry
+	23, // 15: hostagent.v1.ExecResponse.exit:type_name -> hostagent.v1.ExitStatus
+	27, // 16: hostagent.v1.WriteFileRequest.header:type_name -> hostagent.v1.WriteFileHeader
+	57, // 17: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildTemplateRequest.FilesEntry
+	58, // 18: hostagent.v1.BuildLogLine.time:type_name -> google.protobuf.Timestamp
+	36, // 19: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogLine
+	38, // 20: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildTemplateResult
+	2,  // 21: hostagent.v1.VolumeFileRequest.op:type_name -> hostagent.v1.VolumeOp
+	58, // 22: hostagent.v1.VolumeEntry.atime:type_name -> google.protobuf.Timestamp
+	58, // 23: hostagent.v1.VolumeEntry.mtime:type_name -> google.protobuf.Timestamp
+	58, // 24: hostagent.v1.VolumeEntry.ctime:type_name -> google.protobuf.Timestamp
+	49, // 25: hostagent.v1.VolumeFileResponse.entries:type_name -> hostagent.v1.VolumeEntry
+	53, // 26: hostagent.v1.WriteVolumeFileRequest.header:type_name -> hostagent.v1.WriteVolumeFileHeader
+	4,  // 27: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
+	8,  // 28: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
+	10, // 29: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
+	12, // 30: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
+	13, // 31: hostagent.v1.HostAgentService.UpdateSandboxNetwork:input_type -> hostagent.v1.UpdateSandboxNetworkRequest
+	16, // 32: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
+	18, // 33: hostagent.v1.HostAgentService.Ping:input_type -> hostagent.v1.PingRequest
+	21, // 34: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
+	24, // 35: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
+	26, // 36: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
+	29, // 37: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	31, // 38: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	33, // 39: hostagent.v1.HostAgentService.ReadConsoleLog:input_type -> hostagent.v1.ReadConsoleLogRequest
+	35, // 40: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
+	39, // 41: hostagent.v1.HostAgentService.DeleteBuild:input_type -> hostagent.v1.DeleteBuildRequest
+	41, // 42: hostagent.v1.HostAgentService.ExportTemplate:input_type -> hostagent.v1.ExportTemplateRequest
+	42, // 43: hostagent.v1.HostAgentService.ImportTemplate:input_type -> hostagent.v1.TemplateChunk
+	44, // 44: hostagent.v1.HostAgentService.CreateVolume:input_type -> hostagent.v1.CreateVolumeRequest
+	46, // 45: hostagent.v1.HostAgentService.DeleteVolume:input_type -> hostagent.v1.DeleteVolumeRequest
+	48, // 46: hostagent.v1.HostAgentService.VolumeFile:input_type -> hostagent.v1.VolumeFileRequest
+	51, // 47: hostagent.v1.HostAgentService.ReadVolumeFile:input_type -> hostagent.v1.ReadVolumeFileRequest
+	52, // 48: hostagent.v1.HostAgentService.WriteVolumeFile:input_type -> hostagent.v1.WriteVolumeFileRequest
+	7,  // 49: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	9,  // 50: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	11, // 51: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	15, // 52: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	14, // 53: hostagent.v1.HostAgentService.UpdateSandboxNetwork:output_type -> hostagent.v1.UpdateSandboxNetworkResponse
+	17, // 54: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	20, // 55: hostagent.v1.HostAgentService.Ping:output_type -> hostagent.v1.PingResponse
+	22, // 56: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	25, // 57: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	28, // 58: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	30, // 59: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	32, // 60: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	34, // 61: hostagent.v1.HostAgentService.ReadConsoleLog:output_type -> hostagent.v1.ReadConsoleLogResponse
+	37, // 62: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	40, // 63: hostagent.v1.HostAgentService.DeleteBuild:output_type -> hostagent.v1.DeleteBuildResponse
+	42, // 64: hostagent.v1.HostAgentService.ExportTemplate:output_type -> hostagent.v1.TemplateChunk
+	43, // 65: hostagent.v1.HostAgentService.ImportTemplate:output_type -> hostagent.v1.ImportTemplateResponse
+	45, // 66: hostagent.v1.HostAgentService.CreateVolume:output_type -> hostagent.v1.CreateVolumeResponse
+	47, // 67: hostagent.v1.HostAgentService.DeleteVolume:output_type -> hostagent.v1.DeleteVolumeResponse
+	50, // 68: hostagent.v1.HostAgentService.VolumeFile:output_type -> hostagent.v1.VolumeFileResponse
+	25, // 69: hostagent.v1.HostAgentService.ReadVolumeFile:output_type -> hostagent.v1.ReadFileResponse
+	50, // 70: hostagent.v1.HostAgentService.WriteVolumeFile:output_type -> hostagent.v1.VolumeFileResponse
+	49, // [49:71] is the sub-list for method output_type
+	27, // [27:49] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -3825,33 +3901,33 @@ func file_hostagent_v1_hostagent_proto_init() {
 	if File_hostagent_v1_hostagent_proto != nil {
 		return
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[18].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[19].OneofWrappers = []any{
 		(*ExecResponse_Stdout)(nil),
 		(*ExecResponse_Stderr)(nil),
 		(*ExecResponse_Exit)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[22].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[23].OneofWrappers = []any{
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[31].OneofWrappers = []any{}
-	file_hostagent_v1_hostagent_proto_msgTypes[33].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[32].OneofWrappers = []any{}
+	file_hostagent_v1_hostagent_proto_msgTypes[34].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[44].OneofWrappers = []any{}
-	file_hostagent_v1_hostagent_proto_msgTypes[48].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[45].OneofWrappers = []any{}
+	file_hostagent_v1_hostagent_proto_msgTypes[49].OneofWrappers = []any{
 		(*WriteVolumeFileRequest_Header)(nil),
 		(*WriteVolumeFileRequest_Data)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[49].OneofWrappers = []any{}
+	file_hostagent_v1_hostagent_proto_msgTypes[50].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
