@@ -345,7 +345,7 @@ func TestSandboxLifecycle(t *testing.T) {
 		e.want(e.do("PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/big", bytes.Repeat([]byte("x"), 1<<20+1), k), http.StatusRequestEntityTooLarge, "too big upload")
 		// A download the host cuts short is an error for the client, not
 		// a shorter file.
-		e.host.ReadCut = 1000
+		e.host.ReadCut.Store(1000)
 		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/sandboxes/"+sb.ID+"/files?path=/tmp/x.bin", nil)
 		for i := 0; i+1 < len(k); i += 2 {
 			req.Header.Set(k[i], k[i+1])
@@ -357,7 +357,7 @@ func TestSandboxLifecycle(t *testing.T) {
 				t.Errorf("a download cut short by the host ended cleanly with %d of %d bytes", len(b), len(content))
 			}
 		}
-		e.host.ReadCut = 0
+		e.host.ReadCut.Store(0)
 
 		// Pause and resume, both idempotent.
 		for range 2 {

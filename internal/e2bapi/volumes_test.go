@@ -99,7 +99,7 @@ func TestVolumes(t *testing.T) {
 		if status, _ := content("PUT", "/file?path=/big", v.Token, bytes.NewReader(make([]byte, 256<<10))); status != http.StatusCreated {
 			t.Fatalf("write /big: %d", status)
 		}
-		e.host.ReadCut = 100 << 10
+		e.host.ReadCut.Store(100 << 10)
 		req, _ := http.NewRequest("GET", e.url+"/volumecontent/"+v.VolumeID+"/file?path=/big", nil)
 		req.Header.Set("Authorization", "Bearer "+v.Token)
 		if res, err := http.DefaultClient.Do(req); err == nil {
@@ -109,7 +109,7 @@ func TestVolumes(t *testing.T) {
 				t.Errorf("a read cut short by the host ended cleanly with %d of %d bytes", len(b), 256<<10)
 			}
 		}
-		e.host.ReadCut = 0
+		e.host.ReadCut.Store(0)
 
 		// Mounted: 409 on delete, the mount in the sandbox's detail.
 		c := e.create(e.key, map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "data", "path": "/mnt/data"}}})

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-sandbox/hearth/internal/egress"
@@ -30,7 +31,7 @@ type FakeHost struct {
 	VolumesDir string
 	// ReadCut, when > 0, makes sandbox and volume file reads fail after
 	// that many bytes (a host that goes away mid-stream).
-	ReadCut int64
+	ReadCut atomic.Int64
 
 	mu        sync.Mutex
 	sandboxes map[string]*fakeSandbox

@@ -117,8 +117,8 @@ func (h *FakeHost) ReadVolumeFile(_ context.Context, id, path string) (io.ReadCl
 
 // cut applies ReadCut to a file being read.
 func (h *FakeHost) cut(rc io.ReadCloser) io.ReadCloser {
-	if h.ReadCut > 0 {
-		return cutReader{io.LimitReader(rc, h.ReadCut), rc}
+	if n := h.ReadCut.Load(); n > 0 {
+		return cutReader{io.LimitReader(rc, n), rc}
 	}
 	return rc
 }
