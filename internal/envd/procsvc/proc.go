@@ -114,8 +114,8 @@ func (p *proc) pump(r io.Reader, wrap func([]byte) *rpc.ProcessEvent_DataEvent) 
 }
 
 // wait reaps the process, lets the readers drain, then publishes the
-// EndEvent and calls onDone. readers are the read ends the pumps use.
-func (p *proc) wait(pumps *sync.WaitGroup, readers []*os.File, onDone func()) {
+// EndEvent after calling onDone. readers are the read ends the pumps use.
+func (p *proc) wait(pumps *sync.WaitGroup, readers []*os.File, onDone func(*rpc.ProcessEvent_EndEvent)) {
 	waitErr := p.cmd.Wait()
 	drained := make(chan struct{})
 	go func() { pumps.Wait(); close(drained) }()
@@ -134,6 +134,10 @@ func (p *proc) wait(pumps *sync.WaitGroup, readers []*os.File, onDone func()) {
 	p.closeStdin()
 
 	end := endEvent(p.cmd.ProcessState, waitErr)
+	// Out of the service's table before anyone hears of the end: a client
+	// that got the EndEvent and signals or connects again gets not_found,
+	// never a process that is finished but still listed.
+	onDone(end)
 	p.mu.Lock()
 	p.done = true
 	p.end = end
@@ -143,7 +147,6 @@ func (p *proc) wait(pumps *sync.WaitGroup, readers []*os.File, onDone func()) {
 	}
 	p.subs = nil
 	p.mu.Unlock()
-	onDone()
 	close(p.exited)
 }
 

@@ -248,11 +248,11 @@ func (s *Service) launch(ctx context.Context, u userenv.User, req *rpc.StartRequ
 	s.mu.Unlock()
 	s.log.Info("process started", "pid", p.pid, "cmd", cfg.GetCmd(), "user", u.Name, "pty", p.ptyFile != nil)
 
-	go p.wait(&pumps, readers, func() {
+	go p.wait(&pumps, readers, func(end *rpc.ProcessEvent_EndEvent) {
 		s.mu.Lock()
 		delete(s.procs, p.pid)
 		s.mu.Unlock()
-		s.log.Info("process ended", "pid", p.pid, "status", p.end.GetStatus())
+		s.log.Info("process ended", "pid", p.pid, "status", end.GetStatus())
 	})
 
 	// The client's deadline (Connect-Timeout-Ms / grpc-timeout) is the
