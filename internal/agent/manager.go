@@ -339,10 +339,7 @@ func (m *Manager) boot(ctx context.Context, sb *sandbox) error {
 		return err
 	}
 	cfg.KernelArgs += volumeArgs(spec)
-	if err := m.startVolumes(sb, slot); err != nil {
-		return err
-	}
-	if err := m.startEgress(ctx, sb, slot, true); err != nil {
+	if err := m.startSlotServers(ctx, sb, slot, true); err != nil {
 		return err
 	}
 	// The first /init proves itself with a secret only this boot's kernel
@@ -578,8 +575,7 @@ func (m *Manager) cleanup(ctx context.Context, sb *sandbox) error {
 	sb.mu.Lock()
 	vmGone := sb.machine == nil
 	sb.mu.Unlock()
-	m.stopVolumes(sb)
-	m.stopEgress(sb)
+	m.stopSlotServers(sb)
 	if m.d.Cgroups != nil && vmGone {
 		if err := m.d.Cgroups.Remove(id); err != nil {
 			errs = append(errs, err)
@@ -703,8 +699,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	m.crash("pause:vm-stopped")
 	// The snapshot holds the guest's NFS client only; its server starts
 	// again before the guest resumes.
-	m.stopVolumes(sb)
-	m.stopEgress(sb)
+	m.stopSlotServers(sb)
 	// The frozen envd holds this token: a later resume or a template made
 	// from this snapshot authenticates /init with it. The snapshot's memory
 	// holds it anyway, so keeping it beside that memory exposes nothing new
@@ -868,10 +863,7 @@ func (m *Manager) restore(ctx context.Context, sb *sandbox, dir, user, prevToken
 	sb.cfg = cfg
 	sb.mu.Unlock()
 	m.saveMeta(sb)
-	if err := m.startVolumes(sb, slot); err != nil {
-		return err
-	}
-	if err := m.startEgress(ctx, sb, slot, true); err != nil {
+	if err := m.startSlotServers(ctx, sb, slot, true); err != nil {
 		return err
 	}
 	machine, err := m.d.Snapshots.Restore(ctx, cfg, dir)
@@ -914,8 +906,7 @@ func (m *Manager) releaseVM(ctx context.Context, sb *sandbox) error {
 			sb.mu.Unlock()
 		}
 	}
-	m.stopVolumes(sb)
-	m.stopEgress(sb)
+	m.stopSlotServers(sb)
 	if err := m.d.Net.Teardown(ctx, sb.spec.ID); err != nil {
 		errs = append(errs, err)
 	} else {

@@ -202,8 +202,7 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		if machine != nil {
 			m.stopAdopted(ctx, sb, machine)
 		}
-		m.stopVolumes(sb)
-		m.stopEgress(sb)
+		m.stopSlotServers(sb)
 		if sr, ok := m.d.Snapshots.(SnapshotRecovery); ok {
 			sr.ReleaseMemory(id)
 		}
@@ -214,8 +213,7 @@ func (m *Manager) recoverLive(ctx context.Context, sb *sandbox, md meta) {
 		if machine != nil {
 			m.stopAdopted(ctx, sb, machine)
 		}
-		m.stopVolumes(sb)
-		m.stopEgress(sb)
+		m.stopSlotServers(sb)
 		_ = m.d.Net.Teardown(ctx, id)
 		sb.state = sbx.StateError
 		sb.errMsg = fmt.Sprintf("agent restart: %v; disk and last snapshot kept (destroy the sandbox to free them)", cause)
@@ -402,10 +400,7 @@ func (m *Manager) readopt(ctx context.Context, sb *sandbox, machine vmm.Machine,
 		return fmt.Errorf("envd token record: %w", err)
 	}
 	// The guest's NFS client retries until its volumes' server is back.
-	if err := m.startVolumes(sb, slot); err != nil {
-		return err
-	}
-	if err := m.startEgress(ctx, sb, slot, false); err != nil {
+	if err := m.startSlotServers(ctx, sb, slot, false); err != nil {
 		return err
 	}
 	sb.mu.Lock()

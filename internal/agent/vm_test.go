@@ -393,8 +393,7 @@ func (e *vmEnv) crashAndRestart(t *testing.T, ctx context.Context, id string) (*
 	sb.mu.Lock()
 	sb.machine.(*qemu.Machine).QMP().Close()
 	sb.mu.Unlock()
-	e.agent.Manager().stopVolumes(sb)
-	e.agent.Manager().stopEgress(sb)
+	e.agent.Manager().stopSlotServers(sb)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	disks, err := rootfs.NewReflink(e.pool.Mount, log)
 	if err != nil {

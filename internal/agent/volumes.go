@@ -108,6 +108,23 @@ func volumeArgs(spec Spec) string {
 
 func exportName(i int) string { return "vol" + strconv.Itoa(i) }
 
+// startSlotServers starts the servers this agent runs in sb's network
+// namespace for its guest (the volume server, the egress proxy), each only
+// if the sandbox needs it, before the guest runs. redirect: slot is new
+// (an adopted one already has its redirect rules).
+func (m *Manager) startSlotServers(ctx context.Context, sb *sandbox, slot NetSlot, redirect bool) error {
+	if err := m.startVolumes(sb, slot); err != nil {
+		return err
+	}
+	return m.startEgress(ctx, sb, slot, redirect)
+}
+
+// stopSlotServers stops those that run.
+func (m *Manager) stopSlotServers(sb *sandbox) {
+	m.stopVolumes(sb)
+	m.stopEgress(sb)
+}
+
 // startVolumes starts sb's volume server in slot's namespace (before the
 // guest runs: it mounts at boot, and a resumed one retries its requests).
 // A sandbox without volumes has none.
